@@ -1,0 +1,121 @@
+"""Settings: one object, read from the environment (prefix ``MEMBERWISE_``) and passed down.
+
+Every setting is listed with its meaning in ``.env.example``. Nothing here reads files other than
+the embedded secrets file in the home directory (see :meth:`Settings.pii_key_bytes`).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Engine(StrEnum):
+    """The warehouse engine batch work runs on."""
+
+    duckdb = "duckdb"
+    spark = "spark"
+
+
+class Settings(BaseSettings):
+    """Everything memberwise can be told, with defaults that run embedded on one machine."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEMBERWISE_", env_file=".env", extra="ignore", frozen=False
+    )
+
+    home: Path = Field(
+        default=Path("memberwise-data"),
+        description="Directory for embedded data: the SQLite store, the event lake, secrets.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the operational store; default SQLite file in home. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db",
+    )
+    lake_dir: Path | None = Field(
+        default=None, description="Root of the event lake; default HOME/lake."
+    )
+    engine: Engine = Field(default=Engine.duckdb, description="Warehouse engine: duckdb or spark.")
+    program_file: Path | None = Field(
+        default=None, description="The membership program definition (YAML)."
+    )
+    pii_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 of a 32-byte AES-GCM key for member PII. "
+        "Default: HOME/secrets/pii.key, created by `memberwise init`.",
+    )
+    api_key_cache_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a verified API key is trusted before its argon2 hash is checked "
+        "again (revocation through the API takes effect at once in the serving process).",
+    )
+    display_timezone: str = Field(
+        default="Asia/Shanghai", description="Time zone for member-facing day boundaries."
+    )
+    host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    port: int = Field(default=8000, description="Port the API listens on.")
+
+    @model_validator(mode="after")
+    def _absolute_home(self) -> Settings:
+        self.home = self.home.expanduser().absolute()
+        return self
+
+    @property
+    def db_url(self) -> str:
+        """The operational store's URL, defaulting to a SQLite file in the home directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'memberwise.sqlite'}"
+
+    @property
+    def lake_root(self) -> Path:
+        """Root directory of the event lake."""
+        return (self.lake_dir or self.home / "lake").expanduser().absolute()
+
+    @property
+    def pii_key_file(self) -> Path:
+        return self.home / "secrets" / "pii.key"
+
+    @cached_property
+    def pii_key_bytes(self) -> bytes:
+        """The 32-byte PII key from the environment or the home's secrets file.
+
+        Raises RuntimeError when neither exists, so PII is never written under no key.
+        """
+        if self.pii_key is not None:
+            raw = self.pii_key.get_secret_value()
+        elif self.pii_key_file.exists():
+            raw = self.pii_key_file.read_text().strip()
+        else:
+            raise RuntimeError(
+                "no PII key: set MEMBERWISE_PII_KEY or run `memberwise init` to create "
+                f"{self.pii_key_file}"
+            )
+        key = base64.b64decode(raw)
+        if len(key) != 32:
+            raise RuntimeError("the PII key must be 32 bytes, base64-encoded")
+        return key
+
+    def ensure_pii_key(self) -> bool:
+        """Create the home's PII key file if no key is configured; True when one was created."""
+        if self.pii_key is not None or self.pii_key_file.exists():
+            return False
+        self.pii_key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.pii_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        return True
+
+
+def get_settings() -> Settings:
+    """Settings from the current environment (a new object each call, so tests can vary env)."""
+    return Settings()

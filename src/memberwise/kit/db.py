@@ -1,0 +1,90 @@
+"""The operational store: one SQLAlchemy Core engine, one metadata, one unit of work.
+
+SQLite (embedded default) runs in WAL mode with foreign keys on; PostgreSQL is the production
+store. Only portable SQL is used; dialect differences stay in this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    TableValuedAlias,
+    bindparam,
+    create_engine,
+    event,
+    func,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.dml import Insert
+
+#: Every domain's ``tables.py`` defines its tables on this metadata; Alembic migrates it.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # WAL lets readers run beside the one writer; busy_timeout turns lock waits into waits,
+    # not immediate "database is locked" errors; NORMAL sync is durable at each WAL checkpoint
+    # and safe against application crashes (the lake, not SQLite, holds the event stream).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url`` with the store's conventions applied (WAL and FKs on SQLite)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 10}, **kwargs
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """A unit of work: commits when the block ends, rolls back everything if it raises."""
+    with engine.begin() as conn:
+        yield conn
+
+
+def insert_ignore(conn: Connection, table: Table) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the connection's dialect (SQLite/PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def string_values(conn: Connection, values: Sequence[str]) -> TableValuedAlias:
+    """A one-column table (``value``) of ``values``, bound as ONE parameter.
+
+    Hot paths use it instead of ``IN (:p1, ..., :p1000)`` or per-row executemany: one
+    statement, one bound value, a cached compiled query (json_each on SQLite, unnest on
+    PostgreSQL).
+    """
+    if conn.dialect.name == "postgresql":
+        param = bindparam(None, list(values), type_=ARRAY(String))
+        return func.unnest(param).table_valued("value").render_derived()
+    return func.json_each(bindparam(None, json.dumps(list(values)))).table_valued("value")

@@ -1,0 +1,83 @@
+"""Every query of the members domain."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, insert, literal, select, true, update
+
+from memberwise.kit.db import insert_ignore, string_values
+from memberwise.kit.time import UTCDateTime
+from memberwise.members.schemas import MemberSource, MemberStatus
+from memberwise.members.tables import members
+
+
+def get(conn: Connection, member_id: str) -> RowMapping | None:
+    return conn.execute(select(members).where(members.c.member_id == member_id)).mappings().first()
+
+
+def get_many(conn: Connection, member_ids: Sequence[str]) -> dict[str, RowMapping]:
+    rows = conn.execute(select(members).where(members.c.member_id.in_(member_ids))).mappings()
+    return {r["member_id"]: r for r in rows}
+
+
+def insert_one(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(members).values(**values))
+
+
+def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(members), rows)
+
+
+def insert_seen(conn: Connection, member_ids: Sequence[str], now: datetime) -> list[str]:
+    """Create records (source "events") for ids that have none; return the ids created."""
+    if not member_ids:
+        return []
+    ids = string_values(conn, member_ids)
+    rows = select(
+        ids.c.value,
+        literal(MemberStatus.active.value),
+        literal(MemberSource.events.value),
+        literal(now, UTCDateTime),
+        literal(now, UTCDateTime),
+        literal(1),
+    ).where(true())
+    stmt = (
+        insert_ignore(conn, members)
+        .from_select(
+            ["member_id", "status", "source", "created_at", "updated_at", "version"], rows
+        )
+        .returning(members.c.member_id)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def update_one(conn: Connection, member_id: str, version: int, values: dict[str, Any]) -> bool:
+    """Update guarded by the version read, so concurrent writers cannot lose each other's change."""
+    result = conn.execute(
+        update(members)
+        .where(members.c.member_id == member_id, members.c.version == version)
+        .values(**values, version=version + 1)
+    )
+    return result.rowcount == 1
+
+
+def page(
+    conn: Connection,
+    *,
+    limit: int,
+    after: str | None,
+    source: str | None,
+    region: str | None,
+) -> Sequence[RowMapping]:
+    query = select(members).order_by(members.c.member_id).limit(limit)
+    if after is not None:
+        query = query.where(members.c.member_id > after)
+    if source is not None:
+        query = query.where(members.c.source == source)
+    if region is not None:
+        query = query.where(members.c.region == region)
+    return conn.execute(query).mappings().all()

@@ -1,0 +1,28 @@
+"""Members: the platform's customers, with their PII sealed (see privacy.crypto)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Integer, LargeBinary, String, Table
+
+from memberwise.kit.db import metadata
+from memberwise.kit.time import UTCDateTime
+
+members = Table(
+    "members",
+    metadata,
+    Column("member_id", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    # "registered": the platform told us about the member; "events": first seen in behaviour.
+    Column("source", String(16), nullable=False),
+    Column("name_enc", LargeBinary, nullable=True),
+    Column("phone_enc", LargeBinary, nullable=True),
+    Column("email_enc", LargeBinary, nullable=True),
+    Column("gender", String(16), nullable=True),
+    Column("birth_year", Integer, nullable=True),
+    Column("region", String(128), nullable=True),
+    Column("city", String(128), nullable=True),
+    Column("registered_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)

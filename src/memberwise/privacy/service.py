@@ -1,0 +1,239 @@
+"""API keys (argon2-hashed, shown once), key verification with a short cache, and the audit log.
+
+Keys look like ``mw_<key_id>_<secret>``: the id finds the row, the secret is checked against an
+argon2id hash. Argon2 is deliberately slow (tens of ms), so a verified key is trusted for
+``api_key_cache_seconds``; revoking through this service drops it from the cache at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Connection, Engine
+
+from memberwise.kit.db import transaction
+from memberwise.kit.errors import Forbidden, NotFound, Unauthenticated
+from memberwise.kit.ids import new_id
+from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
+from memberwise.kit.time import utcnow
+from memberwise.privacy import repository
+from memberwise.privacy.schemas import (
+    SYSTEM,
+    AuditEntry,
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    Principal,
+    Role,
+)
+
+
+class InvalidKey(Unauthenticated):
+    code = "invalid_api_key"
+
+
+class MissingKey(Unauthenticated):
+    code = "missing_api_key"
+
+
+class RoleNotAllowed(Forbidden):
+    code = "role_not_allowed"
+
+
+class KeyNotFound(NotFound):
+    code = "api_key_not_found"
+
+
+class StaffNotFound(NotFound):
+    code = "staff_not_found"
+
+
+_hasher = PasswordHasher()
+KEY_PREFIX = "mw"
+
+
+def _split(key: str) -> tuple[str, str] | None:
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+def create_key(conn: Connection, data: KeyCreate, *, actor: Principal = SYSTEM) -> KeyCreated:
+    """Create a key and return it once. Raises StaffNotFound for an unknown ``staff_id``."""
+    if data.staff_id is not None and repository.get_staff(conn, data.staff_id) is None:
+        raise StaffNotFound(f"no staff account {data.staff_id!r}")
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    name = data.name or f"{data.role.value} key"
+    repository.insert_key(
+        conn,
+        key_id=key_id,
+        name=name,
+        role=data.role.value,
+        staff_id=data.staff_id,
+        secret_hash=_hasher.hash(secret),
+        created_at=utcnow(),
+    )
+    audit(conn, actor, "api_key.create", "api_key", key_id, details={"role": data.role.value})
+    return KeyCreated(
+        key=f"{KEY_PREFIX}_{key_id}_{secret}", key_id=key_id, role=data.role, name=name
+    )
+
+
+def list_keys(conn: Connection) -> list[KeyOut]:
+    return [KeyOut.model_validate(dict(row)) for row in repository.list_keys(conn)]
+
+
+def revoke_key(
+    conn: Connection, key_id: str, *, actor: Principal = SYSTEM, verifier: KeyVerifier | None = None
+) -> None:
+    """Revoke a key for good. Raises KeyNotFound when there is no active key with that id."""
+    if not repository.revoke_key(conn, key_id, utcnow()):
+        raise KeyNotFound(f"no active API key {key_id!r}")
+    audit(conn, actor, "api_key.revoke", "api_key", key_id)
+    if verifier is not None:
+        verifier.forget(key_id)
+
+
+def has_active_key(conn: Connection, role: Role) -> bool:
+    return repository.count_active_keys(conn, role.value) > 0
+
+
+class KeyVerifier:
+    """Checks presented keys against the store, caching successes for ``ttl`` seconds."""
+
+    def __init__(self, engine: Engine, *, ttl: float, max_entries: int = 10_000) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._max = max_entries
+        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def verify(self, key: str | None) -> Principal:
+        """The principal a key stands for. Raises MissingKey / InvalidKey."""
+        if not key:
+            raise MissingKey("send an API key as `Authorization: Bearer <key>`")
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+            if hit is not None and hit[0] > now:
+                self._cache.move_to_end(digest)
+                return hit[1]
+        parts = _split(key)
+        if parts is None:
+            raise InvalidKey("the API key is malformed")
+        key_id, secret = parts
+        with transaction(self._engine) as conn:
+            row = repository.get_key(conn, key_id)
+        if row is None or row["revoked_at"] is not None:
+            raise InvalidKey("the API key is unknown or revoked")
+        try:
+            _hasher.verify(row["secret_hash"], secret)
+        except (VerificationError, InvalidHashError) as exc:
+            raise InvalidKey("the API key is unknown or revoked") from exc
+        principal = Principal(
+            key_id=key_id, role=Role(row["role"]), name=row["name"], staff_id=row["staff_id"]
+        )
+        with self._lock:
+            self._cache[digest] = (now + self._ttl, principal)
+            while len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+        return principal
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from the cache (after revocation)."""
+        with self._lock:
+            for digest in [d for d, (_, p) in self._cache.items() if p.key_id == key_id]:
+                del self._cache[digest]
+
+
+def authorize(principal: Principal, allowed: frozenset[Role]) -> None:
+    """Raises RoleNotAllowed unless the principal's role is allowed (admin always is)."""
+    if principal.role is not Role.admin and principal.role not in allowed:
+        names = ", ".join(sorted(r.value for r in allowed | {Role.admin}))
+        raise RoleNotAllowed(
+            f"role {principal.role.value!r} may not do this (needs one of {names})"
+        )
+
+
+def audit_row(
+    actor: Principal,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    *,
+    member_id: str | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One audit row, for callers that write many at once with :func:`audit_many`."""
+    return {
+        "audit_id": new_id(),
+        "ts": utcnow(),
+        "actor": actor.key_id,
+        "actor_role": actor.role.value,
+        "action": action,
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "member_id": member_id,
+        "reason": reason,
+        "details": details,
+    }
+
+
+def audit(
+    conn: Connection,
+    actor: Principal,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    *,
+    member_id: str | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Record who did what to what, and why, in the same transaction as the change."""
+    repository.insert_audit(
+        conn,
+        [
+            audit_row(
+                actor,
+                action,
+                subject_type,
+                subject_id,
+                member_id=member_id,
+                reason=reason,
+                details=details,
+            )
+        ],
+    )
+
+
+def audit_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    repository.insert_audit(conn, rows)
+
+
+def list_audit(
+    conn: Connection,
+    *,
+    limit: int,
+    after: str | None = None,
+    member_id: str | None = None,
+    action: str | None = None,
+) -> Page[AuditEntry]:
+    """Audit entries, newest first, one page at a time."""
+    rows = repository.list_audit(
+        conn, limit=limit + 1, before=decode_cursor(after), member_id=member_id, action=action
+    )
+    items = [AuditEntry.model_validate(dict(r)) for r in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].audit_id) if len(rows) > limit else None
+    return Page[AuditEntry](items=items, next_cursor=next_cursor)

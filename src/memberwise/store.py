@@ -1,0 +1,40 @@
+"""The operational store's schema (every domain's tables) and its migrations.
+
+Alembic migrations in ``memberwise/migrations`` are the only way the schema changes; they run on
+SQLite and PostgreSQL alike (SQLite through Alembic's batch mode).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine
+
+# Imported for their side effect: each module registers its tables on kit.db.metadata.
+from memberwise.events import tables as _events_tables  # noqa: F401
+from memberwise.kit.db import metadata
+from memberwise.members import tables as _members_tables  # noqa: F401
+from memberwise.privacy import tables as _privacy_tables  # noqa: F401
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+__all__ = ["alembic_config", "metadata", "migrate"]
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config pointing at our migrations (no alembic.ini needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the store's schema to ``revision`` (default: the newest)."""
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Connection, Engine, func, select
+
+from memberwise.kit.db import transaction
+from memberwise.privacy import service
+from memberwise.privacy.schemas import KeyCreate, Principal, Role
+from memberwise.privacy.tables import api_keys, audit_log
+
+
+def test_a_created_key_verifies_to_its_role_and_is_stored_only_as_a_hash(engine: Engine) -> None:
+    with transaction(engine) as conn:
+        created = service.create_key(conn, KeyCreate(role=Role.operator, name="Ann"))
+        row = conn.execute(select(api_keys)).mappings().one()
+    assert created.key.startswith(f"mw_{created.key_id}_")
+    assert created.key.split("_", 2)[2] not in row["secret_hash"]
+    assert row["secret_hash"].startswith("$argon2id$")
+    principal = service.KeyVerifier(engine, ttl=60).verify(created.key)
+    assert (principal.key_id, principal.role, principal.name) == (
+        created.key_id,
+        Role.operator,
+        "Ann",
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "error"),
+    [
+        (None, service.MissingKey),
+        ("", service.MissingKey),
+        ("not-a-key", service.InvalidKey),
+        ("mw_ffffffffffff_secret", service.InvalidKey),
+    ],
+)
+def test_missing_malformed_and_unknown_keys_are_refused(
+    engine: Engine, key: str | None, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        service.KeyVerifier(engine, ttl=60).verify(key)
+
+
+def test_a_wrong_secret_for_a_real_key_id_is_refused(engine: Engine) -> None:
+    with transaction(engine) as conn:
+        created = service.create_key(conn, KeyCreate(role=Role.admin))
+    with pytest.raises(service.InvalidKey):
+        service.KeyVerifier(engine, ttl=60).verify(f"mw_{created.key_id}_wrong")
+
+
+def test_revocation_takes_effect_at_once_in_the_process_that_revokes(engine: Engine) -> None:
+    verifier = service.KeyVerifier(engine, ttl=3600)
+    with transaction(engine) as conn:
+        created = service.create_key(conn, KeyCreate(role=Role.platform))
+    verifier.verify(created.key)  # now cached
+    with transaction(engine) as conn:
+        service.revoke_key(conn, created.key_id, verifier=verifier)
+    with pytest.raises(service.InvalidKey):
+        verifier.verify(created.key)
+
+
+def test_revoking_an_unknown_or_revoked_key_is_a_not_found(engine: Engine) -> None:
+    with transaction(engine) as conn:
+        created = service.create_key(conn, KeyCreate(role=Role.platform))
+        service.revoke_key(conn, created.key_id)
+    with transaction(engine) as conn, pytest.raises(service.KeyNotFound):
+        service.revoke_key(conn, created.key_id)
+
+
+def test_key_creation_and_revocation_are_audited(conn: Connection) -> None:
+    created = service.create_key(conn, KeyCreate(role=Role.analyst))
+    service.revoke_key(conn, created.key_id)
+    rows = conn.execute(
+        select(audit_log.c.action, audit_log.c.subject_id).order_by(audit_log.c.audit_id)
+    ).all()
+    assert [tuple(r) for r in rows] == [
+        ("api_key.create", created.key_id),
+        ("api_key.revoke", created.key_id),
+    ]
+
+
+def test_unknown_staff_is_refused_and_nothing_is_written(conn: Connection) -> None:
+    with pytest.raises(service.StaffNotFound):
+        service.create_key(conn, KeyCreate(role=Role.service, staff_id="nobody"))
+    assert conn.execute(select(func.count()).select_from(api_keys)).scalar_one() == 0
+
+
+def test_admin_is_allowed_everywhere_and_other_roles_only_where_listed() -> None:
+    admin = Principal(key_id="a", role=Role.admin, name="a")
+    operator = Principal(key_id="o", role=Role.operator, name="o")
+    service.authorize(admin, frozenset())
+    service.authorize(operator, frozenset({Role.operator}))
+    with pytest.raises(service.RoleNotAllowed):
+        service.authorize(operator, frozenset({Role.platform}))
