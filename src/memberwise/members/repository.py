@@ -47,9 +47,7 @@ def insert_seen(conn: Connection, member_ids: Sequence[str], now: datetime) -> l
     ).where(true())
     stmt = (
         insert_ignore(conn, members)
-        .from_select(
-            ["member_id", "status", "source", "created_at", "updated_at", "version"], rows
-        )
+        .from_select(["member_id", "status", "source", "created_at", "updated_at", "version"], rows)
         .returning(members.c.member_id)
     )
     return list(conn.execute(stmt).scalars())

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from memberwise.kit.cache import BoundedSet
 from memberwise.kit.errors import Conflict, NotFound
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
@@ -225,17 +226,29 @@ def list_members(
     return Page[MemberOut](items=items, next_cursor=next_cursor)
 
 
-def ensure_members(conn: Connection, member_ids: Iterable[str], *, actor: Principal) -> int:
+def ensure_members(
+    conn: Connection,
+    member_ids: Iterable[str],
+    *,
+    actor: Principal,
+    known: BoundedSet | None = None,
+) -> int:
     """Give every member seen in events a record; returns how many were new.
 
+    ``known`` (optional) remembers ids already in the store so hot paths skip asking again.
     Idempotent: ids that exist are left alone. Each new record gets an audit row. A
     concurrent transaction creating the same member makes this one wait and skip it.
     """
-    wanted = list(dict.fromkeys(member_ids))
+    wanted = [m for m in dict.fromkeys(member_ids) if known is None or m not in known]
     created: list[str] = []
     now = utcnow()
     for start in range(0, len(wanted), _CHUNK):
         created += repository.insert_seen(conn, wanted[start : start + _CHUNK], now)
+    if known is not None:
+        # Only ids that existed before this transaction: a record created here is not certain
+        # until commit (members are never deleted, so an existing id stays true).
+        new = set(created)
+        known.add_all(m for m in wanted if m not in new)
     privacy.audit_many(
         conn,
         [privacy.audit_row(actor, "member.autocreate", "member", m, member_id=m) for m in created],

@@ -25,4 +25,6 @@ members = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    # Clustered on the key on SQLite (no separate rowid tree): half the work per insert.
+    sqlite_with_rowid=False,
 )

@@ -50,6 +50,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.PrimaryKeyConstraint("event_id", name=op.f("pk_event_receipts")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "members",
@@ -68,6 +69,7 @@ def upgrade() -> None:
         sa.Column("updated_at", memberwise.kit.time.UTCDateTime(timezone=True), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("member_id", name=op.f("pk_members")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "staff",

@@ -1,0 +1,120 @@
+"""``create_app(settings)``: the FastAPI application with every domain's router mounted.
+
+OpenAPI docs are served from bundled assets (``fastapi-offline``): the machines that run
+memberwise may have no internet, so nothing is loaded from a CDN.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from memberwise import __version__
+from memberwise.config import Settings, get_settings
+from memberwise.events.endpoints import router as events_router
+from memberwise.kit.db import transaction
+from memberwise.kit.errors import MemberwiseError
+from memberwise.members.endpoints import router as members_router
+from memberwise.privacy.endpoints import router as privacy_router
+from memberwise.runtime import Runtime
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse(body, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MemberwiseError)
+    async def _domain(_: Request, exc: MemberwiseError) -> JSONResponse:
+        return _error(exc.status_code, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(e.get("loc", ())), "type": e.get("type"), "message": e.get("msg")}
+            for e in exc.errors()
+        ]
+        first = details[0] if details else {"loc": [], "message": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        message = f"{where}: {first['message']}" if where else str(first["message"])
+        return _error(422, "invalid_request", message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
+        return _error(500, "internal_error", "an unexpected error happened; it has been logged")
+
+
+def tune_gc() -> None:
+    """Make the garbage collector run less often in a server process.
+
+    A 10,000-event batch allocates hundreds of thousands of short-lived objects, which would
+    trigger a young-generation collection every 700 allocations by default; measured, this
+    costs about a third of ingest throughput. Objects alive at startup are frozen out of
+    collection (they live as long as the process).
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """The API for ``settings`` (or an already-open ``runtime``, e.g. in tests)."""
+    rt = runtime or Runtime.open(settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tune_gc()
+        yield
+        if runtime is None:
+            rt.close()
+
+    app = FastAPIOffline(
+        title="memberwise",
+        version=__version__,
+        description="Personalized membership programs: members, events, tiers, ledgers, "
+        "predictions and recommendations. Every route but /health needs an API key "
+        "(`Authorization: Bearer mw_...`).",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    _install_error_handlers(app)
+
+    @app.get("/health", tags=["health"], summary="Liveness and store reachability (no key)")
+    def health() -> JSONResponse:
+        try:
+            with transaction(rt.engine) as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return _error(503, "store_unavailable", "the operational store does not answer")
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    app.include_router(events_router)
+    app.include_router(members_router)
+    app.include_router(privacy_router)
+    return app

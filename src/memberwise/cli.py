@@ -1,0 +1,190 @@
+"""The ``memberwise`` command: one Typer app with every domain's commands mounted on it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.panel import Panel
+
+from memberwise import __version__
+from memberwise.config import Settings, get_settings
+from memberwise.demo.commands import app as demo_app
+from memberwise.events.commands import ingest, lake_app
+from memberwise.kit.db import make_engine, transaction
+from memberwise.members.commands import app as members_app
+from memberwise.members.commands import import_file
+from memberwise.privacy import service as privacy
+from memberwise.privacy.commands import app as keys_app
+from memberwise.privacy.schemas import KeyCreate, Role
+from memberwise.store import migrate
+
+app = typer.Typer(
+    name="memberwise",
+    help="Run a personalized membership program: events in, members, tiers, ledgers, "
+    "predictions and recommendations out.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
+app.add_typer(members_app, name="members", help="Import and inspect members.")
+app.add_typer(demo_app, name="demo", help="Generate a synthetic platform for demos and benchmarks.")
+app.add_typer(lake_app, name="lake", help="Inspect and compact the event lake.")
+app.command("ingest", help="Load event files (CSV, JSONL, Parquet, Taobao) into the lake.")(ingest)
+
+console = Console()
+
+
+def _admin_key_file(settings: Settings) -> Path:
+    return settings.home / "secrets" / "admin.key"
+
+
+def bootstrap(settings: Settings) -> str | None:
+    """Prepare the home directory, PII key and schema; create a first admin key if none exists.
+
+    Returns the bootstrap admin key when one is kept in the home's secrets (the embedded demo
+    keeps it there so a second ``make run`` can print it again; production creates keys with
+    ``memberwise keys create`` and stores them in its own secret manager).
+    """
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.lake_root.mkdir(parents=True, exist_ok=True)
+    settings.ensure_pii_key()
+    engine = make_engine(settings.db_url)
+    try:
+        migrate(engine)
+        key_file = _admin_key_file(settings)
+        with transaction(engine) as conn:
+            if privacy.has_active_key(conn, Role.admin):
+                return key_file.read_text().strip() if key_file.exists() else None
+            created = privacy.create_key(conn, KeyCreate(role=Role.admin, name="bootstrap admin"))
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(created.key + "\n")
+            return created.key
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def init() -> None:
+    """Create the home directory, the PII key, the schema and a first admin key."""
+    settings = get_settings()
+    key = bootstrap(settings)
+    console.print(f"home       {settings.home}")
+    console.print(f"store      {settings.db_url}")
+    console.print(f"lake       {settings.lake_root}")
+    if key:
+        console.print(f"admin key  [bold]{key}[/bold]  (kept in {_admin_key_file(settings)})")
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Apply the operational store's migrations (idempotent)."""
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    engine.dispose()
+    console.print(f"schema up to date on {engine.url.render_as_string(hide_password=True)}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default MEMBERWISE_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default MEMBERWISE_PORT.")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API (and its docs at /docs)."""
+    settings = get_settings()
+    uvicorn.run(
+        "memberwise.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+def _ensure_demo(settings: Settings, *, members: int, days: int, seed: int) -> Path:
+    """The demo platform in HOME/demo, generated once (a half-written one is made again)."""
+    from memberwise.demo.generator import generate_platform
+
+    demo_dir = settings.home / "demo"
+    marker = demo_dir / ".complete"
+    if marker.exists():
+        console.print(f"demo platform: reusing {demo_dir}")
+        return demo_dir
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    console.print(f"demo platform: generating {members:,} members over {days} days ...")
+    end = datetime.now(UTC).date()
+    summary = generate_platform(
+        demo_dir, members=members, days=days, seed=seed, end=end, events_per_member=100.0
+    )
+    marker.write_text(f"{summary.events}\n")
+    console.print(f"demo platform: {summary.events:,} events in {summary.seconds:.1f} s")
+    return demo_dir
+
+
+@app.command()
+def run(
+    members: Annotated[int, typer.Option(help="Demo platform size (members).")] = 20_000,
+    days: Annotated[int, typer.Option(help="Days of demo behaviour.")] = 120,
+    seed: Annotated[int, typer.Option(help="Demo generator seed.")] = 7,
+    serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the API.")] = True,
+) -> None:
+    """Set everything up on the embedded default and serve the API (what `make run` does).
+
+    Creates the home, key and schema, generates the demo platform once, ingests it (a no-op
+    when already ingested), registers its members, then serves http://HOST:PORT.
+    """
+    from memberwise.events.bulk import ingest_paths
+    from memberwise.events.bulk_hooks import member_registrar
+    from memberwise.runtime import Runtime
+
+    settings = get_settings()
+    key = bootstrap(settings)
+    demo_dir = _ensure_demo(settings, members=members, days=days, seed=seed)
+    rt = Runtime.open(settings)
+    result = ingest_paths(
+        [demo_dir / "events"],
+        rt.lake,
+        deadletter_dir=settings.home / "deadletter",
+        on_members=member_registrar(settings),
+    )
+    console.print(
+        f"ingest: {result.accepted:,} events accepted, {result.rejected:,} rejected, "
+        f"{len(result.skipped_files)} file(s) already ingested"
+    )
+    created, registered, unchanged = import_file(rt, demo_dir / "members.parquet")
+    console.print(
+        f"members: {created:,} created, {registered:,} registered, {unchanged:,} unchanged"
+    )
+    rt.close()
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [
+        f"API        {base}   (docs {base}/docs)",
+        f"admin key  {key or '(not kept here; make one: memberwise keys create --role admin)'}",
+        f"data       {settings.home}",
+        "",
+        f'try        curl -H "Authorization: Bearer $KEY" "{base}/v1/members?limit=5"',
+    ]
+    console.print(Panel("\n".join(lines), title="memberwise is ready", expand=False))
+    if serve_api:
+        serve(host=None, port=None, workers=1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,945 @@
+"""Bulk ingest: event files in, lake out, bad rows to a dead-letter file, exactly once.
+
+For each source file (Parquet, CSV with a header, JSON Lines, or Taobao UserBehavior CSV):
+
+1. Its fingerprint (resolved path, size, mtime, format) names everything the run writes. If
+   ``_manifest/ingested/<fp>.json`` exists the file was fully ingested before and is skipped,
+   so running the same ingest again changes nothing.
+2. Batches are read in file order and checked by the contract's rules compiled to one DuckDB
+   SELECT (:mod:`memberwise.events.validation_sql`), several batches at a time; good rows get
+   the file's ``ingested_at`` and are written, per UTC day, to ``_staging/<fp>/``, bad rows to
+   the dead letter's temporary file, with their row number and reason.
+3. The staged files are published into the lake as ``events/date=D/part-<fp>-<n>.parquet``
+   (fsync, atomic rename, directory fsync), replacing files of the same name; then the members
+   are registered (``on_members``, idempotent); then the dead letter is renamed into place;
+   and only then the manifest is written.
+
+A crash (even ``kill -9``) at any moment therefore leaves either nothing visible, or some of
+this file's published files, which a re-run rewrites under the same names with the same rows:
+the file's ``ingested_at`` and ``now`` are recorded in ``_manifest/pending/<fp>.json`` at the
+start and reused, so a re-run is byte-for-byte the same decision. Compaction leaves the files of
+an unfinished ingest alone, so after the re-run each event is stored once.
+
+Within one file, a repeated ``event_id`` keeps its first good row; the others count as
+duplicates. Duplicates are found by hashing every accepted id into a DuckDB table (spilling to
+disk past memory), and only a file that has some is read a second time to drop them in order.
+Across files and runs, copies of an event are hidden by the lake's reader and removed by
+compaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import io
+import os
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from memberwise.events.schemas import LAKE_SCHEMA
+from memberwise.events.sources import (
+    Batch,
+    Format,
+    Malformed,
+    ParquetSlice,
+    Source,
+    SourceError,
+    detect_format,
+    open_source,
+)
+from memberwise.events.validation_sql import (
+    INT_FIELDS,
+    ROW,
+    SchemaMismatch,
+    ValidationPlan,
+    build_validation,
+)
+from memberwise.kit.lake import (
+    BULK_FILE,
+    PARQUET_OPTIONS,
+    ROW_GROUP_ROWS,
+    EventLake,
+    atomic_write_bytes,
+    day_of,
+    fsync_dir,
+    partition_name,
+    utc_days,
+)
+
+BulkFormat = Literal["auto", "csv", "jsonl", "parquet", "taobao"]
+MembersCallback = Callable[[list[str]], None]
+#: Environment variable naming a stage at which the process kills itself (crash tests only).
+CRASH_ENV = "MEMBERWISE_TEST_CRASH_AT"
+#: Accepted-id hashes held in memory (8 bytes each) before they move to a DuckDB table.
+HASH_MEMORY_ROWS = 32_000_000
+#: Member ids handed to ``on_members`` per call.
+MEMBER_CHUNK = 100_000
+#: Good rows buffered across all days before the biggest buffers are written out.
+_BUFFER_ROWS = 4 * ROW_GROUP_ROWS
+#: Staged files open at once; past this the least recently used one is finished.
+_MAX_OPEN = 128
+_DEADLETTER_HEADER = ("row", "code", "field", "message", "raw")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where an ingest is: file ``index`` (1-based) of ``files``, rows read from it so far and
+    the fraction of it done (by rows for Parquet, by bytes for text files)."""
+
+    path: Path
+    index: int
+    files: int
+    rows: int
+    fraction: float
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class FileResult:
+    """What happened to one source file."""
+
+    path: Path
+    format: str
+    fingerprint: str
+    status: Literal["ingested", "skipped", "failed"]
+    rows_read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    files_written: int = 0
+    deadletter: Path | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "rows_read": self.rows_read,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "files_written": self.files_written,
+            "deadletter": str(self.deadletter) if self.deadletter else None,
+            "error": self.error,
+            "warnings": self.warnings,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class BulkResult:
+    """Per file and in total: rows read, accepted, duplicates, rejected; skipped and failed
+    files; dead-letter paths; seconds."""
+
+    files: list[FileResult]
+    seconds: float
+
+    @property
+    def rows_read(self) -> int:
+        return sum(f.rows_read for f in self.files)
+
+    @property
+    def accepted(self) -> int:
+        return sum(f.accepted for f in self.files)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(f.duplicates for f in self.files)
+
+    @property
+    def rejected(self) -> int:
+        return sum(f.rejected for f in self.files)
+
+    @property
+    def skipped_files(self) -> list[Path]:
+        return [f.path for f in self.files if f.status == "skipped"]
+
+    @property
+    def failed_files(self) -> list[tuple[Path, str]]:
+        return [(f.path, f.error or "failed") for f in self.files if f.status == "failed"]
+
+    @property
+    def deadletter_paths(self) -> list[Path]:
+        return [f.deadletter for f in self.files if f.deadletter and f.status == "ingested"]
+
+    @property
+    def ok(self) -> bool:
+        """True when every file was ingested or skipped (bad rows are not a failure)."""
+        return not self.failed_files
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": [f.to_dict() for f in self.files],
+            "rows_read": self.rows_read,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "skipped_files": [str(p) for p in self.skipped_files],
+            "failed_files": [{"path": str(p), "error": e} for p, e in self.failed_files],
+            "deadletter_paths": [str(p) for p in self.deadletter_paths],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def crash_point(stage: str) -> None:
+    """Die here, as ``kill -9`` would, when the crash tests ask for this stage."""
+    if os.environ.get(CRASH_ENV) == stage:
+        os._exit(137)
+
+
+def fingerprint(path: Path, fmt: str) -> str:
+    """A short hash of the file's identity and version: resolved path, size, mtime, format."""
+    stat = path.stat()
+    key = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{fmt}"
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def expand_paths(paths: Sequence[Path], fmt: BulkFormat) -> list[tuple[Path, Format | None]]:
+    """Files to ingest with their formats; a directory means its event files, sorted.
+
+    A file whose format cannot be told from its extension (with ``fmt="auto"``) comes with
+    None, to be reported as failed.
+    """
+    found: list[tuple[Path, Format | None]] = []
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.iterdir()):
+                if child.is_file() and not child.name.startswith("."):
+                    detected = detect_format(child)
+                    if detected is not None:
+                        found.append((child, detected if fmt == "auto" else fmt))
+        else:
+            found.append((path, detect_format(path) if fmt == "auto" else fmt))
+    return found
+
+
+def ingest_paths(
+    paths: Sequence[Path],
+    lake: EventLake,
+    *,
+    fmt: BulkFormat = "auto",
+    deadletter_dir: Path,
+    on_members: MembersCallback | None = None,
+    progress: ProgressCallback | None = None,
+    now: datetime | None = None,
+    workers: int | None = None,
+) -> BulkResult:
+    """Ingest event files into ``lake``; see the module docstring for the guarantees.
+
+    ``now`` fixes the validation clock (events later than ``now + 1 day`` are refused); by
+    default the time each file starts. ``ingested_at`` is always the wall clock. A re-run
+    after a crash reuses both values recorded when the interrupted run started. ``workers``
+    is the number of batches validated at once (default: one per CPU but the one the Parquet
+    writer needs). A file that fails (unreadable, a required column missing, ``on_members``
+    raising) is reported in the result and the other files still run.
+    """
+    started = time.perf_counter()
+    clock = _Clock(now)
+    files = expand_paths(paths, fmt)
+    results = []
+    for index, (path, file_fmt) in enumerate(files, start=1):
+
+        def report(rows: int, fraction: float, path: Path = path, index: int = index) -> None:
+            if progress is not None:
+                progress(Progress(path, index, len(files), rows, fraction))
+
+        results.append(
+            _ingest_file(
+                path,
+                file_fmt,
+                lake,
+                deadletter_dir=deadletter_dir,
+                on_members=on_members,
+                report=report,
+                clock=clock,
+                workers=workers or max(1, (os.cpu_count() or 2) - 1),
+            )
+        )
+    return BulkResult(files=results, seconds=time.perf_counter() - started)
+
+
+class _Clock:
+    """Strictly increasing ``ingested_at`` values from the wall clock, one per file, so the
+    files of one run are ordered (the earlier file's copy of an event wins)."""
+
+    def __init__(self, now: datetime | None) -> None:
+        self.fixed = now
+        self.last: datetime | None = None
+
+    def next(self) -> datetime:
+        value = datetime.now(UTC)
+        if self.last is not None and value <= self.last:
+            value = self.last + timedelta(microseconds=1)
+        self.last = value
+        return value
+
+
+def _ingest_file(
+    path: Path,
+    fmt: Format | None,
+    lake: EventLake,
+    *,
+    deadletter_dir: Path,
+    on_members: MembersCallback | None,
+    report: Callable[[int, float], None],
+    clock: _Clock,
+    workers: int,
+) -> FileResult:
+    started = time.perf_counter()
+    if fmt is None:
+        return FileResult(
+            path=path,
+            format="unknown",
+            fingerprint="",
+            status="failed",
+            error=f"cannot tell the format of {path.name} from its extension; pass --format",
+        )
+    try:
+        fp = fingerprint(path, fmt)
+    except OSError as exc:
+        return FileResult(path, fmt, "", "failed", error=f"cannot read {path}: {exc}")
+    result = FileResult(path=path, format=fmt, fingerprint=fp, status="ingested")
+    with _file_lock(lake, fp) as locked:
+        if not locked:
+            result.status = "failed"
+            result.error = f"another ingest of {path.name} is running"
+        else:
+            _ingest_locked(
+                result,
+                lake,
+                deadletter_dir=deadletter_dir,
+                on_members=on_members,
+                report=report,
+                clock=clock,
+                workers=workers,
+            )
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@contextmanager
+def _file_lock(lake: EventLake, fp: str) -> Iterator[bool]:
+    """An exclusive lock on one source file's ingest (two processes must not share a staging
+    directory); yields False when another process holds it."""
+    directory = lake.manifest_dir / "locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / f"{fp}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ingest_locked(
+    result: FileResult,
+    lake: EventLake,
+    *,
+    deadletter_dir: Path,
+    on_members: MembersCallback | None,
+    report: Callable[[int, float], None],
+    clock: _Clock,
+    workers: int,
+) -> None:
+    path, fp, fmt = result.path, result.fingerprint, cast(Format, result.format)
+    manifest = lake.ingested_dir / f"{fp}.json"
+    staging = lake.staging_dir / fp
+    if manifest.exists():
+        result.status = "skipped"
+        recorded = orjson.loads(manifest.read_bytes())
+        if recorded.get("deadletter"):
+            result.deadletter = Path(recorded["deadletter"])
+        _cleanup(lake, fp, staging)
+        return
+    pending = _pending(lake, path, fmt, fp, clock)
+    shutil.rmtree(staging, ignore_errors=True)
+    deadletter = _DeadLetter(deadletter_dir, f"{path.stem}-{fp}.csv")
+    try:
+        run = _FileRun(
+            path=path,
+            fmt=fmt,
+            fp=fp,
+            staging=staging,
+            ingested_at=pending["ingested_at"],
+            now=pending["now"],
+            deadletter=deadletter,
+            report=report,
+            workers=workers,
+        )
+        staged = run.execute()
+        crash_point("staged")
+        published = _publish(lake, fp, staged)
+        result.files_written = len(published)
+        crash_point("published")
+        if on_members is not None:
+            try:
+                run.register_members(on_members)
+            except Exception as exc:  # the store's own error; the file stays uncommitted
+                raise _RegistrationFailed(f"registering members failed: {exc}") from exc
+        crash_point("members")
+        result.deadletter = deadletter.commit()
+        crash_point("deadletter")
+        result.rows_read = run.rows_read
+        result.accepted = run.accepted
+        result.duplicates = run.duplicates
+        result.rejected = run.rejected
+        result.warnings = run.warnings
+        atomic_write_bytes(
+            manifest,
+            orjson.dumps(
+                {
+                    "source": str(path.resolve()),
+                    "format": fmt,
+                    "fingerprint": fp,
+                    "rows_read": run.rows_read,
+                    "accepted": run.accepted,
+                    "duplicates": run.duplicates,
+                    "rejected": run.rejected,
+                    "files": [str(p.relative_to(lake.root)) for p in published],
+                    "deadletter": str(result.deadletter) if result.deadletter else None,
+                    "ingested_at": pending["ingested_at"].isoformat(),
+                    "finished_at": datetime.now(UTC).isoformat(),
+                },
+                option=orjson.OPT_INDENT_2,
+            ),
+        )
+        crash_point("manifest")
+        _cleanup(lake, fp, staging)
+    except (SourceError, SchemaMismatch, _RegistrationFailed) as exc:
+        result.status = "failed"
+        result.error = str(exc)
+    except (OSError, pa.ArrowException, duckdb.Error, UnicodeError) as exc:
+        result.status = "failed"
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        deadletter.discard()
+        if result.status == "failed":
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+class _RegistrationFailed(Exception):
+    """``on_members`` raised: the events are published but the file is not committed, so a
+    re-run registers the members again."""
+
+
+def _pending(lake: EventLake, path: Path, fmt: str, fp: str, clock: _Clock) -> dict[str, Any]:
+    """This file's clock: recorded by an earlier interrupted run, or started now."""
+    marker = lake.pending_dir / f"{fp}.json"
+    if marker.exists():
+        try:
+            recorded = orjson.loads(marker.read_bytes())
+            return {
+                "ingested_at": datetime.fromisoformat(recorded["ingested_at"]),
+                "now": datetime.fromisoformat(recorded["now"]),
+            }
+        except (orjson.JSONDecodeError, KeyError, ValueError):
+            pass  # a marker is written atomically, so this is a hand-edited file: start anew
+    ingested_at = clock.next()
+    now = clock.fixed or ingested_at
+    atomic_write_bytes(
+        marker,
+        orjson.dumps(
+            {
+                "source": str(path.resolve()),
+                "format": fmt,
+                "ingested_at": ingested_at.isoformat(),
+                "now": now.isoformat(),
+            }
+        ),
+    )
+    return {"ingested_at": ingested_at, "now": now}
+
+
+def _cleanup(lake: EventLake, fp: str, staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    (lake.pending_dir / f"{fp}.json").unlink(missing_ok=True)
+
+
+def _publish(lake: EventLake, fp: str, staged: dict[int, list[Path]]) -> list[Path]:
+    """Move staged files into the lake under deterministic names, then delete files of this
+    fingerprint that an interrupted earlier run published under names not reused now."""
+    published = []
+    for day in sorted(staged):
+        directory = lake.partition_dir(day_of(day))
+        for path in staged[day]:
+            final = directory / f"part-{fp}-{int(path.stem)}.parquet"
+            lake.publish(path, final)
+            published.append(final)
+            crash_point("publishing")
+    keep = set(published)
+    if lake.events_dir.is_dir():
+        for stale in lake.events_dir.glob(f"date=*/part-{fp}-*.parquet"):
+            if stale not in keep and BULK_FILE.match(stale.name):
+                stale.unlink(missing_ok=True)
+                fsync_dir(stale.parent)
+    return published
+
+
+class _DeadLetter:
+    """The refused rows of one file as CSV, written to a dot file and renamed when complete."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.final = directory / name
+        self.tmp = directory / f".tmp-{name}"
+        self.file: io.TextIOWrapper | None = None
+        self.writer: Any = None
+        self.rows = 0
+
+    def reset(self) -> None:
+        self.discard()
+        self.rows = 0
+
+    def write(self, rows: list[tuple[int, str, str, str, str]]) -> None:
+        if not rows:
+            return
+        if self.file is None:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            self.writer = csv.writer(self.file)
+            self.writer.writerow(_DEADLETTER_HEADER)
+        self.writer.writerows(rows)
+        self.rows += len(rows)
+
+    def commit(self) -> Path | None:
+        """Make the file durable under its final name; None when no row was refused."""
+        if self.file is None:
+            return None
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        self.file = None
+        os.replace(self.tmp, self.final)
+        fsync_dir(self.final.parent)
+        return self.final
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class _Checked:
+    """One validated batch: good rows (LAKE_SCHEMA), their id hashes and UTC days, bad rows."""
+
+    good: pa.Table
+    hashes: pa.ChunkedArray
+    days: pa.ChunkedArray
+    bad: pa.Table | None
+    rows: int
+    last_row: int
+    members: pa.Array
+    sorted_hashes: np.ndarray[Any, Any]
+
+
+class _IdHashes:
+    """The 64-bit hashes of every accepted event id of a file, to tell whether any id repeats.
+
+    Each batch's hashes arrive sorted (sorted by the worker that validated it); they stay in
+    memory up to HASH_MEMORY_ROWS and then move to a DuckDB table, which spills to disk, so a
+    file of any size fits. At the end a merge of the sorted runs (or a DuckDB aggregate) finds
+    the repeated hashes.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.runs: list[np.ndarray[Any, Any]] = []
+        self.held = 0
+        self.spilled = False
+
+    def add(self, run: np.ndarray[Any, Any]) -> None:
+        if self.spilled:
+            self._insert(run)
+            return
+        self.runs.append(run)
+        self.held += len(run)
+        if self.held > HASH_MEMORY_ROWS:
+            for held in self.runs:
+                self._insert(held)
+            self.runs, self.held, self.spilled = [], 0, True
+
+    def _insert(self, run: np.ndarray[Any, Any]) -> None:
+        self.con.register("batch_hashes", pa.table({"h": run}))
+        self.con.execute("INSERT INTO ids SELECT h FROM batch_hashes")
+        self.con.unregister("batch_hashes")
+
+    def repeated(self) -> pa.Array:
+        """Hashes seen more than once (a repeated id, or - rarely - a hash collision)."""
+        if self.spilled:
+            self.con.execute(f"SET threads = {os.cpu_count() or 1}")  # the workers are done
+            sql = "SELECT h FROM ids GROUP BY h HAVING count(*) > 1"
+            return self.con.sql(sql).to_arrow_table().column("h").combine_chunks()
+        if not self.runs:
+            return pa.array([], pa.uint64())
+        merged = np.concatenate(self.runs)
+        merged.sort(kind="stable")  # a merge of the sorted runs
+        repeated = merged[1:][merged[1:] == merged[:-1]]
+        return pa.array(np.unique(repeated))
+
+
+class _FileRun:
+    """One source file's passes: read, validate, stage; then member registration."""
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        fmt: Format,
+        fp: str,
+        staging: Path,
+        ingested_at: datetime,
+        now: datetime,
+        deadletter: _DeadLetter,
+        report: Callable[[int, float], None],
+        workers: int,
+    ) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.fp = fp
+        self.staging = staging
+        self.ingested_at = pa.scalar(ingested_at, pa.timestamp("us", tz="UTC"))
+        self.now = now
+        self.deadletter = deadletter
+        self.report = report
+        self.workers = workers
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.rows_read = self.accepted = self.duplicates = self.rejected = 0
+        self.warnings: list[str] = []
+        self._local = threading.local()
+        self._candidates: pa.Array | None = None
+        self._seen: set[str] = set()
+
+    def execute(self) -> dict[int, list[Path]]:
+        """Stage the file's good rows per UTC day; a second pass only if ids repeat."""
+        staged = self._pass(candidates=None)
+        repeated = self._hashes.repeated()
+        if len(repeated):
+            staged = self._pass(candidates=repeated)
+        return staged
+
+    def register_members(self, on_members: MembersCallback) -> None:
+        """Hand the distinct member ids of the accepted rows to ``on_members``, in chunks."""
+        assert self.con is not None
+        reader = self.con.sql("SELECT DISTINCT m FROM members ORDER BY m").to_arrow_reader(
+            MEMBER_CHUNK
+        )
+        for batch in reader:
+            on_members(batch.column(0).to_pylist())
+        self.con.close()
+        self.con = None
+
+    # -- one pass ------------------------------------------------------------------------
+
+    def _open_db(self) -> duckdb.DuckDBPyConnection:
+        if self.con is not None:
+            self.con.close()
+        # One DuckDB thread per query: batches are validated in parallel by our workers, and a
+        # single-threaded scan returns rows in input order (a parallel Arrow scan does not).
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "temp_directory": str(self.staging / "duckdb.tmp"),
+            "threads": 1,
+        }
+        con = duckdb.connect(config=config)
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("CREATE TABLE ids (h UBIGINT)")
+        con.execute("CREATE TABLE members (m VARCHAR)")
+        self.con = con
+        self._hashes = _IdHashes(con)
+        self._local = threading.local()
+        return con
+
+    def _pass(self, candidates: pa.Array | None) -> dict[int, list[Path]]:
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        self.deadletter.reset()
+        self.rows_read = self.accepted = self.duplicates = self.rejected = 0
+        con = self._open_db()
+        source = open_source(self.path, self.fmt)
+        plan = build_validation(source.schema, now=self.now, raw_columns=source.raw_columns)
+        # Parquet slices are read by DuckDB itself, which then exports every field.
+        self._sliced_plan = build_validation(source.schema, now=self.now, export_all=True)
+        self._candidates = candidates
+        self._seen = set()
+        writer = _PartitionWriter(self.staging)
+        try:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="validate") as pool:
+                inflight: deque[Future[_Checked]] = deque()
+                for batch in source.batches():
+                    inflight.append(pool.submit(self._check, plan, batch))
+                    while len(inflight) > self.workers:
+                        self._consume(inflight.popleft().result(), plan, source, writer, con)
+                while inflight:
+                    self._consume(inflight.popleft().result(), plan, source, writer, con)
+            staged = writer.close()
+        finally:
+            writer.abort()
+        self._write_bad([], source.take_malformed(), plan)
+        if source.extra_columns:
+            self.warnings = [
+                "ignored column(s) not in the event contract: " + ", ".join(source.extra_columns)
+            ]
+        self.report(self.rows_read, 1.0)
+        return staged
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            assert self.con is not None
+            cursor = self.con.cursor()
+            cursor.execute("SET TimeZone = 'UTC'")
+            self._local.cursor = cursor
+        return cursor
+
+    def _check(self, plan: ValidationPlan, batch: Batch) -> _Checked:
+        """Validate one batch (in a worker thread): good rows in lake shape, bad rows apart."""
+        cursor = self._cursor()
+        if isinstance(batch, ParquetSlice):
+            out = cursor.sql(self._sliced_plan.sql(batch.relation())).to_arrow_table()
+            return self._assemble(out, out, self._sliced_plan)
+        table = _strip_numbers(pa.Table.from_batches([batch]))
+        name = f"batch_{threading.get_ident()}"
+        cursor.register(name, table)
+        try:
+            out = cursor.sql(plan.sql(f'"{name}"')).to_arrow_table()
+        finally:
+            cursor.unregister(name)
+        if not out.column(ROW).equals(table.column(ROW)):
+            raise RuntimeError("validation changed the row order")  # never expected
+        return self._assemble(out, table, plan)
+
+    def _assemble(self, out: pa.Table, table: pa.Table, plan: ValidationPlan) -> _Checked:
+        """Good rows in lake shape (exported or passed-through columns), bad rows apart."""
+        n = table.num_rows
+        columns = []
+        for f in LAKE_SCHEMA:
+            if f.name == "ingested_at":
+                column: Any = pa.repeat(self.ingested_at, n)
+            elif f.name in plan.exported:
+                column = out.column(f.name)
+            elif f.name in plan.passthrough:
+                column = table.column(f.name)
+            else:
+                column = pa.nulls(n, f.type)
+            if column.type != f.type:
+                column = pc.cast(column, f.type)
+            columns.append(column)
+        good = pa.Table.from_arrays(columns, schema=LAKE_SCHEMA)
+        hashes = out.column("__hash")
+        check = out.column("__check")
+        bad = None
+        if check.null_count != n:
+            ok = pc.is_null(check)
+            good = good.filter(ok)
+            hashes = hashes.filter(ok)
+            bad = out.filter(pc.invert(ok)).select([ROW, "__check", "__message", "__raw"])
+        last_row = table.column(ROW)[-1].as_py() if n else 0
+        # Per-batch work that can run here, in parallel, rather than in the ordered main loop.
+        members = pc.unique(good.column("member_id")) if good.num_rows else None
+        sorted_hashes = np.sort(hashes.to_numpy()) if good.num_rows else None
+        return _Checked(
+            good,
+            hashes,
+            utc_days(good.column("ts")),
+            bad,
+            n,
+            last_row,
+            members if members is not None else pa.array([], pa.string()),
+            sorted_hashes if sorted_hashes is not None else np.empty(0, np.uint64),
+        )
+
+    def _consume(
+        self,
+        checked: _Checked,
+        plan: ValidationPlan,
+        source: Source,
+        writer: _PartitionWriter,
+        con: duckdb.DuckDBPyConnection,
+    ) -> None:
+        """Fold one validated batch into the pass, in file order (main thread)."""
+        good, hashes, days = checked.good, checked.hashes, checked.days
+        if self._candidates is not None and good.num_rows:
+            good, hashes, days = self._drop_repeats(good, hashes, days)
+        elif good.num_rows:
+            self._hashes.add(checked.sorted_hashes)
+        if good.num_rows:
+            con.register("batch_members", pa.table({"m": checked.members}))
+            con.execute("INSERT INTO members SELECT m FROM batch_members")
+            con.unregister("batch_members")
+            for day, part in _split_by_day(good, days):
+                writer.add(day, part)
+        self.rows_read += checked.rows
+        self.accepted += good.num_rows
+        self._write_bad(
+            checked.bad.to_pylist() if checked.bad is not None else [],
+            source.take_malformed(before=checked.last_row),
+            plan,
+        )
+        self.report(self.rows_read, source.position)
+
+    def _drop_repeats(
+        self,
+        good: pa.Table,
+        hashes: pa.ChunkedArray,
+        days: pa.ChunkedArray,
+    ) -> tuple[pa.Table, pa.ChunkedArray, pa.ChunkedArray]:
+        """Second pass only: drop rows whose id was accepted earlier in the file."""
+        seen = self._seen
+        suspect = pc.is_in(hashes, value_set=self._candidates)
+        if not pc.any(suspect).as_py():
+            return good, hashes, days
+        keep = pc.invert(suspect).to_pylist()
+        ids = good.column("event_id")
+        for i in pc.indices_nonzero(suspect).to_pylist():
+            event_id = ids[i].as_py()
+            if event_id not in seen:
+                seen.add(event_id)
+                keep[i] = True
+        mask = pa.array(keep)
+        dropped = len(keep) - sum(keep)
+        self.duplicates += dropped
+        return good.filter(mask), hashes.filter(mask), days.filter(mask)
+
+    def _write_bad(
+        self,
+        rejected: list[dict[str, Any]],
+        malformed: list[Malformed],
+        plan: ValidationPlan | None,
+    ) -> None:
+        rows: list[tuple[int, str, str, str, str]] = []
+        for r in rejected:
+            assert plan is not None
+            check = plan.checks[r["__check"] - 1]
+            rows.append((r[ROW], check.code.value, check.field, r["__message"], r["__raw"]))
+        for m in malformed:
+            rows.append((m.row, "malformed_row", "", m.message, orjson.dumps(m.raw).decode()))
+        self.rows_read += len(malformed)
+        self.rejected += len(rows)
+        rows.sort(key=lambda r: r[0])
+        self.deadletter.write(rows)
+
+
+def _strip_numbers(table: pa.Table) -> pa.Table:
+    """Strip surrounding whitespace from integers given as text (pydantic accepts ``" 12 "``)."""
+    for name in INT_FIELDS:
+        if name in table.column_names:
+            column = table.column(name)
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                index = table.column_names.index(name)
+                table = table.set_column(index, name, pc.utf8_trim_whitespace(column))
+    return table
+
+
+def _split_by_day(good: pa.Table, days: pa.ChunkedArray) -> Iterator[tuple[int, pa.Table]]:
+    """The rows of each UTC day, in file order; zero-copy slices when the batch is sorted by
+    time (the usual export), a stable sort otherwise."""
+    low, high = pc.min_max(days).values()
+    if low == high:
+        yield low.as_py(), good
+        return
+    flat = days.combine_chunks()
+    ordered = pc.all(pc.less_equal(flat.slice(0, len(flat) - 1), flat.slice(1))).as_py()
+    if not ordered:
+        order = pc.sort_indices(flat)
+        good = good.take(order)
+        flat = flat.take(order)
+    counts = pc.value_counts(flat)
+    offset = 0
+    for day, count in zip(
+        counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+    ):
+        yield day, good.slice(offset, count)
+        offset += count
+
+
+class _PartitionWriter:
+    """Good rows buffered per UTC day and written as row groups to staged files by one
+    background thread, so encoding overlaps reading and validating."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.buffers: dict[int, list[pa.Table]] = {}
+        self.buffered: dict[int, int] = {}
+        self.total = 0
+        self.open: dict[int, pq.ParquetWriter] = {}
+        self.files: dict[int, list[Path]] = {}
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="stage-writer")
+        self.pending: deque[Future[None]] = deque()
+
+    def add(self, day: int, table: pa.Table) -> None:
+        self.buffers.setdefault(day, []).append(table)
+        self.buffered[day] = self.buffered.get(day, 0) + table.num_rows
+        self.total += table.num_rows
+        if self.buffered[day] >= ROW_GROUP_ROWS:
+            self._flush(day)
+        while self.total > _BUFFER_ROWS:
+            self._flush(max(self.buffered, key=self.buffered.__getitem__))
+
+    def _flush(self, day: int) -> None:
+        pieces = self.buffers.pop(day)
+        self.total -= self.buffered.pop(day)
+        self.pending.append(self.executor.submit(self._write, day, pieces))
+        while len(self.pending) > 4:
+            self.pending.popleft().result()
+
+    def _write(self, day: int, pieces: list[pa.Table]) -> None:
+        writer = self.open.pop(day, None)
+        if writer is None:
+            if len(self.open) >= _MAX_OPEN:
+                oldest = next(iter(self.open))
+                self.open.pop(oldest).close()
+            paths = self.files.setdefault(day, [])
+            directory = self.directory / partition_name(day_of(day))
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / f"{len(paths)}.parquet"
+            paths.append(path)
+            writer = pq.ParquetWriter(path, LAKE_SCHEMA, **PARQUET_OPTIONS)
+        self.open[day] = writer  # re-inserted last: the dict order is least recently used first
+        writer.write_table(pa.concat_tables(pieces), row_group_size=ROW_GROUP_ROWS)
+
+    def close(self) -> dict[int, list[Path]]:
+        """Write what is buffered, finish every file; returns the staged files per day."""
+        for day in list(self.buffers):
+            self._flush(day)
+        while self.pending:
+            self.pending.popleft().result()
+        self.executor.submit(self._close_all).result()
+        return self.files
+
+    def _close_all(self) -> None:
+        while self.open:
+            self.open.popitem()[1].close()
+
+    def abort(self) -> None:
+        """Stop the writer thread (after close, or on an error)."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        for writer in self.open.values():
+            writer.close()
+        self.open.clear()

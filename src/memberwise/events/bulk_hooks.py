@@ -1,0 +1,25 @@
+"""What bulk ingest needs from the operational store: registering members first seen in files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from memberwise.config import Settings
+from memberwise.kit.db import make_engine, transaction
+from memberwise.members import service as members
+from memberwise.privacy.schemas import Principal, Role
+
+INGEST_ACTOR = Principal(key_id="cli:ingest", role=Role.admin, name="bulk ingest")
+_CHUNK = 5_000
+
+
+def member_registrar(settings: Settings) -> Callable[[list[str]], None]:
+    """A callback giving every member id a record (idempotent), one transaction per chunk."""
+    engine = make_engine(settings.db_url)
+
+    def register(member_ids: list[str]) -> None:
+        for start in range(0, len(member_ids), _CHUNK):
+            with transaction(engine) as conn:
+                members.ensure_members(conn, member_ids[start : start + _CHUNK], actor=INGEST_ACTOR)
+
+    return register

@@ -1,0 +1,168 @@
+"""CLI for events: ``memberwise ingest FILES...`` and ``memberwise lake compact|stats``."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from datetime import date
+from pathlib import Path
+from typing import Annotated, cast
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from memberwise.config import Settings
+from memberwise.events.bulk import BulkFormat, BulkResult, ingest_paths
+from memberwise.events.bulk import Progress as IngestProgress
+from memberwise.kit.lake import EventLake
+
+lake_app = typer.Typer(help="Inspect and compact the event lake.", no_args_is_help=True)
+console = Console()
+FORMATS = ("auto", "csv", "jsonl", "parquet", "taobao")
+
+
+def ingest(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(exists=True, help="Event files, or directories of them (sorted)."),
+    ],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="auto (by extension: .parquet, .csv, .jsonl/.json) or csv, jsonl, parquet, "
+            "taobao (header-less Taobao UserBehavior CSV).",
+        ),
+    ] = "auto",
+    deadletter: Annotated[
+        Path | None,
+        typer.Option(help="Directory for dead-letter files; default HOME/deadletter."),
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Load event files into the lake: good rows land, bad rows go to a dead-letter CSV with
+    row number and reason. Re-running the same files is a no-op; exit code 1 if a file failed."""
+    if format not in FORMATS:
+        raise typer.BadParameter(f"expected one of {', '.join(FORMATS)}", param_hint="--format")
+    from memberwise.events.bulk_hooks import member_registrar  # the operational store's side
+
+    settings = Settings()
+    lake = EventLake(settings.lake_root)
+    target = deadletter or settings.home / "deadletter"
+    on_members = member_registrar(settings)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[rows]:>12,} rows"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=json,
+    ) as bar:
+        task = bar.add_task("ingesting", total=1.0, rows=0)
+
+        def show(p: IngestProgress) -> None:
+            bar.update(
+                task,
+                description=f"{p.index}/{p.files} {p.path.name}",
+                completed=p.fraction,
+                rows=p.rows,
+            )
+
+        result = ingest_paths(
+            paths,
+            lake,
+            fmt=cast(BulkFormat, format),
+            deadletter_dir=target,
+            on_members=on_members,
+            progress=show,
+        )
+    if json:
+        typer.echo(jsonlib.dumps(result.to_dict(), indent=2))
+    else:
+        console.print(_summary(result))
+        for path in result.deadletter_paths:
+            console.print(f"dead letter: {path}")
+        for path, error in result.failed_files:
+            console.print(f"[red]failed[/red] {path}: {error}")
+        for f in result.files:
+            for warning in f.warnings:
+                console.print(f"[yellow]warning[/yellow] {f.path.name}: {warning}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _summary(result: BulkResult) -> Table:
+    """One row per file, then the totals (rate in events read per second)."""
+    table = Table(title="ingest", show_footer=True)
+    rate = result.rows_read / result.seconds if result.seconds else 0.0
+    totals = {
+        "file": f"{len(result.files)} files",
+        "status": f"{len(result.skipped_files)} skipped, {len(result.failed_files)} failed",
+        "read": f"{result.rows_read:,}",
+        "accepted": f"{result.accepted:,}",
+        "dupl.": f"{result.duplicates:,}",
+        "rejected": f"{result.rejected:,}",
+        "seconds": f"{result.seconds:.2f}",
+        "events/s": f"{rate:,.0f}",
+    }
+    for name, footer in totals.items():
+        left = name in ("file", "status")
+        table.add_column(name, footer=footer, justify="left" if left else "right")
+    for f in result.files:
+        speed = f.rows_read / f.seconds if f.seconds and f.rows_read else 0.0
+        table.add_row(
+            f.path.name,
+            f.status,
+            f"{f.rows_read:,}",
+            f"{f.accepted:,}",
+            f"{f.duplicates:,}",
+            f"{f.rejected:,}",
+            f"{f.seconds:.2f}",
+            f"{speed:,.0f}",
+        )
+    return table
+
+
+@lake_app.command()
+def compact(
+    day: Annotated[
+        list[str] | None,
+        typer.Option("--day", help="Only these partitions (YYYY-MM-DD); repeatable."),
+    ] = None,
+) -> None:
+    """Merge each day's small files into one and drop stored duplicates (safe to interrupt)."""
+    lake = EventLake(Settings().lake_root)
+    days = [date.fromisoformat(d) for d in day] if day else None
+    result = lake.compact(partitions=days)
+    console.print(
+        f"compacted {result.partitions:,} partitions: {result.files_before:,} files -> "
+        f"{result.files_after:,}, {result.rows:,} rows kept, "
+        f"{result.duplicates_removed:,} duplicates removed"
+    )
+
+
+@lake_app.command()
+def stats(
+    json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Partitions, files, stored rows (copies included) and bytes of the lake."""
+    lake = EventLake(Settings().lake_root)
+    s = lake.stats()
+    values = {
+        "root": str(lake.root),
+        "partitions": s.partitions,
+        "files": s.files,
+        "rows": s.rows,
+        "bytes": s.bytes,
+        "uncommitted_files": s.uncommitted_files,
+    }
+    if json:
+        typer.echo(jsonlib.dumps(values, indent=2))
+        return
+    table = Table(title="event lake", show_header=False)
+    for key, value in values.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)

@@ -1,0 +1,48 @@
+"""The long-lived objects one process needs, built once from Settings and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from sqlalchemy import Engine
+
+from memberwise.config import Settings
+from memberwise.kit.cache import BoundedSet
+from memberwise.kit.db import make_engine
+from memberwise.kit.lake import EventLake
+from memberwise.privacy.crypto import FieldCipher
+from memberwise.privacy.service import KeyVerifier
+
+
+@dataclass
+class Runtime:
+    """Engine, lake, PII cipher and key verifier for one process (API server, CLI, job)."""
+
+    settings: Settings
+    engine: Engine
+    lake: EventLake
+    cipher: FieldCipher
+    verifier: KeyVerifier
+    #: Member ids known to exist, so event ingestion skips re-checking them (~100 MB at most).
+    known_members: BoundedSet = field(default_factory=lambda: BoundedSet(1_000_000))
+
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        engine = make_engine(settings.db_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            lake=EventLake(settings.lake_root),
+            cipher=FieldCipher(settings.pii_key_bytes),
+            verifier=KeyVerifier(engine, ttl=settings.api_key_cache_seconds),
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def get_runtime(request: Request) -> Runtime:
+    """FastAPI dependency: the app's runtime."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime

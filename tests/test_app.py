@@ -1,0 +1,105 @@
+"""The API shell: every route authenticates and authorizes; errors have one shape; docs are
+served without any CDN."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from fastapi.testclient import TestClient
+
+from memberwise.privacy.schemas import Role
+
+Auth = Callable[[Role], dict[str, str]]
+
+
+ALL = frozenset(Role)
+READERS = frozenset({Role.platform, Role.operator, Role.analyst, Role.service})
+ADMIN = frozenset({Role.admin})
+PLATFORM = frozenset({Role.admin, Role.platform})
+
+#: Who may call what. A route missing here fails the test, so every new route states its roles.
+POLICY: dict[tuple[str, str], frozenset[Role]] = {
+    ("POST", "/v1/events"): PLATFORM,
+    ("POST", "/v1/members"): PLATFORM,
+    ("GET", "/v1/members"): READERS | ADMIN,
+    ("GET", "/v1/members/x"): READERS | ADMIN,
+    ("PATCH", "/v1/members/x"): PLATFORM,
+    ("GET", "/v1/me"): ALL,
+    ("POST", "/v1/keys"): ADMIN,
+    ("GET", "/v1/keys"): ADMIN,
+    ("DELETE", "/v1/keys/x"): ADMIN,
+    ("GET", "/v1/audit"): ADMIN,
+}
+
+
+def _operations(client: TestClient) -> list[tuple[str, str]]:
+    """Every operation the API publishes (the OpenAPI spec is the route table's public face)."""
+    spec = client.get("/openapi.json").json()
+    return sorted(
+        (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
+        for path, item in spec["paths"].items()
+        for method in item
+    )
+
+
+def test_every_route_but_health_has_a_stated_policy(client: TestClient) -> None:
+    assert set(_operations(client)) == set(POLICY) | {("GET", "/health")}
+
+
+def test_every_route_refuses_missing_bad_and_wrong_role_keys(
+    client: TestClient, auth: Auth
+) -> None:
+    for method, path in _operations(client):
+        if path == "/health":
+            continue
+        no_key = client.request(method, path, json={})
+        assert (no_key.status_code, no_key.json()["code"]) == (401, "missing_api_key"), path
+        bad_key = client.request(method, path, json={}, headers={"Authorization": "Bearer mw_0_x"})
+        assert (bad_key.status_code, bad_key.json()["code"]) == (401, "invalid_api_key"), path
+        basic = client.request(method, path, json={}, headers={"Authorization": "Basic eDp5"})
+        assert basic.status_code == 401, path
+        for role in Role:
+            response = client.request(method, path, json={}, headers=auth(role))
+            if role in POLICY[(method, path)]:
+                assert response.status_code not in (401, 403), (method, path, role)
+            else:
+                assert (response.status_code, response.json()["code"]) == (
+                    403,
+                    "role_not_allowed",
+                ), (method, path, role)
+
+
+def test_health_needs_no_key(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_unknown_routes_and_bad_queries_answer_in_the_error_format(
+    client: TestClient, auth: Auth
+) -> None:
+    missing = client.get("/v1/nothing-here")
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+    bad = client.get("/v1/members?limit=0", headers=auth(Role.admin))
+    assert bad.status_code == 422
+    assert bad.json()["code"] == "invalid_request"
+    assert bad.json()["message"].startswith("query.limit:")
+
+
+def test_docs_are_served_from_bundled_assets(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn.jsdelivr.net" not in page.text and "unpkg.com" not in page.text
+    spec = client.get("/openapi.json").json()
+    assert "/v1/events" in spec["paths"]
+    body = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["properties"]["events"]["maxItems"] == 10_000
+
+
+@pytest.mark.parametrize("role", [Role.operator, Role.platform])
+def test_me_tells_the_caller_who_they_are(client: TestClient, auth: Auth, role: Role) -> None:
+    response = client.get("/v1/me", headers=auth(role))
+    assert response.status_code == 200
+    assert response.json()["role"] == role.value
