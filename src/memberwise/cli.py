@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 import uvicorn
 from rich.console import Console
-from rich.panel import Panel
 
 from memberwise import __version__
 from memberwise.config import Settings, get_settings
@@ -174,14 +173,19 @@ def run(
     )
     rt.close()
     base = f"http://{settings.host}:{settings.port}"
+    key_line = key or "(not kept here; make one: memberwise keys create --role admin)"
     lines = [
         f"API        {base}   (docs {base}/docs)",
-        f"admin key  {key or '(not kept here; make one: memberwise keys create --role admin)'}",
+        f"admin key  {key_line}",
         f"data       {settings.home}",
         "",
-        f'try        curl -H "Authorization: Bearer $KEY" "{base}/v1/members?limit=5"',
+        "try        export KEY=$(cat " + str(_admin_key_file(settings)) + ")",
+        f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/members?limit=5"',
     ]
-    console.print(Panel("\n".join(lines), title="memberwise is ready", expand=False))
+    console.rule("memberwise is ready")
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)
+    console.rule()
     if serve_api:
         serve(host=None, port=None, workers=1)
 

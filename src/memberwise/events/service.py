@@ -9,7 +9,7 @@ is partly bad still lands its good events.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -140,19 +140,34 @@ def _rejection(
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _epoch_us(ts: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly (a naive time is UTC)."""
+    return (ts - (_EPOCH if ts.tzinfo is not None else _EPOCH_NAIVE)) // _MICROSECOND
+
+
 def to_arrow(events: Sequence[EventIn], ingested_at: datetime) -> pa.Table:
     """Events as a lake table (LAKE_SCHEMA), built column by column (the API's hot path)."""
     rows = [e.__dict__ for e in events]
     arrays = []
     for field in LAKE_SCHEMA:
-        if field.name == "ingested_at":
-            values: list[Any] = [ingested_at] * len(rows)
-        elif field.name == "properties":
+        name = field.name  # read once: an Arrow field's name is a property call
+        if name == "ingested_at":
+            values: list[Any] = [_epoch_us(ingested_at)] * len(rows)
+        elif name == "ts":
+            # Integers, not datetimes: Arrow converting pydantic's tzinfo objects tries (and
+            # fails) to import a time-zone library for every batch.
+            values = [_epoch_us(r["ts"]) for r in rows]
+        elif name == "properties":
             values = [properties_json(r["properties"]) for r in rows]
-        elif field.name == "type":
+        elif name == "type":
             values = [r["type"].value for r in rows]
         else:
-            values = [r[field.name] for r in rows]
+            values = [r[name] for r in rows]
         arrays.append(pa.array(values, field.type))
     return pa.Table.from_arrays(arrays, schema=LAKE_SCHEMA)
 
