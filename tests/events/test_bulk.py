@@ -16,6 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import typer
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -639,7 +640,7 @@ def test_the_cli_ingests_prints_json_and_exits_1_on_a_failed_file(
 
     monkeypatch.setattr(bulk_hooks, "member_registrar", registrar)
     good = write_csv(tmp_path / "good.csv", [good_row("e1"), good_row("e2", price="-5")])
-    app = commands.typer.Typer()
+    app = typer.Typer()
     app.command()(commands.ingest)
 
     ok = CliRunner().invoke(app, [str(good), "--json"])

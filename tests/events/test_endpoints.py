@@ -63,7 +63,10 @@ BAD_EVENTS: list[tuple[str, dict[str, Any], str, str | None]] = [
     ("rating out of range", event(109, type="review", rating=6), "invalid_value", "rating"),
     ("zero quantity", event(110, quantity=0), "invalid_value", "quantity"),
     ("unknown field", event(111, colour="red"), "unknown_field", "colour"),
-    ("empty id", event(112, event_id=""), "invalid_value", "event_id"),
+    ("empty id", event(112, event_id=""), "missing_field", "event_id"),
+    ("null member", event(114, member_id=None) | {"member_id": None}, "missing_field", "member_id"),
+    ("price too large", event(115, price=2**63), "invalid_value", "price"),
+    ("id too long", event(116, item_id="x" * 129), "invalid_value", "item_id"),
     ("properties not an object", event(113, properties=[1, 2]), "wrong_type", "properties"),
 ]
 

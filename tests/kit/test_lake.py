@@ -51,7 +51,7 @@ def stored(lake: EventLake) -> list[str]:
     if not files:
         return []
     sql = f"SELECT event_id FROM read_parquet({files!r}) ORDER BY 1"
-    return [r[0] for r in duckdb.sql(sql).fetchall()]
+    return [r[0] for r in duckdb.connect().sql(sql).fetchall()]
 
 
 def test_append_writes_one_durable_file_per_day_and_reads_back_exactly(tmp_path: Path) -> None:

@@ -21,18 +21,21 @@ start and reused, so a re-run is byte-for-byte the same decision. Compaction lea
 an unfinished ingest alone, so after the re-run each event is stored once.
 
 Within one file, a repeated ``event_id`` keeps its first good row; the others count as
-duplicates. Duplicates are found by hashing every accepted id into a DuckDB table (spilling to
-disk past memory), and only a file that has some is read a second time to drop them in order.
-Across files and runs, copies of an event are hidden by the lake's reader and removed by
-compaction.
+duplicates. Repeats are found from a 64-bit hash of every accepted id (sorted runs in memory,
+or a DuckDB table that spills to disk for very large files), and only a file that has some is
+read a second time to drop them in file order. Across files and runs, copies of an event are
+hidden by the lake's reader and removed by compaction.
+
+Speed: Parquet is read and validated by DuckDB in slices of whole row groups (one DuckDB thread
+per slice, several slices at once), and the good rows are encoded by pyarrow's Parquet writer
+in a background thread, so decoding, checking and encoding overlap; CSV and Taobao files are
+parsed by pyarrow's streaming CSV reader and JSON Lines by orjson, then checked the same way.
 """
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import hashlib
-import io
 import os
 import shutil
 import threading
@@ -51,7 +54,6 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from memberwise.events.schemas import LAKE_SCHEMA
 from memberwise.events.sources import (
@@ -64,6 +66,7 @@ from memberwise.events.sources import (
     detect_format,
     open_source,
 )
+from memberwise.events.staging import DeadLetter, IdHashes, PartitionWriter, split_by_day
 from memberwise.events.validation_sql import (
     INT_FIELDS,
     ROW,
@@ -73,13 +76,10 @@ from memberwise.events.validation_sql import (
 )
 from memberwise.kit.lake import (
     BULK_FILE,
-    PARQUET_OPTIONS,
-    ROW_GROUP_ROWS,
     EventLake,
     atomic_write_bytes,
     day_of,
     fsync_dir,
-    partition_name,
     utc_days,
 )
 
@@ -87,15 +87,8 @@ BulkFormat = Literal["auto", "csv", "jsonl", "parquet", "taobao"]
 MembersCallback = Callable[[list[str]], None]
 #: Environment variable naming a stage at which the process kills itself (crash tests only).
 CRASH_ENV = "MEMBERWISE_TEST_CRASH_AT"
-#: Accepted-id hashes held in memory (8 bytes each) before they move to a DuckDB table.
-HASH_MEMORY_ROWS = 32_000_000
 #: Member ids handed to ``on_members`` per call.
 MEMBER_CHUNK = 100_000
-#: Good rows buffered across all days before the biggest buffers are written out.
-_BUFFER_ROWS = 4 * ROW_GROUP_ROWS
-#: Staged files open at once; past this the least recently used one is finished.
-_MAX_OPEN = 128
-_DEADLETTER_HEADER = ("row", "code", "field", "message", "raw")
 
 
 @dataclass(frozen=True)
@@ -380,7 +373,7 @@ def _ingest_locked(
         return
     pending = _pending(lake, path, fmt, fp, clock)
     shutil.rmtree(staging, ignore_errors=True)
-    deadletter = _DeadLetter(deadletter_dir, f"{path.stem}-{fp}.csv")
+    deadletter = DeadLetter(deadletter_dir, f"{path.stem}-{fp}.csv")
     try:
         run = _FileRun(
             path=path,
@@ -502,50 +495,6 @@ def _publish(lake: EventLake, fp: str, staged: dict[int, list[Path]]) -> list[Pa
     return published
 
 
-class _DeadLetter:
-    """The refused rows of one file as CSV, written to a dot file and renamed when complete."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.final = directory / name
-        self.tmp = directory / f".tmp-{name}"
-        self.file: io.TextIOWrapper | None = None
-        self.writer: Any = None
-        self.rows = 0
-
-    def reset(self) -> None:
-        self.discard()
-        self.rows = 0
-
-    def write(self, rows: list[tuple[int, str, str, str, str]]) -> None:
-        if not rows:
-            return
-        if self.file is None:
-            self.final.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
-            self.writer = csv.writer(self.file)
-            self.writer.writerow(_DEADLETTER_HEADER)
-        self.writer.writerows(rows)
-        self.rows += len(rows)
-
-    def commit(self) -> Path | None:
-        """Make the file durable under its final name; None when no row was refused."""
-        if self.file is None:
-            return None
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        self.file = None
-        os.replace(self.tmp, self.final)
-        fsync_dir(self.final.parent)
-        return self.final
-
-    def discard(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-        self.tmp.unlink(missing_ok=True)
-
-
 @dataclass
 class _Checked:
     """One validated batch: good rows (LAKE_SCHEMA), their id hashes and UTC days, bad rows."""
@@ -560,51 +509,6 @@ class _Checked:
     sorted_hashes: np.ndarray[Any, Any]
 
 
-class _IdHashes:
-    """The 64-bit hashes of every accepted event id of a file, to tell whether any id repeats.
-
-    Each batch's hashes arrive sorted (sorted by the worker that validated it); they stay in
-    memory up to HASH_MEMORY_ROWS and then move to a DuckDB table, which spills to disk, so a
-    file of any size fits. At the end a merge of the sorted runs (or a DuckDB aggregate) finds
-    the repeated hashes.
-    """
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
-        self.runs: list[np.ndarray[Any, Any]] = []
-        self.held = 0
-        self.spilled = False
-
-    def add(self, run: np.ndarray[Any, Any]) -> None:
-        if self.spilled:
-            self._insert(run)
-            return
-        self.runs.append(run)
-        self.held += len(run)
-        if self.held > HASH_MEMORY_ROWS:
-            for held in self.runs:
-                self._insert(held)
-            self.runs, self.held, self.spilled = [], 0, True
-
-    def _insert(self, run: np.ndarray[Any, Any]) -> None:
-        self.con.register("batch_hashes", pa.table({"h": run}))
-        self.con.execute("INSERT INTO ids SELECT h FROM batch_hashes")
-        self.con.unregister("batch_hashes")
-
-    def repeated(self) -> pa.Array:
-        """Hashes seen more than once (a repeated id, or - rarely - a hash collision)."""
-        if self.spilled:
-            self.con.execute(f"SET threads = {os.cpu_count() or 1}")  # the workers are done
-            sql = "SELECT h FROM ids GROUP BY h HAVING count(*) > 1"
-            return self.con.sql(sql).to_arrow_table().column("h").combine_chunks()
-        if not self.runs:
-            return pa.array([], pa.uint64())
-        merged = np.concatenate(self.runs)
-        merged.sort(kind="stable")  # a merge of the sorted runs
-        repeated = merged[1:][merged[1:] == merged[:-1]]
-        return pa.array(np.unique(repeated))
-
-
 class _FileRun:
     """One source file's passes: read, validate, stage; then member registration."""
 
@@ -617,7 +521,7 @@ class _FileRun:
         staging: Path,
         ingested_at: datetime,
         now: datetime,
-        deadletter: _DeadLetter,
+        deadletter: DeadLetter,
         report: Callable[[int, float], None],
         workers: int,
     ) -> None:
@@ -672,7 +576,7 @@ class _FileRun:
         con.execute("CREATE TABLE ids (h UBIGINT)")
         con.execute("CREATE TABLE members (m VARCHAR)")
         self.con = con
-        self._hashes = _IdHashes(con)
+        self._hashes = IdHashes(con)
         self._local = threading.local()
         return con
 
@@ -688,7 +592,7 @@ class _FileRun:
         self._sliced_plan = build_validation(source.schema, now=self.now, export_all=True)
         self._candidates = candidates
         self._seen = set()
-        writer = _PartitionWriter(self.staging)
+        writer = PartitionWriter(self.staging)
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="validate") as pool:
                 inflight: deque[Future[_Checked]] = deque()
@@ -780,7 +684,7 @@ class _FileRun:
         checked: _Checked,
         plan: ValidationPlan,
         source: Source,
-        writer: _PartitionWriter,
+        writer: PartitionWriter,
         con: duckdb.DuckDBPyConnection,
     ) -> None:
         """Fold one validated batch into the pass, in file order (main thread)."""
@@ -793,7 +697,7 @@ class _FileRun:
             con.register("batch_members", pa.table({"m": checked.members}))
             con.execute("INSERT INTO members SELECT m FROM batch_members")
             con.unregister("batch_members")
-            for day, part in _split_by_day(good, days):
+            for day, part in split_by_day(good, days):
                 writer.add(day, part)
         self.rows_read += checked.rows
         self.accepted += good.num_rows
@@ -855,91 +759,3 @@ def _strip_numbers(table: pa.Table) -> pa.Table:
                 index = table.column_names.index(name)
                 table = table.set_column(index, name, pc.utf8_trim_whitespace(column))
     return table
-
-
-def _split_by_day(good: pa.Table, days: pa.ChunkedArray) -> Iterator[tuple[int, pa.Table]]:
-    """The rows of each UTC day, in file order; zero-copy slices when the batch is sorted by
-    time (the usual export), a stable sort otherwise."""
-    low, high = pc.min_max(days).values()
-    if low == high:
-        yield low.as_py(), good
-        return
-    flat = days.combine_chunks()
-    ordered = pc.all(pc.less_equal(flat.slice(0, len(flat) - 1), flat.slice(1))).as_py()
-    if not ordered:
-        order = pc.sort_indices(flat)
-        good = good.take(order)
-        flat = flat.take(order)
-    counts = pc.value_counts(flat)
-    offset = 0
-    for day, count in zip(
-        counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
-    ):
-        yield day, good.slice(offset, count)
-        offset += count
-
-
-class _PartitionWriter:
-    """Good rows buffered per UTC day and written as row groups to staged files by one
-    background thread, so encoding overlaps reading and validating."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.buffers: dict[int, list[pa.Table]] = {}
-        self.buffered: dict[int, int] = {}
-        self.total = 0
-        self.open: dict[int, pq.ParquetWriter] = {}
-        self.files: dict[int, list[Path]] = {}
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="stage-writer")
-        self.pending: deque[Future[None]] = deque()
-
-    def add(self, day: int, table: pa.Table) -> None:
-        self.buffers.setdefault(day, []).append(table)
-        self.buffered[day] = self.buffered.get(day, 0) + table.num_rows
-        self.total += table.num_rows
-        if self.buffered[day] >= ROW_GROUP_ROWS:
-            self._flush(day)
-        while self.total > _BUFFER_ROWS:
-            self._flush(max(self.buffered, key=self.buffered.__getitem__))
-
-    def _flush(self, day: int) -> None:
-        pieces = self.buffers.pop(day)
-        self.total -= self.buffered.pop(day)
-        self.pending.append(self.executor.submit(self._write, day, pieces))
-        while len(self.pending) > 4:
-            self.pending.popleft().result()
-
-    def _write(self, day: int, pieces: list[pa.Table]) -> None:
-        writer = self.open.pop(day, None)
-        if writer is None:
-            if len(self.open) >= _MAX_OPEN:
-                oldest = next(iter(self.open))
-                self.open.pop(oldest).close()
-            paths = self.files.setdefault(day, [])
-            directory = self.directory / partition_name(day_of(day))
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"{len(paths)}.parquet"
-            paths.append(path)
-            writer = pq.ParquetWriter(path, LAKE_SCHEMA, **PARQUET_OPTIONS)
-        self.open[day] = writer  # re-inserted last: the dict order is least recently used first
-        writer.write_table(pa.concat_tables(pieces), row_group_size=ROW_GROUP_ROWS)
-
-    def close(self) -> dict[int, list[Path]]:
-        """Write what is buffered, finish every file; returns the staged files per day."""
-        for day in list(self.buffers):
-            self._flush(day)
-        while self.pending:
-            self.pending.popleft().result()
-        self.executor.submit(self._close_all).result()
-        return self.files
-
-    def _close_all(self) -> None:
-        while self.open:
-            self.open.popitem()[1].close()
-
-    def abort(self) -> None:
-        """Stop the writer thread (after close, or on an error)."""
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        for writer in self.open.values():
-            writer.close()
-        self.open.clear()

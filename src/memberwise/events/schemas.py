@@ -134,7 +134,7 @@ class EventIn(BaseModel):
     brand: str | None = Field(default=None, max_length=MAX_ID_LEN)
     merchant_id: str | None = Field(default=None, max_length=MAX_ID_LEN)
     price: int | None = Field(
-        default=None, ge=0, description="Unit price in minor units (fen/cents)."
+        default=None, ge=0, le=2**63 - 1, description="Unit price in minor units (fen/cents)."
     )
     quantity: int | None = Field(default=None, ge=1, le=1_000_000)
     order_id: str | None = Field(default=None, max_length=MAX_ID_LEN)

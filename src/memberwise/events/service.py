@@ -22,6 +22,7 @@ from memberwise.events import repository
 from memberwise.events.schemas import (
     LAKE_SCHEMA,
     MAX_BATCH,
+    REQUIRED_FIELDS,
     EventIn,
     IngestResult,
     RejectCode,
@@ -80,7 +81,9 @@ def _reject_code(error: ErrorDetails) -> tuple[RejectCode, str | None]:
     loc = error["loc"]
     field = str(loc[1]) if len(loc) > 1 else None
     kind = error["type"]
-    if kind == "missing":
+    # null or "" for a required field is the same as leaving it out (bulk files say so too).
+    required_but_empty = field in REQUIRED_FIELDS and error.get("input") in (None, "")
+    if kind == "missing" or required_but_empty:
         return RejectCode.missing_field, field
     if kind == "extra_forbidden":
         return RejectCode.unknown_field, field

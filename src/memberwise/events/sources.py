@@ -34,7 +34,7 @@ from memberwise.events.validation_sql import (
 
 Format = Literal["csv", "jsonl", "parquet", "taobao"]
 #: Rows per batch handed to validation (and upper bound of rows held per in-flight batch).
-BATCH_ROWS = 256 * 1024
+BATCH_ROWS = 512 * 1024
 _JSONL_CHUNK = 32 * 1024
 _CSV_BLOCK = 8 << 20
 TAOBAO_COLUMNS = ("user_id", "item_id", "category_id", "behavior_type", "timestamp")
@@ -425,55 +425,64 @@ def _as_text(name: str, value: Any) -> tuple[str | None, bool]:
 
 
 def _jsonl_batches(path: Path, source: Source) -> Iterator[pa.RecordBatch]:
+    """Lines parsed with orjson, a chunk at a time, into text columns (only the keys a line
+    has are touched; a string is taken as it is, anything else goes through ``_as_text``)."""
     size = max(1, path.stat().st_size)
     done = 0
     number = 0
-    fields = EVENT_FIELDS
-    known = frozenset(fields)
+    order = {name: i for i, name in enumerate(EVENT_FIELDS)}
     extras: set[str] = set()
     with open(path, "rb") as f:
         while chunk := f.readlines(_JSONL_CHUNK * 256):
-            values: dict[str, list[str | None]] = {n: [] for n in fields}
-            jtypes: list[str | None] = []
-            lines: list[str] = []
-            rows: list[int] = []
+            n = len(chunk)
+            values: dict[str, list[str | None]] = {name: [None] * n for name in EVENT_FIELDS}
+            jtypes: list[str | None] = [None] * n
+            lines: list[str] = [""] * n
+            rows: list[int] = [0] * n
+            kept = 0
             for raw in chunk:
                 number += 1
                 done += len(raw)
-                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                if not text.strip():
-                    continue
                 try:
                     obj = orjson.loads(raw)
                 except orjson.JSONDecodeError as exc:
-                    source.malformed.append(Malformed(number, f"not valid JSON: {exc}", text))
+                    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                    if text.strip():  # a blank line is no row
+                        source.malformed.append(Malformed(number, f"not valid JSON: {exc}", text))
                     continue
                 if not isinstance(obj, dict):
+                    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
                     kind = type(obj).__name__
                     source.malformed.append(
                         Malformed(number, f"a line must be a JSON object, not {kind}", text)
                     )
                     continue
-                jtype = None
-                for name in fields:
-                    value, wrong = _as_text(name, obj.get(name))
-                    values[name].append(value)
-                    if wrong and jtype is None:
-                        jtype = name
-                if not known.issuperset(obj):
-                    extras.update(k for k in obj if k not in known)
-                jtypes.append(jtype)
-                lines.append(text)
-                rows.append(number)
+                first_wrong = len(order)
+                for key, value in obj.items():
+                    position = order.get(key)
+                    if position is None:
+                        extras.add(key)
+                    elif type(value) is str and key != "properties":
+                        values[key][kept] = value
+                    else:
+                        text_value, wrong = _as_text(key, value)
+                        values[key][kept] = text_value
+                        if wrong and position < first_wrong:
+                            first_wrong = position
+                if first_wrong < len(order):
+                    jtypes[kept] = EVENT_FIELDS[first_wrong]
+                lines[kept] = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                rows[kept] = number
+                kept += 1
             source.position = min(1.0, done / size)
             source.extra_columns = sorted(extras)
-            if rows:
-                arrays = [pa.array(values[n], pa.string()) for n in fields]
+            if kept:
+                arrays = [pa.array(values[name][:kept], pa.string()) for name in EVENT_FIELDS]
                 arrays += [
-                    pa.array(rows, pa.int64()),
-                    pa.array(jtypes, pa.string()),
-                    pa.array(lines, pa.string()),
+                    pa.array(rows[:kept], pa.int64()),
+                    pa.array(jtypes[:kept], pa.string()),
+                    pa.array(lines[:kept], pa.string()),
                 ]
                 yield pa.RecordBatch.from_arrays(
-                    arrays, names=[*fields, ROW, JSON_TYPE_ERROR, LINE]
+                    arrays, names=[*EVENT_FIELDS, ROW, JSON_TYPE_ERROR, LINE]
                 )
