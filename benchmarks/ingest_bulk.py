@@ -149,6 +149,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated file")
     args = parser.parse_args()
 
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mw-bench-", dir=args.workdir))
     try:
         src = work / "events.parquet"
