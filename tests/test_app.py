@@ -27,6 +27,8 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/members/x"): READERS | ADMIN,
     ("PATCH", "/v1/members/x"): PLATFORM,
     ("GET", "/v1/me"): ALL,
+    ("POST", "/v1/staff"): ADMIN,
+    ("GET", "/v1/staff"): ADMIN,
     ("POST", "/v1/keys"): ADMIN,
     ("GET", "/v1/keys"): ADMIN,
     ("DELETE", "/v1/keys/x"): ADMIN,

@@ -31,7 +31,18 @@ def env(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Setting
 def test_help_lists_every_command_with_a_description() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("init", "migrate", "serve", "run", "ingest", "keys", "members", "demo", "lake"):
+    for command in (
+        "init",
+        "migrate",
+        "serve",
+        "run",
+        "ingest",
+        "keys",
+        "staff",
+        "members",
+        "demo",
+        "lake",
+    ):
         assert command in result.output
 
 

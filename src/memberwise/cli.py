@@ -21,6 +21,7 @@ from memberwise.members.commands import app as members_app
 from memberwise.members.commands import import_file
 from memberwise.privacy import service as privacy
 from memberwise.privacy.commands import app as keys_app
+from memberwise.privacy.commands import staff_app
 from memberwise.privacy.schemas import KeyCreate, Role
 from memberwise.store import migrate
 
@@ -32,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
+app.add_typer(staff_app, name="staff", help="Add and list staff accounts.")
 app.add_typer(members_app, name="members", help="Import and inspect members.")
 app.add_typer(demo_app, name="demo", help="Generate a synthetic platform for demos and benchmarks.")
 app.add_typer(lake_app, name="lake", help="Inspect and compact the event lake.")

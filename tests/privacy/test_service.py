@@ -5,7 +5,7 @@ from sqlalchemy import Connection, Engine, func, select
 
 from memberwise.kit.db import transaction
 from memberwise.privacy import service
-from memberwise.privacy.schemas import KeyCreate, Principal, Role
+from memberwise.privacy.schemas import KeyCreate, Principal, Role, StaffCreate
 from memberwise.privacy.tables import api_keys, audit_log
 
 
@@ -91,3 +91,17 @@ def test_admin_is_allowed_everywhere_and_other_roles_only_where_listed() -> None
     service.authorize(operator, frozenset({Role.operator}))
     with pytest.raises(service.RoleNotAllowed):
         service.authorize(operator, frozenset({Role.platform}))
+
+
+def test_staff_accounts_are_created_once_and_keys_can_belong_to_them(conn: Connection) -> None:
+    person = service.create_staff(conn, StaffCreate(staff_id="s1", name="李娜", role=Role.service))
+    again = service.create_staff(conn, StaffCreate(staff_id="s1", name="李娜", role=Role.service))
+    assert again == person
+    with pytest.raises(service.StaffExists):
+        service.create_staff(conn, StaffCreate(staff_id="s1", name="别人", role=Role.admin))
+    key = service.create_key(conn, KeyCreate(role=Role.service, staff_id="s1"))
+    assert [k.staff_id for k in service.list_keys(conn)] == ["s1"]
+    assert [s.staff_id for s in service.list_staff(conn)] == ["s1"]
+    actions = conn.execute(select(audit_log.c.action).order_by(audit_log.c.audit_id)).scalars()
+    assert list(actions) == ["staff.create", "api_key.create"]
+    assert key.role is Role.service

@@ -12,9 +12,10 @@ from rich.table import Table
 from memberwise.config import get_settings
 from memberwise.kit.db import make_engine, transaction
 from memberwise.privacy import service
-from memberwise.privacy.schemas import KeyCreate, Role
+from memberwise.privacy.schemas import KeyCreate, Role, StaffCreate
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+staff_app = typer.Typer(help="Add and list staff accounts.", no_args_is_help=True)
 console = Console()
 
 
@@ -65,3 +66,28 @@ def revoke(
     with transaction(engine) as conn:
         service.revoke_key(conn, key_id)
     console.print(f"revoked {key_id}")
+
+
+@staff_app.command("add")
+def add_staff(
+    staff_id: Annotated[str, typer.Argument(help="The platform's id for the person.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    role: Annotated[Role, typer.Option(help="What their keys may do.")],
+) -> None:
+    """Add a staff account (then: memberwise keys create --staff ID --role ROLE)."""
+    engine = make_engine(get_settings().db_url)
+    with transaction(engine) as conn:
+        person = service.create_staff(conn, StaffCreate(staff_id=staff_id, name=name, role=role))
+    console.print(f"staff {person.staff_id} ({person.name}, {person.role.value})")
+
+
+@staff_app.command("list")
+def list_staff() -> None:
+    """List staff accounts."""
+    engine = make_engine(get_settings().db_url)
+    with transaction(engine) as conn:
+        people = service.list_staff(conn)
+    table = Table("staff id", "name", "role", "active")
+    for p in people:
+        table.add_row(p.staff_id, p.name, p.role.value, "yes" if p.active else "no")
+    console.print(table)

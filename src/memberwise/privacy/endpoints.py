@@ -10,7 +10,16 @@ from memberwise.kit.db import transaction
 from memberwise.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from memberwise.privacy import service
 from memberwise.privacy.auth import Authorize
-from memberwise.privacy.schemas import AuditEntry, KeyCreate, KeyCreated, KeyOut, Principal, Role
+from memberwise.privacy.schemas import (
+    AuditEntry,
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    Principal,
+    Role,
+    StaffCreate,
+    StaffOut,
+)
 from memberwise.runtime import Runtime, get_runtime
 
 router = APIRouter(prefix="/v1", tags=["access"])
@@ -23,6 +32,18 @@ Anyone = Annotated[Principal, Depends(Authorize(*Role))]
 @router.get("/me", summary="Who the presented key belongs to")
 def whoami(principal: Anyone) -> Principal:
     return principal
+
+
+@router.post("/staff", summary="Add a staff account (idempotent)")
+def create_staff(body: StaffCreate, rt: RuntimeDep, principal: Admin) -> StaffOut:
+    with transaction(rt.engine) as conn:
+        return service.create_staff(conn, body, actor=principal)
+
+
+@router.get("/staff", summary="List staff accounts")
+def list_staff(rt: RuntimeDep, principal: Admin) -> list[StaffOut]:
+    with transaction(rt.engine) as conn:
+        return service.list_staff(conn)
 
 
 @router.post("/keys", status_code=201, summary="Create an API key (shown once)")

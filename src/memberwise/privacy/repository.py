@@ -43,6 +43,14 @@ def get_staff(conn: Connection, staff_id: str) -> RowMapping | None:
     return conn.execute(select(staff).where(staff.c.staff_id == staff_id)).mappings().first()
 
 
+def insert_staff(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(staff).values(**values))
+
+
+def list_staff(conn: Connection) -> Sequence[RowMapping]:
+    return conn.execute(select(staff).order_by(staff.c.staff_id)).mappings().all()
+
+
 def insert_audit(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
     batch = list(rows)
     if batch:

@@ -40,6 +40,19 @@ class Principal(BaseModel):
 SYSTEM = Principal(key_id="system", role=Role.admin, name="system")
 
 
+class StaffCreate(BaseModel):
+    """A person on the platform's staff (service desk, account managers, operators)."""
+
+    staff_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+
+
+class StaffOut(StaffCreate):
+    active: bool
+    created_at: datetime
+
+
 class KeyCreate(BaseModel):
     role: Role
     name: str = Field(default="", max_length=200, description="Who or what the key is for.")

@@ -19,7 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, Engine
 
 from memberwise.kit.db import transaction
-from memberwise.kit.errors import Forbidden, NotFound, Unauthenticated
+from memberwise.kit.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import utcnow
@@ -32,6 +32,8 @@ from memberwise.privacy.schemas import (
     KeyOut,
     Principal,
     Role,
+    StaffCreate,
+    StaffOut,
 )
 
 
@@ -55,6 +57,10 @@ class StaffNotFound(NotFound):
     code = "staff_not_found"
 
 
+class StaffExists(Conflict):
+    code = "staff_exists"
+
+
 _hasher = PasswordHasher()
 KEY_PREFIX = "mw"
 
@@ -64,6 +70,27 @@ def _split(key: str) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
         return None
     return parts[1], parts[2]
+
+
+def create_staff(conn: Connection, data: StaffCreate, *, actor: Principal = SYSTEM) -> StaffOut:
+    """Add a staff account; repeating the same one is a no-op.
+
+    Raises StaffExists when the id is taken by a different account.
+    """
+    row = repository.get_staff(conn, data.staff_id)
+    if row is not None:
+        existing = StaffOut.model_validate(dict(row))
+        if (existing.name, existing.role) == (data.name, data.role):
+            return existing
+        raise StaffExists(f"staff id {data.staff_id!r} belongs to another account")
+    values = {**data.model_dump(), "role": data.role.value, "active": True, "created_at": utcnow()}
+    repository.insert_staff(conn, **values)
+    audit(conn, actor, "staff.create", "staff", data.staff_id, details={"role": data.role.value})
+    return StaffOut.model_validate(values)
+
+
+def list_staff(conn: Connection) -> list[StaffOut]:
+    return [StaffOut.model_validate(dict(row)) for row in repository.list_staff(conn)]
 
 
 def create_key(conn: Connection, data: KeyCreate, *, actor: Principal = SYSTEM) -> KeyCreated:
