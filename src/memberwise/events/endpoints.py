@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from memberwise.events import service
-from memberwise.events.schemas import MAX_BATCH, EventIn, IngestResult
+from memberwise.events.schemas import MAX_BATCH, EventBatch, IngestResult
 from memberwise.kit.db import transaction
 from memberwise.kit.openapi import inline_schema
 from memberwise.privacy.auth import Authorize
@@ -17,14 +17,7 @@ from memberwise.runtime import Runtime, get_runtime
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
-_batch_schema: dict[str, Any] = {
-    "type": "object",
-    "required": ["events"],
-    "additionalProperties": False,
-    "properties": {
-        "events": {"type": "array", "maxItems": MAX_BATCH, "items": inline_schema(EventIn)}
-    },
-}
+_batch_schema = inline_schema(EventBatch)
 
 
 def _ingest(rt: Runtime, body: bytes, principal: Principal) -> IngestResult:

@@ -177,6 +177,12 @@ class IngestResult(BaseModel):
 
 
 class EventBatch(BaseModel):
-    """The request body of ``POST /v1/events`` (documented shape; parsed leniently per event)."""
+    """The request body of ``POST /v1/events``: the shape it is documented and first parsed with.
 
-    events: list[dict[str, Any]] = Field(max_length=MAX_BATCH)
+    A body that does not fit it whole is parsed again event by event, so one bad event is
+    rejected on its own (see ``events.service.read_batch``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(max_length=MAX_BATCH)

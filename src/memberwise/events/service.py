@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from sqlalchemy import Connection
 
@@ -23,6 +23,7 @@ from memberwise.events.schemas import (
     LAKE_SCHEMA,
     MAX_BATCH,
     REQUIRED_FIELDS,
+    EventBatch,
     EventIn,
     IngestResult,
     RejectCode,
@@ -175,14 +176,6 @@ def to_arrow(events: Sequence[EventIn], ingested_at: datetime) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=LAKE_SCHEMA)
 
 
-class _FastBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    events: list[EventIn] = Field(max_length=MAX_BATCH)
-
-
-_fast_batch = TypeAdapter(_FastBatch)
-
-
 def read_batch(body: bytes) -> tuple[list[EventIn], list[Rejection]]:
     """Parse and validate a request body: the valid events and the rejections.
 
@@ -191,7 +184,7 @@ def read_batch(body: bytes) -> tuple[list[EventIn], list[Rejection]]:
     MalformedJson, MalformedBatch, BatchTooLarge for a body that is not a batch at all.
     """
     try:
-        events = _fast_batch.validate_json(body).events
+        events = EventBatch.model_validate_json(body).events
     except ValidationError:
         pass
     else:
