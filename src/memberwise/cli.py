@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from memberwise.config import Settings, get_settings
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
 from memberwise.kit.db import make_engine, transaction
+from memberwise.kit.secrets import write_secret_file
 from memberwise.members.commands import app as members_app
 from memberwise.members.commands import import_file
 from memberwise.privacy import service as privacy
@@ -64,10 +64,7 @@ def bootstrap(settings: Settings) -> str | None:
             if privacy.has_active_key(conn, Role.admin):
                 return key_file.read_text().strip() if key_file.exists() else None
             created = privacy.create_key(conn, KeyCreate(role=Role.admin, name="bootstrap admin"))
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(created.key + "\n")
+            write_secret_file(key_file, created.key + "\n")
             return created.key
     finally:
         engine.dispose()

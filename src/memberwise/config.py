@@ -7,7 +7,6 @@ the embedded secrets file in the home directory (see :meth:`Settings.pii_key_byt
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 from enum import StrEnum
 from functools import cached_property
@@ -15,6 +14,8 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from memberwise.kit.secrets import write_secret_file
 
 
 class Engine(StrEnum):
@@ -109,10 +110,9 @@ class Settings(BaseSettings):
         """Create the home's PII key file if no key is configured; True when one was created."""
         if self.pii_key is not None or self.pii_key_file.exists():
             return False
-        self.pii_key_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.pii_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        write_secret_file(
+            self.pii_key_file, base64.b64encode(secrets.token_bytes(32)).decode() + "\n"
+        )
         return True
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, RowMapping, func, insert, select, update
 
 from memberwise.privacy.tables import api_keys, audit_log, staff
 
@@ -33,10 +33,8 @@ def revoke_key(conn: Connection, key_id: str, when: datetime) -> bool:
 
 
 def count_active_keys(conn: Connection, role: str) -> int:
-    rows = conn.execute(
-        select(api_keys.c.key_id).where(api_keys.c.role == role, api_keys.c.revoked_at.is_(None))
-    ).all()
-    return len(rows)
+    query = select(func.count()).where(api_keys.c.role == role, api_keys.c.revoked_at.is_(None))
+    return int(conn.execute(query).scalar_one())
 
 
 def get_staff(conn: Connection, staff_id: str) -> RowMapping | None:
