@@ -34,6 +34,7 @@ def import_file(rt: Runtime, path: Path, *, quiet: bool = False) -> tuple[int, i
         for batch in pf.iter_batches(batch_size=_BATCH, columns=columns):
             records: list[dict[str, Any]] = batch.to_pylist()
             for r in records:
+                # Spreadsheets export phone numbers as integers; the contract wants text.
                 if r.get("phone") is not None:
                     r["phone"] = str(r["phone"])
             with transaction(rt.engine) as conn:
