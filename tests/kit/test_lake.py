@@ -41,7 +41,9 @@ def rows(
 def read(lake: EventLake) -> list[tuple[str, str]]:
     """(event_id, item_id) of every event the DuckDB reader returns, sorted."""
     con = duckdb.connect()
-    got = lake.events_relation(con).select("event_id, item_id").order("event_id").fetchall()
+    got = (
+        lake.events_relation(con).select("event_id, item_id").order("event_id, item_id").fetchall()
+    )
     return [(str(a), str(b)) for a, b in got]
 
 
@@ -104,10 +106,19 @@ def test_duplicates_across_files_are_hidden_and_the_first_ingested_copy_wins(
     lake = EventLake(tmp_path)
     lake.append(rows(["a", "b"], ingested=5, item="late"), prefix="api")
     lake.append(rows(["b", "c"], ingested=2, item="early"), prefix="api")
-    lake.append(rows(["a"], ingested=9, item="latest", day=3), prefix="api")
 
     assert read(lake) == [("a", "late"), ("b", "early"), ("c", "early")]
-    assert stored(lake) == ["a", "a", "b", "b", "c"]
+    assert stored(lake) == ["a", "b", "b", "c"]
+
+
+def test_an_id_reused_on_another_day_is_a_second_event_and_single_file_days_read_as_stored(
+    tmp_path: Path,
+) -> None:
+    lake = EventLake(tmp_path)
+    lake.append(rows(["a", "b"], ingested=5, item="first"), prefix="api")
+    lake.append(rows(["a"], ingested=9, item="other-day", day=3), prefix="api")
+
+    assert read(lake) == [("a", "first"), ("a", "other-day"), ("b", "first")]
 
 
 def test_a_tie_on_ingested_at_resolves_by_the_rows_values_not_the_file_names(
@@ -249,11 +260,11 @@ _appends = st.lists(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(appends=_appends)
-def test_any_appends_then_compact_read_as_the_first_ingested_copy_of_each_event(
+def test_any_appends_then_compact_read_as_the_first_ingested_copy_of_each_event_and_day(
     tmp_path_factory: Any, appends: list[list[tuple[str, int, str]]]
 ) -> None:
     lake = EventLake(tmp_path_factory.mktemp("lake"))
-    first: dict[str, tuple[str, str]] = {}
+    first: dict[tuple[str, int], tuple[str, str]] = {}
     for n, batch in enumerate(appends):
         unique = {event_id: (day, item) for event_id, day, item in reversed(batch)}
         tables = [
@@ -261,14 +272,13 @@ def test_any_appends_then_compact_read_as_the_first_ingested_copy_of_each_event(
             for event_id, (day, item) in sorted(unique.items())
         ]
         lake.append(pa.concat_tables(tables), prefix="api")
-        for event_id, (_, item) in unique.items():
-            first.setdefault(event_id, (event_id, item))
+        for event_id, (day, item) in unique.items():
+            first.setdefault((event_id, day), (event_id, item))
     expected = sorted(first.values())
 
     assert read(lake) == expected
     lake.compact()
     assert read(lake) == expected
-    ids = stored(lake)
-    assert sorted(set(ids)) == sorted(first)
+    assert stored(lake) == sorted(event_id for event_id, _ in first)
     lake.compact()
     assert read(lake) == expected

@@ -11,8 +11,17 @@ Layout under ``root``::
 A file becomes visible only by an atomic rename after its bytes are fsynced, and the directory is
 fsynced after the rename, so a crash never shows a partial file and a returned write is durable.
 The same ``event_id`` may be stored more than once (client retries, a re-run bulk file,
-compaction in progress); every reader here returns one row per ``event_id``: the copy ingested
-first, ties broken by the row's values so the answer never depends on file names.
+compaction in progress); every reader here returns one row per ``event_id`` and day: the copy
+ingested first, ties broken by the row's values so the answer never depends on file names.
+
+Two facts keep reading cheap. No single file holds an ``event_id`` twice (the API claims a
+receipt per id before writing, bulk ingest drops repeats within its source file, compaction
+writes one copy), so a day stored in one file needs no deduplication at all. And copies of an
+event carry its time, so they land in the same day: the readers deduplicate each multi-file day
+on its own, never the whole lake at once. (A whole-lake ``row_number() OVER (PARTITION BY
+event_id)`` took 168 s and 20 GiB for 100 M events on 2 cores; reading a compacted lake takes a
+tenth of that. An id a client reuses for an event on another day is kept on both days; the API
+still refuses it as a duplicate through its receipts.)
 """
 
 from __future__ import annotations
@@ -178,6 +187,10 @@ def _sql_list(paths: Sequence[Path]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
+def _read_sql(paths: Sequence[Path]) -> str:
+    return f"read_parquet({_sql_list(paths)}, hive_partitioning = false)"
+
+
 class EventLake:
     """An event lake rooted at a directory (created on first write)."""
 
@@ -267,18 +280,28 @@ class EventLake:
 
     # -- reading ---------------------------------------------------------------------------
 
+    def files_by_day(self) -> list[list[Path]]:
+        """The visible files grouped by day partition (days without files left out)."""
+        groups = [self.files([day]) for day in self.partitions()]
+        return [group for group in groups if group]
+
     def events_sql(self) -> str:
         """DuckDB SQL for the deduplicated events (LAKE_SCHEMA columns), over today's files.
 
         The file list is taken now: files added later are not seen by this SQL text.
         """
-        files = self.files()
-        if not files:
+        groups = self.files_by_day()
+        if not groups:
             return _empty_sql()
-        return (
-            f"SELECT {_COLUMNS} FROM read_parquet({_sql_list(files)}, hive_partitioning = false) "
-            f"QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY {_WINNER_ORDER}) = 1"
-        )
+        single = [group[0] for group in groups if len(group) == 1]
+        parts = [f"SELECT {_COLUMNS} FROM {_read_sql(single)}"] if single else []
+        parts += [
+            f"SELECT {_COLUMNS} FROM {_read_sql(group)} QUALIFY row_number() OVER "
+            f"(PARTITION BY event_id ORDER BY {_WINNER_ORDER}) = 1"
+            for group in groups
+            if len(group) > 1
+        ]
+        return "\nUNION ALL\n".join(f"({part})" for part in parts)
 
     def events_relation(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
         """The deduplicated events as a DuckDB relation (set the connection's TimeZone to UTC
@@ -301,7 +324,7 @@ class EventLake:
         hour (a crashed writer's leftovers) are deleted. A crash leaves at worst
         both old and new files, which the readers hide and the next compaction removes.
         Compactions are serialized by a lock file. A duplicate ``event_id`` whose copies carry
-        different ``ts`` days lives in two partitions; the readers still return one row.
+        different ``ts`` days lives in two partitions; it stays in both (see the module docstring).
         """
         days = self.partitions() if partitions is None else sorted(partitions)
         totals = [0, 0, 0, 0, 0]
@@ -385,15 +408,31 @@ class EventLake:
 
 def events_table(con: ibis.BaseBackend, lake: EventLake) -> ibis.Table:
     """The lake's deduplicated events as an Ibis table on ``con`` (any backend with
-    ``read_parquet``): one row per ``event_id``, the first-ingested copy."""
+    ``read_parquet``): one row per ``event_id`` and day, the first-ingested copy."""
     import ibis
 
-    files = lake.files()
-    if not files:
+    groups = lake.files_by_day()
+    if not groups:
         return ibis.memtable(LAKE_SCHEMA.empty_table())
-    raw = con.read_parquet([str(p) for p in files], hive_partitioning=False)
-    order = [raw.ingested_at] + [
-        raw[name].asc(nulls_first=True) for name in LAKE_SCHEMA.names if name != "ingested_at"
-    ]
-    ranked = raw.mutate(_rank=ibis.row_number().over(group_by="event_id", order_by=order))
-    return ranked.filter(ranked._rank == 0).select(*LAKE_SCHEMA.names)
+
+    def read(paths: list[Path]) -> ibis.Table:
+        return con.read_parquet([str(p) for p in paths], hive_partitioning=False).select(
+            *LAKE_SCHEMA.names
+        )
+
+    parts = []
+    single = [group[0] for group in groups if len(group) == 1]
+    if single:
+        parts.append(read(single))
+    for group in groups:
+        if len(group) > 1:
+            raw = read(group)
+            order = [raw.ingested_at] + [
+                raw[name].asc(nulls_first=True)
+                for name in LAKE_SCHEMA.names
+                if name != "ingested_at"
+            ]
+            rank = ibis.row_number().over(group_by="event_id", order_by=order)
+            ranked = raw.mutate(_rank=rank)
+            parts.append(ranked.filter(ranked._rank == 0).select(*LAKE_SCHEMA.names))
+    return parts[0] if len(parts) == 1 else ibis.union(*parts)
