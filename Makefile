@@ -12,10 +12,10 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,spark]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install memberwise with its dev tools
+install: $(STAMP) ## Create .venv and install memberwise with its dev tools and the Spark engine
 
 run: $(STAMP) ## Generate the demo platform (once), ingest it and serve the API on :8000
 	$(BIN)/memberwise run

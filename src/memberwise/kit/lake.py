@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -312,6 +312,30 @@ class EventLake:
         """The deduplicated events as an Ibis table, read with the backend's ``read_parquet``."""
         return events_table(con, self)
 
+    def latest_ts(self) -> datetime | None:
+        """Time of the latest stored event, from the newest day's Parquet statistics (no scan).
+
+        Lake files carry min/max statistics on ``ts``; a file without them is read instead.
+        """
+        for day in reversed(self.partitions()):
+            latest: datetime | None = None
+            for path in self.files([day]):
+                metadata = pq.ParquetFile(path).metadata
+                column = metadata.schema.names.index("ts")
+                for group in range(metadata.num_row_groups):
+                    stats = metadata.row_group(group).column(column).statistics
+                    if stats is None or not stats.has_min_max:
+                        values = pq.read_table(path, columns=["ts"]).column("ts")
+                        found = pc.max(values).as_py()
+                    else:
+                        found = stats.max
+                    if found is not None:
+                        found = found if found.tzinfo else found.replace(tzinfo=UTC)
+                        latest = found if latest is None else max(latest, found)
+            if latest is not None:
+                return latest
+        return None
+
     # -- maintenance -----------------------------------------------------------------------
 
     def compact(self, *, partitions: Sequence[date] | None = None) -> CompactResult:
@@ -415,10 +439,10 @@ def events_table(con: ibis.BaseBackend, lake: EventLake) -> ibis.Table:
     if not groups:
         return ibis.memtable(LAKE_SCHEMA.empty_table())
 
+    from memberwise.kit.warehouse import read_parquet
+
     def read(paths: list[Path]) -> ibis.Table:
-        return con.read_parquet([str(p) for p in paths], hive_partitioning=False).select(
-            *LAKE_SCHEMA.names
-        )
+        return read_parquet(con, paths).select(*LAKE_SCHEMA.names)
 
     parts = []
     single = [group[0] for group in groups if len(group) == 1]
