@@ -18,6 +18,7 @@ ALL = frozenset(Role)
 READERS = frozenset({Role.platform, Role.operator, Role.analyst, Role.service})
 ADMIN = frozenset({Role.admin})
 PLATFORM = frozenset({Role.admin, Role.platform})
+ANALYSTS = frozenset({Role.admin, Role.operator, Role.analyst})
 
 #: Who may call what. A route missing here fails the test, so every new route states its roles.
 POLICY: dict[tuple[str, str], frozenset[Role]] = {
@@ -26,6 +27,10 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/members"): READERS | ADMIN,
     ("GET", "/v1/members/x"): READERS | ADMIN,
     ("PATCH", "/v1/members/x"): PLATFORM,
+    ("GET", "/v1/members/x/profile"): READERS | ADMIN,
+    ("GET", "/v1/segments"): ANALYSTS,
+    ("GET", "/v1/segments/x/members"): ANALYSTS,
+    ("GET", "/v1/tags"): ANALYSTS,
     ("GET", "/v1/me"): ALL,
     ("POST", "/v1/staff"): ADMIN,
     ("GET", "/v1/staff"): ADMIN,

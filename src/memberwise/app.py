@@ -26,6 +26,7 @@ from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
 from memberwise.members.endpoints import router as members_router
 from memberwise.privacy.endpoints import router as privacy_router
+from memberwise.profiles.endpoints import router as profiles_router
 from memberwise.runtime import Runtime
 
 _HTTP_CODES = {
@@ -117,4 +118,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(events_router)
     app.include_router(members_router)
     app.include_router(privacy_router)
+    app.include_router(profiles_router)
     return app

@@ -15,6 +15,7 @@ from memberwise import __version__
 from memberwise.config import Settings, get_settings
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
+from memberwise.jobs.commands import build, execute_build, print_summary
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.secrets import write_secret_file
 from memberwise.members.commands import app as members_app
@@ -38,6 +39,11 @@ app.add_typer(members_app, name="members", help="Import and inspect members.")
 app.add_typer(demo_app, name="demo", help="Generate a synthetic platform for demos and benchmarks.")
 app.add_typer(lake_app, name="lake", help="Inspect and compact the event lake.")
 app.command("ingest", help="Load event files (CSV, JSONL, Parquet, Taobao) into the lake.")(ingest)
+app.command("build", help="Build profiles, tags and segments from the lake and publish them.")(
+    build
+)
+#: The program ``make run`` uses when MEMBERWISE_PROGRAM_FILE is not set (from the repository).
+DEMO_PROGRAM = Path("programs/demo.yaml")
 
 console = Console()
 
@@ -146,13 +152,16 @@ def run(
     """Set everything up on the embedded default and serve the API (what `make run` does).
 
     Creates the home, key and schema, generates the demo platform once, ingests it (a no-op
-    when already ingested), registers its members, then serves http://HOST:PORT.
+    when already ingested), registers its members, builds profiles, tags and segments with
+    the demo program, then serves http://HOST:PORT.
     """
     from memberwise.events.bulk import ingest_paths
     from memberwise.events.bulk_hooks import member_registrar
     from memberwise.runtime import Runtime
 
     settings = get_settings()
+    if settings.program_file is None and DEMO_PROGRAM.exists():
+        settings.program_file = DEMO_PROGRAM.absolute()
     key = bootstrap(settings)
     demo_dir = _ensure_demo(settings, members=members, days=days, seed=seed)
     rt = Runtime.open(settings)
@@ -170,6 +179,8 @@ def run(
     console.print(
         f"members: {created:,} created, {registered:,} registered, {unchanged:,} unchanged"
     )
+    console.print(f"build: program {settings.program_file or '(built-in default)'}")
+    print_summary(execute_build(rt))
     rt.close()
     base = f"http://{settings.host}:{settings.port}"
     key_line = key or "(not kept here; make one: memberwise keys create --role admin)"
@@ -180,6 +191,9 @@ def run(
         "",
         "try        export KEY=$(cat " + str(_admin_key_file(settings)) + ")",
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/members?limit=5"',
+        f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/members/m00000001/profile"',
+        f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/segments"',
+        f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/tags"',
     ]
     console.rule("memberwise is ready")
     for line in lines:

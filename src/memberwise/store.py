@@ -17,6 +17,7 @@ from memberwise.events import tables as _events_tables  # noqa: F401
 from memberwise.kit.db import metadata
 from memberwise.members import tables as _members_tables  # noqa: F401
 from memberwise.privacy import tables as _privacy_tables  # noqa: F401
+from memberwise.profiles import tables as _profiles_tables  # noqa: F401
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

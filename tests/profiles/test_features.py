@@ -202,3 +202,10 @@ def test_the_as_of_clock_moves_the_windows(tmp_path: Path) -> None:
     now, _ = profiles_of(lake, T0)
     later, _ = profiles_of(lake, T0 + timedelta(hours=2))
     assert (now["a"]["views_30d"], later["a"]["views_30d"], later["a"]["views_90d"]) == (1, 0, 1)
+
+
+def test_the_documented_field_list_is_the_catalog() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "profiles.md").read_text()
+    section = docs.split("## Profile fields")[1].split("\n## ")[0]
+    documented = [line.split("`")[1] for line in section.splitlines() if line.startswith("| `")]
+    assert documented == list(FIELD_NAMES)

@@ -7,6 +7,7 @@ with their session time zone set to UTC, so timestamps compare and extract the s
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +68,9 @@ def spark_backend(*, master: str | None = None) -> ibis.BaseBackend:
     ).appName("memberwise")
     for key, value in SPARK_CONF.items():
         builder = builder.config(key, value)
+    # Spark's catalog would otherwise create ./spark-warehouse in the working directory.
+    warehouse = Path(tempfile.gettempdir()) / "memberwise-spark-warehouse"
+    builder = builder.config("spark.sql.warehouse.dir", str(warehouse))
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return ibis.pyspark.connect(session)
@@ -91,6 +95,8 @@ def write_parquet(con: ibis.BaseBackend, expr: ir.Table, path: Path) -> int:
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
     try:
         if con.name == "duckdb":
+            # Registers the expression's in-memory tables (memtables), as execute() would.
+            con._run_pre_execute_hooks(expr)
             sql = con.compile(expr)
             raw = con.con
             raw.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -79,3 +79,11 @@ def page(
     if region is not None:
         query = query.where(members.c.region == region)
     return conn.execute(query).mappings().all()
+
+
+def attribute_rows(conn: Connection) -> Iterator[Sequence[Any]]:
+    """(member_id, region, credit_stars) of every member, streamed in chunks."""
+    query = select(members.c.member_id, members.c.region, members.c.credit_stars)
+    result = conn.execution_options(stream_results=True, yield_per=50_000).execute(query)
+    for partition in result.partitions():
+        yield from partition

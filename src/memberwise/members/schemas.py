@@ -36,6 +36,9 @@ class MemberFields(BaseModel):
     birth_year: int | None = Field(default=None, ge=1900, le=2100)
     region: str | None = Field(default=None, max_length=128)
     city: str | None = Field(default=None, max_length=128)
+    credit_stars: int | None = Field(
+        default=None, ge=0, le=7, description="The platform's credit rating, 0-7 stars."
+    )
     registered_at: datetime | None = None
 
 
@@ -65,6 +68,7 @@ class MemberOut(BaseModel):
     birth_year: int | None
     region: str | None
     city: str | None
+    credit_stars: int | None
     registered_at: datetime | None
     created_at: datetime
     updated_at: datetime

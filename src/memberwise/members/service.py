@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
 from sqlalchemy import Connection, RowMapping
 
 from memberwise.kit.cache import BoundedSet
@@ -294,6 +295,7 @@ def import_members(
                     "birth_year": None,
                     "region": None,
                     "city": None,
+                    "credit_stars": None,
                     **sealed,
                 }
             )
@@ -317,3 +319,19 @@ def import_members(
     repository.insert_many(conn, inserts)
     privacy.audit_many(conn, audits)
     return ImportResult(created=len(inserts), registered=registered, unchanged=unchanged)
+
+
+def analytics_attributes(conn: Connection) -> pa.Table:
+    """Registered attributes the build joins to behaviour: member_id, region, credit_stars."""
+    ids, regions, stars = [], [], []
+    for member_id, region, credit_stars in repository.attribute_rows(conn):
+        ids.append(member_id)
+        regions.append(region)
+        stars.append(credit_stars)
+    return pa.table(
+        {
+            "member_id": pa.array(ids, pa.string()),
+            "region": pa.array(regions, pa.string()),
+            "credit_stars": pa.array(stars, pa.int32()),
+        }
+    )

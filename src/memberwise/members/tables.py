@@ -21,6 +21,8 @@ members = Table(
     Column("birth_year", Integer, nullable=True),
     Column("region", String(128), nullable=True),
     Column("city", String(128), nullable=True),
+    # The platform's credit rating of the member (0-7 stars), when it registers one.
+    Column("credit_stars", Integer, nullable=True),
     Column("registered_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),

@@ -90,22 +90,23 @@ def prepare_events(
     )
 
 
+#: Count fields per event type: field stem -> event type.
+TYPE_STEMS: dict[str, str] = {
+    "views": "view",
+    "searches": "search",
+    "favorites": "favorite",
+    "carts": "cart",
+    "purchases": "purchase",
+    "refunds": "refund",
+    "reviews": "review",
+    "complaints": "complaint",
+    "service_contacts": "service",
+    "logins": "login",
+}
+
+
 def _type_counts(e: ir.Table, inside: ir.BooleanValue) -> dict[str, ir.IntegerValue]:
-    return {
-        stem: (inside & (e.type == event_type)).sum()
-        for stem, event_type in {
-            "views": "view",
-            "searches": "search",
-            "favorites": "favorite",
-            "carts": "cart",
-            "purchases": "purchase",
-            "refunds": "refund",
-            "reviews": "review",
-            "complaints": "complaint",
-            "service_contacts": "service",
-            "logins": "login",
-        }.items()
-    }
+    return {stem: (inside & (e.type == kind)).sum() for stem, kind in TYPE_STEMS.items()}
 
 
 def member_activity(e: ir.Table) -> ir.Table:

@@ -1,0 +1,406 @@
+"""The build: from the event lake to published profiles, tags and segments, stage by stage.
+
+Each build gets a directory ``HOME/warehouse/builds/<build_id>/`` holding one artifact per
+stage (Parquet) and ``build.json`` (as-of time, engine, timings, the definitions used). A stage
+reads its inputs from the same directory; when a build runs only some stages (``--only``), the
+inputs it does not make are hard-linked from the latest earlier build that has them, so every
+build directory is complete and a published build can always be traced to its data. The last
+:data:`KEEP_BUILDS` directories are kept.
+
+Stages, in order:
+
+- ``profiles``: events + registered attributes -> ``profiles.parquet`` and ``details.parquet``
+  (:mod:`memberwise.profiles.features`), on DuckDB or Spark from the same Ibis expressions.
+- ``tags``: the program's tag rules over the profiles -> ``tags.parquet``.
+- ``segments``: lifecycle segment rules and persona clusters -> ``segments.parquet``.
+- ``publish``: everything into the operational store in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from memberwise.config import Engine
+from memberwise.kit.db import transaction
+from memberwise.kit.errors import InvalidRequest
+from memberwise.kit.lake import atomic_write_bytes, fsync_file
+from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
+from memberwise.members import service as members_service
+from memberwise.profiles import service as profiles_service
+from memberwise.profiles.features import member_profiles
+from memberwise.profiles.fields import FIELDS
+from memberwise.profiles.personas import fit_personas
+from memberwise.profiles.rules import compile_rule, parse_rule
+from memberwise.profiles.segments import segment_column
+from memberwise.program.schemas import Program
+from memberwise.runtime import Runtime
+
+STAGES: tuple[str, ...] = ("profiles", "tags", "segments", "publish")
+#: What each stage writes (publish writes to the operational store, not a file).
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "profiles": ("profiles.parquet", "details.parquet"),
+    "tags": ("tags.parquet",),
+    "segments": ("segments.parquet",),
+    "publish": (),
+}
+#: What each stage reads.
+INPUTS: dict[str, tuple[str, ...]] = {
+    "profiles": (),
+    "tags": ("profiles.parquet",),
+    "segments": ("profiles.parquet",),
+    "publish": ("profiles.parquet", "details.parquet", "tags.parquet", "segments.parquet"),
+}
+KEEP_BUILDS = 5
+
+TAG_SCHEMA = pa.schema([pa.field("member_id", pa.string()), pa.field("tag", pa.string())])
+SEGMENT_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.string()),
+        pa.field("segment", pa.string()),
+        pa.field("persona", pa.int32()),
+    ]
+)
+
+
+class BuildError(InvalidRequest):
+    """A build that cannot run as asked (unknown stage, missing inputs)."""
+
+    code = "build_failed"
+
+
+@dataclass
+class StageResult:
+    name: str
+    seconds: float
+    rows: int
+
+
+@dataclass
+class BuildResult:
+    """What a build did: its id, directory, clock, counts and time per stage."""
+
+    build_id: str
+    directory: Path
+    as_of: datetime
+    engine: Engine
+    stages: list[StageResult] = field(default_factory=list)
+    members: int = 0
+    events_read: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+
+#: Called as ``progress(stage, step, total)`` while a stage runs (the CLI draws bars with it).
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, step: int, total: int) -> None:
+    return None
+
+
+def builds_root(runtime: Runtime) -> Path:
+    return runtime.settings.home / "warehouse" / "builds"
+
+
+def new_build_id(now: datetime) -> str:
+    """Sortable by time, unique across concurrent builds."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+
+
+def resolve_stages(only: Sequence[str] | None) -> list[str]:
+    """The stages to run, in pipeline order. Raises BuildError for an unknown name."""
+    if not only:
+        return list(STAGES)
+    unknown = sorted(set(only) - set(STAGES))
+    if unknown:
+        raise BuildError(
+            f"unknown stage {', '.join(unknown)}: the stages are {', '.join(STAGES)}",
+            details={"stages": list(STAGES)},
+        )
+    return [s for s in STAGES if s in only]
+
+
+def previous_builds(root: Path) -> list[Path]:
+    """Earlier build directories with a ``build.json``, newest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and (p / "build.json").exists()]
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+def _write_table(path: Path, table: pa.Table, schema: pa.Schema) -> int:
+    """Write an Arrow table atomically (temp name, fsync, rename); the number of rows."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    pq.write_table(table.select(schema.names).cast(schema), tmp, compression="zstd")
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    return int(table.num_rows)
+
+
+@dataclass
+class BuildContext:
+    runtime: Runtime
+    program: Program
+    con: ibis.BaseBackend
+    directory: Path
+    result: BuildResult
+    progress: ProgressFn
+    meta: dict[str, Any]
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def table(self, name: str) -> ir.Table:
+        return read_parquet(self.con, [self.path(name)])
+
+
+def stage_profiles(ctx: BuildContext) -> int:
+    """Profiles and details from the lake, as of the build's clock."""
+    runtime, as_of = ctx.runtime, ctx.result.as_of
+    steps = ("interests", "days", "orders", "details", "activity", "profiles")
+    ctx.progress("profiles", 0, len(steps))
+    with runtime.engine.connect() as conn:
+        attributes = members_service.analytics_attributes(conn)
+    work = ctx.path("_work")
+    work.mkdir(exist_ok=True)
+
+    def materialize(name: str, table: ir.Table) -> ir.Table:
+        # Details are an artifact of their own; the other intermediates are scratch.
+        path = ctx.path("details.parquet") if name == "details" else work / f"{name}.parquet"
+        write_parquet(ctx.con, table, path)
+        ctx.progress("profiles", steps.index(name) + 1, len(steps))
+        return read_parquet(ctx.con, [path])
+
+    offset = ZoneInfo(ctx.program.display_timezone).utcoffset(as_of) or timedelta(0)
+    profiles, _ = member_profiles(
+        runtime.lake.events_table(ctx.con),
+        ibis.memtable(attributes),
+        as_of=as_of,
+        utc_offset=offset,
+        materialize=materialize,
+    )
+    rows = write_parquet(ctx.con, profiles, ctx.path("profiles.parquet"))
+    ctx.progress("profiles", len(steps), len(steps))
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def stage_tags(ctx: BuildContext) -> int:
+    """One row per member and tag whose rule holds."""
+    tags = ctx.program.tag_rules()
+    ctx.progress("tags", 0, len(tags) + 1)
+    profiles = ctx.table("profiles.parquet")
+    parts = []
+    for done, (name, text) in enumerate(tags.items(), start=1):
+        rule = parse_rule(name, text, {f.name: f.type for f in FIELDS})
+        matched = profiles.filter(compile_rule(rule, profiles))
+        parts.append(matched.select("member_id", tag=ibis.literal(name)))
+        ctx.progress("tags", done, len(tags) + 1)
+    if parts:
+        tagged = ibis.union(*parts).cast(ibis.Schema.from_pyarrow(TAG_SCHEMA))
+        tagged = tagged.order_by(["tag", "member_id"])  # same inputs, same file
+        rows = write_parquet(ctx.con, tagged, ctx.path("tags.parquet"))
+    else:
+        rows = _write_table(ctx.path("tags.parquet"), TAG_SCHEMA.empty_table(), TAG_SCHEMA)
+    ctx.progress("tags", len(tags) + 1, len(tags) + 1)
+    return rows
+
+
+def stage_segments(ctx: BuildContext) -> int:
+    """Lifecycle segment (first matching rule) and persona cluster per member."""
+    ctx.progress("segments", 0, 3)
+    profiles = ctx.table("profiles.parquet")
+    segments = ctx.program.segment_list()
+    lifecycle = profiles.select("member_id", segment=segment_column(profiles, segments))
+    lifecycle_rows = con_to_arrow(ctx.con, lifecycle.order_by("member_id"))
+    ctx.progress("segments", 1, 3)
+    config = ctx.program.personas
+    features = con_to_arrow(
+        ctx.con, profiles.select("member_id", *config.features).order_by("member_id")
+    )
+    personas = fit_personas(
+        features,
+        fields=config.features,
+        k_min=config.k_min,
+        k_max=config.k_max,
+        seed=0,
+        names=config.names,
+    )
+    ctx.progress("segments", 2, 3)
+    assigned = personas.assignments.sort_by("member_id")
+    if assigned.column("member_id") != lifecycle_rows.column("member_id"):
+        raise BuildError("persona assignments do not line up with the members")
+    table = lifecycle_rows.append_column("persona", assigned.column("persona"))
+    rows = _write_table(ctx.path("segments.parquet"), table, SEGMENT_SCHEMA)
+    # An unnamed cluster is shown by its id until an operator names it in the program.
+    ctx.meta["personas"] = [
+        {**c.as_dict(), "name": c.name or f"persona-{c.id}"} for c in personas.clusters
+    ]
+    ctx.meta["persona_silhouette"] = {str(k): v for k, v in personas.silhouette.items()}
+    ctx.progress("segments", 3, 3)
+    return rows
+
+
+def con_to_arrow(con: ibis.BaseBackend, expr: ir.Table) -> pa.Table:
+    """An expression's rows as one Arrow table."""
+    table: pa.Table = con.to_pyarrow(expr)
+    return table
+
+
+def stage_publish(ctx: BuildContext) -> int:
+    """Profiles, tags and segments into the operational store, in one transaction."""
+    ctx.progress("publish", 0, 1)
+    _write_manifest(ctx, status="built")
+    with transaction(ctx.runtime.engine) as conn:
+        published = profiles_service.publish_build(conn, ctx.directory)
+    ctx.progress("publish", 1, 1)
+    return published.members
+
+
+RUNNERS: dict[str, Callable[[BuildContext], int]] = {
+    "profiles": stage_profiles,
+    "tags": stage_tags,
+    "segments": stage_segments,
+    "publish": stage_publish,
+}
+
+
+def _link_inputs(directory: Path, stages: Sequence[str], root: Path) -> None:
+    """Hard-link (or copy) the inputs no selected stage makes from the latest build with them."""
+    made = {name for stage in stages for name in OUTPUTS[stage]}
+    needed = [name for stage in stages for name in INPUTS[stage] if name not in made]
+    for name in dict.fromkeys(needed):
+        source = next(
+            (b / name for b in previous_builds(root) if b != directory and (b / name).exists()),
+            None,
+        )
+        if source is None:
+            producer = next(s for s, outs in OUTPUTS.items() if name in outs)
+            raise BuildError(
+                f"no earlier build has {name}: run `memberwise build` (or `--only {producer}`) "
+                "first",
+                details={"missing": name, "stage": producer},
+            )
+        try:
+            os.link(source, directory / name)
+        except OSError:
+            shutil.copy2(source, directory / name)
+
+
+def _write_manifest(ctx: BuildContext, *, status: str) -> None:
+    result = ctx.result
+    manifest = {
+        "build_id": result.build_id,
+        "status": status,
+        "as_of": result.as_of.isoformat(),
+        "engine": str(result.engine),
+        "started_at": ctx.meta["started_at"],
+        "finished_at": datetime.now(UTC).isoformat(),
+        "events_read": result.events_read,
+        "members": result.members,
+        "stages": {s.name: {"seconds": s.seconds, "rows": s.rows} for s in result.stages},
+        "segments": [
+            {"name": s.name, "rule": s.rule, "description": s.description}
+            for s in ctx.program.segment_list()
+        ],
+        "tags": [
+            {"name": name, "rule": rule, "description": ctx.program.tag_description(name)}
+            for name, rule in ctx.program.tag_rules().items()
+        ],
+        "personas": ctx.meta.get("personas", []),
+        "persona_silhouette": ctx.meta.get("persona_silhouette", {}),
+        "program": ctx.program.name,
+    }
+    previous = ctx.path("build.json")
+    if previous.exists() and "personas" not in ctx.meta:
+        # A build that did not cluster keeps the linked segments' persona descriptions.
+        manifest["personas"] = json.loads(previous.read_text()).get("personas", [])
+    atomic_write_bytes(ctx.path("build.json"), json.dumps(manifest, indent=2).encode())
+
+
+def _profile_counts(ctx: BuildContext) -> tuple[int, int]:
+    """(members, events read) of the build's profiles."""
+    meta = pq.ParquetFile(ctx.path("profiles.parquet"))
+    table = pq.read_table(ctx.path("profiles.parquet"), columns=["lifetime_events"])
+    events = table.column("lifetime_events").to_pylist()
+    return meta.metadata.num_rows, int(sum(v or 0 for v in events))
+
+
+def _prune(root: Path, keep: int) -> None:
+    for old in previous_builds(root)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _previous_manifest(root: Path, directory: Path) -> dict[str, Any] | None:
+    for build in previous_builds(root):
+        if build != directory:
+            loaded: dict[str, Any] = json.loads((build / "build.json").read_text())
+            return loaded
+    return None
+
+
+def run_build(
+    runtime: Runtime,
+    program: Program,
+    *,
+    only: Sequence[str] | None = None,
+    as_of: datetime | None = None,
+    engine: Engine | None = None,
+    progress: ProgressFn = _no_progress,
+    on_stage: Callable[[StageResult], None] | None = None,
+) -> BuildResult:
+    """Run the selected stages (all by default) as of ``as_of`` (default: now).
+
+    Raises BuildError when a stage is unknown or its inputs exist in no earlier build.
+    """
+    stages = resolve_stages(only)
+    now = datetime.now(UTC)
+    clock = (as_of or now).astimezone(UTC)
+    root = builds_root(runtime)
+    build_id = new_build_id(now)
+    directory = root / build_id
+    directory.mkdir(parents=True)
+    chosen = engine or runtime.settings.engine
+    result = BuildResult(build_id=build_id, directory=directory, as_of=clock, engine=chosen)
+    try:
+        _link_inputs(directory, stages, root)
+        if "profiles" not in stages:
+            # Reused profiles keep the clock they were computed at.
+            before = _previous_manifest(root, directory)
+            if before is not None:
+                result.as_of = datetime.fromisoformat(before["as_of"])
+        meta: dict[str, Any] = {"started_at": now.isoformat()}
+        with open_backend(chosen, temp_dir=runtime.settings.home / "warehouse" / "tmp") as con:
+            ctx = BuildContext(runtime, program, con, directory, result, progress, meta)
+            for stage in stages:
+                started = time.perf_counter()
+                rows = RUNNERS[stage](ctx)
+                done = StageResult(stage, time.perf_counter() - started, rows)
+                result.stages.append(done)
+                if stage == "profiles" or result.members == 0:
+                    result.members, result.events_read = _profile_counts(ctx)
+                if on_stage is not None:
+                    on_stage(done)
+            _write_manifest(ctx, status="published" if "publish" in stages else "built")
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    _prune(root, KEEP_BUILDS)
+    return result

@@ -1,0 +1,334 @@
+"""Every query of the profiles domain: the published profiles in the operational store, and
+the DuckDB queries that read a build directory's Parquet artifacts for publishing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import (
+    Connection,
+    Integer,
+    RowMapping,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from memberwise.profiles.fields import DETAILS
+from memberwise.profiles.schemas import BuildStatus
+from memberwise.profiles.tables import builds, member_profiles, profile_groups
+
+#: The Parquet artifacts of a build directory, by role.
+ARTIFACTS: dict[str, str] = {
+    "profiles": "profiles.parquet",
+    "details": "details.parquet",
+    "tags": "tags.parquet",
+    "segments": "segments.parquet",
+}
+
+# --- the operational store --------------------------------------------------------------------
+
+
+def _dialect_insert(conn: Connection, table: Table) -> Any:
+    """An INSERT that can take ``ON CONFLICT``: SQLite and PostgreSQL spell it alike."""
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+
+
+def _on_conflict_update(stmt: Any, table: Table, key: Sequence[str]) -> Any:
+    """``stmt`` updating the existing row of its key, but only when a value differs.
+
+    Skipping identical rows makes re-publishing a build write (almost) nothing.
+    """
+    changing = [c for c in table.c if c.name not in key]
+    return stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={c.name: stmt.excluded[c.name] for c in changing},
+        where=or_(*(c.is_distinct_from(stmt.excluded[c.name]) for c in changing)),
+    )
+
+
+def live_build(conn: Connection) -> RowMapping | None:
+    """The published build the API shows (the latest published, should there be several)."""
+    query = (
+        select(builds)
+        .where(builds.c.status == BuildStatus.published.value)
+        .order_by(builds.c.published_at.desc(), builds.c.build_id.desc())
+        .limit(1)
+    )
+    return conn.execute(query).mappings().first()
+
+
+def supersede_others(conn: Connection, build_id: str) -> None:
+    """Mark every other published build superseded.
+
+    Done first in a publish: concurrent publishers then queue on the live build's row instead
+    of interleaving their profile writes.
+    """
+    conn.execute(
+        update(builds)
+        .where(builds.c.status == BuildStatus.published.value, builds.c.build_id != build_id)
+        .values(status=BuildStatus.superseded.value)
+    )
+
+
+def upsert_build(conn: Connection, values: dict[str, Any]) -> None:
+    stmt = _dialect_insert(conn, builds).values(**values)
+    conn.execute(_on_conflict_update(stmt, builds, ["build_id"]))
+
+
+def upsert_profiles(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Upsert profiles given as (member_id, build_id, segment, persona, tags, profile); their
+    as_of and published_at are copied from the build's row.
+
+    Reading the build's times in SQL spares every row two datetime conversions in Python
+    (about 8 µs a row, 8 s a million).
+    """
+    if not rows:
+        return
+    build_id = bindparam("build_id", type_=String)
+    times = {
+        name: select(builds.c[name]).where(builds.c.build_id == build_id).scalar_subquery()
+        for name in ("as_of", "published_at")
+    }
+    stmt = _dialect_insert(conn, member_profiles).values(
+        member_id=bindparam("member_id", type_=String),
+        build_id=build_id,
+        segment=bindparam("segment", type_=String),
+        persona=bindparam("persona", type_=Integer),
+        tags=bindparam("tags", type_=Text),
+        profile=bindparam("profile", type_=Text),
+        **times,
+    )
+    conn.execute(_on_conflict_update(stmt, member_profiles, ["member_id"]), rows)
+
+
+def delete_profiles_of_other_builds(conn: Connection, build_id: str) -> int:
+    """Delete the profiles not written by ``build_id``; returns how many."""
+    result = conn.execute(delete(member_profiles).where(member_profiles.c.build_id != build_id))
+    return result.rowcount
+
+
+def replace_groups(conn: Connection, build_id: str, rows: list[dict[str, Any]]) -> None:
+    conn.execute(delete(profile_groups).where(profile_groups.c.build_id == build_id))
+    if rows:
+        conn.execute(insert(profile_groups), rows)
+
+
+def get_profile(conn: Connection, member_id: str) -> RowMapping | None:
+    """The member's profile row with its build's ``fields`` (the names of its values)."""
+    query = (
+        select(member_profiles, builds.c.fields)
+        .join(builds, builds.c.build_id == member_profiles.c.build_id)
+        .where(member_profiles.c.member_id == member_id)
+    )
+    return conn.execute(query).mappings().first()
+
+
+def groups(conn: Connection, build_id: str, kinds: Iterable[str]) -> Sequence[RowMapping]:
+    query = (
+        select(profile_groups)
+        .where(profile_groups.c.build_id == build_id, profile_groups.c.kind.in_(list(kinds)))
+        .order_by(profile_groups.c.kind, profile_groups.c.position, profile_groups.c.name)
+    )
+    return conn.execute(query).mappings().all()
+
+
+def get_group(
+    conn: Connection, build_id: str, name: str, kinds: Iterable[str]
+) -> Sequence[RowMapping]:
+    """The groups of the build named ``name`` among ``kinds`` (at most one per kind)."""
+    query = select(profile_groups).where(
+        profile_groups.c.build_id == build_id,
+        profile_groups.c.name == name,
+        profile_groups.c.kind.in_(list(kinds)),
+    )
+    return conn.execute(query).mappings().all()
+
+
+def page_members(
+    conn: Connection,
+    *,
+    segment: str | None = None,
+    persona: int | None = None,
+    after: str | None,
+    limit: int,
+) -> Sequence[RowMapping]:
+    """Members of a segment or a persona in member_id order (served by the (segment|persona,
+    member_id) indexes: each page is one index range scan)."""
+    query = (
+        select(
+            member_profiles.c.member_id,
+            member_profiles.c.segment,
+            member_profiles.c.persona,
+            member_profiles.c.tags,
+        )
+        .order_by(member_profiles.c.member_id)
+        .limit(limit)
+    )
+    if segment is not None:
+        query = query.where(member_profiles.c.segment == segment)
+    if persona is not None:
+        query = query.where(member_profiles.c.persona == persona)
+    if after is not None:
+        query = query.where(member_profiles.c.member_id > after)
+    return conn.execute(query).mappings().all()
+
+
+# --- a build directory's artifacts (DuckDB over Parquet) --------------------------------------
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _field_sql(name: str, type_: pa.DataType | None) -> str:
+    """The JSON-ready expression of one profile field of the Parquet file."""
+    if type_ is None:  # a field the build did not write (an older build): shown as null
+        return "NULL"
+    column = f"p.{_quote(name)}"
+    if pa.types.is_timestamp(type_):
+        # ISO-8601 in UTC, as pydantic writes times: whole seconds without a fraction.
+        utc = f"timezone('UTC', {column})" if type_.tz else column
+        return (
+            f"CASE WHEN microsecond({utc}) % 1000000 = 0 "
+            f"THEN strftime({utc}, '%Y-%m-%dT%H:%M:%SZ') "
+            f"ELSE strftime({utc}, '%Y-%m-%dT%H:%M:%S.%fZ') END"
+        )
+    if pa.types.is_floating(type_) or pa.types.is_decimal(type_):
+        # JSON has no NaN or infinity: they become null.
+        return f"CASE WHEN isfinite({column}::DOUBLE) THEN {column}::DOUBLE END"
+    return column
+
+
+class BuildArtifacts:
+    """Queries over one build directory's Parquet files, in an in-memory DuckDB.
+
+    The publisher's joins and JSON making run here, vectorized (a million profiles in about
+    20 s on two cores); Python only moves finished rows (member_id, segment, persona, tags,
+    profile) to the store. Use as a context manager.
+    """
+
+    def __init__(self, build_dir: Path) -> None:
+        self.paths = {role: build_dir / name for role, name in ARTIFACTS.items()}
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+        for role, path in self.paths.items():
+            self.con.execute(
+                f"CREATE VIEW {role} AS SELECT * FROM read_parquet({_string(str(path))})"
+            )
+
+    def __enter__(self) -> BuildArtifacts:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.con.close()
+
+    def _one(self, sql: str) -> tuple[Any, ...]:
+        rows = self.con.sql(sql).fetchall()
+        return tuple(rows[0])
+
+    def problems(self) -> list[str]:
+        """What makes the artifacts unpublishable (empty when they are fine)."""
+        found: list[str] = []
+        rows, distinct = self._one("SELECT count(*), count(DISTINCT member_id) FROM profiles")
+        if rows != distinct:
+            found.append(f"profiles.parquet has {rows - distinct} repeated member_id(s)")
+        rows, distinct = self._one("SELECT count(*), count(DISTINCT member_id) FROM segments")
+        if rows != distinct:
+            found.append(f"segments.parquet has {rows - distinct} repeated member_id(s)")
+        (missing,) = self._one(
+            "SELECT count(*) FROM profiles p ANTI JOIN segments s USING (member_id)"
+        )
+        if missing:
+            found.append(f"{missing} member(s) of profiles.parquet have no segment")
+        (blank,) = self._one(
+            "SELECT count(*) FROM profiles p JOIN segments s USING (member_id) "
+            "WHERE p.member_id IS NULL OR s.segment IS NULL"
+        )
+        if blank:
+            found.append(f"{blank} member(s) have a null member_id or segment")
+        return found
+
+    def profile_rows(self, field_names: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Batches of (member_id, segment, persona, tags, profile), in member_id order.
+
+        ``tags`` is a JSON array text. ``profile`` is a JSON object text: ``fields``, the
+        values of ``field_names`` in that order (null for a field the build did not write),
+        and ``details``, for every detail a list of ``[key, value]`` pairs best first. The
+        layout is positional because it halves the text the store writes (1.3 kB a profile
+        instead of 3 kB), and that text is most of a publish's time; the field names are kept
+        once per build (``builds.fields``).
+
+        The rows come sorted: SQLite inserts sorted keys about twice as fast as shuffled ones.
+        """
+        schema = pq.read_schema(self.paths["profiles"])
+        types = {name: schema.field(name).type for name in schema.names}
+        values = ", ".join(
+            f"coalesce(to_json({_field_sql(name, types.get(name))})::VARCHAR, 'null')"
+            for name in field_names
+        )
+        # Unordered lists sorted afterwards: an ORDER BY inside the aggregate costs twice as
+        # much. A struct sorts by its first member, the rank.
+        lists = ",\n".join(
+            f"list_transform(list_sort(list({{'rank': rank, 'key': key, "
+            f"'value': CASE WHEN isfinite(value) THEN value END}}) "
+            f"FILTER (WHERE detail = {_string(d)})), "
+            f"lambda x: [to_json(x.key), to_json(x.value)]) AS {_quote(d)}"
+            for d in DETAILS
+        )
+        details = ", ".join(f"{_string(d)}: coalesce(d.{_quote(d)}, [])" for d in DETAILS)
+        sql = f"""
+            WITH d AS (
+                SELECT member_id, {lists}
+                FROM details GROUP BY member_id
+            ), t AS (
+                SELECT member_id, to_json(list_sort(list_distinct(list(tag)))) AS tags
+                FROM tags WHERE tag IS NOT NULL GROUP BY member_id
+            )
+            SELECT
+                p.member_id,
+                s.segment,
+                s.persona::INTEGER AS persona,
+                coalesce(t.tags, '[]')::VARCHAR AS tags,
+                '{{"fields":[' || concat_ws(',', {values}) || '],"details":'
+                    || to_json({{{details}}})::VARCHAR || '}}' AS profile
+            FROM profiles p
+            JOIN segments s USING (member_id)
+            LEFT JOIN d USING (member_id)
+            LEFT JOIN t USING (member_id)
+            ORDER BY p.member_id
+        """
+        reader = self.con.sql(sql).to_arrow_reader(batch_rows)
+        yield from reader
+
+    def group_counts(self) -> dict[tuple[str, str], int]:
+        """Members per (kind, name): per lifecycle segment, per persona (``persona-<id>``)
+        and per tag, counting only members of profiles.parquet."""
+        sql = """
+            WITH m AS (SELECT s.* FROM segments s SEMI JOIN profiles p USING (member_id))
+            SELECT 'segment', segment, count(*) FROM m GROUP BY segment
+            UNION ALL
+            SELECT 'persona', 'persona-' || CAST(persona AS VARCHAR), count(*) FROM m
+            WHERE persona IS NOT NULL GROUP BY persona
+            UNION ALL
+            SELECT 'tag', tag, count(DISTINCT member_id)
+            FROM tags t SEMI JOIN profiles p USING (member_id)
+            WHERE tag IS NOT NULL GROUP BY tag
+        """
+        return {(kind, name): int(n) for kind, name, n in self.con.execute(sql).fetchall()}

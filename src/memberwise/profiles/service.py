@@ -1,0 +1,326 @@
+"""Publish a build's profiles, segments, personas and tags to the operational store, and read
+the published ones.
+
+The build job writes a build directory (``profiles.parquet``, ``details.parquet``,
+``tags.parquet``, ``segments.parquet``, ``build.json``); :func:`publish_build` turns it into
+one ``member_profiles`` row per member and one ``profile_groups`` row per segment, persona and
+tag. The API shows the latest published build only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy import Connection, RowMapping
+
+from memberwise.kit.errors import InvalidRequest, NotFound
+from memberwise.kit.pagination import DEFAULT_LIMIT, Page, decode_cursor, encode_cursor
+from memberwise.kit.time import as_utc, utcnow
+from memberwise.profiles import repository
+from memberwise.profiles.fields import FIELD_NAMES
+from memberwise.profiles.schemas import (
+    BuildManifest,
+    BuildStatus,
+    DetailItem,
+    GroupKind,
+    PersonaDefinition,
+    PersonaOut,
+    ProfileOut,
+    PublishResult,
+    RuleDefinition,
+    SegmentMember,
+    SegmentOut,
+    SegmentsOut,
+    TagOut,
+    TagsOut,
+)
+
+#: Profiles per INSERT batch: bounds the memory one batch holds (10k x ~1.3 kB).
+_CHUNK = 10_000
+#: A persona's group name is this prefix and its id, e.g. ``persona-3``.
+PERSONA_PREFIX = "persona-"
+
+
+class ProfileNotFound(NotFound):
+    code = "profile_not_found"
+
+
+class SegmentNotFound(NotFound):
+    code = "segment_not_found"
+
+
+class InvalidBuild(InvalidRequest):
+    code = "invalid_build"
+
+
+def _read_manifest(build_dir: Path) -> tuple[BuildManifest, dict[str, Any]]:
+    path = build_dir / "build.json"
+    missing = [
+        name
+        for name in ("build.json", *repository.ARTIFACTS.values())
+        if not (build_dir / name).is_file()
+    ]
+    if missing:
+        raise InvalidBuild(f"{build_dir} is not a complete build: missing {', '.join(missing)}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        manifest = BuildManifest.model_validate(raw)
+    except (ValueError, ValidationError) as exc:
+        raise InvalidBuild(f"{path} is not a valid build manifest: {exc}") from exc
+    for kind, names in (
+        ("segment", [s.name for s in manifest.segments]),
+        ("tag", [t.name for t in manifest.tags]),
+        ("persona", [str(p.id) for p in manifest.personas]),
+    ):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InvalidBuild(f"{path} defines {kind} {', '.join(repeated)} more than once")
+    return manifest, raw
+
+
+def _rule_groups(
+    kind: GroupKind, definitions: list[RuleDefinition], counts: dict[tuple[str, str], int]
+) -> list[dict[str, Any]]:
+    """Groups of segments or tags: the defined ones in build.json order (even when empty),
+    then any the artifacts hold without a definition, by name."""
+    rows = [
+        {
+            "kind": kind.value,
+            "name": d.name,
+            "members": counts.get((kind.value, d.name), 0),
+            "rule": d.rule,
+            "description": d.description,
+            "definition": d.model_dump_json(),
+        }
+        for d in definitions
+    ]
+    defined = {d.name for d in definitions}
+    extra = sorted(n for k, n in counts if k == kind.value and n not in defined)
+    rows += [
+        {
+            "kind": kind.value,
+            "name": name,
+            "members": counts[(kind.value, name)],
+            "rule": None,
+            "description": "",
+            "definition": RuleDefinition(name=name).model_dump_json(),
+        }
+        for name in extra
+    ]
+    return rows
+
+
+def _persona_groups(
+    definitions: list[PersonaDefinition], counts: dict[tuple[str, str], int]
+) -> list[dict[str, Any]]:
+    known = {p.id: p for p in definitions}
+    ids = [p.id for p in definitions]
+    ids += sorted(
+        int(n.removeprefix(PERSONA_PREFIX))
+        for k, n in counts
+        if k == GroupKind.persona.value and int(n.removeprefix(PERSONA_PREFIX)) not in known
+    )
+    rows = []
+    for persona_id in ids:
+        p = known.get(persona_id) or PersonaDefinition(id=persona_id)
+        name = f"{PERSONA_PREFIX}{persona_id}"
+        rows.append(
+            {
+                "kind": GroupKind.persona.value,
+                "name": name,
+                "members": counts.get((GroupKind.persona.value, name), 0),
+                "rule": None,
+                "description": p.description,
+                "definition": p.model_dump_json(),
+            }
+        )
+    return rows
+
+
+def publish_build(conn: Connection, build_dir: Path) -> PublishResult:
+    """Publish the build in ``build_dir``: it becomes the build the API shows.
+
+    In the caller's transaction: upserts every member's profile, deletes the profiles of
+    members absent from this build, replaces the build's segment, persona and tag groups and
+    records the build as published (earlier builds become superseded). Publishing the same
+    build again leaves every row as it was (its first ``published_at`` is kept).
+
+    Raises InvalidBuild when the directory lacks an artifact, build.json does not parse, or
+    a member appears twice or has no segment; nothing is written then.
+    """
+    manifest, raw = _read_manifest(build_dir)
+    build_id = manifest.build_id
+    as_of = as_utc(manifest.as_of)
+    with repository.BuildArtifacts(build_dir) as artifacts:
+        problems = artifacts.problems()
+        if problems:
+            raise InvalidBuild(
+                f"{build_dir} cannot be published: {'; '.join(problems)}", details=problems
+            )
+        repository.supersede_others(conn, build_id)
+        live = repository.live_build(conn)  # this build, when it is published already
+        published_at = live["published_at"] if live is not None else utcnow()
+        repository.upsert_build(
+            conn,
+            {
+                "build_id": build_id,
+                "as_of": as_of,
+                "engine": manifest.engine,
+                "status": BuildStatus.published.value,
+                "started_at": manifest.started_at and as_utc(manifest.started_at),
+                "finished_at": manifest.finished_at and as_utc(manifest.finished_at),
+                "published_at": published_at,
+                "fields": json.dumps(FIELD_NAMES),
+                "summary": json.dumps(raw, ensure_ascii=False),
+            },
+        )
+        published = 0
+        for batch in artifacts.profile_rows(FIELD_NAMES, _CHUNK):
+            rows: list[dict[str, Any]] = batch.to_pylist()
+            for row in rows:
+                row["build_id"] = build_id
+            repository.upsert_profiles(conn, rows)
+            published += len(rows)
+        removed = repository.delete_profiles_of_other_builds(conn, build_id)
+        counts = artifacts.group_counts()
+    segments = _rule_groups(GroupKind.segment, manifest.segments, counts)
+    personas = _persona_groups(manifest.personas, counts)
+    tags = _rule_groups(GroupKind.tag, manifest.tags, counts)
+    groups = [
+        {**row, "build_id": build_id, "position": position}
+        for part in (segments, personas, tags)
+        for position, row in enumerate(part)
+    ]
+    repository.replace_groups(conn, build_id, groups)
+    return PublishResult(
+        build_id=build_id,
+        as_of=as_of,
+        published_at=published_at,
+        members=published,
+        removed=removed,
+        segments=len(segments),
+        personas=len(personas),
+        tags=len(tags),
+    )
+
+
+def get_profile(conn: Connection, member_id: str) -> ProfileOut:
+    """The member's profile in the published build. Raises ProfileNotFound."""
+    row = repository.get_profile(conn, member_id)
+    if row is None:
+        raise ProfileNotFound(f"no published profile for member {member_id!r}")
+    profile = orjson.loads(row["profile"])
+    names = orjson.loads(row["fields"])
+    return ProfileOut(
+        member_id=row["member_id"],
+        build_id=row["build_id"],
+        as_of=row["as_of"],
+        published_at=row["published_at"],
+        segment=row["segment"],
+        persona=row["persona"],
+        tags=orjson.loads(row["tags"]),
+        fields=dict(zip(names, profile["fields"], strict=True)),
+        details={
+            detail: [DetailItem(key=key, value=value) for key, value in pairs]
+            for detail, pairs in profile["details"].items()
+        },
+    )
+
+
+def _persona_out(row: RowMapping) -> PersonaOut:
+    definition = PersonaDefinition.model_validate_json(row["definition"])
+    return PersonaOut(
+        name=row["name"],
+        id=definition.id,
+        label=definition.name,
+        members=row["members"],
+        description=row["description"],
+        top_features=definition.top_features,
+    )
+
+
+def list_segments(conn: Connection) -> SegmentsOut:
+    """Lifecycle segments and personas of the published build, with member counts."""
+    build = repository.live_build(conn)
+    if build is None:
+        return SegmentsOut(build_id=None, as_of=None, segments=[], personas=[])
+    rows = repository.groups(
+        conn, build["build_id"], [GroupKind.segment.value, GroupKind.persona.value]
+    )
+    return SegmentsOut(
+        build_id=build["build_id"],
+        as_of=build["as_of"],
+        segments=[
+            SegmentOut(
+                name=r["name"],
+                members=r["members"],
+                rule=r["rule"],
+                description=r["description"],
+            )
+            for r in rows
+            if r["kind"] == GroupKind.segment.value
+        ],
+        personas=[_persona_out(r) for r in rows if r["kind"] == GroupKind.persona.value],
+    )
+
+
+def list_tags(conn: Connection) -> TagsOut:
+    """Tags of the published build, with member counts."""
+    build = repository.live_build(conn)
+    if build is None:
+        return TagsOut(build_id=None, as_of=None, tags=[])
+    rows = repository.groups(conn, build["build_id"], [GroupKind.tag.value])
+    return TagsOut(
+        build_id=build["build_id"],
+        as_of=build["as_of"],
+        tags=[
+            TagOut(
+                name=r["name"], members=r["members"], rule=r["rule"], description=r["description"]
+            )
+            for r in rows
+        ],
+    )
+
+
+def segment_members(
+    conn: Connection, name: str, cursor: str | None = None, limit: int = DEFAULT_LIMIT
+) -> Page[SegmentMember]:
+    """Members of a lifecycle segment or a persona (``persona-<id>``) of the published
+    build, in member_id order, one page at a time.
+
+    Raises SegmentNotFound when the published build has no such segment or persona,
+    InvalidCursor when ``cursor`` was not made by us.
+    """
+    after = decode_cursor(cursor)
+    build = repository.live_build(conn)
+    found = (
+        []
+        if build is None
+        else repository.get_group(
+            conn, build["build_id"], name, [GroupKind.segment.value, GroupKind.persona.value]
+        )
+    )
+    if not found:
+        raise SegmentNotFound(f"the published build has no segment or persona {name!r}")
+    # A lifecycle segment wins should a segment be named like a persona.
+    group = min(found, key=lambda g: g["kind"] != GroupKind.segment.value)
+    if group["kind"] == GroupKind.segment.value:
+        rows = repository.page_members(conn, segment=name, after=after, limit=limit + 1)
+    else:
+        persona = PersonaDefinition.model_validate_json(group["definition"]).id
+        rows = repository.page_members(conn, persona=persona, after=after, limit=limit + 1)
+    items = [
+        SegmentMember(
+            member_id=r["member_id"],
+            segment=r["segment"],
+            persona=r["persona"],
+            tags=orjson.loads(r["tags"]),
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = encode_cursor(items[-1].member_id) if len(rows) > limit else None
+    return Page[SegmentMember](items=items, next_cursor=next_cursor)
