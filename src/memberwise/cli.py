@@ -179,6 +179,10 @@ def run(
     console.print(
         f"members: {created:,} created, {registered:,} registered, {unchanged:,} unchanged"
     )
+    # What operators run daily (see docs/operations.md): one file per day, so the build's
+    # read needs no deduplication.
+    compacted = rt.lake.compact()
+    console.print(f"lake: {compacted.files_before:,} files compacted to {compacted.files_after:,}")
     console.print(f"build: program {settings.program_file or '(built-in default)'}")
     print_summary(execute_build(rt))
     rt.close()
