@@ -141,3 +141,26 @@ def test_import_is_idempotent(conn: Connection, runtime: Runtime) -> None:
     assert (first.created, first.registered, first.unchanged) == (1, 1, 0)
     assert (second.created, second.registered, second.unchanged) == (0, 0, 2)
     assert conn.execute(select(func.count()).select_from(members)).scalar_one() == 2
+
+
+def test_credit_stars_are_imported_and_read_by_the_build(
+    conn: Connection, runtime: Runtime
+) -> None:
+    records = [
+        {"member_id": "a", "region": "上海", "credit_stars": 6},
+        {"member_id": "b"},
+    ]
+    service.import_members(conn, runtime.cipher, records, actor=SYSTEM)
+
+    attributes = service.analytics_attributes(conn).sort_by("member_id").to_pylist()
+
+    assert service.get_member(conn, runtime.cipher, "a", actor=SYSTEM).credit_stars == 6
+    assert attributes == [
+        {"member_id": "a", "region": "上海", "credit_stars": 6},
+        {"member_id": "b", "region": None, "credit_stars": None},
+    ]
+
+
+def test_credit_stars_outside_0_to_7_are_refused() -> None:
+    with pytest.raises(ValueError, match="credit_stars"):
+        MemberCreate(member_id="a", credit_stars=9)
