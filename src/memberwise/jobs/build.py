@@ -174,7 +174,7 @@ class BuildContext:
 def stage_profiles(ctx: BuildContext) -> int:
     """Profiles and details from the lake, as of the build's clock."""
     runtime, as_of = ctx.runtime, ctx.result.as_of
-    steps = ("interests", "days", "orders", "details", "activity", "profiles")
+    steps = ("categories", "brands", "days", "orders", "details", "activity", "profiles")
     ctx.progress("profiles", 0, len(steps))
     with runtime.engine.connect() as conn:
         attributes = members_service.analytics_attributes(conn)

@@ -8,17 +8,18 @@ How it stays fast on 100 M events: no ``COUNT(DISTINCT ...)`` runs over the even
 keeps a hash set per group and distinct aggregate; a first version with fifteen of them needed
 more than 19 GiB). Instead each distinct count is two plain aggregations: events grouped by
 (member, key) with the key's youngest age, then the keys counted per member per window. The
-passes over the events are: the conditional sums per member (:func:`member_activity`), the
-(member, category, brand) interests, the (member, day, channel) days, the (member, order)
-orders and the year's purchases for price bands; everything after works on their far smaller
-results. ``member_profiles`` takes a ``materialize`` hook so a build can store each
-intermediate once (the engines would otherwise recompute a result that is used twice).
+passes over the events are: the conditional counts per member (:func:`member_activity`), the
+(member, category) and (member, brand) interests, the (member, day, channel) days, the
+(member, order) orders and the year's purchases for price bands; everything after works on
+their far smaller results. ``member_profiles`` takes a ``materialize`` hook so a build can
+store each intermediate once (the engines would otherwise recompute a result used twice).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import ibis
@@ -34,6 +35,7 @@ from memberwise.profiles.fields import (
 )
 
 SECONDS_PER_DAY = 86_400
+EPOCH_DAY = date(1970, 1, 1)
 #: Event types whose item's category and brand count toward browse breadth.
 BROWSE_TYPES = ("view", "favorite", "cart", "purchase")
 
@@ -48,10 +50,14 @@ def _ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:
     return ibis.ifelse(den > 0, num.cast("float64") / den.cast("float64"), ibis.null("float64"))
 
 
+def _epoch(ts: ir.TimestampValue) -> ir.IntegerValue:
+    """Whole seconds since the epoch (DuckDB's epoch has a fraction, Spark's has none)."""
+    return ts.epoch_seconds().floor().cast("int64")
+
+
 def _whole_days(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.IntegerValue:
     """Whole days between two times (floor), computed from epoch seconds on every engine."""
-    seconds = later.epoch_seconds() - earlier.epoch_seconds()
-    return (seconds // SECONDS_PER_DAY).cast("int64")
+    return (_epoch(later) - _epoch(earlier)) // SECONDS_PER_DAY
 
 
 def prepare_events(
@@ -63,10 +69,16 @@ def prepare_events(
     offset at ``as_of``; for zones with daylight saving the habits of the other season are off
     by an hour, which bucketed habits tolerate).
     """
-    as_of_ts = _ts(as_of)
-    e = events.filter(events.ts <= as_of_ts)
-    local = e.ts + ibis.interval(seconds=int(utc_offset.total_seconds()))
-    age_seconds = as_of_ts.epoch_seconds() - e.ts.epoch_seconds()
+    e = events.filter(events.ts <= _ts(as_of))
+    # Whole seconds and integer arithmetic for every calendar field: the same on every engine
+    # and about a fifth faster on DuckDB than extracting fields from zoned timestamps.
+    seconds = _epoch(e.ts)
+    local_day = (seconds + int(utc_offset.total_seconds())) // SECONDS_PER_DAY
+    local_seconds = seconds + int(utc_offset.total_seconds())
+    clock = math.floor(as_of.timestamp())
+    singles_days = [
+        (date(year, 11, 11) - EPOCH_DAY).days for year in range(as_of.year - 1, as_of.year + 1)
+    ]
     units = e.quantity.fill_null(1).cast("int64")
     return e.select(
         "member_id",
@@ -81,12 +93,12 @@ def prepare_events(
         order_key=ibis.coalesce(e.order_id, e.event_id),
         units=units,
         amount=(e.price.cast("int64") * units),
-        age_days=(age_seconds // SECONDS_PER_DAY).cast("int64"),
+        age_days=(clock - seconds) // SECONDS_PER_DAY,
         # Distinct days with activity (UTC days since the epoch).
-        day=(e.ts.epoch_seconds() // SECONDS_PER_DAY).cast("int64"),
-        hour=local.hour().cast("int32"),
-        weekday=local.day_of_week.index().cast("int32"),  # 0 = Monday
-        singles_day=(local.month() == 11) & (local.day() == 11),
+        day=seconds // SECONDS_PER_DAY,
+        hour=((local_seconds // 3600) % 24).cast("int32"),
+        weekday=((local_day + 3) % 7).cast("int32"),  # 1970-01-01 was a Thursday; 0 = Monday
+        singles_day=local_day.isin(singles_days),
     )
 
 
@@ -144,12 +156,13 @@ def member_activity(e: ir.Table) -> ir.Table:
     return raw.mutate(**{name: raw[name].fill_null(0) for name in money})
 
 
-def member_interests(e: ir.Table) -> ir.Table:
-    """(member, category, brand) of browsing events: the youngest age and the affinity weight
-    in the habit window. Feeds browse breadth and category/brand affinity."""
-    browse = e.filter(e.type.isin(BROWSE_TYPES))
+def member_interests(e: ir.Table, column: str) -> ir.Table:
+    """(member, key) of browsing events, the key being ``column`` (category or brand): the
+    youngest age and the affinity weight in the habit window. Feeds browse breadth and
+    affinity, so each is one aggregation of the events."""
+    browse = e.filter(e.type.isin(BROWSE_TYPES) & e[column].notnull())
     weight = ibis.cases(*((browse.type == t, w) for t, w in AFFINITY_WEIGHTS.items()), else_=0)
-    return browse.group_by(["member_id", "category_id", "brand"]).aggregate(
+    return browse.group_by(["member_id", browse[column].name("key")]).aggregate(
         first_age=browse.age_days.min(),
         weight=weight.sum(where=browse.age_days < HABIT_DAYS),
     )
@@ -210,17 +223,15 @@ def price_bands(e: ir.Table) -> ir.Table:
     return _ranked(per, "price_bands", band.cast("float64"))
 
 
-def profile_details(interests: ir.Table, days: ir.Table, bands: ir.Table) -> ir.Table:
+def profile_details(
+    categories: ir.Table, brands: ir.Table, days: ir.Table, bands: ir.Table
+) -> ir.Table:
     """The long detail table: (member, detail, rank, key, value) for top categories, top
     brands, the channel mix and price bands."""
-    habit = interests.filter((interests.first_age < HABIT_DAYS) & (interests.weight > 0))
     parts = []
-    for key, detail in (("category_id", "top_categories"), ("brand", "top_brands")):
-        scoped = habit.filter(habit[key].notnull())
-        per_key = scoped.group_by(["member_id", scoped[key].name("key")]).aggregate(
-            weight=scoped.weight.sum()
-        )
-        parts.append(_shares(per_key, detail, top=TOP_N))
+    for interests, detail in ((categories, "top_categories"), (brands, "top_brands")):
+        habit = interests.filter(interests.weight > 0).select("member_id", "key", "weight")
+        parts.append(_shares(habit, detail, top=TOP_N))
     used = days.filter((days.first_age < HABIT_DAYS) & days.channel.notnull())
     per_channel = used.group_by(["member_id", used.channel.name("key")]).aggregate(
         weight=used.events.sum()
@@ -293,25 +304,20 @@ def member_profiles(
     utc_offset
         The program time zone's offset, for hours, weekdays and 11 November.
     materialize
-        Called with each intermediate result used more than once (``activity``, ``interests``,
-        ``days``, ``orders``, ``details``); returns the table to use in its place.
+        Called with each intermediate result used more than once (``categories``, ``brands``,
+        ``days``, ``orders``, ``details``, ``activity``); returns the table to use in its place.
     """
     e = prepare_events(events, as_of=as_of, utc_offset=utc_offset)
     as_of_ts = _ts(as_of)
-    interests = materialize("interests", member_interests(e))
+    categories = materialize("categories", member_interests(e, "category_id"))
+    brands = materialize("brands", member_interests(e, "brand"))
     days = materialize("days", member_days(e))
     orders = materialize("orders", member_orders(e))
-    details = materialize("details", profile_details(interests, days, price_bands(e)))
+    details = materialize("details", profile_details(categories, brands, days, price_bands(e)))
     a = materialize("activity", member_activity(e))
 
-    categories = interests.filter(interests.category_id.notnull())
-    brands = interests.filter(interests.brand.notnull())
-    per_category = categories.group_by(["member_id", "category_id"]).aggregate(
-        first_age=categories.first_age.min()
-    )
-    per_brand = brands.group_by(["member_id", "brand"]).aggregate(first_age=brands.first_age.min())
-    breadth = _per_member(per_category, **_window_counts(per_category, "distinct_categories"))
-    brand_breadth = _per_member(per_brand, **_window_counts(per_brand, "distinct_brands"))
+    breadth = _per_member(categories, **_window_counts(categories, "distinct_categories"))
+    brand_breadth = _per_member(brands, **_window_counts(brands, "distinct_brands"))
     per_day = days.group_by(["member_id", "day"]).aggregate(first_age=days.first_age.min())
     active = _per_member(per_day, **_window_counts(per_day, "active_days"))
     channels = days.filter((days.first_age < HABIT_DAYS) & days.channel.notnull())
