@@ -84,6 +84,8 @@ def page(
 def attribute_rows(conn: Connection) -> Iterator[Sequence[Any]]:
     """(member_id, region, credit_stars) of every member, streamed in chunks."""
     query = select(members.c.member_id, members.c.region, members.c.credit_stars)
-    result = conn.execution_options(stream_results=True, yield_per=50_000).execute(query)
+    # Options on this statement only: Connection.execution_options would change the
+    # connection itself, and every later statement would run through a server-side cursor.
+    result = conn.execute(query, execution_options={"stream_results": True, "yield_per": 50_000})
     for partition in result.partitions():
         yield from partition
