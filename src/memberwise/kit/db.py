@@ -23,6 +23,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    or_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -75,6 +76,20 @@ def insert_ignore(conn: Connection, table: Table) -> Insert:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def upsert(conn: Connection, table: Table, key: Sequence[str], **values: Any) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` for the connection's dialect, updating the
+    existing row only when a value differs, so re-writing the same rows writes (almost)
+    nothing. ``values`` are the INSERT's values (literals or bind parameters)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values)
+    changing = [c for c in table.c if c.name not in key]
+    return stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={c.name: stmt.excluded[c.name] for c in changing},
+        where=or_(*(c.is_distinct_from(stmt.excluded[c.name]) for c in changing)),
+    )
 
 
 def string_values(conn: Connection, values: Sequence[str]) -> TableValuedAlias:

@@ -15,17 +15,15 @@ from sqlalchemy import (
     Integer,
     RowMapping,
     String,
-    Table,
     Text,
     bindparam,
     delete,
     insert,
-    or_,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
+from memberwise.kit.db import upsert
 from memberwise.profiles.fields import DETAILS
 from memberwise.profiles.schemas import BuildStatus
 from memberwise.profiles.tables import builds, member_profiles, profile_groups
@@ -39,24 +37,6 @@ ARTIFACTS: dict[str, str] = {
 }
 
 # --- the operational store --------------------------------------------------------------------
-
-
-def _dialect_insert(conn: Connection, table: Table) -> Any:
-    """An INSERT that can take ``ON CONFLICT``: SQLite and PostgreSQL spell it alike."""
-    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
-
-
-def _on_conflict_update(stmt: Any, table: Table, key: Sequence[str]) -> Any:
-    """``stmt`` updating the existing row of its key, but only when a value differs.
-
-    Skipping identical rows makes re-publishing a build write (almost) nothing.
-    """
-    changing = [c for c in table.c if c.name not in key]
-    return stmt.on_conflict_do_update(
-        index_elements=list(key),
-        set_={c.name: stmt.excluded[c.name] for c in changing},
-        where=or_(*(c.is_distinct_from(stmt.excluded[c.name]) for c in changing)),
-    )
 
 
 def live_build(conn: Connection) -> RowMapping | None:
@@ -84,8 +64,7 @@ def supersede_others(conn: Connection, build_id: str) -> None:
 
 
 def upsert_build(conn: Connection, values: dict[str, Any]) -> None:
-    stmt = _dialect_insert(conn, builds).values(**values)
-    conn.execute(_on_conflict_update(stmt, builds, ["build_id"]))
+    conn.execute(upsert(conn, builds, ["build_id"], **values))
 
 
 def upsert_profiles(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -102,7 +81,10 @@ def upsert_profiles(conn: Connection, rows: list[dict[str, Any]]) -> None:
         name: select(builds.c[name]).where(builds.c.build_id == build_id).scalar_subquery()
         for name in ("as_of", "published_at")
     }
-    stmt = _dialect_insert(conn, member_profiles).values(
+    stmt = upsert(
+        conn,
+        member_profiles,
+        ["member_id"],
         member_id=bindparam("member_id", type_=String),
         build_id=build_id,
         segment=bindparam("segment", type_=String),
@@ -111,7 +93,7 @@ def upsert_profiles(conn: Connection, rows: list[dict[str, Any]]) -> None:
         profile=bindparam("profile", type_=Text),
         **times,
     )
-    conn.execute(_on_conflict_update(stmt, member_profiles, ["member_id"]), rows)
+    conn.execute(stmt, rows)
 
 
 def delete_profiles_of_other_builds(conn: Connection, build_id: str) -> int:
