@@ -50,12 +50,16 @@ def test_a_build_publishes_every_member_with_tags_and_a_segment(taobao: Runtime)
     with transaction(taobao.engine) as conn:
         user = profiles.get_profile(conn, "1")
         counts = {t.name: t.members for t in profiles.list_tags(conn).tags}
+        personas = profiles.list_segments(conn).personas
     assert user.fields["views_30d"] == 55 and user.fields["purchases_30d"] == 0
     assert "browser_only" in user.tags
     assert user.segment == "new"  # first seen 9 days before the build's clock
     assert counts == {
         name: sum(1 for t in tags if t["tag"] == name) for name in ("browser_only", "buyer")
     }
+    # The program names no persona, so each is shown by its group name.
+    assert personas and all(p.label == p.name == f"persona-{p.id}" for p in personas)
+    assert sum(p.members for p in personas) == 43
     assert counts["buyer"] == len({r["member_id"] for r in tags if r["tag"] == "buyer"}) > 0
 
 

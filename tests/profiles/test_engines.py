@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import ibis
@@ -132,7 +131,7 @@ def test_any_rule_it_accepts_runs_on_both_engines_with_the_same_answer(
 
 
 def test_the_lake_reader_is_the_same_on_both_engines(
-    lake: EventLake, spark: ibis.BaseBackend, tmp_path: Path
+    lake: EventLake, spark: ibis.BaseBackend
 ) -> None:
     counts = [
         lake.events_table(con).count().to_pyarrow().as_py() for con in (duckdb_backend(), spark)

@@ -43,7 +43,7 @@ from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
 from memberwise.members import service as members_service
 from memberwise.profiles import service as profiles_service
 from memberwise.profiles.features import member_profiles
-from memberwise.profiles.fields import FIELDS
+from memberwise.profiles.fields import FIELD_TYPES
 from memberwise.profiles.personas import fit_personas
 from memberwise.profiles.rules import compile_rule, parse_rule
 from memberwise.profiles.segments import segment_column
@@ -209,7 +209,7 @@ def stage_tags(ctx: BuildContext) -> int:
     profiles = ctx.table("profiles.parquet")
     parts = []
     for done, (name, text) in enumerate(tags.items(), start=1):
-        rule = parse_rule(name, text, {f.name: f.type for f in FIELDS})
+        rule = parse_rule(name, text, FIELD_TYPES)
         matched = profiles.filter(compile_rule(rule, profiles))
         parts.append(matched.select("member_id", tag=ibis.literal(name)))
         ctx.progress("tags", done, len(tags) + 1)
@@ -225,43 +225,29 @@ def stage_tags(ctx: BuildContext) -> int:
 
 def stage_segments(ctx: BuildContext) -> int:
     """Lifecycle segment (first matching rule) and persona cluster per member."""
-    ctx.progress("segments", 0, 3)
+    ctx.progress("segments", 0, 2)
     profiles = ctx.table("profiles.parquet")
-    segments = ctx.program.segment_list()
-    lifecycle = profiles.select("member_id", segment=segment_column(profiles, segments))
-    lifecycle_rows = con_to_arrow(ctx.con, lifecycle.order_by("member_id"))
-    ctx.progress("segments", 1, 3)
     config = ctx.program.personas
-    features = con_to_arrow(
-        ctx.con, profiles.select("member_id", *config.features).order_by("member_id")
-    )
+    segment = segment_column(profiles, ctx.program.segment_list())
+    # One read gives both: persona assignments come back in their input's row order.
+    rows = ctx.con.to_pyarrow(profiles.select("member_id", *config.features, segment=segment))
+    ctx.progress("segments", 1, 2)
     personas = fit_personas(
-        features,
+        rows,
         fields=config.features,
         k_min=config.k_min,
         k_max=config.k_max,
         seed=0,
         names=config.names,
     )
-    ctx.progress("segments", 2, 3)
-    assigned = personas.assignments.sort_by("member_id")
-    if assigned.column("member_id") != lifecycle_rows.column("member_id"):
-        raise BuildError("persona assignments do not line up with the members")
-    table = lifecycle_rows.append_column("persona", assigned.column("persona"))
-    rows = _write_table(ctx.path("segments.parquet"), table, SEGMENT_SCHEMA)
-    # An unnamed cluster is shown by its id until an operator names it in the program.
-    ctx.meta["personas"] = [
-        {**c.as_dict(), "name": c.name or f"persona-{c.id}"} for c in personas.clusters
-    ]
+    table = rows.select(["member_id", "segment"]).append_column(
+        "persona", personas.assignments.column("persona")
+    )
+    written = _write_table(ctx.path("segments.parquet"), table, SEGMENT_SCHEMA)
+    ctx.meta["personas"] = [c.as_dict() for c in personas.clusters]
     ctx.meta["persona_silhouette"] = {str(k): v for k, v in personas.silhouette.items()}
-    ctx.progress("segments", 3, 3)
-    return rows
-
-
-def con_to_arrow(con: ibis.BaseBackend, expr: ir.Table) -> pa.Table:
-    """An expression's rows as one Arrow table."""
-    table: pa.Table = con.to_pyarrow(expr)
-    return table
+    ctx.progress("segments", 2, 2)
+    return written
 
 
 def stage_publish(ctx: BuildContext) -> int:

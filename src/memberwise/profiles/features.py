@@ -73,8 +73,8 @@ def prepare_events(
     # Whole seconds and integer arithmetic for every calendar field: the same on every engine
     # and about a fifth faster on DuckDB than extracting fields from zoned timestamps.
     seconds = _epoch(e.ts)
-    local_day = (seconds + int(utc_offset.total_seconds())) // SECONDS_PER_DAY
     local_seconds = seconds + int(utc_offset.total_seconds())
+    local_day = local_seconds // SECONDS_PER_DAY
     clock = math.floor(as_of.timestamp())
     singles_days = [
         (date(year, 11, 11) - EPOCH_DAY).days for year in range(as_of.year - 1, as_of.year + 1)
@@ -277,7 +277,7 @@ def _top(details: ir.Table, detail: str, prefix: str) -> ir.Table:
     return first.select("member_id", **{prefix: first.key, f"{prefix}_value": first.value})
 
 
-def Materialize(name: str, table: ir.Table) -> ir.Table:  # noqa: N802 - a type-like default
+def keep(name: str, table: ir.Table) -> ir.Table:
     """The default ``materialize`` hook: keep the expression as it is."""
     return table
 
@@ -288,7 +288,7 @@ def member_profiles(
     *,
     as_of: datetime,
     utc_offset: timedelta = timedelta(0),
-    materialize: Callable[[str, ir.Table], ir.Table] = Materialize,
+    materialize: Callable[[str, ir.Table], ir.Table] = keep,
 ) -> tuple[ir.Table, ir.Table]:
     """Profiles (one row per member with an event up to ``as_of``: the catalog's fields) and
     their details (the long table of :func:`profile_details`).

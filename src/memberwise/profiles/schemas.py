@@ -53,7 +53,7 @@ class PersonaDefinition(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: int
-    name: str = ""
+    name: str | None = Field(default=None, description="The operator's name, if given.")
     size: int | None = None
     description: str = ""
     top_features: list[PersonaFeature] = []
@@ -122,7 +122,9 @@ class PersonaOut(BaseModel):
 
     name: str = Field(description="`persona-<id>`: pass it to /v1/segments/{name}/members.")
     id: int
-    label: str = Field(description="The persona's human name.")
+    label: str = Field(
+        description="The persona's human name: the operator's, else the same as `name`."
+    )
     members: int
     description: str
     top_features: list[PersonaFeature]

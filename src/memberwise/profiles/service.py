@@ -236,7 +236,8 @@ def _persona_out(row: RowMapping) -> PersonaOut:
     return PersonaOut(
         name=row["name"],
         id=definition.id,
-        label=definition.name,
+        # An unnamed cluster is shown by its group name until an operator names it.
+        label=definition.name or row["name"],
         members=row["members"],
         description=row["description"],
         top_features=definition.top_features,
