@@ -34,6 +34,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.parquet as pq
+from sqlalchemy import Connection
 
 from memberwise.config import Engine
 from memberwise.kit.db import transaction
@@ -250,14 +251,30 @@ def stage_segments(ctx: BuildContext) -> int:
     return written
 
 
+#: Called as ``publisher(conn, build_dir)`` in the publish transaction, in this order; each
+#: domain publishes its own artifacts. The first (profiles) gives the stage's row count.
+Publisher = Callable[[Connection, Path], int]
+
+
+def _publish_profiles(conn: Connection, build_dir: Path) -> int:
+    return profiles_service.publish_build(conn, build_dir).members
+
+
+PUBLISHERS: tuple[tuple[str, Publisher], ...] = (("profiles", _publish_profiles),)
+
+
 def stage_publish(ctx: BuildContext) -> int:
-    """Profiles, tags and segments into the operational store, in one transaction."""
-    ctx.progress("publish", 0, 1)
+    """Every domain's artifacts into the operational store, in one transaction: the API never
+    shows profiles of one build beside tiers or predictions of another."""
+    ctx.progress("publish", 0, len(PUBLISHERS))
     _write_manifest(ctx, status="built")
+    counts: dict[str, int] = {}
     with transaction(ctx.runtime.engine) as conn:
-        published = profiles_service.publish_build(conn, ctx.directory)
-    ctx.progress("publish", 1, 1)
-    return published.members
+        for done, (name, publisher) in enumerate(PUBLISHERS, start=1):
+            counts[name] = publisher(conn, ctx.directory)
+            ctx.progress("publish", done, len(PUBLISHERS))
+    ctx.meta["published"] = counts
+    return counts[PUBLISHERS[0][0]]
 
 
 RUNNERS: dict[str, Callable[[BuildContext], int]] = {
@@ -314,6 +331,10 @@ def _write_manifest(ctx: BuildContext, *, status: str) -> None:
         "persona_silhouette": ctx.meta.get("persona_silhouette", {}),
         "program": ctx.program.name,
     }
+    # Stages of other domains (tiers, predictions, recommendations) record their definitions
+    # and diagnostics under their own key in ``ctx.meta["sections"]``.
+    for key, value in ctx.meta.get("sections", {}).items():
+        manifest[key] = value
     previous = ctx.path("build.json")
     if previous.exists() and "personas" not in ctx.meta:
         # A build that did not cluster keeps the linked segments' persona descriptions.

@@ -305,7 +305,7 @@ def _standardize(x: FloatArray, mean: FloatArray, scale: FloatArray) -> FloatArr
 def _kmeans(x: FloatArray, k: int, seed: int) -> tuple[FloatArray, IntArray]:
     # Imported here: scikit-learn takes ~1 s to import, and the API imports this module's
     # neighbours (programs, segments) without ever fitting.
-    from sklearn.cluster import KMeans  # type: ignore[import-untyped]
+    from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     # One thread: on a sample this size OpenMP's start-up and spinning cost 10-20x the work
