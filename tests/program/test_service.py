@@ -17,15 +17,8 @@ from memberwise.profiles.fields import FIELD_TYPES, FIELDS
 from memberwise.profiles.personas import DEFAULT_FEATURES
 from memberwise.profiles.rules import FieldType, compile_rule, parse_rule
 from memberwise.profiles.segments import LIFECYCLE, Segment, segment_column
-from memberwise.program import (
-    PersonaSettings,
-    Program,
-    ProgramError,
-    Tag,
-    default_program,
-    load_program,
-    parse_program,
-)
+from memberwise.program.schemas import PersonaSettings, Program, Tag
+from memberwise.program.service import ProgramError, default_program, load_program, parse_program
 
 DEMO = Path(__file__).resolve().parents[2] / "programs" / "demo.yaml"
 
@@ -289,7 +282,7 @@ def test_no_segments_is_refused(tmp_path: Path) -> None:
         ),
         ("name: x\npersonas:\n  k: 3\n", "personas.k", 3, "unknown key 'k'"),
         # later issues add tiers, score, benefits: until then they are unknown keys
-        ("name: x\ntiers: []\n", "tiers", 2, "unknown key 'tiers'"),
+        ("name: x\nlevels: []\n", "levels", 2, "unknown key 'levels'"),
     ],
 )
 def test_unknown_keys_are_refused_with_the_allowed_ones(
@@ -304,7 +297,8 @@ def test_the_allowed_keys_are_listed(tmp_path: Path) -> None:
     problem = only_problem(refusal(tmp_path, "name: x\ncolour: red\n"))
     assert problem["fix"] == (
         "remove it or fix its spelling; the keys allowed here: "
-        "name, display_timezone, tags, segments, personas"
+        "name, display_timezone, tags, segments, personas, benefits, points, coupons, "
+        "predictions, recommendations"
     )
 
 

@@ -1,20 +1,8 @@
-"""The membership program: a YAML file of tags, segments and personas (tiers, score, benefits
-and fees come later), validated by pydantic and checked against the profile field catalog.
+"""The membership program: one YAML file (tags, segments, personas, score, tiers, paid plans,
+the black card, benefits, points, coupons, predictions and recommendation settings), validated
+by pydantic and checked against the profile field catalog.
 
-``load_program(path)`` reads one; ``default_program()`` is used when none is configured.
+``service.load_program(path)`` reads one; ``service.default_program()`` is used when none is
+configured. This package's ``__init__`` imports nothing, so a domain's settings module can build
+on :mod:`memberwise.program.base` without an import cycle.
 """
-
-from __future__ import annotations
-
-from memberwise.program.schemas import PersonaSettings, Program, Tag
-from memberwise.program.service import ProgramError, default_program, load_program, parse_program
-
-__all__ = [
-    "PersonaSettings",
-    "Program",
-    "ProgramError",
-    "Tag",
-    "default_program",
-    "load_program",
-    "parse_program",
-]

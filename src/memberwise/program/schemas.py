@@ -27,72 +27,27 @@ what is wrong, how to fix it, and a rule's name and position) in the error conte
 
 from __future__ import annotations
 
-import difflib
-import re
-from collections.abc import Sequence
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, field_validator, model_validator
 
+from memberwise.ledger.settings import CouponTemplate, PointsSettings
+from memberwise.predict.settings import PredictionSettings
 from memberwise.profiles.fields import FIELD_TYPES
 from memberwise.profiles.personas import DEFAULT_FEATURES
-from memberwise.profiles.rules import FieldType, RuleError, parse_rule
+from memberwise.profiles.rules import FieldType, parse_rule
 from memberwise.profiles.segments import LIFECYCLE, NAME_PATTERN, Segment, is_catch_all
+from memberwise.program.base import Problem, Section, problem, problems_error, rule_problem, suggest
+from memberwise.program.benefits import Benefit
+from memberwise.recommend.settings import RecommendationSettings
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 #: The most personas a program may ask for (more is not a persona any operator can act on).
 MAX_PERSONAS = 30
-RULE_FIX = (
-    "write one true/false expression over profile fields, e.g. "
-    "'events_90d >= 20 and share_events_weekend > 0.5' (fields and syntax: docs/profiles.md)"
-)
-
-Problem = dict[str, Any]
 
 
-def problem(at: Sequence[str | int], message: str, fix: str, **extra: Any) -> Problem:
-    """One problem found inside a value: ``at`` is the path below the value being validated."""
-    return {"at": list(at), "message": message, "fix": fix, **extra}
-
-
-def problems_error(problems: list[Problem]) -> PydanticCustomError:
-    """A pydantic error carrying ``problems`` (the loader reports each with its own path)."""
-    message = "; ".join(p["message"] for p in problems)
-    return PydanticCustomError("program", "{message}", {"message": message, "problems": problems})
-
-
-def _suggest(name: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
-def rule_problem(at: Sequence[str | int], name: str, text: str) -> Problem | None:
-    """The problem with a rule, or None when it checks against the field catalog."""
-    try:
-        parse_rule(name, text, FIELD_TYPES)
-    except RuleError as exc:
-        details = exc.details or {}
-        unknown = re.search(r"unknown field '([^']+)'", exc.message)
-        hint = _suggest(unknown.group(1), list(FIELD_TYPES)) if unknown else ""
-        return problem(
-            at,
-            exc.message,
-            hint + RULE_FIX,
-            rule=details.get("rule", name),
-            position=details.get("position", 1),
-        )
-    return None
-
-
-class _Section(BaseModel):
-    """Base of every part of a program: immutable, and unknown keys are refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Tag(_Section):
+class Tag(Section):
     """A tag: a rule, and what it means to an operator.
 
     In a file a tag is either the rule alone (``night_owl: "share_events_22_to_02 >= 0.3"``)
@@ -124,7 +79,7 @@ class Tag(_Section):
         return data
 
 
-class PersonaSettings(_Section):
+class PersonaSettings(Section):
     """How personas are fitted (see :func:`memberwise.profiles.personas.fit_personas`)."""
 
     features: tuple[str, ...] = DEFAULT_FEATURES
@@ -142,7 +97,7 @@ class PersonaSettings(_Section):
             found.append(problem([], "no features", "list at least one number field"))
         for i, name in enumerate(value):
             if name not in FIELD_TYPES:
-                hint = _suggest(name, numbers)
+                hint = suggest(name, numbers)
                 fix = f"{hint}use a number field of the catalog (docs/profiles.md)"
                 found.append(problem([i], f"unknown field {name!r}", fix))
             elif FIELD_TYPES[name] is not FieldType.number:
@@ -195,7 +150,7 @@ class PersonaSettings(_Section):
         return self
 
 
-class Program(_Section):
+class Program(Section):
     """A membership program: its name, display time zone, tags, segments and personas."""
 
     name: str = Field(min_length=1, max_length=200)
@@ -206,6 +161,13 @@ class Program(_Section):
     #: Tried in order, the first match is the member's segment; the last is always ``true``.
     segments: tuple[Segment, ...] = LIFECYCLE
     personas: PersonaSettings = Field(default_factory=PersonaSettings)
+    #: Benefit name -> what it is; tiers and plans grant benefits by these names.
+    benefits: dict[str, Benefit] = Field(default_factory=dict)
+    points: PointsSettings = Field(default_factory=PointsSettings)
+    #: Coupon template name -> template.
+    coupons: dict[str, CouponTemplate] = Field(default_factory=dict)
+    predictions: PredictionSettings = Field(default_factory=PredictionSettings)
+    recommendations: RecommendationSettings = Field(default_factory=RecommendationSettings)
 
     def tag_rules(self) -> dict[str, str]:
         """Tag name -> rule text, in file order (each already checked against the catalog)."""
@@ -225,7 +187,7 @@ class Program(_Section):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            hint = _suggest(value, ["Asia/Shanghai", "Asia/Hong_Kong", "Asia/Tokyo", "UTC"])
+            hint = suggest(value, ["Asia/Shanghai", "Asia/Hong_Kong", "Asia/Tokyo", "UTC"])
             raise problems_error(
                 [
                     problem(
