@@ -137,6 +137,7 @@ def test_the_demo_program_loads_and_every_rule_runs() -> None:
         "frequent_returner",
         "lapsing",
         "festival_shopper",
+        "win_back",
     }
     assert all(tag.description for tag in program.tags.values())
     assert program.segments == LIFECYCLE
@@ -297,8 +298,8 @@ def test_the_allowed_keys_are_listed(tmp_path: Path) -> None:
     problem = only_problem(refusal(tmp_path, "name: x\ncolour: red\n"))
     assert problem["fix"] == (
         "remove it or fix its spelling; the keys allowed here: "
-        "name, display_timezone, tags, segments, personas, benefits, points, coupons, "
-        "predictions, recommendations"
+        "name, display_timezone, tags, segments, personas, score, tiers, plans, black_card, "
+        "benefits, points, coupons, predictions, recommendations"
     )
 
 

@@ -39,7 +39,15 @@ from memberwise.profiles.personas import DEFAULT_FEATURES
 from memberwise.profiles.rules import FieldType, parse_rule
 from memberwise.profiles.segments import LIFECYCLE, NAME_PATTERN, Segment, is_catch_all
 from memberwise.program.base import Problem, Section, problem, problems_error, rule_problem, suggest
-from memberwise.program.benefits import Benefit
+from memberwise.program.benefits import Benefit, benefit_problems
+from memberwise.program.membership import (
+    BlackCard,
+    Plan,
+    ScoreSettings,
+    Tier,
+    reference_problems,
+    tier_problems,
+)
 from memberwise.recommend.settings import RecommendationSettings
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -161,6 +169,14 @@ class Program(Section):
     #: Tried in order, the first match is the member's segment; the last is always ``true``.
     segments: tuple[Segment, ...] = LIFECYCLE
     personas: PersonaSettings = Field(default_factory=PersonaSettings)
+    #: The member score (the 淘气值 kind), recomputed at each build.
+    score: ScoreSettings = Field(default_factory=ScoreSettings)
+    #: Tiers from lowest to highest; the first is everyone's floor. None: no tiers.
+    tiers: tuple[Tier, ...] = ()
+    #: Paid memberships by name.
+    plans: dict[str, Plan] = Field(default_factory=dict)
+    #: The invitation-only tier's invitations (the APASS kind).
+    black_card: BlackCard | None = None
     #: Benefit name -> what it is; tiers and plans grant benefits by these names.
     benefits: dict[str, Benefit] = Field(default_factory=dict)
     points: PointsSettings = Field(default_factory=PointsSettings)
@@ -168,6 +184,19 @@ class Program(Section):
     coupons: dict[str, CouponTemplate] = Field(default_factory=dict)
     predictions: PredictionSettings = Field(default_factory=PredictionSettings)
     recommendations: RecommendationSettings = Field(default_factory=RecommendationSettings)
+
+    def tier_index(self, name: str) -> int:
+        """The position of tier ``name`` in the ladder (0 is the floor)."""
+        return next(i for i, t in enumerate(self.tiers) if t.name == name)
+
+    @model_validator(mode="after")
+    def _membership(self) -> Program:
+        found = [{**p, "at": ["tiers", *p["at"]]} for p in tier_problems(self.tiers, self.score)]
+        found += reference_problems(self.tiers, self.plans, self.black_card, self.benefits)
+        found += benefit_problems(self)
+        if found:
+            raise problems_error(found)
+        return self
 
     def tag_rules(self) -> dict[str, str]:
         """Tag name -> rule text, in file order (each already checked against the catalog)."""

@@ -91,6 +91,27 @@ def parse_program(text: str, *, source: str = "<program>") -> Program:
         raise _error(source, *problems) from None
 
 
+_loaded: dict[tuple[str, int], Program] = {}
+
+
+def current_program(path: Path | None) -> Program:
+    """The program in ``path`` (re-read when the file changes), or the built-in default.
+
+    The API calls this per request: a stat, and a parse only after the operator edited the file
+    (a file that no longer validates is refused with ProgramError, the running one stays loaded
+    for the next good edit).
+    """
+    if path is None:
+        return default_program()
+    stamp = (str(path), path.stat().st_mtime_ns)
+    found = _loaded.get(stamp)
+    if found is None:
+        found = load_program(path)
+        _loaded.clear()
+        _loaded[stamp] = found
+    return found
+
+
 @cache
 def default_program() -> Program:
     """The built-in program: no tags, the lifecycle segments, default personas."""

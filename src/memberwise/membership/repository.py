@@ -1,0 +1,424 @@
+"""Every query of the membership domain (tiers, history, invitations, managers, subscriptions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    RowMapping,
+    String,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+
+from memberwise.kit.db import upsert
+from memberwise.kit.time import UTCDateTime
+from memberwise.members.tables import members
+from memberwise.membership.tables import (
+    account_managers,
+    invitations,
+    member_managers,
+    member_tiers,
+    subscription_events,
+    subscription_invoices,
+    subscription_payments,
+    subscriptions,
+    tier_history,
+)
+from memberwise.privacy.tables import staff
+
+# --- tiers ----------------------------------------------------------------------------------
+
+
+def epoch_us(conn: Connection, column: Any) -> Any:
+    """``column`` (a UTC timestamp) as integer microseconds since the epoch, computed by the
+    database. SQLite keeps 'YYYY-MM-DD HH:MM:SS[.ffffff]' text: whole seconds from strftime,
+    the microseconds from the text; PostgreSQL's EXTRACT(EPOCH) is an exact numeric."""
+    if conn.dialect.name == "sqlite":
+        seconds = cast(func.strftime("%s", column), BigInteger)
+        micros = cast(func.substr(column + literal(".000000"), 21, 6), BigInteger)
+        return seconds * 1_000_000 + micros
+    return cast(func.extract("epoch", column) * 1_000_000, BigInteger)
+
+
+def tier_states(conn: Connection) -> list[tuple[str, str, str, int, int | None]]:
+    """(member_id, tier, source, since µs, until µs) of every member with a tier."""
+    stmt = select(
+        member_tiers.c.member_id,
+        member_tiers.c.tier,
+        member_tiers.c.source,
+        epoch_us(conn, member_tiers.c.since),
+        epoch_us(conn, member_tiers.c.until),
+    )
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in conn.execute(stmt).all()]
+
+
+def join_times(conn: Connection) -> list[tuple[str, int | None]]:
+    """(member_id, registered_at µs) of every member."""
+    stmt = select(members.c.member_id, epoch_us(conn, members.c.registered_at))
+    return [(r[0], r[1]) for r in conn.execute(stmt).all()]
+
+
+def upsert_tiers(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Write tier rows (member_id, tier, source, since, until, score, details, build_id,
+    updated_at); a member whose stored tier is manual or by invitation is left alone unless the
+    row itself says so (their tier changes only by staff or by accepting an invitation)."""
+    if not rows:
+        return
+    stmt = upsert(
+        conn,
+        member_tiers,
+        ["member_id"],
+        member_id=bindparam("member_id", type_=String),
+        tier=bindparam("tier", type_=String),
+        source=bindparam("source", type_=String),
+        since=bindparam("since", type_=UTCDateTime),
+        until=bindparam("until", type_=UTCDateTime),
+        score=bindparam("score", type_=Integer),
+        details=bindparam("details", type_=Text),
+        build_id=bindparam("build_id", type_=String),
+        updated_at=bindparam("updated_at", type_=UTCDateTime),
+    )
+    conn.execute(stmt, rows)
+
+
+def update_scores(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Refresh score and details only (members whose tier a build must not touch)."""
+    if not rows:
+        return
+    stmt = (
+        update(member_tiers)
+        .where(member_tiers.c.member_id == bindparam("m_id", type_=String))
+        .values(
+            score=bindparam("score", type_=Integer),
+            details=bindparam("details", type_=Text),
+            build_id=bindparam("build_id", type_=String),
+            updated_at=bindparam("updated_at", type_=UTCDateTime),
+        )
+    )
+    conn.execute(stmt, rows)
+
+
+def locked_members(conn: Connection) -> set[str]:
+    """Members whose tier is manual or by invitation right now (a build never changes them)."""
+    stmt = select(member_tiers.c.member_id).where(member_tiers.c.source != "auto")
+    return set(conn.execute(stmt).scalars())
+
+
+def insert_history(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(tier_history), rows)
+
+
+def tier_name(conn: Connection, member_id: str) -> str | None:
+    stmt = select(member_tiers.c.tier).where(member_tiers.c.member_id == member_id)
+    found: str | None = conn.execute(stmt).scalar()
+    return found
+
+
+def subscription_states(conn: Connection, member_id: str) -> Sequence[RowMapping]:
+    """The plan, status and period end of each of the member's subscriptions not expired."""
+    stmt = select(subscriptions.c.plan, subscriptions.c.status, subscriptions.c.period_end).where(
+        subscriptions.c.member_id == member_id, subscriptions.c.status != "expired"
+    )
+    return conn.execute(stmt).mappings().all()
+
+
+def get_tier(conn: Connection, member_id: str) -> RowMapping | None:
+    stmt = select(member_tiers).where(member_tiers.c.member_id == member_id)
+    return conn.execute(stmt).mappings().first()
+
+
+def tier_history_of(conn: Connection, member_id: str, limit: int) -> Sequence[RowMapping]:
+    stmt = (
+        select(tier_history)
+        .where(tier_history.c.member_id == member_id)
+        .order_by(tier_history.c.at.desc(), tier_history.c.change_id.desc())
+        .limit(limit)
+    )
+    return conn.execute(stmt).mappings().all()
+
+
+def tier_counts(conn: Connection) -> dict[str, int]:
+    stmt = select(member_tiers.c.tier, func.count()).group_by(member_tiers.c.tier)
+    return {tier: int(n) for tier, n in conn.execute(stmt)}
+
+
+def members_in_tier(conn: Connection, tier: str) -> list[str]:
+    stmt = select(member_tiers.c.member_id).where(member_tiers.c.tier == tier)
+    return list(conn.execute(stmt).scalars())
+
+
+# --- invitations ----------------------------------------------------------------------------
+
+
+def invitations_by_status(conn: Connection, tier: str) -> Sequence[RowMapping]:
+    """The latest invitation of each member to ``tier`` is what counts; all are returned."""
+    stmt = select(
+        invitations.c.invitation_id,
+        invitations.c.member_id,
+        invitations.c.status,
+        invitations.c.expires_at,
+        invitations.c.decided_at,
+    ).where(invitations.c.tier == tier)
+    return conn.execute(stmt).mappings().all()
+
+
+def insert_invitations(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(invitations), rows)
+
+
+def expire_invitations(conn: Connection, now: datetime) -> int:
+    stmt = (
+        update(invitations)
+        .where(invitations.c.status == "pending", invitations.c.expires_at <= now)
+        .values(status="expired", decided_at=invitations.c.expires_at)
+    )
+    return conn.execute(stmt).rowcount or 0
+
+
+def get_invitation(conn: Connection, invitation_id: str) -> RowMapping | None:
+    stmt = select(invitations).where(invitations.c.invitation_id == invitation_id)
+    return conn.execute(stmt).mappings().first()
+
+
+def decide_invitation(conn: Connection, invitation_id: str, status: str, at: datetime) -> bool:
+    """Move a pending invitation to ``status``; False when it was no longer pending."""
+    stmt = (
+        update(invitations)
+        .where(invitations.c.invitation_id == invitation_id, invitations.c.status == "pending")
+        .values(status=status, decided_at=at)
+    )
+    return (conn.execute(stmt).rowcount or 0) == 1
+
+
+def page_invitations(
+    conn: Connection, *, status: str | None, after: str | None, limit: int
+) -> Sequence[RowMapping]:
+    stmt = select(invitations).order_by(invitations.c.invitation_id).limit(limit)
+    if status is not None:
+        stmt = stmt.where(invitations.c.status == status)
+    if after is not None:
+        stmt = stmt.where(invitations.c.invitation_id > after)
+    return conn.execute(stmt).mappings().all()
+
+
+def latest_invitation_of(conn: Connection, member_id: str) -> RowMapping | None:
+    stmt = (
+        select(invitations)
+        .where(invitations.c.member_id == member_id)
+        .order_by(invitations.c.created_at.desc(), invitations.c.invitation_id.desc())
+        .limit(1)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+# --- account managers -----------------------------------------------------------------------
+
+
+def upsert_manager(conn: Connection, staff_id: str, capacity: int, now: datetime) -> None:
+    stmt = upsert(
+        conn,
+        account_managers,
+        ["staff_id"],
+        staff_id=staff_id,
+        capacity=capacity,
+        active=True,
+        created_at=now,
+        left_at=None,
+    )
+    conn.execute(stmt)
+
+
+def deactivate_manager(conn: Connection, staff_id: str, now: datetime) -> bool:
+    stmt = (
+        update(account_managers)
+        .where(account_managers.c.staff_id == staff_id, account_managers.c.active.is_(True))
+        .values(active=False, left_at=now)
+    )
+    return (conn.execute(stmt).rowcount or 0) == 1
+
+
+def managers_with_load(conn: Connection) -> Sequence[RowMapping]:
+    """Every manager with name, capacity, active flag (theirs and their staff account's) and
+    how many members they look after."""
+    load = (
+        select(member_managers.c.staff_id, func.count().label("members"))
+        .group_by(member_managers.c.staff_id)
+        .subquery()
+    )
+    stmt = (
+        select(
+            account_managers.c.staff_id,
+            account_managers.c.capacity,
+            (account_managers.c.active & staff.c.active).label("active"),
+            staff.c.name,
+            staff.c.role,
+            func.coalesce(load.c.members, 0).label("members"),
+        )
+        .join(staff, staff.c.staff_id == account_managers.c.staff_id)
+        .outerjoin(load, load.c.staff_id == account_managers.c.staff_id)
+        .order_by(account_managers.c.staff_id)
+    )
+    return conn.execute(stmt).mappings().all()
+
+
+def get_manager(conn: Connection, staff_id: str) -> RowMapping | None:
+    return next((m for m in managers_with_load(conn) if m["staff_id"] == staff_id), None)
+
+
+def assignments(conn: Connection) -> dict[str, str]:
+    """member_id -> staff_id of every assignment."""
+    stmt = select(member_managers.c.member_id, member_managers.c.staff_id)
+    return {str(m): str(s) for m, s in conn.execute(stmt)}
+
+
+def assign(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    stmt = upsert(
+        conn,
+        member_managers,
+        ["member_id"],
+        member_id=bindparam("member_id", type_=String),
+        staff_id=bindparam("staff_id", type_=String),
+        assigned_at=bindparam("assigned_at", type_=UTCDateTime),
+        reason=bindparam("reason", type_=Text),
+    )
+    conn.execute(stmt, rows)
+
+
+def unassign(conn: Connection, member_ids: Sequence[str]) -> None:
+    if member_ids:
+        conn.execute(member_managers.delete().where(member_managers.c.member_id.in_(member_ids)))
+
+
+def manager_of(conn: Connection, member_id: str) -> RowMapping | None:
+    stmt = (
+        select(member_managers, staff.c.name)
+        .join(staff, staff.c.staff_id == member_managers.c.staff_id)
+        .where(member_managers.c.member_id == member_id)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def page_managed(
+    conn: Connection, staff_id: str, *, after: str | None, limit: int
+) -> Sequence[RowMapping]:
+    stmt = (
+        select(member_managers, member_tiers.c.tier, member_tiers.c.score)
+        .outerjoin(member_tiers, member_tiers.c.member_id == member_managers.c.member_id)
+        .where(member_managers.c.staff_id == staff_id)
+        .order_by(member_managers.c.member_id)
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(member_managers.c.member_id > after)
+    return conn.execute(stmt).mappings().all()
+
+
+# --- subscriptions --------------------------------------------------------------------------
+
+
+def insert_subscription(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(subscriptions).values(**values))
+
+
+def get_subscription(
+    conn: Connection, subscription_id: str, *, for_update: bool = False
+) -> RowMapping | None:
+    stmt = select(subscriptions).where(subscriptions.c.subscription_id == subscription_id)
+    if for_update and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).mappings().first()
+
+
+def subscription_by_key(conn: Connection, member_id: str, key: str) -> RowMapping | None:
+    stmt = select(subscriptions).where(
+        subscriptions.c.member_id == member_id, subscriptions.c.idempotency_key == key
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def subscriptions_of(conn: Connection, member_id: str) -> Sequence[RowMapping]:
+    stmt = (
+        select(subscriptions)
+        .where(subscriptions.c.member_id == member_id)
+        .order_by(subscriptions.c.created_at.desc(), subscriptions.c.subscription_id)
+    )
+    return conn.execute(stmt).mappings().all()
+
+
+def open_subscription_ids(conn: Connection) -> list[str]:
+    """Subscriptions that time may still move (pending, active, past_due, cancelled)."""
+    stmt = select(subscriptions.c.subscription_id).where(subscriptions.c.status != "expired")
+    return list(conn.execute(stmt).scalars())
+
+
+def save_subscription(
+    conn: Connection, subscription_id: str, version: int, values: dict[str, Any]
+) -> bool:
+    """Compare-and-set on ``version``: False when someone else changed it first."""
+    stmt = (
+        update(subscriptions)
+        .where(
+            subscriptions.c.subscription_id == subscription_id, subscriptions.c.version == version
+        )
+        .values(**values, version=version + 1)
+    )
+    return (conn.execute(stmt).rowcount or 0) == 1
+
+
+def insert_invoice(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(subscription_invoices).values(**values))
+
+
+def invoices_of(conn: Connection, subscription_id: str) -> Sequence[RowMapping]:
+    stmt = (
+        select(subscription_invoices)
+        .where(subscription_invoices.c.subscription_id == subscription_id)
+        .order_by(subscription_invoices.c.seq)
+    )
+    return conn.execute(stmt).mappings().all()
+
+
+def update_invoice(conn: Connection, invoice_id: str, values: dict[str, Any]) -> None:
+    conn.execute(
+        update(subscription_invoices)
+        .where(subscription_invoices.c.invoice_id == invoice_id)
+        .values(**values)
+    )
+
+
+def get_payment(conn: Connection, payment_id: str) -> RowMapping | None:
+    stmt = select(subscription_payments).where(subscription_payments.c.payment_id == payment_id)
+    return conn.execute(stmt).mappings().first()
+
+
+def insert_payment(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(subscription_payments).values(**values))
+
+
+def insert_event(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(subscription_events).values(**values))
+
+
+def events_of(conn: Connection, subscription_id: str) -> Sequence[RowMapping]:
+    stmt = (
+        select(subscription_events)
+        .where(subscription_events.c.subscription_id == subscription_id)
+        .order_by(subscription_events.c.at, subscription_events.c.event_id)
+    )
+    return conn.execute(stmt).mappings().all()
