@@ -1,0 +1,964 @@
+"""Every query of the ledgers (points, coupons, orders, idempotent answers).
+
+The balance, budget and coupon updates are *guarded* statements: the check and the change are
+one ``UPDATE ... WHERE <check>``, so two transactions can never both pass a check that only one
+of them may pass. On PostgreSQL the guarded UPDATE also takes the row lock the rest of the
+transaction relies on; on SQLite the first write of a transaction takes the database's single
+write lock (the driver opens the transaction lazily at the first write, so no stale read
+snapshot is ever upgraded).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    and_,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+
+from memberwise.kit.db import insert_ignore
+from memberwise.kit.time import as_utc
+from memberwise.ledger.tables import (
+    coupon_budgets,
+    coupon_member_counts,
+    coupons,
+    idempotency_keys,
+    order_refunds,
+    orders,
+    points_allocations,
+    points_balances,
+    points_earn_periods,
+    points_entries,
+    points_lots,
+)
+
+# -- points ------------------------------------------------------------------------------------
+
+
+def ensure_balance(conn: Connection, member_id: str, now: datetime) -> None:
+    conn.execute(
+        insert_ignore(conn, points_balances).values(
+            member_id=member_id, available=0, pending=0, debt=0, updated_at=now
+        )
+    )
+
+
+def lock_balance(conn: Connection, member_id: str, now: datetime) -> RowMapping:
+    """Lock the member's balance row (creating it) and return it as it is now."""
+    ensure_balance(conn, member_id, now)
+    row = (
+        conn.execute(
+            update(points_balances)
+            .where(points_balances.c.member_id == member_id)
+            .values(updated_at=now)
+            .returning(
+                points_balances.c.available, points_balances.c.pending, points_balances.c.debt
+            )
+        )
+        .mappings()
+        .one()
+    )
+    return row
+
+
+def change_balance(
+    conn: Connection,
+    member_id: str,
+    now: datetime,
+    *,
+    available: int = 0,
+    pending: int = 0,
+    debt: int = 0,
+) -> bool:
+    """Add the deltas, unless a result would be negative (then nothing changes: False)."""
+    b = points_balances.c
+    guards = [b.member_id == member_id]
+    if available < 0:
+        guards.append(b.available >= -available)
+    if pending < 0:
+        guards.append(b.pending >= -pending)
+    if debt < 0:
+        guards.append(b.debt >= -debt)
+    result = conn.execute(
+        update(points_balances)
+        .where(*guards)
+        .values(
+            available=b.available + available,
+            pending=b.pending + pending,
+            debt=b.debt + debt,
+            updated_at=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+def get_balance(conn: Connection, member_id: str) -> RowMapping | None:
+    return (
+        conn.execute(select(points_balances).where(points_balances.c.member_id == member_id))
+        .mappings()
+        .first()
+    )
+
+
+def entry_by_key(conn: Connection, key: str) -> RowMapping | None:
+    return (
+        conn.execute(select(points_entries).where(points_entries.c.idem_key == key))
+        .mappings()
+        .first()
+    )
+
+
+def insert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(points_entries), rows)
+
+
+def insert_lots(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(points_lots), rows)
+
+
+def insert_allocations(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(points_allocations), rows)
+
+
+def spendable_lots(conn: Connection, member_id: str) -> Sequence[RowMapping]:
+    """The member's available lots with points left, nearest expiry first (never-expiring
+    last, then oldest first): the order points are spent, expired and taken back in."""
+    lot = points_lots.c
+    return (
+        conn.execute(
+            select(lot.lot_id, lot.remaining, lot.expires_at)
+            .where(lot.member_id == member_id, lot.status == "available", lot.remaining > 0)
+            .order_by(lot.expires_at.is_(None), lot.expires_at, lot.earned_at, lot.lot_id)
+        )
+        .mappings()
+        .all()
+    )
+
+
+def take_from_lot(conn: Connection, lot_id: str, points: int, status: str | None = None) -> None:
+    """Take ``points`` from a lot (guarded: never below zero), optionally setting its status."""
+    lot = points_lots.c
+    values: dict[str, Any] = {"remaining": lot.remaining - points}
+    if status is not None:
+        values["status"] = status
+    result = conn.execute(
+        update(points_lots).where(lot.lot_id == lot_id, lot.remaining >= points).values(**values)
+    )
+    if result.rowcount != 1:  # pragma: no cover - the balance lock makes this unreachable
+        raise RuntimeError(f"lot {lot_id} has fewer than {points} points left")
+
+
+def add_to_lot(conn: Connection, lot_id: str, points: int) -> None:
+    lot = points_lots.c
+    conn.execute(
+        update(points_lots).where(lot.lot_id == lot_id).values(remaining=lot.remaining + points)
+    )
+
+
+def set_lot_status(conn: Connection, lot_ids: Sequence[str], status: str) -> None:
+    if lot_ids:
+        conn.execute(
+            update(points_lots).where(points_lots.c.lot_id.in_(lot_ids)).values(status=status)
+        )
+
+
+def expire_lots(conn: Connection, member_id: str, at: datetime) -> None:
+    """Mark the member's available lots past expiry expired, nothing left in them (the caller
+    holds the member's lock and records the allocations of what was left)."""
+    lot = points_lots.c
+    conn.execute(
+        update(points_lots)
+        .where(
+            lot.member_id == member_id,
+            lot.status == "available",
+            lot.expires_at.is_not(None),
+            lot.expires_at <= at,
+        )
+        .values(status="expired", remaining=0)
+    )
+
+
+def order_lots(conn: Connection, order_id: str) -> Sequence[RowMapping]:
+    lot = points_lots.c
+    return (
+        conn.execute(select(points_lots).where(lot.order_id == order_id).order_by(lot.lot_id))
+        .mappings()
+        .all()
+    )
+
+
+def lots_of(conn: Connection, member_id: str, statuses: Sequence[str]) -> Sequence[RowMapping]:
+    lot = points_lots.c
+    return (
+        conn.execute(
+            select(points_lots)
+            .where(lot.member_id == member_id, lot.status.in_(statuses), lot.remaining > 0)
+            .order_by(lot.expires_at.is_(None), lot.expires_at, lot.earned_at, lot.lot_id)
+        )
+        .mappings()
+        .all()
+    )
+
+
+def due_lots(
+    conn: Connection, *, status: str, column: str, at: datetime, limit: int
+) -> Sequence[RowMapping]:
+    """Lots in ``status`` whose ``column`` (available_at / expires_at) is at or before ``at``."""
+    lot = points_lots.c
+    when = lot[column]
+    return (
+        conn.execute(
+            select(lot.lot_id, lot.member_id, lot.remaining, lot.order_id)
+            .where(lot.status == status, when.is_not(None), when <= at)
+            .order_by(lot.member_id, lot.lot_id)
+            .limit(limit)
+        )
+        .mappings()
+        .all()
+    )
+
+
+def lot_for_update(conn: Connection, lot_id: str) -> RowMapping | None:
+    return (
+        conn.execute(select(points_lots).where(points_lots.c.lot_id == lot_id)).mappings().first()
+    )
+
+
+def allocations_of(conn: Connection, entry_id: str) -> Sequence[RowMapping]:
+    a = points_allocations.c
+    return (
+        conn.execute(
+            select(a.lot_id, a.points, points_lots.c.expires_at)
+            .join(points_lots, points_lots.c.lot_id == a.lot_id)
+            .where(a.entry_id == entry_id)
+        )
+        .mappings()
+        .all()
+    )
+
+
+def add_earned(conn: Connection, member_id: str, period: str, points: int, cap: int) -> int:
+    """Count up to ``points`` against a period's cap; returns how many fitted (the caller holds
+    the member's balance lock, so the read and the write cannot interleave with another)."""
+    conn.execute(
+        insert_ignore(conn, points_earn_periods).values(
+            member_id=member_id, period=period, earned=0
+        )
+    )
+    p = points_earn_periods.c
+    earned = conn.execute(
+        select(p.earned).where(p.member_id == member_id, p.period == period)
+    ).scalar_one()
+    fits = max(0, min(points, cap - int(earned)))
+    if fits:
+        conn.execute(
+            update(points_earn_periods)
+            .where(p.member_id == member_id, p.period == period)
+            .values(earned=p.earned + fits)
+        )
+    return fits
+
+
+def earned_in(conn: Connection, member_id: str, period: str) -> int:
+    p = points_earn_periods.c
+    value = conn.execute(
+        select(p.earned).where(p.member_id == member_id, p.period == period)
+    ).scalar_one_or_none()
+    return int(value or 0)
+
+
+def entries_page(
+    conn: Connection, member_id: str, *, before: tuple[datetime, str] | None, limit: int
+) -> Sequence[RowMapping]:
+    """The member's entries, newest first (keyset on created_at, entry_id)."""
+    e = points_entries.c
+    query = select(points_entries).where(e.member_id == member_id)
+    if before is not None:
+        ts, entry_id = before
+        query = query.where(or_(e.created_at < ts, and_(e.created_at == ts, e.entry_id < entry_id)))
+    return (
+        conn.execute(query.order_by(e.created_at.desc(), e.entry_id.desc()).limit(limit))
+        .mappings()
+        .all()
+    )
+
+
+def sums(conn: Connection, member_id: str) -> RowMapping:
+    """Sums of the member's entries (what the cached balance must equal)."""
+    e = points_entries.c
+    return (
+        conn.execute(
+            select(
+                func.coalesce(func.sum(e.available_delta), 0).label("available"),
+                func.coalesce(func.sum(e.pending_delta), 0).label("pending"),
+                func.coalesce(func.sum(e.debt_delta), 0).label("debt"),
+            ).where(e.member_id == member_id)
+        )
+        .mappings()
+        .one()
+    )
+
+
+# -- coupons -----------------------------------------------------------------------------------
+
+
+def ensure_budget(conn: Connection, template: str) -> None:
+    conn.execute(
+        insert_ignore(conn, coupon_budgets).values(
+            template=template, issued=0, redeemed=0, redeemed_money=0
+        )
+    )
+
+
+def reserve_issue(conn: Connection, template: str, n: int, cap: int | None) -> bool:
+    """Count ``n`` more coupons issued, unless that would pass ``cap``."""
+    ensure_budget(conn, template)
+    b = coupon_budgets.c
+    stmt = update(coupon_budgets).where(b.template == template).values(issued=b.issued + n)
+    if cap is not None:
+        stmt = stmt.where(b.issued + n <= cap)
+    return conn.execute(stmt).rowcount == 1
+
+
+def reserve_money(conn: Connection, template: str, money: int, cap: int) -> bool:
+    """Count one redemption taking ``money`` off, unless the money budget would be passed."""
+    ensure_budget(conn, template)
+    b = coupon_budgets.c
+    result = conn.execute(
+        update(coupon_budgets)
+        .where(b.template == template, b.redeemed_money + money <= cap)
+        .values(redeemed=b.redeemed + 1, redeemed_money=b.redeemed_money + money)
+    )
+    return result.rowcount == 1
+
+
+def release_money(conn: Connection, template: str, money: int) -> None:
+    b = coupon_budgets.c
+    conn.execute(
+        update(coupon_budgets)
+        .where(b.template == template)
+        .values(redeemed=b.redeemed - 1, redeemed_money=b.redeemed_money - money)
+    )
+
+
+def budgets(conn: Connection) -> dict[str, RowMapping]:
+    return {r["template"]: r for r in conn.execute(select(coupon_budgets)).mappings()}
+
+
+def count_member_issue(conn: Connection, template: str, member_id: str, limit: int) -> bool:
+    """Count one more coupon of ``template`` for the member, unless at ``limit``."""
+    conn.execute(
+        insert_ignore(conn, coupon_member_counts).values(
+            template=template, member_id=member_id, issued=0
+        )
+    )
+    c = coupon_member_counts.c
+    result = conn.execute(
+        update(coupon_member_counts)
+        .where(c.template == template, c.member_id == member_id, c.issued < limit)
+        .values(issued=c.issued + 1)
+    )
+    return result.rowcount == 1
+
+
+def uncount_member_issue(conn: Connection, template: str, member_id: str) -> None:
+    c = coupon_member_counts.c
+    conn.execute(
+        update(coupon_member_counts)
+        .where(c.template == template, c.member_id == member_id)
+        .values(issued=c.issued - 1)
+    )
+
+
+def coupon_by_issue(conn: Connection, key: str, member_id: str, template: str) -> RowMapping | None:
+    c = coupons.c
+    return (
+        conn.execute(
+            select(coupons).where(
+                c.issue_key == key, c.member_id == member_id, c.template == template
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+def insert_coupon(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(coupons).values(**values))
+
+
+def get_coupons(conn: Connection, coupon_ids: Sequence[str]) -> dict[str, RowMapping]:
+    rows = conn.execute(select(coupons).where(coupons.c.coupon_id.in_(coupon_ids))).mappings()
+    return {r["coupon_id"]: r for r in rows}
+
+
+def redeem_coupon(
+    conn: Connection, coupon_id: str, member_id: str, order_id: str, discount: int, at: datetime
+) -> bool:
+    """Mark an issued, currently valid coupon of the member redeemed (exactly once)."""
+    c = coupons.c
+    result = conn.execute(
+        update(coupons)
+        .where(
+            c.coupon_id == coupon_id,
+            c.member_id == member_id,
+            c.status == "issued",
+            c.valid_from <= at,
+            c.valid_until > at,
+        )
+        .values(status="redeemed", order_id=order_id, discount=discount, redeemed_at=at)
+    )
+    return result.rowcount == 1
+
+
+def restore_coupon(conn: Connection, coupon_id: str, order_id: str, at: datetime) -> bool:
+    """Give a coupon redeemed by ``order_id`` back: issued again, or expired if past its end."""
+    c = coupons.c
+    result = conn.execute(
+        update(coupons)
+        .where(c.coupon_id == coupon_id, c.order_id == order_id, c.status == "redeemed")
+        .values(
+            status=case((c.valid_until > at, literal("issued")), else_=literal("expired")),
+            order_id=None,
+            discount=None,
+            redeemed_at=None,
+        )
+    )
+    return result.rowcount == 1
+
+
+def order_coupons(conn: Connection, order_id: str) -> Sequence[RowMapping]:
+    c = coupons.c
+    return (
+        conn.execute(select(coupons).where(c.order_id == order_id).order_by(c.coupon_id))
+        .mappings()
+        .all()
+    )
+
+
+def member_coupons(
+    conn: Connection, member_id: str, *, status: str | None, after: str | None, limit: int
+) -> Sequence[RowMapping]:
+    c = coupons.c
+    query = select(coupons).where(c.member_id == member_id)
+    if status is not None:
+        query = query.where(c.status == status)
+    if after is not None:
+        query = query.where(c.coupon_id > after)
+    return conn.execute(query.order_by(c.coupon_id).limit(limit)).mappings().all()
+
+
+def expire_coupons(conn: Connection, at: datetime) -> int:
+    c = coupons.c
+    result = conn.execute(
+        update(coupons).where(c.status == "issued", c.valid_until <= at).values(status="expired")
+    )
+    return int(result.rowcount)
+
+
+def coupon_counts(conn: Connection) -> dict[tuple[str, str], tuple[int, int]]:
+    """(template, status) -> (coupons, fen taken off)."""
+    c = coupons.c
+    rows = conn.execute(
+        select(c.template, c.status, func.count(), func.coalesce(func.sum(c.discount), 0)).group_by(
+            c.template, c.status
+        )
+    )
+    return {(t, s): (int(n), int(m)) for t, s, n, m in rows}
+
+
+# -- orders and refunds --------------------------------------------------------------------------
+
+
+def claim_order(conn: Connection, values: dict[str, Any]) -> bool:
+    """Insert the order unless its id exists (then False: a replay or a conflict)."""
+    # RETURNING, not rowcount: PostgreSQL drivers report -1 for INSERT ... ON CONFLICT here.
+    stmt = insert_ignore(conn, orders).values(**values).returning(orders.c.order_id)
+    return conn.execute(stmt).first() is not None
+
+
+def get_order(conn: Connection, order_id: str) -> RowMapping | None:
+    return conn.execute(select(orders).where(orders.c.order_id == order_id)).mappings().first()
+
+
+def lock_order(conn: Connection, order_id: str, now: datetime) -> RowMapping | None:
+    """Lock the order's row (a no-op write) and return it; None when there is no such order."""
+    row = (
+        conn.execute(
+            update(orders)
+            .where(orders.c.order_id == order_id)
+            .values(updated_at=now)
+            .returning(*orders.c)
+        )
+        .mappings()
+        .first()
+    )
+    return row
+
+
+def update_order(conn: Connection, order_id: str, values: dict[str, Any]) -> None:
+    conn.execute(update(orders).where(orders.c.order_id == order_id).values(**values))
+
+
+def get_refund(conn: Connection, refund_id: str) -> RowMapping | None:
+    return (
+        conn.execute(select(order_refunds).where(order_refunds.c.refund_id == refund_id))
+        .mappings()
+        .first()
+    )
+
+
+def insert_refund(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(order_refunds).values(**values))
+
+
+def refunds_of(conn: Connection, order_id: str) -> Sequence[RowMapping]:
+    r = order_refunds.c
+    return (
+        conn.execute(
+            select(order_refunds).where(r.order_id == order_id).order_by(r.created_at, r.refund_id)
+        )
+        .mappings()
+        .all()
+    )
+
+
+# -- members -------------------------------------------------------------------------------------
+
+
+def known_members(conn: Connection, member_ids: Sequence[str]) -> set[str]:
+    """Which of ``member_ids`` the platform registered (or sent events of)."""
+    from memberwise.members.tables import members
+
+    if not member_ids:
+        return set()
+    rows = conn.execute(select(members.c.member_id).where(members.c.member_id.in_(member_ids)))
+    return set(rows.scalars())
+
+
+# -- idempotent answers --------------------------------------------------------------------------
+
+
+def claim_key(conn: Connection, scope: str, key: str, request_hash: str, now: datetime) -> bool:
+    """Claim an idempotency key for this request (False: it was used before; on PostgreSQL a
+    concurrent first use is waited for, so the stored answer is there to read)."""
+    stmt = (
+        insert_ignore(conn, idempotency_keys)
+        .values(
+            scope=scope,
+            key=key,
+            request_hash=request_hash,
+            status_code=0,
+            response="",
+            created_at=now,
+        )
+        .returning(idempotency_keys.c.key)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def get_key(conn: Connection, scope: str, key: str) -> RowMapping | None:
+    k = idempotency_keys.c
+    return (
+        conn.execute(select(idempotency_keys).where(k.scope == scope, k.key == key))
+        .mappings()
+        .first()
+    )
+
+
+def store_answer(conn: Connection, scope: str, key: str, status_code: int, response: str) -> None:
+    k = idempotency_keys.c
+    conn.execute(
+        update(idempotency_keys)
+        .where(k.scope == scope, k.key == key)
+        .values(status_code=status_code, response=response)
+    )
+
+
+# -- the order hot path: prepared SQL on the driver's cursor ---------------------------------------
+#
+# Placing an order is the ledgers' hottest write (≥ 1,000 a second on SQLite is the target).
+# Building and compiling SQLAlchemy statements costs more than SQLite takes to run them, so the
+# statements of that path are written once, as portable SQL with ``:name`` parameters, and run
+# on the DBAPI cursor of the same connection (so inside the same transaction). Only the
+# parameter style, timestamps and JSON differ between the drivers; :func:`_render` and
+# :func:`_stamp` handle them.
+
+_PARAM = re.compile(r"(?<!:):(\w+)")
+
+
+@functools.cache
+def _render(sql: str, dialect: str) -> str:
+    if dialect != "postgresql":
+        return sql  # sqlite3 takes :name parameters as they are
+    return _PARAM.sub(
+        lambda m: f"CAST(%({m[1]})s AS json)" if "_json" in m[1] else f"%({m[1]})s", sql
+    )
+
+
+def _stamp(conn: Connection, value: datetime | None) -> Any:
+    """A timestamp as the column type would bind it (naive UTC text on SQLite)."""
+    if value is None or conn.dialect.name == "postgresql":
+        return value
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _raw(conn: Connection, sql: str, params: dict[str, Any]) -> Any:
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(_render(sql, conn.dialect.name), params)
+    return cursor
+
+
+def fast_coupon(conn: Connection, coupon_id: str, at: datetime) -> dict[str, Any] | None:
+    """A coupon with whether it has started and not ended at ``at`` (compared in SQL)."""
+    row = _raw(
+        conn,
+        "SELECT coupon_id, member_id, template, status, "
+        "CASE WHEN valid_from <= :at THEN 1 ELSE 0 END, "
+        "CASE WHEN valid_until > :at THEN 1 ELSE 0 END "
+        "FROM coupons WHERE coupon_id = :coupon_id",
+        {"coupon_id": coupon_id, "at": _stamp(conn, at)},
+    ).fetchone()
+    if row is None:
+        return None
+    keys = ("coupon_id", "member_id", "template", "status", "started", "valid")
+    return dict(zip(keys, row, strict=True))
+
+
+_COUPON_KEYS = ("coupon_id", "member_id", "template", "status", "started", "valid")
+
+
+def fast_prefetch(
+    conn: Connection, order_id: str, member_id: str, coupon_id: str | None, at: datetime
+) -> tuple[bool, bool, dict[str, Any] | None]:
+    """In one round trip: whether the order exists, whether the member does, and the order's
+    (first) coupon as :func:`fast_coupon` reads it."""
+    row = _raw(
+        conn,
+        "SELECT (SELECT COUNT(*) FROM orders WHERE order_id = :order_id), "
+        "(SELECT COUNT(*) FROM members WHERE member_id = :member_id), "
+        "c.coupon_id, c.member_id, c.template, c.status, "
+        "CASE WHEN c.valid_from <= :at THEN 1 ELSE 0 END, "
+        "CASE WHEN c.valid_until > :at THEN 1 ELSE 0 END "
+        "FROM (SELECT 1 AS one) AS x LEFT JOIN coupons AS c ON c.coupon_id = :coupon_id",
+        {
+            "order_id": order_id,
+            "member_id": member_id,
+            "coupon_id": coupon_id or "",
+            "at": _stamp(conn, at),
+        },
+    ).fetchone()
+    coupon = dict(zip(_COUPON_KEYS, row[2:], strict=True)) if row[2] is not None else None
+    return bool(row[0]), bool(row[1]), coupon
+
+
+def _insert_rows(
+    conn: Connection, table: str, columns: Sequence[str], rows: list[dict[str, Any]]
+) -> None:
+    """One multi-row INSERT (one round trip, whatever the number of rows)."""
+    if not rows:
+        return
+    values = ", ".join(
+        "(" + ", ".join(f":{c}_{i}" for c in columns) + ")" for i in range(len(rows))
+    )
+    params = {f"{c}_{i}": row[c] for i, row in enumerate(rows) for c in columns}
+    _raw(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}", params)
+
+
+_ORDER_COLUMNS = [c.name for c in orders.c]
+
+
+def fast_claim_order(conn: Connection, values: dict[str, Any]) -> bool:
+    """Insert the order unless its id exists (False: a replay or a conflict)."""
+    params = dict(values)
+    for name in ("placed_at", "completed_at", "updated_at", "points_available_at"):
+        params[name] = _stamp(conn, params[name])
+    params["items_json"] = _json(params.pop("items"))
+    params["coupon_ids_json"] = _json(params.pop("coupon_ids"))
+    names = ", ".join(_ORDER_COLUMNS)
+    marks = ", ".join(
+        f":{n}_json" if n in ("items", "coupon_ids") else f":{n}" for n in _ORDER_COLUMNS
+    )
+    cursor = _raw(
+        conn,
+        f"INSERT INTO orders ({names}) VALUES ({marks}) "
+        "ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+        params,
+    )
+    return cursor.fetchone() is not None
+
+
+def fast_redeem_coupon(
+    conn: Connection, coupon_id: str, member_id: str, order_id: str, discount: int, at: datetime
+) -> bool:
+    stamp = _stamp(conn, at)
+    cursor = _raw(
+        conn,
+        "UPDATE coupons SET status = 'redeemed', order_id = :order_id, discount = :discount, "
+        "redeemed_at = :at WHERE coupon_id = :coupon_id AND member_id = :member_id "
+        "AND status = 'issued' AND valid_from <= :at AND valid_until > :at",
+        {
+            "order_id": order_id,
+            "discount": discount,
+            "at": stamp,
+            "coupon_id": coupon_id,
+            "member_id": member_id,
+        },
+    )
+    return bool(cursor.rowcount == 1)
+
+
+def fast_spend_and_earn(
+    conn: Connection, member_id: str, spend: int, pending: int, at: datetime
+) -> bool:
+    """Take ``spend`` available points and add ``pending`` ones in one guarded statement (which
+    also locks the member's balance); False when fewer than ``spend`` are available."""
+    if spend == 0:
+        _raw(
+            conn,
+            "INSERT INTO points_balances (member_id, available, pending, debt, updated_at) "
+            "VALUES (:member_id, 0, 0, 0, :at) ON CONFLICT (member_id) DO NOTHING",
+            {"member_id": member_id, "at": _stamp(conn, at)},
+        )
+    cursor = _raw(
+        conn,
+        "UPDATE points_balances SET available = available - :spend, "
+        "pending = pending + :pending, updated_at = :at "
+        "WHERE member_id = :member_id AND available >= :spend",
+        {"spend": spend, "pending": pending, "at": _stamp(conn, at), "member_id": member_id},
+    )
+    return bool(cursor.rowcount == 1)
+
+
+_LOT_ORDER = (
+    "ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, earned_at, lot_id"
+)
+
+
+def fast_allocate(conn: Connection, member_id: str, entry_id: str, points: int) -> None:
+    """Take ``points`` from the member's available lots, nearest expiry first, recording the
+    allocations (the caller has debited the balance, which holds the member's lock).
+
+    The common case, the first lot holding enough, is one statement; otherwise the lots are
+    walked in order.
+    """
+    one = _raw(
+        conn,
+        "UPDATE points_lots SET remaining = remaining - :points WHERE lot_id = ("
+        "SELECT lot_id FROM points_lots WHERE member_id = :member_id AND status = 'available' "
+        f"AND remaining > 0 {_LOT_ORDER} LIMIT 1) AND remaining >= :points RETURNING lot_id",
+        {"points": points, "member_id": member_id},
+    ).fetchone()
+    taken: list[dict[str, Any]] = []
+    if one is not None:
+        taken.append({"lot_id": one[0], "points": points})
+    else:
+        cursor = _raw(
+            conn,
+            "SELECT lot_id, remaining FROM points_lots WHERE member_id = :member_id "
+            f"AND status = 'available' AND remaining > 0 {_LOT_ORDER}",
+            {"member_id": member_id},
+        )
+        left = points
+        while left:
+            row = cursor.fetchone()
+            if row is None:  # pragma: no cover - balance == sum of available lots
+                raise RuntimeError(f"member {member_id} has {left} points fewer in lots")
+            n = min(left, int(row[1]))
+            taken.append({"lot_id": row[0], "points": n})
+            left -= n
+        cursor.close()
+        for t in taken:
+            _raw(
+                conn,
+                "UPDATE points_lots SET remaining = remaining - :points "
+                "WHERE lot_id = :lot_id AND remaining >= :points",
+                t,
+            )
+    _insert_rows(
+        conn,
+        "points_allocations",
+        ("entry_id", "lot_id", "member_id", "points"),
+        [{**t, "entry_id": entry_id, "member_id": member_id} for t in taken],
+    )
+
+
+_ENTRY_COLUMNS = (
+    "entry_id",
+    "member_id",
+    "kind",
+    "available_delta",
+    "pending_delta",
+    "debt_delta",
+    "idem_key",
+    "order_id",
+    "reason",
+    "actor",
+    "created_at",
+)
+
+
+_LOT_COLUMNS = (
+    "lot_id",
+    "member_id",
+    "entry_id",
+    "order_id",
+    "points",
+    "remaining",
+    "status",
+    "earned_at",
+    "available_at",
+    "expires_at",
+)
+_AUDIT_COLUMNS = (
+    "audit_id",
+    "ts",
+    "actor",
+    "actor_role",
+    "action",
+    "subject_type",
+    "subject_id",
+    "member_id",
+    "reason",
+    "details_json",
+)
+
+
+def _values(
+    prefix: str, columns: Sequence[str], rows: list[dict[str, Any]]
+) -> tuple[str, dict[str, Any]]:
+    """``VALUES (...), (...)`` with parameters named ``<prefix><column>_<row>``."""
+    sql = ", ".join(
+        "(" + ", ".join(f":{prefix}{c}_{i}" for c in columns) + ")" for i in range(len(rows))
+    )
+    return sql, {f"{prefix}{c}_{i}": row[c] for i, row in enumerate(rows) for c in columns}
+
+
+def fast_write_tail(
+    conn: Connection,
+    entries: list[dict[str, Any]],
+    lot: dict[str, Any] | None,
+    audit: dict[str, Any],
+    spend: tuple[str, str, int] | None,
+) -> None:
+    """The order's remaining writes: its entries, its earned lot, its audit row, and the
+    allocation of ``spend`` (member, entry id, points) to lots, nearest expiry first.
+
+    On PostgreSQL they go as one statement (data-modifying CTEs: one round trip instead of
+    four); the allocation is folded in when the first lot holds enough, otherwise lots are
+    walked afterwards. On SQLite (in-process, no round trips) they are separate statements.
+    """
+    entry_rows = [{**r, "created_at": _stamp(conn, r["created_at"])} for r in entries]
+    lot_rows = (
+        []
+        if lot is None
+        else [
+            {
+                **lot,
+                **{k: _stamp(conn, lot[k]) for k in ("earned_at", "available_at", "expires_at")},
+            }
+        ]
+    )
+    audit_row = {k: v for k, v in audit.items() if k != "details"}
+    audit_row.update(ts=_stamp(conn, audit["ts"]), details_json=_json(audit["details"]))
+    if conn.dialect.name != "postgresql":
+        _insert_rows(conn, "points_entries", _ENTRY_COLUMNS, entry_rows)
+        _insert_rows(conn, "points_lots", _LOT_COLUMNS, lot_rows)
+        audit_names = ", ".join(c.removesuffix("_json") for c in _AUDIT_COLUMNS)
+        values, params = _values("", _AUDIT_COLUMNS, [audit_row])
+        _raw(conn, f"INSERT INTO audit_log ({audit_names}) VALUES {values}", params)
+        if spend is not None:
+            fast_allocate(conn, *spend)
+        return
+    parts: list[str] = []
+    params = {}
+    for name, table, columns, rows in (
+        ("e", "points_entries", _ENTRY_COLUMNS, entry_rows),
+        ("l", "points_lots", _LOT_COLUMNS, lot_rows),
+        ("a", "audit_log", _AUDIT_COLUMNS, [audit_row]),
+    ):
+        if rows:
+            values, more = _values(f"{name}_", columns, rows)
+            names = ", ".join(c.removesuffix("_json") for c in columns)
+            parts.append(f"{name} AS (INSERT INTO {table} ({names}) VALUES {values})")
+            params.update(more)
+    if spend is None:
+        last = parts.pop()
+        name, _, body = last.partition(" AS (")
+        _raw(conn, ("WITH " + ", ".join(parts) + " " if parts else "") + body[:-1], params)
+        return
+    member_id, entry_id, points = spend
+    parts.append(
+        "t AS (UPDATE points_lots SET remaining = remaining - :t_points WHERE lot_id = ("
+        "SELECT lot_id FROM points_lots WHERE member_id = :t_member AND status = 'available' "
+        f"AND remaining > 0 {_LOT_ORDER} LIMIT 1) AND remaining >= :t_points RETURNING lot_id)"
+    )
+    params.update(t_points=points, t_member=member_id, t_entry=entry_id)
+    done = _raw(
+        conn,
+        "WITH " + ", ".join(parts) + " INSERT INTO points_allocations "
+        "(entry_id, lot_id, member_id, points) SELECT :t_entry, lot_id, :t_member, :t_points "
+        "FROM t RETURNING lot_id",
+        params,
+    ).fetchone()
+    if done is None:
+        # The first lot holds fewer than the points: walk the lots (the CTE changed none).
+        fast_allocate(conn, member_id, entry_id, points)
+
+
+def _earned() -> Any:
+    """Lots a member *earned* (orders, reviews, check-ins; not staff adjustments), not
+    cancelled: points reversed by a refund were never earned; spent or expired ones were."""
+    return points_lots.join(points_entries, points_entries.c.entry_id == points_lots.c.entry_id)
+
+
+def points_earned_window(conn: Connection, as_of: datetime, days: int) -> dict[str, int]:
+    """Points each member earned in the ``days`` before ``as_of``."""
+    stmt = (
+        select(points_lots.c.member_id, func.sum(points_lots.c.points))
+        .select_from(_earned())
+        .where(
+            points_entries.c.kind.like("earn%"),
+            points_lots.c.status != "cancelled",
+            points_lots.c.earned_at > as_of - timedelta(days=days),
+            points_lots.c.earned_at <= as_of,
+        )
+        .group_by(points_lots.c.member_id)
+    )
+    return {str(m): int(n) for m, n in conn.execute(stmt)}
+
+
+def points_earned_since(conn: Connection, since: dict[str, datetime]) -> dict[str, int]:
+    """Points each member earned since their own time in ``since`` (their last tier change)."""
+    stmt = (
+        select(points_lots.c.member_id, points_lots.c.earned_at, points_lots.c.points)
+        .select_from(_earned())
+        .where(points_entries.c.kind.like("earn%"), points_lots.c.status != "cancelled")
+    )
+    out: dict[str, int] = {}
+    for member_id, earned_at, points in conn.execute(stmt):
+        start = since.get(member_id)
+        if start is None or as_utc(earned_at) >= start:
+            out[member_id] = out.get(member_id, 0) + int(points)
+    return out

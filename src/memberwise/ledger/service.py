@@ -1,0 +1,235 @@
+"""What the ledgers share: their refusals (stable codes), stored answers to idempotent requests,
+the retry of a unit of work that lost a lock race, and who the member is at a moment (tier).
+
+The ledgers themselves are :mod:`memberwise.ledger.points` (points: lots, spends, expiry,
+refund reversal), :mod:`memberwise.ledger.coupons` (templates, issuance, redemption, budgets)
+and :mod:`memberwise.ledger.orders` (orders and refunds, which drive both). Services never
+commit; the caller's unit of work does (see :func:`write`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from memberwise.kit.db import transaction
+from memberwise.kit.errors import Conflict, InvalidRequest, MemberwiseError, NotFound
+from memberwise.kit.time import utcnow
+from memberwise.ledger import repository
+from memberwise.program.schemas import Program
+
+T = TypeVar("T")
+
+
+# -- refusals ------------------------------------------------------------------------------------
+
+
+class InsufficientPoints(Conflict):
+    code = "insufficient_points"
+
+
+class CouponAlreadyRedeemed(Conflict):
+    code = "coupon_already_redeemed"
+
+
+class CouponExpired(Conflict):
+    code = "coupon_expired"
+
+
+class BudgetExhausted(Conflict):
+    code = "budget_exhausted"
+
+
+class CouponNotApplicable(InvalidRequest):
+    code = "coupon_not_applicable"
+
+
+class PerMemberLimit(Conflict):
+    code = "per_member_limit"
+
+
+class CouponNotFound(NotFound):
+    code = "coupon_not_found"
+
+
+class CouponTemplateNotFound(NotFound):
+    code = "coupon_template_not_found"
+
+
+class NotForPoints(InvalidRequest):
+    code = "coupon_not_for_points"
+
+
+class PointsNotAllowed(InvalidRequest):
+    code = "points_not_allowed"
+
+
+class OrderExists(Conflict):
+    code = "order_exists"
+
+
+class OrderNotFound(NotFound):
+    code = "order_not_found"
+
+
+class InvalidOrder(InvalidRequest):
+    code = "invalid_order"
+
+
+class RefundExists(Conflict):
+    code = "refund_exists"
+
+
+class RefundTooLarge(InvalidRequest):
+    code = "refund_exceeds_order"
+
+
+class OrderRefunded(Conflict):
+    code = "order_refunded"
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+
+
+class LedgerBusy(Conflict):
+    """Another writer held the rows too long (or a deadlock was broken); retry the request."""
+
+    code = "ledger_busy"
+
+
+class MemberUnknown(NotFound):
+    code = "member_not_found"
+
+
+class AwardNotConfigured(InvalidRequest):
+    code = "award_not_configured"
+
+
+class NothingToAdjust(InvalidRequest):
+    code = "invalid_adjustment"
+
+
+# -- hashing requests and storing answers ----------------------------------------------------------
+
+
+def request_hash(payload: Any) -> str:
+    """A stable digest of a request body (keys sorted), to tell a replay from a new request."""
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump(mode="json")
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def idempotent(
+    conn: Connection,
+    scope: str,
+    key: str,
+    payload: Any,
+    model: type[BaseModel],
+    work: Callable[[], BaseModel],
+) -> tuple[BaseModel, bool]:
+    """Do ``work`` once per ``(scope, key)``; a replay returns the stored first answer.
+
+    Returns the answer and whether it is a replay. The key is claimed first, in the same
+    transaction as the work, so a concurrent duplicate waits for the first to finish and then
+    reads its answer; a refusal rolls back the claim too, so a refused request may be retried.
+
+    Raises IdempotencyKeyReused when the key was used before with a different body.
+    """
+    digest = request_hash(payload)
+    if not repository.claim_key(conn, scope, key, digest, utcnow()):
+        stored = repository.get_key(conn, scope, key)
+        if stored is None or not stored["response"]:  # pragma: no cover - claimed in our tx
+            raise LedgerBusy("the same request is being processed; retry it in a moment")
+        if stored["request_hash"] != digest:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used for a different request; use a new key"
+            )
+        return model.model_validate_json(stored["response"]), True
+    answer = work()
+    repository.store_answer(conn, scope, key, 200, answer.model_dump_json())
+    return answer, False
+
+
+# -- units of work ---------------------------------------------------------------------------------
+
+_RETRIES = 3
+
+
+def _contention(exc: DBAPIError) -> bool:
+    """A lost lock race: PostgreSQL deadlock / serialization failure, SQLite busy."""
+    code = getattr(exc.orig, "sqlstate", None)
+    if code in ("40P01", "40001", "55P03"):
+        return True
+    return isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower()
+
+
+def write(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` in one transaction, retried when it lost a lock race.
+
+    Raises LedgerBusy when it keeps losing (never a 500 for contention); a MemberwiseError from
+    ``work`` rolls the transaction back and propagates.
+    """
+    for attempt in range(_RETRIES):
+        try:
+            with transaction(engine) as conn:
+                return work(conn)
+        except DBAPIError as exc:
+            if not _contention(exc):
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise LedgerBusy("the ledger is busy with other writes to the same rows; retry shortly")
+
+
+# -- who the member is -----------------------------------------------------------------------------
+
+
+def member_tier(conn: Connection, program: Program, member_id: str, at: datetime) -> str | None:
+    """The member's tier (None without one), from the membership service: one keyed read."""
+    from memberwise.membership.service import tier_of
+
+    return tier_of(conn, member_id)
+
+
+def needs_tier(program: Program) -> bool:
+    """Whether the member's tier can change an order: tier multipliers or tier-only coupons
+    (when neither, placing an order skips the tier lookup)."""
+    return bool(program.points.tier_multipliers) or any(t.tiers for t in program.coupons.values())
+
+
+def member_exists(conn: Connection, member_id: str) -> None:
+    """Raises MemberUnknown when the platform never registered (nor sent events of) the member."""
+    if not repository.known_members(conn, [member_id]):
+        raise MemberUnknown(f"no member {member_id!r}")
+
+
+_programs: dict[tuple[str, float], Program] = {}
+
+
+def current_program(program_file: Path | None) -> Program:
+    """The configured program (re-read when the file changes), or the built-in one."""
+    from memberwise.program.service import default_program, load_program
+
+    if program_file is None:
+        return default_program()
+    stamp = (str(program_file), program_file.stat().st_mtime)
+    found = _programs.get(stamp)
+    if found is None:
+        found = load_program(program_file)
+        _programs.clear()
+        _programs[stamp] = found
+    return found
+
+
+def refusal(exc: MemberwiseError) -> dict[str, Any]:
+    """The JSON body of a refusal (as the API renders it)."""
+    return exc.to_dict()
