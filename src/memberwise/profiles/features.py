@@ -30,6 +30,7 @@ from memberwise.profiles.fields import (
     FIELD_NAMES,
     HABIT_DAYS,
     HOUR_BUCKETS,
+    PREDICTED_FIELDS,
     TOP_N,
     WINDOWS,
 )
@@ -389,6 +390,8 @@ def member_profiles(
         "r_score": _quintile(-j.recency_days, buyers),
         "f_score": _quintile(j.orders_365d, buyers),
         "m_score": _quintile(j.spend_365d, buyers),
+        # Predictions are filled in by the build's `predictions` stage, which runs next.
+        **{name: ibis.null("float64") for name in PREDICTED_FIELDS},
     }
     for start, end in HOUR_BUCKETS:
         fields[f"share_events_{start:02d}_to_{end:02d}"] = _ratio(

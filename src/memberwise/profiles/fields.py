@@ -149,8 +149,34 @@ def _catalog() -> tuple[Field, ...]:
         Field("m_score", NUMBER, "monetary (spend_365d) quintile 1-5 among buyers"),
         Field("rfm_score", NUMBER, "r_score + f_score + m_score (3-15; null: no purchase)"),
     ]
+    # Filled by the build's `predictions` stage (memberwise.predict.stage); null in profiles
+    # made without it, and when the build could not fit the model (build.json says why).
+    fields += [
+        Field(
+            "clv_12m",
+            NUMBER,
+            "predicted profit of the next 12 months' repeat purchases, discounted "
+            "(BG/NBD x Gamma-Gamma x the program's margin; 0: never bought)",
+            "CNY",
+        ),
+        Field(
+            "p_alive",
+            NUMBER,
+            "probability (0-1) the member is still an active buyer (BG/NBD; 1 without "
+            "repeat purchases, as the model assumes)",
+        ),
+        Field(
+            "churn_risk",
+            NUMBER,
+            "calibrated probability (0-1) of no purchase in the next "
+            "`predictions.churn_horizon_days` days (LightGBM on profile fields)",
+        ),
+    ]
     return tuple(fields)
 
+
+#: The fields the build's `predictions` stage fills in (null until it runs).
+PREDICTED_FIELDS: tuple[str, ...] = ("clv_12m", "p_alive", "churn_risk")
 
 #: Every profile field, in the order profiles list them.
 FIELDS: tuple[Field, ...] = _catalog()
