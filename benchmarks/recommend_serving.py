@@ -1,0 +1,344 @@
+"""Recommendation serving latency: one uvicorn process, an open-loop load generator at a fixed
+rate over loopback, p50/p99 and throughput.
+
+Sets up a fresh embedded home (SQLite + lake in a temp dir) with a published model made of
+synthetic lists (``--members`` members x ``--list-length`` items over ``--items`` items, each
+item with 20 similar items, fallback lists by region and category) and the item catalog, then
+starts the API as ``memberwise serve`` does (uvicorn, one worker). A separate process sends
+``GET /v1/members/{id}/recommendations?n=20`` at ``--rate`` requests a second for
+``--seconds`` seconds: open loop (a request is sent at its scheduled time whether or not
+earlier ones have answered, and its latency counts from that time, so a stalled server is not
+hidden by a waiting client). Requests mix known members (home page), item pages
+(``context=item:{id}``, the similar-items lift) and unknown members (the fallback chain). As a
+baseline in the same run, ``GET /health`` (no key, one ``SELECT 1``) is driven the same way.
+
+    python benchmarks/recommend_serving.py --rate 500 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from memberwise.config import Settings
+from memberwise.kit.db import make_engine, transaction
+from memberwise.privacy import service as privacy
+from memberwise.privacy.schemas import KeyCreate, Role
+from memberwise.recommend import service
+from memberwise.store import migrate
+
+PII_KEY = "A" * 43 + "="
+REGIONS = [f"r{i:02d}" for i in range(30)]
+
+
+def _mid(i: int) -> str:
+    return f"m{i:08d}"
+
+
+def _iid(i: int) -> str:
+    return f"i{i:07d}"
+
+
+def write_synthetic_build(directory: Path, *, members: int, items: int, length: int) -> None:
+    """A build directory with the recommendations stage's artifacts, random but plausible."""
+    rng = np.random.default_rng(7)
+    directory.mkdir(parents=True)
+    member = np.repeat(np.arange(members), length)
+    item = rng.zipf(1.3, members * length) % items
+    score = np.tile(np.linspace(1.0, 0.1, length), members)
+    sources = np.array(["repeat", "als", "cooc", "popular", "new"])
+    pq.write_table(
+        pa.table(
+            {
+                "member_id": pa.array([_mid(int(m)) for m in member]),
+                "rank": pa.array(np.tile(np.arange(1, length + 1), members), pa.int32()),
+                "item_id": pa.array([_iid(int(i)) for i in item]),
+                "score": score,
+                "reason": pa.array(["bought every 2 weeks"] * len(member)),
+                "source": pa.array(sources[rng.integers(0, 5, len(member))].tolist()),
+            }
+        ),
+        directory / service.RECOMMENDATIONS,
+    )
+    base = np.repeat(np.arange(items), 20)
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": pa.array([_iid(int(i)) for i in base]),
+                "rank": pa.array(np.tile(np.arange(1, 21), items), pa.int32()),
+                "similar_item_id": pa.array(
+                    [_iid(int(i)) for i in (base + rng.integers(1, items, len(base))) % items]
+                ),
+                "score": np.tile(np.linspace(0.9, 0.1, 20), items),
+            }
+        ),
+        directory / service.SIMILAR,
+    )
+    keys = ["all", "new"] + [f"region:{r}" for r in REGIONS]
+    keys += [f"category:c{c:02d}" for c in range(16)]
+    keys += [f"region:{r}|category:c{c:02d}" for r in REGIONS for c in range(16)]
+    rows: dict[str, list[Any]] = {"key": [], "rank": [], "item_id": [], "score": [], "reason": []}
+    for key in keys:
+        for rank, i in enumerate(rng.choice(items, 50, replace=False), start=1):
+            rows["key"].append(key)
+            rows["rank"].append(rank)
+            rows["item_id"].append(_iid(int(i)))
+            rows["score"].append(float(51 - rank))
+            rows["reason"].append("popular right now")
+    pq.write_table(
+        pa.table({**rows, "rank": pa.array(rows["rank"], pa.int32())}),
+        directory / service.FALLBACKS,
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "member_id": [_mid(m) for m in range(members)],
+                "region": [REGIONS[m % len(REGIONS)] for m in range(members)],
+                "top_category": [f"c{m % 16:02d}" for m in range(members)],
+                "peak_hour": pa.array([m % 24 for m in range(members)], pa.int64()),
+            }
+        ),
+        directory / "profiles.parquet",
+    )
+    manifest = {
+        "build_id": "bench",
+        "as_of": "2026-11-20T00:00:00+00:00",
+        service.SECTION: {"model_id": "bench", "metrics": {}, "config": {}},
+    }
+    (directory / "build.json").write_text(json.dumps(manifest))
+
+
+def catalog(items: int) -> pa.Table:
+    return pa.table(
+        {
+            "item_id": [_iid(i) for i in range(items)],
+            "title": [f"item {i}" for i in range(items)],
+            "category_id": [f"c{i % 16:02d}{i % 7:02d}" for i in range(items)],
+            "parent_category_id": [f"c{i % 16:02d}" for i in range(items)],
+            "price": pa.array([1000 + i for i in range(items)], pa.int64()),
+        }
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+#: Keep-alive connections the load generator spreads requests over.
+CONNECTIONS = 64
+
+
+async def _drive(
+    base: str, paths: list[str], rate: float, headers: dict[str, str]
+) -> tuple[list[float], int]:
+    """Send ``paths`` at ``rate`` a second (open loop); latencies in ms from the scheduled
+    times, and the number of failed requests (non-200 or no answer within 10 s).
+
+    A minimal HTTP/1.1 client on asyncio streams (a few microseconds a request, where httpx
+    costs about a millisecond of the client's CPU): request ``i`` goes out on connection
+    ``i % CONNECTIONS`` at its scheduled time, or as soon as that connection's previous answer
+    is in; either way its latency counts from the scheduled time.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.2
+
+    async def connection(mine: list[tuple[int, str]]) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        for i, path in mine:
+            at = start + i / rate
+            delay = at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
+            writer.write(request.encode())
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                ok = head.startswith(b"HTTP/1.1 200")
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                ok = False
+                # The late answer would be read as the next one's: start a new connection.
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, int(port))
+            if ok:
+                latencies.append((loop.time() - at) * 1000)
+            else:
+                errors += 1
+        writer.close()
+
+    lanes: list[list[tuple[int, str]]] = [[] for _ in range(CONNECTIONS)]
+    for i, path in enumerate(paths):
+        lanes[i % CONNECTIONS].append((i, path))
+    await asyncio.gather(*(connection(lane) for lane in lanes if lane))
+    return latencies, errors
+
+
+def _load_process(
+    base: str, paths: list[str], rate: float, headers: dict[str, str], out: Any
+) -> None:
+    began = time.perf_counter()
+    try:
+        latencies, errors = asyncio.run(_drive(base, paths, rate, headers))
+    except Exception as exc:  # reported by the parent, which must not wait forever
+        out.put(("error", repr(exc)))
+        return
+    out.put((latencies, errors, time.perf_counter() - began - 0.2))
+
+
+def run_load(base: str, paths: list[str], rate: float, headers: dict[str, str]) -> dict[str, float]:
+    """The load generator in its own process (so it does not share the server's GIL)."""
+    context = mp.get_context("spawn")
+    queue: Any = context.Queue()
+    proc = context.Process(target=_load_process, args=(base, paths, rate, headers, queue))
+    proc.start()
+    got = queue.get(timeout=len(paths) / rate + 120)
+    proc.join()
+    if got[0] == "error":
+        raise RuntimeError(f"load generator failed: {got[1]}")
+    latencies, errors, seconds = got
+    ordered = sorted(latencies) or [float("nan")]
+    return {
+        "requests": len(paths),
+        "errors": errors,
+        "p50": statistics.median(ordered),
+        "p99": ordered[int(0.99 * (len(ordered) - 1))],
+        "max": ordered[-1],
+        "throughput": len(latencies) / seconds,
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=50_000)
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--list-length", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir(parents=True)
+        env = {**os.environ, "MEMBERWISE_HOME": str(home), "MEMBERWISE_PII_KEY": PII_KEY}
+        settings = Settings(home=home, pii_key=PII_KEY)  # type: ignore[arg-type]
+        engine = make_engine(settings.db_url)
+        migrate(engine)
+        began = time.perf_counter()
+        build = Path(tmp) / "build"
+        write_synthetic_build(
+            build, members=args.members, items=args.items, length=args.list_length
+        )
+        with transaction(engine) as conn:
+            service.import_items(conn, catalog(args.items))
+            outcome = service.publish_build(conn, build)
+            key = privacy.create_key(conn, KeyCreate(role=Role.platform)).key
+        engine.dispose()
+        assert outcome is not None and outcome.published
+        print(f"published {outcome.members:,} lists in {time.perf_counter() - began:.1f} s")
+
+        port = _free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "memberwise.app:create_app",
+                "--factory",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {key}"}
+        rng = random.Random(7)
+        count = int(args.rate * args.seconds)
+        paths = []
+        for _ in range(count):
+            roll = rng.random()
+            member = _mid(rng.randrange(args.members))
+            if roll < 0.8:
+                paths.append(f"/v1/members/{member}/recommendations?n=20")
+            elif roll < 0.95:
+                item = _iid(rng.randrange(args.items))
+                paths.append(f"/v1/members/{member}/recommendations?n=20&context=item:{item}")
+            else:
+                paths.append(f"/v1/members/new{rng.randrange(10**6)}/recommendations?n=20")
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{base}/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            # Warm up: the key cache, the connections, SQLite's page cache.
+            run_load(base, paths[: int(args.rate * 2)], args.rate, headers)
+            used = cpu_seconds(server.pid)
+            health = run_load(base, ["/health"] * count, args.rate, {})
+            health["cpu_ms"] = (cpu_seconds(server.pid) - used) * 1000 / count
+            used = cpu_seconds(server.pid)
+            recs = run_load(base, paths, args.rate, headers)
+            recs["cpu_ms"] = (cpu_seconds(server.pid) - used) * 1000 / count
+            load = os.getloadavg()[0]
+        finally:
+            server.terminate()
+            server.wait()
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(
+        f"{args.members:,} members x {args.list_length} items, {args.items:,} items; "
+        f"{args.rate:.0f} req/s offered for {args.seconds:.0f} s, open loop"
+    )
+    for name, r in (("GET /health (baseline)", health), ("GET recommendations", recs)):
+        print(
+            f"{name:24s}: p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
+            f"max {r['max']:7.1f} ms  {r['throughput']:6.0f} req/s  {r['errors']:.0f} failed  "
+            f"server CPU {r['cpu_ms']:.2f} ms/req"
+        )
+    print(f"load average (1 min) at the end: {load:.1f} on {os.cpu_count()} cores")
+    print(f"ratio p50 recommendations / health: {recs['p50'] / health['p50']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

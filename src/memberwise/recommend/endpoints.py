@@ -1,0 +1,142 @@
+"""HTTP routes of recommendations, similar items, coupon suggestions and the item catalog:
+parse, authorize, call one service function, return."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from memberwise.kit.db import transaction
+from memberwise.privacy.auth import Authorize
+from memberwise.privacy.schemas import Principal, Role
+from memberwise.privacy.service import authorize
+from memberwise.recommend import service
+from memberwise.recommend.schemas import (
+    CouponSuggestionsOut,
+    ItemIn,
+    ItemOut,
+    RecommendationsOut,
+    SimilarOut,
+)
+from memberwise.recommend.serving import recent_events
+from memberwise.runtime import Runtime, get_runtime
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer mw_...`")
+#: How long the hot path trusts a key it has just verified (revocation takes effect within it).
+FAST_AUTH_SECONDS = 1.0
+
+
+class FastAuthorize:
+    """:class:`~memberwise.privacy.auth.Authorize` for the hot read path, without thread hops.
+
+    A key verified in the last :data:`FAST_AUTH_SECONDS` is trusted from a small in-process
+    cache on the event loop; any other goes to the key verifier in the thread pool (a miss
+    there costs an argon2 verification, which must not block the loop). Roles are checked
+    the same way (``authorize``), admin always allowed.
+    """
+
+    def __init__(self, *roles: Role) -> None:
+        self.roles: frozenset[Role] = frozenset(roles)
+        self._seen: dict[str, tuple[float, Principal]] = {}
+
+    async def __call__(
+        self,
+        request: Request,
+        credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
+    ) -> Principal:
+        key = credentials.credentials if credentials is not None else None
+        now = time.monotonic()
+        hit = self._seen.get(key) if key else None
+        if hit is not None and hit[0] > now:
+            principal = hit[1]
+        else:
+            verifier = request.app.state.runtime.verifier
+            principal = await run_in_threadpool(verifier.verify, key)
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            self._seen[key or ""] = (now + FAST_AUTH_SECONDS, principal)
+        authorize(principal, self.roles)
+        return principal
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+# Lists hold no PII: the platform shows them, operators and service staff look at them.
+Reader = Annotated[
+    Principal, Depends(Authorize(Role.platform, Role.operator, Role.analyst, Role.service))
+]
+CouponReader = Annotated[Principal, Depends(Authorize(Role.platform, Role.operator, Role.analyst))]
+CatalogWriter = Annotated[Principal, Depends(Authorize(Role.platform))]
+MAX_N = 100
+
+
+@router.get(
+    "/members/{member_id}/recommendations",
+    summary="A member's recommendations, re-ranked with their last minutes (always answers)",
+    response_model=RecommendationsOut,
+)
+async def get_recommendations(
+    member_id: str,
+    rt: RuntimeDep,
+    principal: Annotated[
+        Principal,
+        Depends(FastAuthorize(Role.platform, Role.operator, Role.analyst, Role.service)),
+    ],
+    n: Annotated[int, Query(ge=1, le=MAX_N, description="How many items.")] = 20,
+    category: Annotated[
+        str | None,
+        Query(min_length=1, max_length=128, description="Only items of this category (or below)."),
+    ] = None,
+    context: Annotated[
+        str, Query(max_length=140, description="home, cart or item:{item_id}")
+    ] = "home",
+) -> Response:
+    # The hot path runs on the event loop: a few keyed reads and in-memory work (about a
+    # millisecond), cheaper than a thread hop under load. Serialized once here (the model was
+    # validated when it was built) instead of validated again by FastAPI.
+    reader = recent_events(rt.lake)
+    with transaction(rt.engine) as conn:
+        out = service.recommend(conn, reader, member_id, n=n, category=category, context=context)
+    return Response(out.model_dump_json(), media_type="application/json")
+
+
+@router.get("/items/{item_id}/similar", summary="Items bought or browsed with this one")
+def get_similar(
+    item_id: str,
+    rt: RuntimeDep,
+    principal: Reader,
+    n: Annotated[int, Query(ge=1, le=MAX_N)] = 20,
+) -> SimilarOut:
+    with transaction(rt.engine) as conn:
+        return service.similar_items(conn, item_id, n=n)
+
+
+@router.get(
+    "/members/{member_id}/coupons/suggested",
+    summary="Coupons the latest build's targeting chose for the member, and when to send them",
+)
+def get_suggested_coupons(
+    member_id: str, rt: RuntimeDep, principal: CouponReader
+) -> CouponSuggestionsOut:
+    with transaction(rt.engine) as conn:
+        return service.suggested_coupons(conn, member_id)
+
+
+@router.put(
+    "/items/{item_id}",
+    summary="Create or replace an item (stock, hidden, launch time...) in the catalog",
+)
+def put_item(item_id: str, item: ItemIn, rt: RuntimeDep, principal: CatalogWriter) -> ItemOut:
+    with transaction(rt.engine) as conn:
+        return service.put_item(conn, item_id, item)
+
+
+@router.get("/items/{item_id}", summary="An item as the catalog holds it")
+def get_item(item_id: str, rt: RuntimeDep, principal: Reader) -> ItemOut:
+    with transaction(rt.engine) as conn:
+        return service.get_item(conn, item_id)

@@ -1,0 +1,105 @@
+"""Items as the platform sends them, and recommendations, similar items and coupon
+suggestions as the API shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from memberwise.events.schemas import MAX_ID_LEN
+
+Id = str
+
+
+class ItemIn(BaseModel):
+    """An item's full state as the platform knows it (``PUT /v1/items/{id}`` replaces it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, max_length=1000)
+    category_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LEN)
+    parent_category_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LEN)
+    brand: str | None = Field(default=None, max_length=MAX_ID_LEN)
+    merchant_id: str | None = Field(default=None, max_length=MAX_ID_LEN)
+    price: int | None = Field(default=None, ge=0, description="Minor units (fen).")
+    launched_at: datetime | None = Field(
+        default=None,
+        description="Launch time; before it only members whose tier grants early access see it.",
+    )
+    consumable: bool = Field(default=False, description="Re-bought on a cycle (diapers, milk).")
+    rebuy_days: int | None = Field(default=None, ge=1, le=3650)
+    in_stock: bool = True
+    hidden: bool = False
+
+
+class ItemOut(ItemIn):
+    item_id: str
+    updated_at: datetime
+
+
+class RecommendationSource(StrEnum):
+    """Where an item in a list came from (the offline sources plus the online ones)."""
+
+    session = "session"
+    fallback = "fallback"
+
+
+class RecommendedItem(BaseModel):
+    rank: int = Field(description="1 = best.")
+    item_id: str
+    score: float
+    reason: str = Field(description="Why, in words a member center can show.")
+    source: str = Field(
+        description="repeat, cf, co_occurrence, popular, new_arrival, early_access (offline), "
+        "session (lifted by the member's last minutes), fallback (no own list)."
+    )
+    title: str | None = None
+    category_id: str | None = None
+
+
+class RecommendationsOut(BaseModel):
+    member_id: str
+    model_id: str | None = Field(description="The published model; null before any build.")
+    context: str
+    personalized: bool = Field(description="False when the list is the fallback chain only.")
+    items: list[RecommendedItem]
+
+
+class SimilarItem(BaseModel):
+    rank: int
+    item_id: str
+    score: float
+    title: str | None = None
+    category_id: str | None = None
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    model_id: str | None
+    fallback: bool = Field(description="True when the item has no learned neighbours.")
+    items: list[SimilarItem]
+
+
+class CouponSuggestion(BaseModel):
+    campaign: str
+    template: str
+    value: int = Field(description="What one coupon may cost the campaign, minor units.")
+    uplift: float = Field(description="Estimated extra purchase probability the coupon causes.")
+    p_purchase: float = Field(description="Estimated purchase probability without the coupon.")
+    best_hour: int | None = Field(description="Hour (0-23, program time zone) to send it.")
+    reason: str
+
+
+class CouponSuggestionsOut(BaseModel):
+    member_id: str
+    build_id: str | None
+    best_hour: int | None
+    suggestions: list[CouponSuggestion]
+
+
+class ItemsImportResult(BaseModel):
+    created: int
+    updated: int
+    unchanged: int

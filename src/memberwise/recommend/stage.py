@@ -1,0 +1,484 @@
+"""The build's ``recommendations`` stage: train, evaluate and score the recommender, make the
+fallback lists and target the coupon campaigns, writing everything into the build directory.
+
+Inputs: the lake's events up to the build's clock (read through the build's Ibis backend, only
+the columns the model needs), the item catalog from the operational store (hidden and sold-out
+items, launch times, consumables), the build's ``profiles.parquet`` (regions, habits, the
+targeting's propensities), ``segments.parquet`` and, when the build has one, ``tiers.parquet``
+(members whose tier grants the ``early_access`` benefit get items not launched yet).
+
+Outputs (read by :func:`memberwise.recommend.service.publish_build`):
+
+- ``recommendations.parquet`` -- every member's list (member_id, rank, item_id, score, reason,
+  source);
+- ``similar_items.parquet`` -- each item's neighbours (item_id, rank, similar_item_id, score);
+- ``fallbacks.parquet`` -- popular lists by region and category, new arrivals and overall
+  (key, rank, item_id, score, reason), what unknown members and short lists are filled from;
+- ``coupon_suggestions.parquet`` -- the campaigns' chosen members (:mod:`.targeting`);
+- ``recommender/`` -- the model (``Recommender.save``);
+- ``build.json["recommendations"]`` -- the model id, its offline metrics on a time split
+  (trained on all but the last ``label_days``, scored against what members bought in them),
+  the config serving applies, and the targeting's problems.
+
+The publish gate (a new model replaces the serving one only if its metrics are at least as
+good) is applied by the publisher, in the publish transaction, against the model serving then.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ibis
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import Connection
+
+from memberwise.kit.lake import fsync_file
+from memberwise.recommend import service
+from memberwise.recommend.evaluate import evaluate
+from memberwise.recommend.interactions import from_events
+from memberwise.recommend.model import Recommender, RecommenderConfig
+from memberwise.recommend.targeting import PROFILE_FIELDS, target
+
+if TYPE_CHECKING:
+    from memberwise.jobs.build import BuildContext
+    from memberwise.program.schemas import Program
+
+#: What the stage writes (besides the ``recommender/`` model directory) and reads; the build
+#: links these from an earlier build when the stage runs alone. ``tiers.parquet`` is used when
+#: the build has it (early access), so it is not required.
+OUTPUTS: tuple[str, ...] = (
+    service.RECOMMENDATIONS,
+    service.SIMILAR,
+    service.FALLBACKS,
+    service.COUPONS,
+)
+INPUTS: tuple[str, ...] = ("profiles.parquet", "segments.parquet")
+US = 1_000_000
+#: Event columns the recommender reads.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "member_id",
+    "type",
+    "ts",
+    "item_id",
+    "category_id",
+    "price",
+    "order_id",
+    "region",
+)
+#: Event types that say something about items (the rest are not read).
+ITEM_EVENTS: tuple[str, ...] = ("view", "favorite", "cart", "purchase", "review", "refund")
+#: Weights of the fallback lists' popularity (as the profiles' category affinity).
+POPULARITY_WEIGHTS: dict[str, float] = {"view": 1.0, "favorite": 2.0, "cart": 3.0, "purchase": 5.0}
+#: Popularity counts events of this many days before the clock.
+POPULAR_DAYS = 30
+#: An item launched this many days before the clock is a new arrival.
+NEW_DAYS = 30
+#: Items per fallback list and per similar-items list.
+FALLBACK_LENGTH = 50
+SIMILAR_LENGTH = 20
+#: Metrics at these k go into build.json; the gate compares GATE_METRICS.
+KS: tuple[int, ...] = (10, 20)
+FALLBACK_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string()),
+        pa.field("rank", pa.int32()),
+        pa.field("item_id", pa.string()),
+        pa.field("score", pa.float64()),
+        pa.field("reason", pa.string()),
+    ]
+)
+
+
+def read_events(ctx: BuildContext) -> pa.Table:
+    """The item events up to the build's clock, as Arrow (only the model's columns)."""
+    events = ctx.runtime.lake.events_table(ctx.con)
+    as_of = ctx.result.as_of
+    expr = events.filter(
+        (events.ts <= ibis.literal(as_of)) & events.type.isin(list(ITEM_EVENTS))
+    ).select(*EVENT_COLUMNS)
+    table: pa.Table = ctx.con.to_pyarrow(expr)
+    return table
+
+
+def early_access_tiers(program: Program) -> dict[str, int]:
+    """Tier -> hours ahead of launch its members see new items, for the tiers granting an
+    ``early_access`` benefit (none when the program has no tiers)."""
+    from memberwise.program.benefits import BenefitKind
+
+    tiers: Any = getattr(program, "tiers", None) or ()
+    hours = {
+        name: int(getattr(benefit, "hours_ahead", 24))
+        for name, benefit in program.benefits.items()
+        if benefit.kind == BenefitKind.early_access
+    }
+    granting: dict[str, int] = {}
+    for tier in tiers:
+        ahead = [hours[b] for b in getattr(tier, "benefits", ()) if b in hours]
+        if ahead:
+            granting[str(tier.name)] = max(ahead)
+    return granting
+
+
+def member_tiers(ctx: BuildContext) -> dict[str, str] | None:
+    """member -> tier from the build's ``tiers.parquet`` (None when the build has none)."""
+    path = ctx.path("tiers.parquet")
+    if not path.is_file():
+        return None
+    table = pq.read_table(path, columns=["member_id", "tier"])
+    return dict(
+        zip(table.column("member_id").to_pylist(), table.column("tier").to_pylist(), strict=True)
+    )
+
+
+def _top_per_key(
+    keys: Sequence[str], items: Sequence[str], scores: np.ndarray[Any, Any], k: int
+) -> tuple[list[str], list[int], list[str], list[float]]:
+    """The ``k`` best items of each key (ties by item id), as (key, rank, item, score)."""
+    key_arr = np.asarray(keys, dtype=np.str_)
+    item_arr = np.asarray(items, dtype=np.str_)
+    order = np.lexsort((item_arr, -scores, key_arr))
+    key_sorted = key_arr[order]
+    starts: np.ndarray[Any, np.dtype[np.intp]] = (
+        np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1]])
+        if len(order)
+        else np.zeros(0, np.intp)
+    )
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)])) + 1
+    keep = order[rank <= k]
+    kept_rank = rank[rank <= k]
+    return (
+        key_arr[keep].tolist(),
+        kept_rank.astype(int).tolist(),
+        item_arr[keep].tolist(),
+        scores[keep].astype(float).tolist(),
+    )
+
+
+def fallback_lists(
+    events: pa.Table, catalog: pa.Table, *, as_of_us: int, names: Mapping[str, str]
+) -> pa.Table:
+    """Popular items overall, by region, by category (leaf and parent), by region and
+    category, and new arrivals -- the lists serving falls back on (:data:`FALLBACK_SCHEMA`).
+
+    Popularity is the weighted count of the last :data:`POPULAR_DAYS` days' events (all
+    events when those days have none); unavailable items (hidden, sold out, not launched) are
+    left out. New arrivals are items launched in the last :data:`NEW_DAYS` days (by the
+    catalog, else first seen in events), most popular first.
+    """
+    ts = pc.cast(pc.cast(events.column("ts"), pa.timestamp("us", tz="UTC")), pa.int64())
+    recent = pc.greater(ts, as_of_us - POPULAR_DAYS * 86_400_000_000)
+    window = events.filter(recent) if pc.any(recent).as_py() else events
+    kinds = window.column("type").to_numpy(zero_copy_only=False).astype(np.str_)
+    weight = np.zeros(len(kinds))
+    for kind, w in POPULARITY_WEIGHTS.items():
+        weight[kinds == kind] = w
+    has_item = pc.is_valid(window.column("item_id")).to_numpy(zero_copy_only=False) & (weight > 0)
+    item = window.column("item_id").to_numpy(zero_copy_only=False)[has_item].astype(np.str_)
+    region = (
+        window.column("region").fill_null("").to_numpy(zero_copy_only=False)[has_item]
+        if "region" in window.column_names
+        else np.full(len(item), "")
+    ).astype(np.str_)
+    weight = weight[has_item]
+    # Each item's category and parent: the catalog's, else the events' own.
+    leaf_of: dict[str, str] = {}
+    parent_of: dict[str, str] = {}
+    if "category_id" in window.column_names:
+        cats = window.column("category_id").to_numpy(zero_copy_only=False)[has_item]
+        for i, c in zip(item.tolist(), cats.tolist(), strict=True):
+            if c:
+                leaf_of.setdefault(i, c)
+    unavailable: set[str] = set()
+    launched: dict[str, int] = {}
+    if catalog.num_rows:
+        for row in catalog.select(
+            ["item_id", "category_id", "parent_category_id", "hidden", "in_stock", "launched_at"]
+        ).to_pylist():
+            if row["category_id"]:
+                leaf_of[row["item_id"]] = row["category_id"]
+            if row["parent_category_id"]:
+                parent_of[row["item_id"]] = row["parent_category_id"]
+            if row["launched_at"] is not None:
+                launched[row["item_id"]] = int(row["launched_at"].timestamp() * 1_000_000)
+            if row["hidden"] or not row["in_stock"]:
+                unavailable.add(row["item_id"])
+    unavailable |= {i for i, t in launched.items() if t > as_of_us}
+    ok = np.array([i not in unavailable for i in item.tolist()], dtype=bool)
+    item, region, weight = item[ok], region[ok], weight[ok]
+
+    keys: list[str] = []
+    items: list[str] = []
+    scores: list[float] = []
+
+    def add(key_of: Sequence[str | None]) -> None:
+        totals: dict[tuple[str, str], float] = {}
+        for key, i, w in zip(key_of, item.tolist(), weight.tolist(), strict=True):
+            if key is not None:
+                totals[(key, i)] = totals.get((key, i), 0.0) + w
+        for (key, i), w in totals.items():
+            keys.append(key)
+            items.append(i)
+            scores.append(w)
+
+    leaf = [leaf_of.get(i) for i in item.tolist()]
+    parent = [parent_of.get(i) for i in item.tolist()]
+    regions = [r or None for r in region.tolist()]
+    add(["all"] * len(item))
+    add([f"category:{c}" if c else None for c in leaf])
+    add([f"category:{p}" if p and p != c else None for p, c in zip(parent, leaf, strict=True)])
+    add([f"region:{r}" if r else None for r in regions])
+    add(
+        [
+            f"region:{r}|category:{c}" if r and c else None
+            for r, c in zip(regions, leaf, strict=True)
+        ]
+    )
+    add(
+        [
+            f"region:{r}|category:{p}" if r and p and p != c else None
+            for r, p, c in zip(regions, parent, leaf, strict=True)
+        ]
+    )
+    popularity: dict[str, float] = {}
+    for i, w in zip(item.tolist(), weight.tolist(), strict=True):
+        popularity[i] = popularity.get(i, 0.0) + w
+    start = as_of_us - NEW_DAYS * 86_400_000_000
+    if launched:
+        new = [i for i, t in launched.items() if start < t <= as_of_us and i not in unavailable]
+    else:
+        first: dict[str, int] = {}
+        all_items = events.column("item_id").to_pylist()
+        for i, t in zip(all_items, ts.to_pylist(), strict=True):
+            if i is not None:
+                first[i] = min(first.get(i, t), t)
+        new = [i for i, t in first.items() if t > start and i not in unavailable]
+    for i in new:
+        keys.append("new")
+        items.append(i)
+        scores.append(popularity.get(i, 0.0) + 1.0)
+    k, r, it, sc = _top_per_key(keys, items, np.asarray(scores, dtype=np.float64), FALLBACK_LENGTH)
+
+    def reason(key: str) -> str:
+        if key == "new":
+            return "new arrival"
+        if key == "all":
+            return "popular right now"
+        parts = dict(part.split(":", 1) for part in key.split("|"))
+        category = parts.get("category")
+        label = names.get(category, category) if category else None
+        if label and "region" in parts:
+            return f"popular in {label} near you"
+        if label:
+            return f"popular in {label}"
+        return "popular near you"
+
+    return pa.table(
+        {
+            "key": k,
+            "rank": pa.array(r, pa.int32()),
+            "item_id": it,
+            "score": pa.array(sc, pa.float64()),
+            "reason": [reason(x) for x in k],
+        },
+        schema=FALLBACK_SCHEMA,
+    )
+
+
+def time_split_metrics(
+    events: pa.Table,
+    *,
+    as_of: Any,
+    items: pa.Table | None,
+    categories: pa.Table | None = None,
+    config: RecommenderConfig,
+    label_days: float,
+) -> dict[str, Any]:
+    """The blend's Recall@k, NDCG@k, hit rate@k and coverage@k (flat keys such as
+    ``recall@10``, what the publish gate compares) of a model trained on all but the last
+    ``label_days`` and asked for the members who bought in them, plus every source's and
+    baseline's scores under ``evaluation`` (:func:`memberwise.recommend.evaluate.evaluate`,
+    the protocol of ``memberwise recommend evaluate --dataset lake``). The flat metrics are
+    None when no member bought in the held-out days."""
+    data = from_events(events, now=as_of, items=items, categories=categories)
+    history, labels = data.split_last(label_days=label_days)
+    flat: dict[str, Any] = {
+        f"{m}@{k}": None for k in KS for m in ("recall", "ndcg", "hit", "coverage")
+    }
+    if not labels:
+        return {**flat, "members": 0, "evaluation": []}
+    scores, _ = evaluate(history, labels, KS, config=config)
+    for s in scores:
+        if s.method.startswith("blend"):
+            flat[f"recall@{s.k}"] = round(s.recall, 6)
+            flat[f"ndcg@{s.k}"] = round(s.ndcg, 6)
+            flat[f"hit@{s.k}"] = round(s.hit_rate, 6)
+            flat[f"coverage@{s.k}"] = round(s.coverage, 6)
+    evaluation = [
+        {
+            "method": s.method,
+            "k": s.k,
+            "recall": round(s.recall, 6),
+            "ndcg": round(s.ndcg, 6),
+            "hit_rate": round(s.hit_rate, 6),
+        }
+        for s in scores
+    ]
+    return {**flat, "members": len(labels), "evaluation": evaluation}
+
+
+def stage_recommendations(ctx: BuildContext) -> int:
+    """Train, evaluate and score; write the artifacts the publisher reads. Returns the
+    number of recommendation rows."""
+    settings = ctx.program.recommendations
+    steps = 6
+    ctx.progress("recommendations", 0, steps)
+    began = time.perf_counter()
+    as_of = ctx.result.as_of
+    as_of_us = int(as_of.timestamp() * US)
+    events = read_events(ctx)
+    with ctx.runtime.engine.connect() as conn:
+        catalog = service.catalog_table(conn)
+        categories = service.categories_table(conn)
+    ctx.progress("recommendations", 1, steps)
+
+    items = catalog.select(["item_id", "category_id", "price", "launched_at", "title"])
+    unavailable = catalog.filter(
+        pc.or_(catalog.column("hidden"), pc.invert(catalog.column("in_stock")))
+    ).column("item_id")
+    tiers = member_tiers(ctx)
+    granting = early_access_tiers(ctx.program)
+    early_members = (
+        sorted(m for m, t in tiers.items() if t in granting) if tiers and granting else []
+    )
+    # Items launching within the longest early-access window of the granting tiers.
+    ahead_us = max(granting.values(), default=0) * 3_600 * US
+    launched = catalog.column("launched_at").cast(pa.int64()).fill_null(0)
+    upcoming = catalog.filter(
+        pc.and_(
+            pc.and_(pc.greater(launched, as_of_us), pc.less_equal(launched, as_of_us + ahead_us)),
+            pc.and_(pc.invert(catalog.column("hidden")), catalog.column("in_stock")),
+        )
+    ).sort_by([("launched_at", "ascending"), ("item_id", "ascending")])
+    early_items = upcoming.column("item_id").to_pylist() if early_members else []
+
+    config = RecommenderConfig(seed=7)
+    label_days = config.label_days
+    known_items = items if items.num_rows else None
+    known_categories = categories if categories.num_rows else None
+    metrics = time_split_metrics(
+        events,
+        as_of=as_of,
+        items=known_items,
+        categories=known_categories,
+        config=config,
+        label_days=label_days,
+    )
+    ctx.progress("recommendations", 2, steps)
+    model = Recommender(config).fit(
+        events, now=as_of, items=known_items, categories=known_categories
+    )
+    model.save(ctx.path("recommender"))
+    ctx.progress("recommendations", 3, steps)
+
+    # Every profiled member gets a list (one the model does not know gets its fallback).
+    profiles = pq.read_table(ctx.path("profiles.parquet"))
+    members = sorted(
+        set(profiles.column("member_id").to_pylist()) | set(model.data.member_ids.tolist())
+    )
+    lists = model.recommend(
+        members,
+        n=settings.list_length,
+        exclude_items=unavailable.to_pylist(),
+        early_access_items=early_items,
+        early_access_members=early_members,
+    )
+    rows = service_write(ctx, service.RECOMMENDATIONS, lists)
+    service_write(ctx, service.SIMILAR, model.similar_items(n=SIMILAR_LENGTH))
+    ctx.progress("recommendations", 4, steps)
+
+    names = dict(
+        zip(
+            categories.column("category_id").to_pylist(),
+            categories.column("name").to_pylist(),
+            strict=True,
+        )
+    )
+    service_write(
+        ctx, service.FALLBACKS, fallback_lists(events, catalog, as_of_us=as_of_us, names=names)
+    )
+    ctx.progress("recommendations", 5, steps)
+
+    wanted = [c for c in PROFILE_FIELDS if c in profiles.column_names]
+    segments = _segments(ctx)
+    suggestions, problems = target(
+        profiles.select(wanted),
+        settings.campaigns,
+        ctx.program.coupons,
+        segments=segments,
+        tiers=tiers,
+    )
+    service_write(ctx, service.COUPONS, suggestions)
+    ctx.progress("recommendations", 6, steps)
+
+    sections = ctx.meta.setdefault("sections", {})
+    sections[service.SECTION] = {
+        "model_id": ctx.result.build_id,
+        "metrics": metrics,
+        "gate_metrics": list(service.GATE_METRICS),
+        "label_days": label_days,
+        "config": {
+            "list_length": settings.list_length,
+            "diversity_share": settings.diversity_share,
+            "publish_tolerance": settings.publish_tolerance,
+            "model": config.to_json(),
+        },
+        "info": model.info,
+        "members": len(members),
+        "early_access_members": len(early_members),
+        "coupon_suggestions": suggestions.num_rows,
+        "targeting_problems": problems,
+        "seconds": round(time.perf_counter() - began, 3),
+    }
+    return rows
+
+
+def service_write(ctx: BuildContext, name: str, table: pa.Table) -> int:
+    """Write an artifact atomically (temp name, fsync, rename); its row count."""
+    path = ctx.path(name)
+    tmp = path.with_name(f".tmp-{path.name}")
+    pq.write_table(table, tmp, compression="zstd")
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    return int(table.num_rows)
+
+
+def publish(conn: Connection, build_dir: Path) -> int:
+    """The build's publisher: lists published (0 when the gate kept the serving model or
+    the build has no recommendations)."""
+    outcome = service.publish_build(conn, build_dir)
+    return 0 if outcome is None else outcome.members
+
+
+def _segments(ctx: BuildContext) -> dict[str, set[str]]:
+    """member -> {lifecycle segment, persona group name} from the build's segments.parquet."""
+    path = ctx.path("segments.parquet")
+    if not path.is_file():
+        return {}
+    table = pq.read_table(path)
+    out: dict[str, set[str]] = {}
+    personas = table.column("persona").to_pylist() if "persona" in table.column_names else None
+    for i, (m, s) in enumerate(
+        zip(table.column("member_id").to_pylist(), table.column("segment").to_pylist(), strict=True)
+    ):
+        groups = {s}
+        if personas is not None and personas[i] is not None:
+            groups.add(f"persona-{personas[i]}")
+        out[m] = groups
+    return out

@@ -1,0 +1,124 @@
+"""The Recommender end to end on the checkerboard: lists, reasons, fallback, early access,
+similar items and an exact save/load round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from memberwise.recommend.model import RESULT_SCHEMA, Recommender, RecommenderConfig
+from tests.recommend import categories, checkerboard, group_of, item_id, member_id
+
+CONFIG = RecommenderConfig(als_factors=8, als_iterations=8, threads=1, neighbours_k=5)
+
+
+@pytest.fixture(scope="module")
+def events() -> pa.Table:
+    return checkerboard()
+
+
+@pytest.fixture(scope="module")
+def model(events: pa.Table) -> Recommender:
+    return Recommender(CONFIG).fit(events, categories=categories())
+
+
+def _rows(table: pa.Table, member: str) -> list[dict[str, object]]:
+    return [r for r in table.to_pylist() if r["member_id"] == member]
+
+
+def test_every_member_gets_n_items_of_their_own_tastes(model: Recommender) -> None:
+    # Four, because the diversity rule caps a category at four and each group has one
+    # everyday category.
+    recs = model.recommend(n=4)
+    assert recs.schema == RESULT_SCHEMA
+    assert recs.num_rows == 48 * 4
+    for row in recs.to_pylist():
+        assert group_of(str(row["item_id"])) == group_of(str(row["member_id"]))
+    ranks = recs.column("rank").to_pylist()
+    assert ranks[:5] == [1, 2, 3, 4, 1]
+
+
+def test_the_weekly_staple_comes_first_with_a_repeat_reason(model: Recommender) -> None:
+    recs = model.recommend([member_id(1, 3)], n=5)
+    first = recs.to_pylist()[0]
+    assert first["item_id"] == item_id(1, 0)
+    assert first["source"] == "repeat"
+    assert first["reason"] == "bought every week"
+
+
+def test_rules_hold_in_the_lists(model: Recommender) -> None:
+    recs = model.recommend(n=8, exclude_items=[item_id(0, 1)])
+    items = recs.column("item_id").to_pylist()
+    assert item_id(0, 1) not in items
+    # Member (0, 0) bought the durable item 5 53 days ago: not recommended back.
+    assert item_id(0, 5) not in [r["item_id"] for r in _rows(recs, member_id(0, 0))]
+    # At most max_per_category (4) items of one category per list.
+    for member in {str(m) for m in recs.column("member_id").to_pylist()}:
+        cats = [
+            str(r["item_id"])[:2] + ("d" if str(r["item_id"])[2] == "5" else "")
+            for r in _rows(recs, member)
+        ]
+        assert max(cats.count(c) for c in set(cats)) <= 4
+
+
+def test_unknown_members_get_new_arrivals_then_popular_items(model: Recommender) -> None:
+    recs = model.recommend(["stranger"], n=8)
+    assert recs.num_rows == 8
+    assert recs.column("rank").to_pylist() == list(range(1, 9))
+    sources = recs.column("source").to_pylist()
+    assert sources == ["new"] * 4 + ["popular"] * 4
+    assert set(recs.column("reason").to_pylist()[4:]) == {"popular right now"}
+
+
+def test_early_access_items_are_inserted_for_eligible_members_only(model: Recommender) -> None:
+    members = [member_id(2, 0), member_id(2, 1)]
+    recs = model.recommend(
+        members, n=5, early_access_items=["launch-1"], early_access_members=[member_id(2, 0)]
+    )
+    vip = _rows(recs, member_id(2, 0))
+    other = _rows(recs, member_id(2, 1))
+    assert [r["rank"] for r in vip] == [1, 2, 3, 4, 5]
+    assert vip[2]["item_id"] == "launch-1"
+    assert vip[2]["reason"] == "early access for your tier"
+    assert vip[2]["source"] == "early_access"
+    assert "launch-1" not in [r["item_id"] for r in other]
+    scores = [float(r["score"]) for r in vip]  # type: ignore[arg-type]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_similar_items_stay_in_the_group(model: Recommender) -> None:
+    sims = model.similar_items(n=3, item_ids=[item_id(3, 1)])
+    assert sims.column_names == ["item_id", "rank", "similar_item_id", "score"]
+    assert sims.num_rows == 3
+    assert {group_of(str(s)) for s in sims.column("similar_item_id").to_pylist()} == {3}
+
+
+def test_reasons_read_as_sentences(model: Recommender) -> None:
+    reasons = set(model.recommend(n=8).column("reason").to_pylist())
+    assert "bought every week" in reasons
+    assert any(r.startswith("people who bought ") for r in reasons)
+    assert all(r and r[0].islower() for r in reasons)
+
+
+@pytest.mark.parametrize("min_groups", [10, 1000])
+def test_save_load_round_trip_gives_identical_recommendations(
+    events: pa.Table, tmp_path: Path, min_groups: int
+) -> None:
+    config = RecommenderConfig(
+        als_factors=8,
+        als_iterations=5,
+        threads=1,
+        neighbours_k=5,
+        min_train_groups=min_groups,
+        label_days=14,
+    )
+    model = Recommender(config).fit(events, categories=categories())
+    assert model.ranker.kind == ("lambdarank" if min_groups == 10 else "fallback")
+    model.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")
+    assert loaded.ranker.kind == model.ranker.kind
+    assert loaded.recommend(n=6).equals(model.recommend(n=6))
+    assert loaded.similar_items(n=4).equals(model.similar_items(n=4))
+    assert loaded.config == model.config
