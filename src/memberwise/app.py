@@ -24,9 +24,14 @@ from memberwise.config import Settings, get_settings
 from memberwise.events.endpoints import router as events_router
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
+from memberwise.ledger.benefit_endpoints import router as benefits_router
+from memberwise.ledger.endpoints import router as ledger_router
 from memberwise.members.endpoints import router as members_router
+from memberwise.membership.endpoints import router as membership_router
+from memberwise.predict.endpoints import router as predict_router
 from memberwise.privacy.endpoints import router as privacy_router
 from memberwise.profiles.endpoints import router as profiles_router
+from memberwise.recommend.endpoints import router as recommend_router
 from memberwise.runtime import Runtime
 
 _HTTP_CODES = {
@@ -115,8 +120,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             return _error(503, "store_unavailable", "the operational store does not answer")
         return JSONResponse({"status": "ok", "version": __version__})
 
+    app.include_router(benefits_router)
+    app.include_router(ledger_router)
     app.include_router(events_router)
     app.include_router(members_router)
+    app.include_router(membership_router)
+    app.include_router(predict_router)
     app.include_router(privacy_router)
     app.include_router(profiles_router)
+    app.include_router(recommend_router)
     return app

@@ -18,12 +18,19 @@ from memberwise.events.commands import ingest, lake_app
 from memberwise.jobs.commands import build, execute_build, print_summary
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.secrets import write_secret_file
+from memberwise.ledger.commands import coupons_app, points_app
+from memberwise.ledger.demo_loader import load_demo_command
 from memberwise.members.commands import app as members_app
 from memberwise.members.commands import import_file
+from memberwise.membership.commands import managers_app, subscriptions_app, tiers_app
+from memberwise.predict.commands import app as clv_app
 from memberwise.privacy import service as privacy
 from memberwise.privacy.commands import app as keys_app
 from memberwise.privacy.commands import staff_app
 from memberwise.privacy.schemas import KeyCreate, Role
+from memberwise.recommend.commands import app as recommend_app
+from memberwise.recommend.item_commands import app as items_app
+from memberwise.recommend.item_commands import import_catalog
 from memberwise.store import migrate
 
 app = typer.Typer(
@@ -36,8 +43,19 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(staff_app, name="staff", help="Add and list staff accounts.")
 app.add_typer(members_app, name="members", help="Import and inspect members.")
+app.add_typer(tiers_app, name="tiers", help="Preview tier changes, grant tiers by hand.")
+app.add_typer(managers_app, name="managers", help="Account managers of black-card members.")
+app.add_typer(subscriptions_app, name="subscriptions", help="Paid subscriptions.")
 app.add_typer(demo_app, name="demo", help="Generate a synthetic platform for demos and benchmarks.")
 app.add_typer(lake_app, name="lake", help="Inspect and compact the event lake.")
+app.add_typer(clv_app, name="clv", help="Fit and check CLV models on a transaction file.")
+app.add_typer(items_app, name="items", help="Load the platform's item catalog.")
+app.add_typer(recommend_app, name="recommend", help="Evaluate and export recommendations.")
+app.add_typer(points_app, name="points", help="Points: the periodic run, a member's points.")
+app.add_typer(coupons_app, name="coupons", help="Coupons: issue to members or a segment.")
+app.command("load-demo-ledgers", help="Replay the lake's demo orders through the ledgers.")(
+    load_demo_command
+)
 app.command("ingest", help="Load event files (CSV, JSONL, Parquet, Taobao) into the lake.")(ingest)
 app.command("build", help="Build profiles, tags and segments from the lake and publish them.")(
     build
@@ -179,12 +197,32 @@ def run(
     console.print(
         f"members: {created:,} created, {registered:,} registered, {unchanged:,} unchanged"
     )
+    catalog = import_catalog(
+        settings.db_url, demo_dir / "items.parquet", demo_dir / "categories.parquet"
+    )
+    console.print(
+        f"items: {catalog.created:,} created, {catalog.updated:,} updated, "
+        f"{catalog.unchanged:,} unchanged"
+    )
     # What operators run daily (see docs/operations.md): one file per day, so the build's
     # read needs no deduplication.
     compacted = rt.lake.compact()
     console.print(f"lake: {compacted.files_before:,} files compacted to {compacted.files_after:,}")
     console.print(f"build: program {settings.program_file or '(built-in default)'}")
     print_summary(execute_build(rt))
+    from memberwise.jobs.commands import program_for
+    from memberwise.membership.demo import seed as seed_memberships
+
+    made = seed_memberships(rt, program_for(settings))
+    console.print(
+        f"memberships: {made['subscriptions']:,} paid subscriptions, {made['managers']} account "
+        f"managers, {made['accepted']} black-card invitations accepted"
+    )
+    # The demo's purchases and refunds through the ledgers (after the build and the
+    # memberships: tiers, plans and their benefits are known).
+    from memberwise.ledger.demo_loader import describe, load_demo
+
+    console.print(describe(load_demo(rt.engine, program_for(settings), rt.lake)))
     rt.close()
     base = f"http://{settings.host}:{settings.port}"
     key_line = key or "(not kept here; make one: memberwise keys create --role admin)"
@@ -198,6 +236,8 @@ def run(
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/members/m00000001/profile"',
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/segments"',
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/tags"',
+        f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/members/m00000001/membership"',
+        f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/invitations"',
     ]
     console.rule("memberwise is ready")
     for line in lines:

@@ -42,7 +42,15 @@ def taobao(runtime: Runtime, tmp_path: Path) -> Runtime:
 def test_a_build_publishes_every_member_with_tags_and_a_segment(taobao: Runtime) -> None:
     result = run_build(taobao, PROGRAM, as_of=AS_OF)
 
-    assert [s.name for s in result.stages] == ["profiles", "tags", "segments", "publish"]
+    assert [s.name for s in result.stages] == [
+        "profiles",
+        "predictions",
+        "tags",
+        "segments",
+        "tiers",
+        "recommendations",
+        "publish",
+    ]
     assert (result.members, result.events_read) == (43, 4321)
     manifest = json.loads((result.directory / "build.json").read_text())
     assert manifest["status"] == "published" and manifest["as_of"] == AS_OF.isoformat()
@@ -78,8 +86,8 @@ def test_a_stage_run_alone_reuses_the_latest_inputs_and_their_clock(taobao: Runt
 def test_unknown_stages_and_missing_inputs_are_refused_and_leave_nothing(
     runtime: Runtime,
 ) -> None:
-    with pytest.raises(BuildError, match="unknown stage tiers"):
-        run_build(runtime, PROGRAM, only=["tiers"])
+    with pytest.raises(BuildError, match="unknown stage tier_s"):
+        run_build(runtime, PROGRAM, only=["tier_s"])
     with pytest.raises(BuildError, match=r"no earlier build has profiles\.parquet") as caught:
         run_build(runtime, PROGRAM, only=["tags"])
     assert caught.value.details["stage"] == "profiles"

@@ -11,6 +11,10 @@ Stages, in order:
 
 - ``profiles``: events + registered attributes -> ``profiles.parquet`` and ``details.parquet``
   (:mod:`memberwise.profiles.features`), on DuckDB or Spark from the same Ibis expressions.
+- ``predictions``: CLV, alive probability, churn risk and habits per member ->
+  ``predictions.parquet``, ``predictions.json``, ``models/``; fills ``clv_12m``, ``p_alive``
+  and ``churn_risk`` into ``profiles.parquet`` for the rules after it
+  (:mod:`memberwise.predict.stage`).
 - ``tags``: the program's tag rules over the profiles -> ``tags.parquet``.
 - ``segments``: lifecycle segment rules and persona clusters -> ``segments.parquet``.
 - ``publish``: everything into the operational store in one transaction.
@@ -42,6 +46,9 @@ from memberwise.kit.errors import InvalidRequest
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
 from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
 from memberwise.members import service as members_service
+from memberwise.membership import stage as membership_stage
+from memberwise.predict import service as predict_service
+from memberwise.predict import stage as predict_stage
 from memberwise.profiles import service as profiles_service
 from memberwise.profiles.features import member_profiles
 from memberwise.profiles.fields import FIELD_TYPES
@@ -49,22 +56,49 @@ from memberwise.profiles.personas import fit_personas
 from memberwise.profiles.rules import compile_rule, parse_rule
 from memberwise.profiles.segments import segment_column
 from memberwise.program.schemas import Program
+from memberwise.recommend import stage as recommend_stage
 from memberwise.runtime import Runtime
 
-STAGES: tuple[str, ...] = ("profiles", "tags", "segments", "publish")
+STAGES: tuple[str, ...] = (
+    "profiles",
+    "predictions",
+    "tags",
+    "segments",
+    "tiers",
+    "recommendations",
+    "publish",
+)
 #: What each stage writes (publish writes to the operational store, not a file).
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "profiles": ("profiles.parquet", "details.parquet"),
+    # It also rewrites profiles.parquet with the predicted fields (not listed: a stage run
+    # alone must still get the earlier profiles linked in to read).
+    "predictions": ("predictions.parquet", "predictions.json"),
     "tags": ("tags.parquet",),
     "segments": ("segments.parquet",),
+    "tiers": ("tiers.parquet", "invitations.parquet", "program.json"),
+    "recommendations": recommend_stage.OUTPUTS,
     "publish": (),
 }
 #: What each stage reads.
 INPUTS: dict[str, tuple[str, ...]] = {
     "profiles": (),
+    "predictions": ("profiles.parquet",),
     "tags": ("profiles.parquet",),
     "segments": ("profiles.parquet",),
-    "publish": ("profiles.parquet", "details.parquet", "tags.parquet", "segments.parquet"),
+    "tiers": ("profiles.parquet",),
+    "recommendations": recommend_stage.INPUTS,
+    "publish": (
+        "profiles.parquet",
+        "details.parquet",
+        "tags.parquet",
+        "segments.parquet",
+        "predictions.parquet",
+        "predictions.json",
+        "tiers.parquet",
+        "invitations.parquet",
+        "program.json",
+    ),
 }
 KEEP_BUILDS = 5
 
@@ -260,7 +294,12 @@ def _publish_profiles(conn: Connection, build_dir: Path) -> int:
     return profiles_service.publish_build(conn, build_dir).members
 
 
-PUBLISHERS: tuple[tuple[str, Publisher], ...] = (("profiles", _publish_profiles),)
+PUBLISHERS: tuple[tuple[str, Publisher], ...] = (
+    ("profiles", _publish_profiles),
+    ("predictions", predict_service.publish_build),
+    ("tiers", membership_stage.publish),
+    ("recommendations", recommend_stage.publish),
+)
 
 
 def stage_publish(ctx: BuildContext) -> int:
@@ -279,8 +318,11 @@ def stage_publish(ctx: BuildContext) -> int:
 
 RUNNERS: dict[str, Callable[[BuildContext], int]] = {
     "profiles": stage_profiles,
+    "predictions": predict_stage.stage_predictions,
     "tags": stage_tags,
     "segments": stage_segments,
+    "tiers": membership_stage.run_stage,
+    "recommendations": recommend_stage.stage_recommendations,
     "publish": stage_publish,
 }
 
