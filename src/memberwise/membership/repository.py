@@ -121,9 +121,15 @@ def insert_history(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(insert(tier_history), rows)
 
 
+#: Built once: placing an order reads the member's tier, and building the statement per call
+#: cost a tenth of an order's time.
+_TIER_NAME = select(member_tiers.c.tier).where(
+    member_tiers.c.member_id == bindparam("member_id", type_=String)
+)
+
+
 def tier_name(conn: Connection, member_id: str) -> str | None:
-    stmt = select(member_tiers.c.tier).where(member_tiers.c.member_id == member_id)
-    found: str | None = conn.execute(stmt).scalar()
+    found: str | None = conn.execute(_TIER_NAME, {"member_id": member_id}).scalar()
     return found
 
 
