@@ -212,22 +212,12 @@ def member_exists(conn: Connection, member_id: str) -> None:
         raise MemberUnknown(f"no member {member_id!r}")
 
 
-_programs: dict[tuple[str, float], Program] = {}
-
-
 def current_program(program_file: Path | None) -> Program:
-    """The configured program (re-read when the file changes), or the built-in one."""
-    from memberwise.program.service import default_program, load_program
+    """The configured program, from the program service's one cache (re-read when the file
+    changes). Imported here: the program's schema imports the ledger's settings."""
+    from memberwise.program.service import current_program as cached
 
-    if program_file is None:
-        return default_program()
-    stamp = (str(program_file), program_file.stat().st_mtime)
-    found = _programs.get(stamp)
-    if found is None:
-        found = load_program(program_file)
-        _programs.clear()
-        _programs[stamp] = found
-    return found
+    return cached(program_file)
 
 
 def refusal(exc: MemberwiseError) -> dict[str, Any]:

@@ -427,33 +427,18 @@ def run_stage(ctx: BuildContext) -> int:
         _write(ctx.path("invitations.parquet"), invitations.INVITATIONS_SCHEMA.empty_table())
         ctx.progress("tiers", 3, 3)
         return 0
-    engine = ctx.runtime.engine
-    events = (
-        ctx.runtime.lake.events_table(ctx.con)
-        if spend_windows(program) or needs_spend_since_change(program)
-        else None
-    )
     rows, inputs, result = evaluate_members(
-        ctx.con, engine, ctx.table("profiles.parquet"), events, program, as_of=ctx.result.as_of
+        ctx.con,
+        ctx.runtime.engine,
+        ctx.table("profiles.parquet"),
+        _events_if_needed(ctx.runtime, ctx.con, program),
+        program,
+        as_of=ctx.result.as_of,
     )
     ctx.progress("tiers", 1, 3)
     written = _write(ctx.path("tiers.parquet"), rows)
-    section: dict[str, Any] = {
-        "transitions": transition_matrix(program, result),
-        "changes": {name: int((result.change == k).sum()) for k, name in enumerate(CHANGE_NAMES)},
-        "notices": int((result.notice_on != NONE).sum()),
-    }
     ctx.progress("tiers", 2, 3)
-    chosen = invitations.INVITATIONS_SCHEMA.empty_table()
-    if program.black_card is not None:
-        now = utcnow()
-        with engine.connect() as conn:
-            taken = membership_service.taken_slots(conn, program, now)
-            blocked = membership_service.blocked_members(conn, program, now)
-        chosen, summary = invitations.choose(
-            program.black_card, inputs, taken=taken, blocked=blocked
-        )
-        section["invitations"] = summary
+    section, chosen = summarize(ctx.runtime.engine, program, inputs, result)
     _write(ctx.path("invitations.parquet"), chosen)
     ctx.meta.setdefault("sections", {})["tiers"] = section
     ctx.progress("tiers", 3, 3)
@@ -473,33 +458,45 @@ def preview(runtime: Runtime, program: Program, build_dir: Path) -> dict[str, An
         runtime.settings.engine, temp_dir=runtime.settings.home / "warehouse" / "tmp"
     ) as con:
         profiles = read_parquet(con, [build_dir / "profiles.parquet"])
-        events = (
-            runtime.lake.events_table(con)
-            if spend_windows(program) or needs_spend_since_change(program)
-            else None
-        )
         manifest = json.loads((build_dir / "build.json").read_text())
         as_of = datetime.fromisoformat(manifest["as_of"])
+        events = _events_if_needed(runtime, con, program)
         _, inputs, result = evaluate_members(
             con, runtime.engine, profiles, events, program, as_of=as_of
         )
-    out: dict[str, Any] = {
-        "build_id": build_dir.name,
-        "as_of": as_of.isoformat(),
-        "members": len(result.change),
+    section, _ = summarize(runtime.engine, program, inputs, result)
+    header = {"build_id": build_dir.name, "as_of": as_of.isoformat(), "members": len(result.change)}
+    return {**header, **section}
+
+
+def _events_if_needed(runtime: Runtime, con: ibis.BaseBackend, program: Program) -> ir.Table | None:
+    """The lake's events when a qualification counts net spend (else the lake is not read)."""
+    if spend_windows(program) or needs_spend_since_change(program):
+        return runtime.lake.events_table(con)
+    return None
+
+
+def summarize(
+    engine: Engine, program: Program, inputs: pa.Table, result: Evaluation
+) -> tuple[dict[str, Any], pa.Table]:
+    """What an evaluation would do (transitions, change counts, notices, the invitation
+    summary) and the new black-card invitations: the build records and applies these, the
+    preview prints them."""
+    section: dict[str, Any] = {
         "transitions": transition_matrix(program, result),
         "changes": {name: int((result.change == k).sum()) for k, name in enumerate(CHANGE_NAMES)},
         "notices": int((result.notice_on != NONE).sum()),
     }
+    chosen = invitations.INVITATIONS_SCHEMA.empty_table()
     if program.black_card is not None:
         now = utcnow()
-        with runtime.engine.connect() as conn:
+        with engine.connect() as conn:
             taken = membership_service.taken_slots(conn, program, now)
             blocked = membership_service.blocked_members(conn, program, now)
-        _, out["invitations"] = invitations.choose(
+        chosen, section["invitations"] = invitations.choose(
             program.black_card, inputs, taken=taken, blocked=blocked
         )
-    return out
+    return section, chosen
 
 
 def publish(conn: Connection, build_dir: Path) -> int:

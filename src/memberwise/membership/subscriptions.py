@@ -633,10 +633,3 @@ def grants(row: RowMapping | dict[str, Any], plan: Plan, at: datetime) -> bool:
     if status == S.cancelled:
         return at < end
     return at < end + timedelta(days=plan.grace_days)
-
-
-def holds_plan(sub: SubscriptionOut, at: datetime) -> bool:
-    """Whether the subscription grants its plan's benefits at ``at``."""
-    if sub.status in (S.active, S.past_due):
-        return True
-    return sub.status is S.cancelled and sub.period_end is not None and as_utc(sub.period_end) > at

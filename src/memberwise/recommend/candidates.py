@@ -15,6 +15,7 @@ and :class:`NeighboursSource` (TIFU-KNN's neighbour smoothing of personal item f
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -175,24 +176,26 @@ def personal_vectors(
     return sp.csr_matrix(sp.diags(scale) @ mat)
 
 
-class Source:
+class Source(ABC):
     """The interface every candidate source keeps."""
 
     name: ClassVar[str] = ""
 
     def fit(self, data: Interactions) -> None:
-        """Learn what the source needs from the training interactions."""
+        """Learn what the source needs from the training interactions (default: nothing)."""
+        return None
 
+    @abstractmethod
     def candidates(self, data: Interactions, members: IntArray, c: int) -> Candidates:
         """At most ``c`` candidates per member (row numbers; -1 = unknown member)."""
-        raise NotImplementedError
 
     def state(self) -> State:
         """Learned arrays, for saving."""
         return {}
 
     def load_state(self, state: State) -> None:
-        """Restore the arrays :meth:`state` returned."""
+        """Restore the arrays :meth:`state` returned (default: there are none)."""
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
