@@ -1,7 +1,7 @@
 """Training and scoring time of the recommender on a synthetic platform.
 
 Usage: ``python benchmarks/recommend_train.py [--members 1000000] [--items 100000]
-[--per-member 20] [--n 20] [--seed 7]``
+[--per-member 20] [--n 20] [--seed 7] [--max-train-members 20000] [--scoring-threads 2]``
 
 Makes a seeded synthetic event table (members with one of 500 taste clusters, items in
 clusters with Zipf popularity, ~``per-member`` item events each over 90 days: 70 % views, 10 %
@@ -87,7 +87,18 @@ def main() -> None:
     parser.add_argument("--per-member", type=float, default=20.0)
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--max-train-members", type=int, default=50_000)
+    parser.add_argument(
+        "--max-train-members",
+        type=int,
+        default=RecommenderConfig.max_train_members,
+        help="Ranker training sample (default: RecommenderConfig's).",
+    )
+    parser.add_argument(
+        "--scoring-threads",
+        type=int,
+        default=RecommenderConfig.scoring_threads,
+        help="Batches scored at once (default: RecommenderConfig's).",
+    )
     args = parser.parse_args()
 
     out: dict[str, object] = {"members": args.members, "items": args.items}
@@ -102,7 +113,11 @@ def main() -> None:
     out["from_events_cpu_s"] = round(time.process_time() - cpu, 1)
     del events
 
-    config = RecommenderConfig(seed=args.seed, max_train_members=args.max_train_members)
+    config = RecommenderConfig(
+        seed=args.seed,
+        max_train_members=args.max_train_members,
+        scoring_threads=args.scoring_threads,
+    )
     began, cpu = time.perf_counter(), time.process_time()
     model = Recommender(config).fit(data)
     out["fit_s"] = round(time.perf_counter() - began, 1)
@@ -110,6 +125,8 @@ def main() -> None:
     out["ranker"] = model.ranker.kind
     out["ranker_training_s"] = model.info["ranker_seconds"]
     out["sources_fit_s"] = round(model.info["fit_seconds"] - model.info["ranker_seconds"], 1)
+    out["ranker_groups"] = model.ranker.train_info.get("groups")
+    out["ranker_rounds"] = model.ranker.train_info.get("rounds")
 
     began, cpu = time.perf_counter(), time.process_time()
     recs = model.recommend(n=args.n)

@@ -80,6 +80,39 @@ def test_als_source_recommends_within_the_members_group(data: Interactions) -> N
     assert _groups_match(data, cands, members) == 1.0
 
 
+def test_als_source_warm_started_from_a_fit_keeps_its_factors_and_its_candidates(
+    data: Interactions,
+) -> None:
+    # Given ALS fitted on the data, when a second source starts from its factors with no
+    # sweep, then it has exactly the same factors and candidates; with a few sweeps it still
+    # recommends within the member's group.
+    first = AlsSource(factors=8, iterations=10, threads=1)
+    first.fit(data)
+    members = _members(data)
+    same = AlsSource(factors=8, iterations=10, threads=1)
+    same.fit_from(data, first, 0)
+    assert np.array_equal(same.user_factors, first.user_factors)
+    assert np.array_equal(same.item_factors, first.item_factors)
+    a, b = first.candidates(data, members, 4), same.candidates(data, members, 4)
+    assert np.array_equal(a.item, b.item) and np.array_equal(a.score, b.score)
+    refit = AlsSource(factors=8, iterations=10, threads=1)
+    refit.fit_from(data, first, 3)
+    assert not np.array_equal(refit.user_factors, first.user_factors)
+    assert _groups_match(data, refit.candidates(data, members, 4), members) == 1.0
+
+
+def test_als_candidates_are_each_members_best_pool_items_best_first(data: Interactions) -> None:
+    # implicit's top-k gives the same lists as sorting every member's full score row.
+    src = AlsSource(factors=8, iterations=10, threads=1)
+    src.fit(data)
+    members = _members(data)
+    cands = src.candidates(data, members, 5)
+    scores = src.user_factors @ src.item_factors[src.pool_items].T
+    expected = src.pool_items[np.argsort(-scores, axis=1, kind="stable")[:, :5]]
+    assert cands.item.reshape(-1, 5).tolist() == expected.tolist()
+    assert np.all(np.diff(cands.score.reshape(-1, 5), axis=1) <= 0)
+
+
 def test_cooc_source_names_the_co_bought_anchor(data: Interactions) -> None:
     src = CoocSource()
     src.fit(data)

@@ -3,9 +3,11 @@ similar items and an exact save/load round trip."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from memberwise.recommend.model import RESULT_SCHEMA, Recommender, RecommenderConfig
@@ -86,6 +88,40 @@ def test_early_access_items_are_inserted_for_eligible_members_only(model: Recomm
     assert "launch-1" not in [r["item_id"] for r in other]
     scores = [float(r["score"]) for r in vip]  # type: ignore[arg-type]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_lists_do_not_depend_on_batches_or_threads(model: Recommender) -> None:
+    # Given the fitted model, when every member is scored in one batch on one thread and in
+    # batches of 5 on 2 threads (the last one short), then the tables are identical.
+    one = dataclasses.replace(model.config, scoring_threads=1, batch_size=20_000)
+    two = dataclasses.replace(model.config, scoring_threads=2, batch_size=5)
+    expected = _with_config(model, one).recommend(n=6)
+    got = _with_config(model, two).recommend(n=6)
+    assert got.num_rows == 48 * 6
+    assert got.equals(expected)
+
+
+def test_the_table_of_members_without_early_access_is_the_same_on_both_paths(
+    model: Recommender,
+) -> None:
+    # Given early access for one member (the row-by-row path) and for nobody (the Arrow path),
+    # then every other member's rows are identical.
+    members = [member_id(g, i) for g in range(4) for i in range(2)]
+    vip = member_id(0, 0)
+    slow = model.recommend(
+        members, n=5, early_access_items=["launch-1"], early_access_members=[vip]
+    )
+    fast = model.recommend(members, n=5, early_access_items=["launch-1"])
+    others = pc.not_equal(slow.column("member_id"), vip)
+    assert slow.filter(others).equals(fast.filter(pc.not_equal(fast.column("member_id"), vip)))
+
+
+def _with_config(model: Recommender, config: RecommenderConfig) -> Recommender:
+    """The same fitted model under another config (scoring knobs only)."""
+    other = Recommender(config)
+    other.ranker = model.ranker
+    other._fitted = model._fitted
+    return other
 
 
 def test_similar_items_stay_in_the_group(model: Recommender) -> None:

@@ -15,6 +15,7 @@ and :class:`NeighboursSource` (TIFU-KNN's neighbour smoothing of personal item f
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -359,8 +360,15 @@ class AlsSource(Source):
         self.user_factors = np.zeros((0, factors), np.float32)
         self.item_factors = np.zeros((0, factors), np.float32)
         self.pool_items = np.zeros(0, np.int64)
+        self._pool_factors: npt.NDArray[np.float32] | None = None
 
     def fit(self, data: Interactions) -> None:
+        self.fit_from(data, None, self.iterations)
+
+    def fit_from(self, data: Interactions, start: AlsSource | None, iterations: int) -> None:
+        """Fit with ``iterations`` sweeps starting from ``start``'s factors (same members and
+        items, e.g. fitted on the history before a time split) instead of random ones: the
+        factors of a nearly identical matrix are already close, so a few sweeps converge."""
         from implicit.cpu.als import AlternatingLeastSquares
 
         mat = data.matrix()
@@ -369,11 +377,18 @@ class AlsSource(Source):
             factors=self.factors,
             regularization=self.regularization,
             alpha=self.alpha,
-            iterations=self.iterations,
+            iterations=iterations,
             random_state=self.seed,
             num_threads=self.threads,
             calculate_training_loss=False,
         )
+        if (
+            start is not None
+            and start.user_factors.shape == (data.n_members, self.factors)
+            and start.item_factors.shape == (data.n_items, self.factors)
+        ):
+            model.user_factors = start.user_factors.copy()
+            model.item_factors = start.item_factors.copy()
         # implicit parallelizes itself; a BLAS thread pool underneath only oversubscribes.
         with threadpool_limits(1, "blas"):
             model.fit(mat.tocsr(), show_progress=False)
@@ -384,20 +399,36 @@ class AlsSource(Source):
         self.pool_items = np.sort(
             order[: min(self.pool, len(order))][counts[order[: self.pool]] > 0]
         )
+        self._pool_factors = None
 
     def candidates(self, data: Interactions, members: IntArray, c: int) -> Candidates:
         known = np.flatnonzero(members >= 0)
         if len(known) == 0 or len(self.pool_items) == 0:
             return Candidates.empty()
-        pool_f = self.item_factors[self.pool_items]
-        out: list[Candidates] = []
-        for lo in range(0, len(known), 2048):
-            b = known[lo : lo + 2048]
-            scores = np.asarray(self.user_factors[members[b]] @ pool_f.T, np.float64)
-            top = dense_top(b, scores, c, positive=False)
-            top.item = self.pool_items[top.item]
-            out.append(top)
-        return _concat(out)
+        from implicit.cpu.topk import topk
+
+        k = min(c, len(self.pool_items))
+        if k == 0:
+            return Candidates.empty()
+        if self._pool_factors is None or len(self._pool_factors) != len(self.pool_items):
+            self._pool_factors = np.ascontiguousarray(self.item_factors[self.pool_items])
+        # implicit's top-k (a BLAS product per block of members, then a heap per row in C++,
+        # without the GIL) is about 5x cheaper than NumPy's argpartition over the whole
+        # members × pool score block. One thread: the recommender scores batches concurrently.
+        query = np.ascontiguousarray(self.user_factors[members[known]])
+        ids, val = topk(self._pool_factors, query, k, num_threads=1)
+        # Best first, ties by item (as every source's candidates are ordered).
+        order = np.lexsort((ids, -val), axis=1)
+        ids = np.take_along_axis(ids, order, 1)
+        val = np.take_along_axis(val, order, 1)
+        z = np.full(ids.size, -1, np.int64)
+        return Candidates(
+            np.repeat(known, k).astype(np.int64),
+            self.pool_items[ids.ravel()].astype(np.int64),
+            val.ravel().astype(np.float64),
+            z,
+            np.zeros(len(z)),
+        )
 
     def state(self) -> State:
         return {
@@ -410,6 +441,7 @@ class AlsSource(Source):
         self.user_factors = state["user_factors"]
         self.item_factors = state["item_factors"]
         self.pool_items = state["pool_items"]
+        self._pool_factors = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -855,8 +887,14 @@ class NeighboursSource(Source):
         self.batch = batch
         self._vectors: sp.csr_matrix | None = None
         self._normed: sp.csr_matrix | None = None
+        # Batches are scored in concurrent threads: the first one builds the vectors.
+        self._lock = threading.Lock()
 
     def _prepare(self, data: Interactions) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        with self._lock:
+            return self._prepare_locked(data)
+
+    def _prepare_locked(self, data: Interactions) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         if self._vectors is None or self._vectors.shape[0] != data.n_members:
             vec = personal_vectors(
                 data,
@@ -868,8 +906,9 @@ class NeighboursSource(Source):
             inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
             self._vectors = vec
             self._normed = sp.csr_matrix(sp.diags(inv) @ vec)
-        assert self._normed is not None
-        return self._vectors, self._normed
+        normed = self._normed
+        assert normed is not None
+        return self._vectors, normed
 
     def fit(self, data: Interactions) -> None:
         self._vectors = None

@@ -243,12 +243,13 @@ def evaluate(
     bought = Truth(b_pos, b_item, len(members))
     methods: dict[str, Lists] = {}
     began = time.perf_counter()
-    parts = []
-    for lo in range(0, len(members), rec.config.batch_size):
-        ranked = rec.rank(members[lo : lo + rec.config.batch_size], n)
-        parts.append(
-            Candidates(ranked.pos + lo, ranked.item, ranked.score, ranked.arg, ranked.arg2)
-        )
+    single = 1 if rec.config.scoring_threads > 1 else None
+
+    def ranked_batch(lo: int, hi: int) -> Candidates:
+        ranked = rec.rank(members[lo:hi], n, predict_threads=single)
+        return Candidates(ranked.pos + lo, ranked.item, ranked.score, ranked.arg, ranked.arg2)
+
+    parts = rec.map_batches(ranked_batch, len(members))
     blend = (
         Candidates(
             *(
@@ -262,10 +263,12 @@ def evaluate(
     methods[f"blend ({rec.ranker.kind})"] = Lists.from_candidates(blend)
     timings["recommend"] = time.perf_counter() - began
     for s in SOURCES:
-        parts = []
-        for lo in range(0, len(members), rec.config.batch_size):
-            c = rec.source_candidates(members[lo : lo + rec.config.batch_size], s, n)
-            parts.append(Candidates(c.pos + lo, c.item, c.score, c.arg, c.arg2))
+
+        def source_batch(lo: int, hi: int, s: str = s) -> Candidates:
+            c = rec.source_candidates(members[lo:hi], s, n)
+            return Candidates(c.pos + lo, c.item, c.score, c.arg, c.arg2)
+
+        parts = rec.map_batches(source_batch, len(members))
         merged = (
             Candidates(
                 *(

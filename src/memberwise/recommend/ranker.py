@@ -367,13 +367,19 @@ class Ranker:
         pos: IntArray,
         source_scores: dict[str, FloatArray],
         n_pos: int,
+        *,
+        threads: int | None = None,
     ) -> FloatArray:
-        """Scores of candidate rows: the booster's, or the fallback blend's."""
+        """Scores of candidate rows: the booster's, or the fallback blend's.
+
+        ``threads``: LightGBM's prediction threads (default: the booster's own setting).
+        """
         if self.booster is None:
             return fallback_scores(pos, source_scores, n_pos)
         if len(x) == 0:
             return np.zeros(0)
-        pred = self.booster.predict(x, num_iteration=self.booster.best_iteration or None)
+        extra: dict[str, Any] = {} if threads is None else {"num_threads": threads}
+        pred = self.booster.predict(x, num_iteration=self.booster.best_iteration or None, **extra)
         return np.asarray(pred, np.float64)
 
     def model_text(self) -> str | None:
