@@ -16,18 +16,15 @@ import argparse
 import http.client
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
+import loadgen
 from memberwise.app import tune_gc
 from memberwise.config import Settings
 from memberwise.events import service
@@ -58,13 +55,6 @@ def _batch(run: int, b: int, size: int) -> bytes:
             }
         )
     return orjson.dumps({"events": events})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _http_run(port: int, key: str, bodies: list[bytes]) -> float:
@@ -119,39 +109,11 @@ def main() -> None:
             key = privacy.create_key(conn, KeyCreate(role=Role.platform)).key
         engine.dispose()
 
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "memberwise.app:create_app",
-                "--factory",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{base}/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+        with loadgen.serve(env) as (port, _pid):
             http_secs = [
                 _http_run(port, key, [_batch(r, b, args.batch_size) for b in range(args.batches)])
                 for r in range(args.repeat)
             ]
-        finally:
-            server.terminate()
-            server.wait()
 
         rt = Runtime.open(settings)
         tune_gc()  # as the server does at startup, so the baseline is like for like

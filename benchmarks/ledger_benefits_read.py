@@ -19,23 +19,17 @@ at its scheduled time whether or not earlier ones answered; its latency counts f
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing as mp
 import os
 import platform
-import queue
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+import loadgen
 from memberwise.config import Settings
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.time import utcnow
@@ -51,95 +45,6 @@ from memberwise.store import migrate
 
 PII_KEY = "A" * 43 + "="
 PROGRAM = Path(__file__).parent.parent / "programs" / "demo.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
-    """One HTTP/1.1 request on a kept-alive connection; the status (the body is read whole)."""
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-    await reader.readexactly(length)
-    return int(head[9:12])
-
-
-async def _drive(port: int, paths: list[str], rate: float, headers: dict[str, str]) -> list[float]:
-    """Send ``paths`` at ``rate`` a second (open loop) over a pool of kept-alive connections;
-    latencies in ms from the scheduled times (a failed request counts as 30 s, so failures
-    cannot flatter the figures). A plain asyncio client: httpx costs a millisecond of CPU a
-    request, which on a busy 2-core machine makes the client, not the server, the bottleneck."""
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-    opened = 0
-    latencies: list[float] = []
-    loop = asyncio.get_running_loop()
-    start = loop.time() + 0.2
-
-    async def one(i: int, path: str) -> None:
-        nonlocal opened
-        at = start + i / rate
-        delay = at - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if pool.empty() and opened < 256:
-            opened += 1
-            conn = await asyncio.open_connection("127.0.0.1", port)
-        else:
-            conn = await pool.get()
-        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
-        try:
-            ok = await asyncio.wait_for(_send(*conn, request), 30) == 200
-            pool.put_nowait(conn)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
-            ok = False
-            conn[1].close()
-            opened -= 1
-        latencies.append((loop.time() - at) * 1000 if ok else 30_000.0)
-
-    await asyncio.gather(*(one(i, p) for i, p in enumerate(paths)))
-    while not pool.empty():
-        pool.get_nowait()[1].close()
-    return latencies
-
-
-def _load_process(
-    port: int, paths: list[str], rate: float, headers: dict[str, str], out: Any
-) -> None:
-    began = time.perf_counter()
-    latencies = asyncio.run(_drive(port, paths, rate, headers))
-    out.put((latencies, time.perf_counter() - began - 0.2))
-
-
-def run_load(port: int, paths: list[str], rate: float, headers: dict[str, str]) -> dict[str, float]:
-    """The load generator in its own process (so it does not share the server's GIL)."""
-    context = mp.get_context("spawn")
-    results: Any = context.Queue()
-    proc = context.Process(target=_load_process, args=(port, paths, rate, headers, results))
-    proc.start()
-    try:
-        latencies, seconds = results.get(timeout=len(paths) / rate + 120)
-    except queue.Empty:
-        proc.kill()
-        raise RuntimeError("the load generator did not finish") from None
-    proc.join()
-    ordered = sorted(latencies)
-    return {
-        "requests": len(ordered),
-        "failed": sum(1 for x in ordered if x >= 30_000.0),
-        "p50": statistics.median(ordered),
-        "p99": ordered[int(0.99 * (len(ordered) - 1))],
-        "max": ordered[-1],
-        "throughput": len(ordered) / seconds,
-    }
 
 
 def _mid(i: int) -> str:
@@ -178,6 +83,7 @@ def main() -> None:
         "--rate", type=float, nargs="+", default=[500.0], help="One or more rates (req/s)."
     )
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--runs", type=int, default=1, help="Runs at each rate (medians too).")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -192,25 +98,6 @@ def main() -> None:
             "MEMBERWISE_PII_KEY": PII_KEY,
             "MEMBERWISE_PROGRAM_FILE": str(PROGRAM),
         }
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "memberwise.app:create_app",
-                "--factory",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {key}"}
         rng = random.Random(7)
         count = int(max(args.rate) * args.seconds)
@@ -224,43 +111,32 @@ def main() -> None:
             + "/benefits"
             for _ in range(count)
         ]
-        load_before = f"{os.getloadavg()[0]:.1f}"
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{base}/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            check = httpx.get(base + paths[0], headers=headers)
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+        print(f"load average before: {os.getloadavg()[0]:.1f}")
+        print(f"{args.members:,} members ({args.black_card:,} black card); open loop")
+        with loadgen.serve(env) as (port, pid):
+            check = httpx.get(f"http://127.0.0.1:{port}{paths[0]}", headers=headers)
             assert check.status_code == 200, check.text
             print("one answer:", check.text[:300], "...")
             # Warm up: the key cache, the connections, SQLite's page cache.
-            run_load(port, paths[: int(args.rate[0] * 2)], args.rate[0], headers)
-            results = []
+            loadgen.run_load(port, paths[: int(args.rate[0] * 2)], args.rate[0], headers)
             for rate in args.rate:
                 n = int(rate * args.seconds)
-                health = run_load(port, ["/health"] * n, rate, {})
-                reads = run_load(port, paths[:n], rate, headers)
-                results.append((rate, health, reads, f"{os.getloadavg()[0]:.1f}"))
-        finally:
-            server.terminate()
-            server.wait()
-
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    print(f"load average before: {load_before}")
-    print(f"{args.members:,} members ({args.black_card:,} black card); open loop")
-    for rate, health, reads, load in results:
-        print(f"-- {rate:.0f} req/s offered for {args.seconds:.0f} s (load average {load})")
-        for name, r in (("GET /health (baseline)", health), ("GET benefits", reads)):
-            print(
-                f"{name:24s}: p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
-                f"max {r['max']:7.1f} ms  {r['throughput']:6.0f} req/s  failed {r['failed']:.0f}"
-            )
-        print(
-            f"ratio benefits / health: p50 {reads['p50'] / health['p50']:.2f}, "
-            f"p99 {reads['p99'] / health['p99']:.2f}"
-        )
+                p99s = []
+                for run in range(1, args.runs + 1):
+                    health = loadgen.run_load(port, ["/health"] * n, rate, server_pid=pid)
+                    reads = loadgen.run_load(port, paths[:n], rate, headers, server_pid=pid)
+                    p99s.append(reads["p99"])
+                    load = os.getloadavg()[0]
+                    print(f"-- {rate:.0f} req/s, {args.seconds:.0f} s, run {run} (load {load:.1f})")
+                    print(loadgen.line("GET /health (baseline)", health))
+                    print(loadgen.line("GET benefits", reads))
+                    print(
+                        f"ratio benefits / health: p50 {reads['p50'] / health['p50']:.2f}, "
+                        f"p99 {reads['p99'] / health['p99']:.2f}"
+                    )
+                median = statistics.median(p99s)
+                print(f"== {rate:.0f} req/s: median p99 of benefits {median:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -18,26 +18,21 @@ baseline in the same run, ``GET /health`` (no key, one ``SELECT 1``) is driven t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing as mp
 import os
 import platform
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import loadgen
 from memberwise.config import Settings
 from memberwise.kit.db import make_engine, transaction
 from memberwise.privacy import service as privacy
@@ -138,111 +133,6 @@ def catalog(items: int) -> pa.Table:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-#: Keep-alive connections the load generator spreads requests over.
-CONNECTIONS = 64
-
-
-async def _drive(
-    base: str, paths: list[str], rate: float, headers: dict[str, str]
-) -> tuple[list[float], int]:
-    """Send ``paths`` at ``rate`` a second (open loop); latencies in ms from the scheduled
-    times, and the number of failed requests (non-200 or no answer within 10 s).
-
-    A minimal HTTP/1.1 client on asyncio streams (a few microseconds a request, where httpx
-    costs about a millisecond of the client's CPU): request ``i`` goes out on connection
-    ``i % CONNECTIONS`` at its scheduled time, or as soon as that connection's previous answer
-    is in; either way its latency counts from the scheduled time.
-    """
-    host, port = base.removeprefix("http://").split(":")
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    latencies: list[float] = []
-    errors = 0
-    loop = asyncio.get_running_loop()
-    start = loop.time() + 0.2
-
-    async def connection(mine: list[tuple[int, str]]) -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection(host, int(port))
-        for i, path in mine:
-            at = start + i / rate
-            delay = at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
-            writer.write(request.encode())
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
-                ok = head.startswith(b"HTTP/1.1 200")
-            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-                ok = False
-                # The late answer would be read as the next one's: start a new connection.
-                writer.close()
-                reader, writer = await asyncio.open_connection(host, int(port))
-            if ok:
-                latencies.append((loop.time() - at) * 1000)
-            else:
-                errors += 1
-        writer.close()
-
-    lanes: list[list[tuple[int, str]]] = [[] for _ in range(CONNECTIONS)]
-    for i, path in enumerate(paths):
-        lanes[i % CONNECTIONS].append((i, path))
-    await asyncio.gather(*(connection(lane) for lane in lanes if lane))
-    return latencies, errors
-
-
-def _load_process(
-    base: str, paths: list[str], rate: float, headers: dict[str, str], out: Any
-) -> None:
-    began = time.perf_counter()
-    try:
-        latencies, errors = asyncio.run(_drive(base, paths, rate, headers))
-    except Exception as exc:  # reported by the parent, which must not wait forever
-        out.put(("error", repr(exc)))
-        return
-    out.put((latencies, errors, time.perf_counter() - began - 0.2))
-
-
-def run_load(base: str, paths: list[str], rate: float, headers: dict[str, str]) -> dict[str, float]:
-    """The load generator in its own process (so it does not share the server's GIL)."""
-    context = mp.get_context("spawn")
-    queue: Any = context.Queue()
-    proc = context.Process(target=_load_process, args=(base, paths, rate, headers, queue))
-    proc.start()
-    got = queue.get(timeout=len(paths) / rate + 120)
-    proc.join()
-    if got[0] == "error":
-        raise RuntimeError(f"load generator failed: {got[1]}")
-    latencies, errors, seconds = got
-    ordered = sorted(latencies) or [float("nan")]
-    return {
-        "requests": len(paths),
-        "errors": errors,
-        "p50": statistics.median(ordered),
-        "p99": ordered[int(0.99 * (len(ordered) - 1))],
-        "max": ordered[-1],
-        "throughput": len(latencies) / seconds,
-    }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=50_000)
@@ -250,6 +140,7 @@ def main() -> None:
     parser.add_argument("--list-length", type=int, default=50)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--runs", type=int, default=1, help="Runs (the median p99 too).")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -272,25 +163,6 @@ def main() -> None:
         assert outcome is not None and outcome.published
         print(f"published {outcome.members:,} lists in {time.perf_counter() - began:.1f} s")
 
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "memberwise.app:create_app",
-                "--factory",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {key}"}
         rng = random.Random(7)
         count = int(args.rate * args.seconds)
@@ -305,39 +177,25 @@ def main() -> None:
                 paths.append(f"/v1/members/{member}/recommendations?n=20&context=item:{item}")
             else:
                 paths.append(f"/v1/members/new{rng.randrange(10**6)}/recommendations?n=20")
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{base}/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            # Warm up: the key cache, the connections, SQLite's page cache.
-            run_load(base, paths[: int(args.rate * 2)], args.rate, headers)
-            used = cpu_seconds(server.pid)
-            health = run_load(base, ["/health"] * count, args.rate, {})
-            health["cpu_ms"] = (cpu_seconds(server.pid) - used) * 1000 / count
-            used = cpu_seconds(server.pid)
-            recs = run_load(base, paths, args.rate, headers)
-            recs["cpu_ms"] = (cpu_seconds(server.pid) - used) * 1000 / count
-            load = os.getloadavg()[0]
-        finally:
-            server.terminate()
-            server.wait()
-
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    print(
-        f"{args.members:,} members x {args.list_length} items, {args.items:,} items; "
-        f"{args.rate:.0f} req/s offered for {args.seconds:.0f} s, open loop"
-    )
-    for name, r in (("GET /health (baseline)", health), ("GET recommendations", recs)):
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+        print(f"load average before: {os.getloadavg()[0]:.1f}")
         print(
-            f"{name:24s}: p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
-            f"max {r['max']:7.1f} ms  {r['throughput']:6.0f} req/s  {r['errors']:.0f} failed  "
-            f"server CPU {r['cpu_ms']:.2f} ms/req"
+            f"{args.members:,} members x {args.list_length} items, {args.items:,} items; "
+            f"{args.rate:.0f} req/s offered for {args.seconds:.0f} s, open loop"
         )
-    print(f"load average (1 min) at the end: {load:.1f} on {os.cpu_count()} cores")
-    print(f"ratio p50 recommendations / health: {recs['p50'] / health['p50']:.2f}")
+        with loadgen.serve(env) as (port, pid):
+            # Warm up: the key cache, the connections, SQLite's page cache.
+            loadgen.run_load(port, paths[: int(args.rate * 2)], args.rate, headers)
+            p99s = []
+            for run in range(1, args.runs + 1):
+                health = loadgen.run_load(port, ["/health"] * count, args.rate, server_pid=pid)
+                recs = loadgen.run_load(port, paths, args.rate, headers, server_pid=pid)
+                p99s.append(recs["p99"])
+                print(f"-- run {run} (load average {os.getloadavg()[0]:.1f})")
+                print(loadgen.line("GET /health (baseline)", health))
+                print(loadgen.line("GET recommendations", recs))
+                print(f"ratio p50 recommendations / health: {recs['p50'] / health['p50']:.2f}")
+        print(f"== median p99 of recommendations: {statistics.median(p99s):.2f} ms")
 
 
 if __name__ == "__main__":

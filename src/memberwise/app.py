@@ -120,7 +120,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             return _error(503, "store_unavailable", "the operational store does not answer")
         return JSONResponse({"status": "ok", "version": __version__})
 
+    # FastAPI tries routers in order, scanning each one's routes: the routers of the hot reads
+    # (benefits, recommendations) come first.
     app.include_router(benefits_router)
+    app.include_router(recommend_router)
     app.include_router(ledger_router)
     app.include_router(events_router)
     app.include_router(members_router)
@@ -128,5 +131,4 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(predict_router)
     app.include_router(privacy_router)
     app.include_router(profiles_router)
-    app.include_router(recommend_router)
     return app

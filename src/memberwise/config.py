@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(
         default=60.0,
         ge=0,
-        description="How long a verified API key is trusted before its argon2 hash is checked "
-        "again (revocation through the API takes effect at once in the serving process).",
+        description="How long a verified API key is trusted before the store is asked again "
+        "whether it still stands (one keyed read; argon2 runs only for a key not seen before). "
+        "Revocation through the API takes effect at once in the serving process.",
     )
     display_timezone: str = Field(
         default="Asia/Shanghai", description="Time zone for member-facing day boundaries."

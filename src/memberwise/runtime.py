@@ -42,7 +42,8 @@ class Runtime:
         self.engine.dispose()
 
 
-def get_runtime(request: Request) -> Runtime:
-    """FastAPI dependency: the app's runtime."""
+async def get_runtime(request: Request) -> Runtime:
+    """FastAPI dependency: the app's runtime (async: a sync dependency would cost every
+    request a hop to the thread pool)."""
     runtime: Runtime = request.app.state.runtime
     return runtime

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import Connection, Engine, func, select
 
 from memberwise.kit.db import transaction
@@ -105,3 +109,63 @@ def test_staff_accounts_are_created_once_and_keys_can_belong_to_them(conn: Conne
     actions = conn.execute(select(audit_log.c.action).order_by(audit_log.c.audit_id)).scalars()
     assert list(actions) == ["staff.create", "api_key.create"]
     assert key.role is Role.service
+
+
+class CountingHasher:
+    """The real argon2 hasher, counting its verifications."""
+
+    def __init__(self, hasher: PasswordHasher) -> None:
+        self.hasher = hasher
+        self.calls = 0
+
+    def hash(self, secret: str) -> str:
+        return self.hasher.hash(secret)
+
+    def verify(self, stored: str, secret: str) -> bool:
+        self.calls += 1
+        return self.hasher.verify(stored, secret)
+
+
+@pytest.fixture
+def hasher(monkeypatch: pytest.MonkeyPatch) -> CountingHasher:
+    counting = CountingHasher(service._hasher)
+    monkeypatch.setattr(service, "_hasher", counting)
+    return counting
+
+
+def test_a_key_seen_before_is_checked_again_without_argon2_and_revocation_still_counts(
+    engine: Engine, hasher: CountingHasher
+) -> None:
+    with transaction(engine) as conn:
+        created = service.create_key(conn, KeyCreate(role=Role.platform))
+    verifier = service.KeyVerifier(engine, ttl=0)  # trusted for no time: every call re-checks
+    for _ in range(3):
+        assert verifier.verify(created.key).key_id == created.key_id
+    assert hasher.calls == 1
+    assert verifier.cached(created.key) is None
+    # Revoked by another process (this verifier is not told): the next re-check refuses it.
+    with transaction(engine) as conn:
+        service.revoke_key(conn, created.key_id)
+    with pytest.raises(service.InvalidKey):
+        verifier.verify(created.key)
+    with pytest.raises(service.InvalidKey):
+        verifier.verify(f"mw_{created.key_id}_wrong")
+
+
+def test_concurrent_first_uses_of_a_key_verify_it_once(
+    engine: Engine, hasher: CountingHasher
+) -> None:
+    with transaction(engine) as conn:
+        created = service.create_key(conn, KeyCreate(role=Role.analyst))
+    verifier = service.KeyVerifier(engine, ttl=60)
+    start = threading.Barrier(16)
+
+    def use() -> Principal:
+        start.wait()
+        return verifier.verify(created.key)
+
+    with ThreadPoolExecutor(16) as pool:
+        principals = list(pool.map(lambda _: use(), range(16)))
+    assert {p.key_id for p in principals} == {created.key_id}
+    assert hasher.calls == 1
+    assert verifier.cached(created.key) == principals[0]

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, RowMapping, and_, func, select, update
 
+from memberwise.kit import rawsql
 from memberwise.kit.db import insert_ignore
 from memberwise.kit.errors import Conflict, Forbidden, MemberwiseError, NotFound
 from memberwise.kit.time import as_utc
@@ -229,12 +230,14 @@ def _counter_used(conn: Connection, member_id: str, counter: str, period: str) -
 
 
 def _counters(conn: Connection, member_id: str) -> dict[tuple[str, str], int]:
-    rows = conn.execute(
-        select(
-            benefit_counters.c.counter, benefit_counters.c.period, benefit_counters.c.used
-        ).where(benefit_counters.c.member_id == member_id)
+    """(counter, period) -> used, of every counter of the member (on the driver's cursor:
+    every benefits read asks it)."""
+    rows = rawsql.fetchall(
+        conn,
+        "SELECT counter, period, used FROM benefit_counters WHERE member_id = :member_id",
+        {"member_id": member_id},
     )
-    return {(r.counter, r.period): int(r.used) for r in rows}
+    return {(counter, period): int(used) for counter, period, used in rows}
 
 
 def _take(

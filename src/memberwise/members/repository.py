@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, insert, literal, select, true, update
 
+from memberwise.kit import rawsql
 from memberwise.kit.db import insert_ignore, string_values
 from memberwise.kit.time import UTCDateTime
 from memberwise.members.schemas import MemberSource, MemberStatus
@@ -16,6 +17,13 @@ from memberwise.members.tables import members
 
 def get(conn: Connection, member_id: str) -> RowMapping | None:
     return conn.execute(select(members).where(members.c.member_id == member_id)).mappings().first()
+
+
+def exists(conn: Connection, member_id: str) -> bool:
+    """Whether the member is registered (a keyed probe on the driver's cursor: hot reads ask
+    it for members who hold no tier or plan)."""
+    probe = "SELECT 1 FROM members WHERE member_id = :member_id"
+    return rawsql.fetchone(conn, probe, {"member_id": member_id}) is not None
 
 
 def get_many(conn: Connection, member_ids: Sequence[str]) -> dict[str, RowMapping]:

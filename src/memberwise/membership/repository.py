@@ -22,6 +22,7 @@ from sqlalchemy import (
     update,
 )
 
+from memberwise.kit import rawsql
 from memberwise.kit.db import upsert
 from memberwise.kit.time import UTCDateTime
 from memberwise.members.tables import members
@@ -121,35 +122,28 @@ def insert_history(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(insert(tier_history), rows)
 
 
-#: The order path reads the member's tier on every order; on the driver's cursor (same
-#: connection, same transaction) it costs a fifth of what a SQLAlchemy statement does.
-_TIER_SQL = {
-    "sqlite": "SELECT tier FROM member_tiers WHERE member_id = ?",
-    "postgresql": "SELECT tier FROM member_tiers WHERE member_id = %s",
-}
-
-
 def tier_name(conn: Connection, member_id: str) -> str | None:
-    sql = _TIER_SQL.get(conn.dialect.name)
-    if sql is None:  # another dialect: the portable statement
-        stmt = select(member_tiers.c.tier).where(member_tiers.c.member_id == member_id)
-        found: str | None = conn.execute(stmt).scalar()
-        return found
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(sql, (member_id,))
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
+    """The member's tier (on the driver's cursor: the order path and every benefits read ask
+    it, and a SQLAlchemy statement cost five times as much)."""
+    row = rawsql.fetchone(
+        conn, "SELECT tier FROM member_tiers WHERE member_id = :member_id", {"member_id": member_id}
+    )
     return None if row is None else str(row[0])
 
 
-def subscription_states(conn: Connection, member_id: str) -> Sequence[RowMapping]:
-    """The plan, status and period end of each of the member's subscriptions not expired."""
-    stmt = select(subscriptions.c.plan, subscriptions.c.status, subscriptions.c.period_end).where(
-        subscriptions.c.member_id == member_id, subscriptions.c.status != "expired"
+def subscription_states(conn: Connection, member_id: str) -> list[dict[str, Any]]:
+    """The plan, status and period end of each of the member's subscriptions not expired (on
+    the driver's cursor: every benefits read and checkout asks it)."""
+    rows = rawsql.fetchall(
+        conn,
+        "SELECT plan, status, period_end FROM subscriptions "
+        "WHERE member_id = :member_id AND status <> 'expired'",
+        {"member_id": member_id},
     )
-    return conn.execute(stmt).mappings().all()
+    return [
+        {"plan": plan, "status": status, "period_end": rawsql.instant(end)}
+        for plan, status, end in rows
+    ]
 
 
 def get_tier(conn: Connection, member_id: str) -> RowMapping | None:

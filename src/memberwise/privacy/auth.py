@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from memberwise.privacy.schemas import Principal, Role
-from memberwise.privacy.service import authorize
+from memberwise.privacy.service import KeyVerifier, authorize
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer mw_...`")
 
@@ -21,14 +22,18 @@ class Authorize:
     def __init__(self, *roles: Role) -> None:
         self.roles: frozenset[Role] = frozenset(roles)
 
-    def __call__(
+    async def __call__(
         self,
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
     ) -> Principal:
-        # Sync on purpose: FastAPI runs it in the thread pool, off the event loop, because a
-        # cache miss costs an argon2 verification (tens of milliseconds of CPU).
+        # A key verified within the verifier's TTL is answered on the event loop (a hash and a
+        # dict lookup); any other goes to the thread pool, because a miss costs a store read
+        # and an argon2 verification (tens of milliseconds of CPU) that must not block the loop.
         key = credentials.credentials if credentials is not None else None
-        principal: Principal = request.app.state.runtime.verifier.verify(key)
+        verifier: KeyVerifier = request.app.state.runtime.verifier
+        principal = verifier.cached(key) if key else None
+        if principal is None:
+            principal = await run_in_threadpool(verifier.verify, key)
         authorize(principal, self.roles)
         return principal

@@ -3,17 +3,13 @@ parse, authorize, call one service function, return."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, Security
-from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, Query, Response
 
 from memberwise.kit.db import transaction
 from memberwise.privacy.auth import Authorize
 from memberwise.privacy.schemas import Principal, Role
-from memberwise.privacy.service import authorize
 from memberwise.recommend import service
 from memberwise.recommend.schemas import (
     CouponSuggestionsOut,
@@ -26,44 +22,6 @@ from memberwise.recommend.serving import recent_events
 from memberwise.runtime import Runtime, get_runtime
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
-
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer mw_...`")
-#: How long the hot path trusts a key it has just verified (revocation takes effect within it).
-FAST_AUTH_SECONDS = 1.0
-
-
-class FastAuthorize:
-    """:class:`~memberwise.privacy.auth.Authorize` for the hot read path, without thread hops.
-
-    A key verified in the last :data:`FAST_AUTH_SECONDS` is trusted from a small in-process
-    cache on the event loop; any other goes to the key verifier in the thread pool (a miss
-    there costs an argon2 verification, which must not block the loop). Roles are checked
-    the same way (``authorize``), admin always allowed.
-    """
-
-    def __init__(self, *roles: Role) -> None:
-        self.roles: frozenset[Role] = frozenset(roles)
-        self._seen: dict[str, tuple[float, Principal]] = {}
-
-    async def __call__(
-        self,
-        request: Request,
-        credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
-    ) -> Principal:
-        key = credentials.credentials if credentials is not None else None
-        now = time.monotonic()
-        hit = self._seen.get(key) if key else None
-        if hit is not None and hit[0] > now:
-            principal = hit[1]
-        else:
-            verifier = request.app.state.runtime.verifier
-            principal = await run_in_threadpool(verifier.verify, key)
-            if len(self._seen) > 10_000:
-                self._seen.clear()
-            self._seen[key or ""] = (now + FAST_AUTH_SECONDS, principal)
-        authorize(principal, self.roles)
-        return principal
-
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 # Lists hold no PII: the platform shows them, operators and service staff look at them.
@@ -83,10 +41,7 @@ MAX_N = 100
 async def get_recommendations(
     member_id: str,
     rt: RuntimeDep,
-    principal: Annotated[
-        Principal,
-        Depends(FastAuthorize(Role.platform, Role.operator, Role.analyst, Role.service)),
-    ],
+    principal: Reader,
     n: Annotated[int, Query(ge=1, le=MAX_N, description="How many items.")] = 20,
     category: Annotated[
         str | None,

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
 
+from memberwise.kit import rawsql
 from memberwise.kit.db import string_values, upsert
 from memberwise.recommend.tables import (
     coupon_suggestions,
@@ -61,14 +62,18 @@ _FACT_COLUMNS = (
 # Built once: the serving path runs these on every request (statement building is a good
 # share of a request's Python time).
 _CHANGED_SINCE = select(*_FACT_COLUMNS).where(items.c.updated_at >= bindparam("since"))
-_MEMBER_LIST = select(member_recommendations).where(
-    member_recommendations.c.member_id == bindparam("member_id")
-)
 _SERVING_MODEL_ID = select(rec_models.c.model_id).where(rec_models.c.status == SERVING)
 
 
 def items_changed_since(conn: Connection, since: datetime) -> Sequence[RowMapping]:
-    """The serving facts of items written at or after ``since`` (index range scan)."""
+    """The serving facts of items written at or after ``since`` (index range scan).
+
+    Asked before every served list and nearly always empty, so the question is first put as
+    one indexed probe on the driver's cursor; only a hit pays for the full statement.
+    """
+    probe = "SELECT 1 FROM items WHERE updated_at >= :since LIMIT 1"
+    if rawsql.fetchone(conn, probe, {"since": rawsql.stamp(conn, since)}) is None:
+        return []
     return conn.execute(_CHANGED_SINCE, {"since": since}).mappings().all()
 
 
@@ -173,8 +178,19 @@ def replace_fallbacks(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(insert(fallback_lists), rows)
 
 
-def member_list(conn: Connection, member_id: str) -> RowMapping | None:
-    return conn.execute(_MEMBER_LIST, {"member_id": member_id}).mappings().first()
+_MEMBER_LIST_COLUMNS = ("member_id", "model_id", "region", "top_category", "best_hour", "entries")
+
+
+def member_list(conn: Connection, member_id: str) -> dict[str, Any] | None:
+    """The member's published list and serving facts (a keyed read on the driver's cursor:
+    every served list starts with it)."""
+    row = rawsql.fetchone(
+        conn,
+        f"SELECT {', '.join(_MEMBER_LIST_COLUMNS)} FROM member_recommendations "
+        "WHERE member_id = :member_id",
+        {"member_id": member_id},
+    )
+    return None if row is None else dict(zip(_MEMBER_LIST_COLUMNS, row, strict=True))
 
 
 def member_lists(conn: Connection, *, after: str | None, limit: int) -> Sequence[RowMapping]:
