@@ -163,11 +163,12 @@ def test_money_budget_is_never_exceeded_and_freed_by_a_full_refund(conn: Connect
     ids = [_one(conn, "money", m, key="money") for m in ("m1", "m2", "m3")]
     orders.place(conn, program, order("o1", "m1", coupons=[ids[0]]), at=T0)
     orders.place(conn, program, order("o2", "m2", coupons=[ids[1]]), at=T0)
-    with pytest.raises(BudgetExhausted):
+    # A refusal rolls back the whole order, as the API's unit of work does (a savepoint here).
+    with pytest.raises(BudgetExhausted), conn.begin_nested():
         orders.place(conn, program, order("o3", "m3", coupons=[ids[2]]), at=T0)
     orders.refund(conn, program, "o1", RefundIn(refund_id="r1", full=True), at=T0)
-    placed, _ = orders.place(conn, program, order("o3", "m3", coupons=[ids[2]]), at=T0)
-    assert placed.coupon_discount == 1000
+    placed, created = orders.place(conn, program, order("o3", "m3", coupons=[ids[2]]), at=T0)
+    assert placed.coupon_discount == 1000 and created
     [t] = [t for t in coupons.templates(conn, program) if t.name == "money"]
     assert (t.redeemed, t.redeemed_money) == (2, 2000)
 

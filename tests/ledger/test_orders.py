@@ -6,15 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, select
 
 from memberwise.kit.db import transaction
-from memberwise.ledger import coupons, orders, points
+from memberwise.ledger import coupons, orders, points, repository
 from memberwise.ledger.schemas import RefundIn
 from memberwise.ledger.service import (
+    CouponAlreadyRedeemed,
     InsufficientPoints,
     MemberUnknown,
     OrderExists,
@@ -70,6 +72,31 @@ def test_points_pay_up_to_the_share_and_earn_only_on_money(conn: Connection) -> 
         "debt": 0,
     }
     check_invariants(conn)
+
+
+def test_a_coupon_lost_to_a_concurrent_order_stops_the_writes_before_the_points(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a coupon that another order has used since this one read it (a stale read)
+    program = make_program()
+    add_members(conn, "m1")
+    _seed(conn, "m1", 1000)
+    coupon = coupons.issue(conn, program, "ten_off", ["m1"], key="k", at=T0).coupons[0]
+    orders.place(conn, program, order("o1", coupons=[coupon.coupon_id]), at=T0)
+    before = points.balance_of(conn, "m1")
+    read = repository.fast_prefetch
+
+    def stale(*args: Any) -> tuple[bool, bool, dict[str, Any] | None]:
+        exists, known, row = read(*args)
+        assert row is not None
+        return exists, known, {**row, "status": "issued"}
+
+    monkeypatch.setattr(repository, "fast_prefetch", stale)
+    # When an order pays with it and with points, then it is refused at the coupon's guarded
+    # write, and the points' write after it was never made
+    with pytest.raises(CouponAlreadyRedeemed):
+        orders.place(conn, program, order("o2", coupons=[coupon.coupon_id], points=100), at=T0)
+    assert points.balance_of(conn, "m1") == before
 
 
 def test_partial_refunds_take_back_points_pro_rata_and_add_up_to_the_whole(

@@ -7,6 +7,7 @@ store. Only portable SQL is used; dialect differences stay in this module.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy import (
     or_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
@@ -61,7 +63,30 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    engine = create_engine(url, pool_size=10, max_overflow=20, **kwargs)
+
+    # Pessimistic disconnect handling, but a connection back in the pool for under
+    # PING_AFTER_IDLE seconds is handed out unpinged (HikariCP's aliveBypassWindowMs): it was
+    # just seen working, and under load a ping is one more round trip on every transaction.
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("checked_in", 0.0) < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError() from exc  # the pool replaces the connection
+
+    event.listen(engine, "checkin", _checked_in)
+    return engine
+
+
+#: See :func:`make_engine`.
+PING_AFTER_IDLE = 1.0
+
+
+def _checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["checked_in"] = time.monotonic()
 
 
 @contextmanager

@@ -15,8 +15,8 @@ is one issued instance, owned by one member. Guarantees, each one guarded UPDATE
   the same key finds the coupons and issues nothing more.
 
 :func:`price` checks a member's chosen coupons against a cart without changing anything (the
-checkout quote uses it too); :func:`redeem` then marks them used inside the order's
-transaction.
+checkout quote uses it too); the order's transaction then marks them used
+(:func:`redemptions`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, RowMapping
@@ -335,30 +335,36 @@ def _check_state(row: Mapping[str, Any]) -> None:
         raise CouponNotApplicable(f"coupon {coupon_id!r} is not valid yet")
 
 
-def redeem(
-    conn: Connection, member_id: str, order_id: str, applied: Sequence[Applied], at: datetime
-) -> None:
-    """Mark priced coupons used by ``order_id`` and count their money budgets, exactly once.
+def redemptions(
+    applied: Sequence[Applied],
+) -> tuple[list[tuple[str, int]], list[tuple[str, int, int]]]:
+    """What redeeming priced coupons writes (``repository.fast_place`` writes it, exactly
+    once): each coupon marked used with the money it takes off, then each money budget counted
+    (template, money, cap). Lock order: coupons by id, then budgets by template (then the
+    member's balance)."""
+    marked = [
+        (a.coupon_id, a.goods + a.shipping) for a in sorted(applied, key=lambda a: a.coupon_id)
+    ]
+    counted = [
+        (a.template, a.goods + a.shipping, a.budget_money)
+        for a in sorted(applied, key=lambda a: a.template)
+        if a.budget_money is not None
+    ]
+    return marked, counted
 
-    Raises CouponAlreadyRedeemed / CouponExpired when a concurrent order got there first or the
-    coupon ended meanwhile, BudgetExhausted when the money budget would be passed; the caller's
-    transaction then rolls everything back.
-    """
-    # Lock order: coupons (by id), then budgets (by template), then the member's balance.
-    for a in sorted(applied, key=lambda a: a.coupon_id):
-        if not repository.fast_redeem_coupon(
-            conn, a.coupon_id, member_id, order_id, a.goods + a.shipping, at
-        ):
-            row = repository.fast_coupon(conn, a.coupon_id, at)
-            if row is None:  # pragma: no cover - priced in this transaction
-                raise CouponNotFound(f"the member has no coupon {a.coupon_id!r}")
-            _check_state(row)
-            raise CouponAlreadyRedeemed(f"coupon {a.coupon_id!r} has already been used")
-    for a in sorted(applied, key=lambda a: a.template):
-        if a.budget_money is not None and not repository.reserve_money(
-            conn, a.template, a.goods + a.shipping, a.budget_money
-        ):
-            raise BudgetExhausted(f"coupon template {a.template!r} has no money budget left")
+
+def refuse_redemption(conn: Connection, step: str, key: str, at: datetime) -> NoReturn:
+    """Raise the refusal for a redemption that did not pass (``repository.fast_place``'s
+    answer): CouponAlreadyRedeemed / CouponExpired when a concurrent order got there first or
+    the coupon ended meanwhile, BudgetExhausted when the money budget would be passed. The
+    caller's transaction then rolls everything back."""
+    if step == "budget":
+        raise BudgetExhausted(f"coupon template {key!r} has no money budget left")
+    row = repository.fast_coupon(conn, key, at)
+    if row is None:  # pragma: no cover - priced in this transaction
+        raise CouponNotFound(f"the member has no coupon {key!r}")
+    _check_state(row)
+    raise CouponAlreadyRedeemed(f"coupon {key!r} has already been used")
 
 
 def restore(conn: Connection, program: Program, order_id: str, at: datetime) -> list[str]:

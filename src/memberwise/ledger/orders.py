@@ -135,8 +135,8 @@ def place(
 
     Returns the order and whether it was created now (False: a replay). Raises OrderExists,
     MemberUnknown, InvalidOrder, PointsNotAllowed, InsufficientPoints and the coupon refusals
-    (see :func:`memberwise.ledger.coupons.price` and :func:`~memberwise.ledger.coupons.redeem`);
-    on any refusal nothing changes.
+    (see :func:`memberwise.ledger.coupons.price` and
+    :func:`~memberwise.ledger.coupons.refuse_redemption`); on any refusal nothing changes.
     """
     at = as_utc(order.placed_at or at or utcnow())
     digest = request_hash(order)
@@ -210,20 +210,24 @@ def place(
         "completed_at": None,
         "updated_at": at,
     }
-    # The order row is the first write: it serializes a concurrent duplicate of this order
-    # (PostgreSQL waits on the key; SQLite's write lock is taken here).
-    if not repository.fast_claim_order(conn, values):
-        found = repository.get_order(conn, order.order_id)
-        assert found is not None
-        return _replay(found, digest), False
-    coupons.redeem(conn, order.member_id, order.order_id, applied, at)
     member_id = order.member_id
     capped = settings.daily_cap is not None or settings.monthly_cap is not None
-    # One guarded statement spends the points and adds the pending ones (and locks the
-    # member's balance, after the coupons and budgets: the lock order).
-    if not repository.fast_spend_and_earn(
-        conn, member_id, order.points, 0 if capped else earned, at
-    ):
+    marked, counted = coupons.redemptions(applied)
+    # The order row is the first write: it serializes a concurrent duplicate of this order
+    # (PostgreSQL waits on the key; SQLite's write lock is taken here). Then the coupons, the
+    # budgets, and one guarded statement that spends the points and adds the pending ones
+    # (and locks the member's balance, after the coupons and budgets: the lock order).
+    refused = repository.fast_place(
+        conn, values, marked, counted, order.points, 0 if capped else earned, at
+    )
+    if refused is not None:
+        step, key = refused
+        if step == "order":
+            found = repository.get_order(conn, order.order_id)
+            assert found is not None
+            return _replay(found, digest), False
+        if step != "points":
+            coupons.refuse_redemption(conn, step, key, at)
         have = repository.get_balance(conn, member_id)
         raise InsufficientPoints(
             f"the member has {0 if have is None else have['available']} points available, "

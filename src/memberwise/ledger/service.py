@@ -25,6 +25,7 @@ from memberwise.kit.db import transaction
 from memberwise.kit.errors import Conflict, InvalidRequest, MemberwiseError, NotFound
 from memberwise.kit.time import utcnow
 from memberwise.ledger import repository
+from memberwise.members import repository as members_repository
 from memberwise.program.schemas import Program
 
 T = TypeVar("T")
@@ -208,7 +209,7 @@ def needs_tier(program: Program) -> bool:
 
 def member_exists(conn: Connection, member_id: str) -> None:
     """Raises MemberUnknown when the platform never registered (nor sent events of) the member."""
-    if not repository.known_members(conn, [member_id]):
+    if not members_repository.exists(conn, member_id):
         raise MemberUnknown(f"no member {member_id!r}")
 
 
