@@ -127,6 +127,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Default MEMBERWISE_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Default MEMBERWISE_PORT.")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    access_log: Annotated[
+        bool,
+        typer.Option(help="Log every request (off behind a proxy that logs them: it costs CPU)."),
+    ] = True,
 ) -> None:
     """Serve the HTTP API (and its docs at /docs)."""
     settings = get_settings()
@@ -137,6 +141,7 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_level="info",
+        access_log=access_log,
     )
 
 
