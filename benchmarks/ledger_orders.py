@@ -6,9 +6,9 @@ one transaction per order).
     python benchmarks/ledger_orders.py postgres \\
         --url postgresql+psycopg://postgres@127.0.0.1:55450/postgres --clients 4
 
-The program has a tier multiplier, so each order also looks the member's tier up (the
-membership service, as the endpoint does); ``BENCH_TIERS=0`` benchmarks a program without tier
-rules (no lookup).
+The program has a tier multiplier, so each order also asks the member's tier (the membership
+domain's statement, within the order's first read, as the endpoint does); ``BENCH_TIERS=0``
+benchmarks a program without tier rules (no lookup).
 
 SQLite (WAL, synchronous=NORMAL, the store's defaults): one writer, ``--runs`` batches of
 ``--orders`` orders; prints each batch's orders/s and the median.
@@ -39,7 +39,7 @@ from sqlalchemy import Engine, make_url, text
 
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.time import utcnow
-from memberwise.ledger import coupons, orders, points
+from memberwise.ledger import benefits, coupons, orders, points
 from memberwise.ledger import service as ledger
 from memberwise.ledger.schemas import OrderIn, OrderItem
 from memberwise.members.repository import insert_seen
@@ -108,13 +108,11 @@ def place_orders(engine: Engine, plan: list[tuple[str, str, str]]) -> int:
 
         def work(conn: Any, body: OrderIn = body) -> Any:
             at = utcnow()
-            # As POST /v1/orders does: the tier is looked up when the program has tier rules.
-            tier = (
-                ledger.member_tier(conn, PROGRAM, body.member_id, at)
-                if ledger.needs_tier(PROGRAM)
-                else None
-            )
-            return orders.place(conn, PROGRAM, body, tier=tier, at=at)
+            # As POST /v1/orders does: the points-multiplier benefit (no read: this program
+            # grants none), and the tier within the order's first read when tiers matter.
+            bonus = benefits.points_bonus(conn, PROGRAM, body.member_id, at)
+            lookup = ledger.needs_tier(PROGRAM)
+            return orders.place(conn, PROGRAM, body, lookup_tier=lookup, bonus=bonus, at=at)
 
         out, created = ledger.write(engine, work)
         assert created and out.coupon_discount == 1000 and out.points_used == POINTS_PER_ORDER

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, insert, select
 
 from memberwise.kit.db import transaction
 from memberwise.ledger import coupons, orders, points, repository
@@ -25,6 +25,7 @@ from memberwise.ledger.service import (
     RefundExists,
     RefundTooLarge,
 )
+from memberwise.membership.tables import member_tiers
 from memberwise.privacy.schemas import Role
 from memberwise.privacy.tables import audit_log
 from memberwise.runtime import Runtime
@@ -86,10 +87,10 @@ def test_a_coupon_lost_to_a_concurrent_order_stops_the_writes_before_the_points(
     before = points.balance_of(conn, "m1")
     read = repository.fast_prefetch
 
-    def stale(*args: Any) -> tuple[bool, bool, dict[str, Any] | None]:
-        exists, known, row = read(*args)
+    def stale(*args: Any, **kwargs: Any) -> tuple[bool, bool, dict[str, Any] | None, str | None]:
+        exists, known, row, tier = read(*args, **kwargs)
         assert row is not None
-        return exists, known, {**row, "status": "issued"}
+        return exists, known, {**row, "status": "issued"}, tier
 
     monkeypatch.setattr(repository, "fast_prefetch", stale)
     # When an order pays with it and with points, then it is refused at the coupon's guarded
@@ -384,3 +385,24 @@ def test_a_points_multiplier_benefit_multiplies_what_an_order_earns() -> None:
         bonus=Decimal(2),
     )
     assert (plain, doubled) == (123, 246)
+
+
+def test_an_order_asks_the_members_tier_in_its_first_read(conn: Connection) -> None:
+    program = make_program()  # gold earns twice the points
+    add_members(conn, "m1", "m2")
+    conn.execute(
+        insert(member_tiers).values(
+            member_id="m1",
+            tier="gold",
+            source="manual",
+            since=T0,
+            until=None,
+            score=0,
+            details="{}",
+            updated_at=T0,
+        )
+    )
+    gold, _ = orders.place(conn, program, order("o1", "m1"), lookup_tier=True, at=T0)
+    plain, _ = orders.place(conn, program, order("o2", "m2"), lookup_tier=True, at=T0)
+    told, _ = orders.place(conn, program, order("o3", "m2"), tier="gold", at=T0)
+    assert (gold.points_earned, plain.points_earned, told.points_earned) == (200, 100, 200)

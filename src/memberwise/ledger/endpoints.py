@@ -81,13 +81,11 @@ def place_order(body: OrderIn, response: Response, rt: RuntimeDep, principal: Pl
 
     def work(conn: Connection) -> tuple[OrderOut, bool]:
         at = body.placed_at or utcnow()
-        tier = (
-            ledger.member_tier(conn, program, body.member_id, at)
-            if ledger.needs_tier(program)
-            else None
-        )
         bonus = benefits.points_bonus(conn, program, body.member_id, at)
-        return orders.place(conn, program, body, tier=tier, bonus=bonus, at=at, actor=principal)
+        lookup = ledger.needs_tier(program)
+        return orders.place(
+            conn, program, body, lookup_tier=lookup, bonus=bonus, at=at, actor=principal
+        )
 
     out, created = ledger.write(rt.engine, work)
     if not created:

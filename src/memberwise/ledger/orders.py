@@ -56,6 +56,7 @@ from memberwise.ledger.service import (
     request_hash,
 )
 from memberwise.ledger.settings import PointsSettings, RefundShortfall
+from memberwise.membership import service as membership
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal
 from memberwise.program.schemas import Program
@@ -127,11 +128,15 @@ def place(
     order: OrderIn,
     *,
     tier: str | None = None,
+    lookup_tier: bool = False,
     bonus: Decimal = Decimal(1),
     at: datetime | None = None,
     actor: Principal = SYSTEM,
 ) -> tuple[OrderOut, bool]:
     """Place an order: redeem its coupons and points, credit the points it earns (pending).
+
+    ``lookup_tier`` asks the membership domain for the member's tier within the order's first
+    read (instead of ``tier``): what the API does when the program's rules depend on tiers.
 
     Returns the order and whether it was created now (False: a replay). Raises OrderExists,
     MemberUnknown, InvalidOrder, PointsNotAllowed, InsufficientPoints and the coupon refusals
@@ -141,9 +146,16 @@ def place(
     at = as_utc(order.placed_at or at or utcnow())
     digest = request_hash(order)
     first = order.coupon_ids[0] if order.coupon_ids else None
-    exists, known, coupon = repository.fast_prefetch(
-        conn, order.order_id, order.member_id, first, at
+    exists, known, coupon, found_tier = repository.fast_prefetch(
+        conn,
+        order.order_id,
+        order.member_id,
+        first,
+        at,
+        tier_query=membership.TIER_QUERY if lookup_tier else None,
     )
+    if lookup_tier:
+        tier = found_tier
     if exists:
         found = repository.get_order(conn, order.order_id)
         assert found is not None

@@ -614,17 +614,24 @@ _COUPON_KEYS = ("coupon_id", "member_id", "template", "status", "started", "vali
 
 
 def fast_prefetch(
-    conn: Connection, order_id: str, member_id: str, coupon_id: str | None, at: datetime
-) -> tuple[bool, bool, dict[str, Any] | None]:
-    """In one round trip: whether the order exists, whether the member does, and the order's
-    (first) coupon as :func:`fast_coupon` reads it."""
+    conn: Connection,
+    order_id: str,
+    member_id: str,
+    coupon_id: str | None,
+    at: datetime,
+    tier_query: str | None = None,
+) -> tuple[bool, bool, dict[str, Any] | None, str | None]:
+    """In one round trip: whether the order exists, whether the member does, the order's
+    (first) coupon as :func:`fast_coupon` reads it, and the result of ``tier_query`` (the
+    membership domain's statement of ``:member_id``; None when not given)."""
+    tier = f"({tier_query})" if tier_query else "NULL"
     row = rawsql.execute(
         conn,
         "SELECT (SELECT COUNT(*) FROM orders WHERE order_id = :order_id), "
         "(SELECT COUNT(*) FROM members WHERE member_id = :member_id), "
         "c.coupon_id, c.member_id, c.template, c.status, "
         "CASE WHEN c.valid_from <= :at THEN 1 ELSE 0 END, "
-        "CASE WHEN c.valid_until > :at THEN 1 ELSE 0 END "
+        f"CASE WHEN c.valid_until > :at THEN 1 ELSE 0 END, {tier} "
         "FROM (SELECT 1 AS one) AS x LEFT JOIN coupons AS c ON c.coupon_id = :coupon_id",
         {
             "order_id": order_id,
@@ -633,8 +640,8 @@ def fast_prefetch(
             "at": rawsql.stamp(conn, at),
         },
     ).fetchone()
-    coupon = dict(zip(_COUPON_KEYS, row[2:], strict=True)) if row[2] is not None else None
-    return bool(row[0]), bool(row[1]), coupon
+    coupon = dict(zip(_COUPON_KEYS, row[2:8], strict=True)) if row[2] is not None else None
+    return bool(row[0]), bool(row[1]), coupon, None if row[8] is None else str(row[8])
 
 
 def _insert_rows(

@@ -122,12 +122,14 @@ def insert_history(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(insert(tier_history), rows)
 
 
+#: The member's tier as one keyed statement of ``:member_id`` (kit.rawsql style).
+TIER_SQL = "SELECT tier FROM member_tiers WHERE member_id = :member_id"
+
+
 def tier_name(conn: Connection, member_id: str) -> str | None:
     """The member's tier (on the driver's cursor: the order path and every benefits read ask
     it, and a SQLAlchemy statement cost five times as much)."""
-    row = rawsql.fetchone(
-        conn, "SELECT tier FROM member_tiers WHERE member_id = :member_id", {"member_id": member_id}
-    )
+    row = rawsql.fetchone(conn, TIER_SQL, {"member_id": member_id})
     return None if row is None else str(row[0])
 
 
