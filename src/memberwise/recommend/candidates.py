@@ -373,24 +373,25 @@ class AlsSource(Source):
 
         mat = data.matrix()
         mat.data = np.log1p(mat.data).astype(np.float32)
-        model = AlternatingLeastSquares(
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            iterations=iterations,
-            random_state=self.seed,
-            num_threads=self.threads,
-            calculate_training_loss=False,
-        )
-        if (
-            start is not None
-            and start.user_factors.shape == (data.n_members, self.factors)
-            and start.item_factors.shape == (data.n_items, self.factors)
-        ):
-            model.user_factors = start.user_factors.copy()
-            model.item_factors = start.item_factors.copy()
-        # implicit parallelizes itself; a BLAS thread pool underneath only oversubscribes.
+        # implicit parallelizes itself; a BLAS thread pool underneath only oversubscribes (and
+        # implicit warns about it when the model is made, so the limit covers that too).
         with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=iterations,
+                random_state=self.seed,
+                num_threads=self.threads,
+                calculate_training_loss=False,
+            )
+            if (
+                start is not None
+                and start.user_factors.shape == (data.n_members, self.factors)
+                and start.item_factors.shape == (data.n_items, self.factors)
+            ):
+                model.user_factors = start.user_factors.copy()
+                model.item_factors = start.item_factors.copy()
             model.fit(mat.tocsr(), show_progress=False)
         self.user_factors = np.asarray(model.user_factors, np.float32)
         self.item_factors = np.asarray(model.item_factors, np.float32)
