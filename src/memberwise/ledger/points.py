@@ -32,6 +32,7 @@ refund (default) or a debt that the next points to become available repay.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -391,29 +392,37 @@ def mature_order(
     return _mature_member(conn, member_id, lots, at, actor, f"mature:{order_id}:{new_id()}")
 
 
+def _due_members(
+    conn: Connection, status: str, column: str, at: datetime, batch: int
+) -> Iterator[str]:
+    """Each member with a ``status`` lot whose ``column`` has passed, once, locked, read a
+    batch of due lots at a time (the caller settles the member's lots before the next read)."""
+    done: set[str] = set()
+    while True:
+        due = repository.due_lots(conn, status=status, column=column, at=at, limit=batch)
+        members = sorted({d["member_id"] for d in due} - done)
+        if not members:
+            return
+        for member_id in members:
+            done.add(member_id)
+            repository.lock_balance(conn, member_id, at)
+            yield member_id
+
+
 def mature_due(
     conn: Connection, *, at: datetime | None = None, actor: Principal = SYSTEM, batch: int = 1000
 ) -> int:
     """Make every pending lot whose return window has passed available; the points moved."""
     at = as_utc(at or utcnow())
     moved = 0
-    done: set[str] = set()
-    while True:
-        due = repository.due_lots(conn, status="pending", column="available_at", at=at, limit=batch)
-        members = sorted({d["member_id"] for d in due} - done)
-        if not members:
-            return moved
-        for member_id in members:
-            repository.lock_balance(conn, member_id, at)
-            lots = [
-                lot
-                for lot in repository.lots_of(conn, member_id, ["pending"])
-                if as_utc(lot["available_at"]) <= at
-            ]
-            moved += _mature_member(
-                conn, member_id, lots, at, actor, f"mature:{member_id}:{new_id()}"
-            )
-            done.add(member_id)
+    for member_id in _due_members(conn, "pending", "available_at", at, batch):
+        lots = [
+            lot
+            for lot in repository.lots_of(conn, member_id, ["pending"])
+            if as_utc(lot["available_at"]) <= at
+        ]
+        moved += _mature_member(conn, member_id, lots, at, actor, f"mature:{member_id}:{new_id()}")
+    return moved
 
 
 def expire_due(
@@ -422,57 +431,50 @@ def expire_due(
     """Expire what is left of every available lot past its expiry (FIFO by lot); the points."""
     at = as_utc(at or utcnow())
     expired = 0
-    done: set[str] = set()
-    while True:
-        due = repository.due_lots(conn, status="available", column="expires_at", at=at, limit=batch)
-        members = sorted({d["member_id"] for d in due} - done)
-        if not members:
-            return expired
-        for member_id in members:
-            done.add(member_id)
-            repository.lock_balance(conn, member_id, at)
-            lots = [
-                lot
-                for lot in repository.lots_of(conn, member_id, ["available"])
-                if lot["expires_at"] is not None and as_utc(lot["expires_at"]) <= at
-            ]
-            total = sum(int(lot["remaining"]) for lot in lots)
-            # Every lot past expiry is settled, the spent-out ones too (they leave the due list).
-            repository.expire_lots(conn, member_id, at)
-            if total == 0:
-                continue
-            repository.change_balance(conn, member_id, at, available=-total)
-            entry = entry_row(
-                member_id,
-                EntryKind.expire,
-                f"expire:{member_id}:{new_id()}",
-                at,
-                actor,
-                available=-total,
-            )
-            repository.insert_entries(conn, [entry])
-            repository.insert_allocations(
-                conn,
-                [
-                    {
-                        "entry_id": entry["entry_id"],
-                        "lot_id": lot["lot_id"],
-                        "member_id": member_id,
-                        "points": int(lot["remaining"]),
-                    }
-                    for lot in lots
-                ],
-            )
-            privacy.audit(
-                conn,
-                actor,
-                "points.expire",
-                "points_entry",
-                entry["entry_id"],
-                member_id=member_id,
-                details={"points": total},
-            )
-            expired += total
+    for member_id in _due_members(conn, "available", "expires_at", at, batch):
+        lots = [
+            lot
+            for lot in repository.lots_of(conn, member_id, ["available"])
+            if lot["expires_at"] is not None and as_utc(lot["expires_at"]) <= at
+        ]
+        total = sum(int(lot["remaining"]) for lot in lots)
+        # Every lot past expiry is settled, the spent-out ones too (they leave the due list).
+        repository.expire_lots(conn, member_id, at)
+        if total == 0:
+            continue
+        repository.change_balance(conn, member_id, at, available=-total)
+        entry = entry_row(
+            member_id,
+            EntryKind.expire,
+            f"expire:{member_id}:{new_id()}",
+            at,
+            actor,
+            available=-total,
+        )
+        repository.insert_entries(conn, [entry])
+        repository.insert_allocations(
+            conn,
+            [
+                {
+                    "entry_id": entry["entry_id"],
+                    "lot_id": lot["lot_id"],
+                    "member_id": member_id,
+                    "points": int(lot["remaining"]),
+                }
+                for lot in lots
+            ],
+        )
+        privacy.audit(
+            conn,
+            actor,
+            "points.expire",
+            "points_entry",
+            entry["entry_id"],
+            member_id=member_id,
+            details={"points": total},
+        )
+        expired += total
+    return expired
 
 
 # -- refunds ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, Table, bindparam, delete, insert, select, update
 
 from memberwise.kit import rawsql
 from memberwise.kit.db import string_values, upsert
@@ -151,25 +151,23 @@ def retire_others(conn: Connection, model_id: str) -> None:
 # --- published lists --------------------------------------------------------------------------
 
 
-def replace_member_lists(conn: Connection, rows: Iterator[list[dict[str, Any]]]) -> int:
-    """Replace every member's list with ``rows`` (given in batches); how many were written."""
-    conn.execute(delete(member_recommendations))
+def _replace(conn: Connection, table: Table, rows: Iterator[list[dict[str, Any]]]) -> int:
+    """Replace every row of ``table`` with ``rows`` (given in batches); how many were written."""
+    conn.execute(delete(table))
     written = 0
     for batch in rows:
         if batch:
-            conn.execute(insert(member_recommendations), batch)
+            conn.execute(insert(table), batch)
             written += len(batch)
     return written
+
+
+def replace_member_lists(conn: Connection, rows: Iterator[list[dict[str, Any]]]) -> int:
+    return _replace(conn, member_recommendations, rows)
 
 
 def replace_similar(conn: Connection, rows: Iterator[list[dict[str, Any]]]) -> int:
-    conn.execute(delete(similar_items))
-    written = 0
-    for batch in rows:
-        if batch:
-            conn.execute(insert(similar_items), batch)
-            written += len(batch)
-    return written
+    return _replace(conn, similar_items, rows)
 
 
 def replace_fallbacks(conn: Connection, rows: list[dict[str, Any]]) -> None:
