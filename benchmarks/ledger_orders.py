@@ -39,7 +39,7 @@ from sqlalchemy import Engine, make_url, text
 
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.time import utcnow
-from memberwise.ledger import benefits, coupons, orders, points
+from memberwise.ledger import coupons, orders, points
 from memberwise.ledger import service as ledger
 from memberwise.ledger.schemas import OrderIn, OrderItem
 from memberwise.members.repository import insert_seen
@@ -107,12 +107,7 @@ def place_orders(engine: Engine, plan: list[tuple[str, str, str]]) -> int:
         )
 
         def work(conn: Any, body: OrderIn = body) -> Any:
-            at = utcnow()
-            # As POST /v1/orders does: the points-multiplier benefit (no read: this program
-            # grants none), and the tier within the order's first read when tiers matter.
-            bonus = benefits.points_bonus(conn, PROGRAM, body.member_id, at)
-            lookup = ledger.needs_tier(PROGRAM)
-            return orders.place(conn, PROGRAM, body, lookup_tier=lookup, bonus=bonus, at=at)
+            return orders.place_now(conn, PROGRAM, body)  # as POST /v1/orders does
 
         out, created = ledger.write(engine, work)
         assert created and out.coupon_discount == 1000 and out.points_used == POINTS_PER_ORDER

@@ -16,8 +16,7 @@ from sqlalchemy import Connection
 
 from memberwise.kit.db import transaction
 from memberwise.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
-from memberwise.kit.time import utcnow
-from memberwise.ledger import benefits, coupons, orders, points
+from memberwise.ledger import coupons, orders, points
 from memberwise.ledger import service as ledger
 from memberwise.ledger.schemas import (
     AdjustmentIn,
@@ -78,16 +77,9 @@ def _program(rt: Runtime) -> Program:
 )
 def place_order(body: OrderIn, response: Response, rt: RuntimeDep, principal: Platform) -> OrderOut:
     program = _program(rt)
-
-    def work(conn: Connection) -> tuple[OrderOut, bool]:
-        at = body.placed_at or utcnow()
-        bonus = benefits.points_bonus(conn, program, body.member_id, at)
-        lookup = ledger.needs_tier(program)
-        return orders.place(
-            conn, program, body, lookup_tier=lookup, bonus=bonus, at=at, actor=principal
-        )
-
-    out, created = ledger.write(rt.engine, work)
+    out, created = ledger.write(
+        rt.engine, lambda conn: orders.place_now(conn, program, body, actor=principal)
+    )
     if not created:
         response.status_code = 200
     return out

@@ -32,7 +32,7 @@ from sqlalchemy import Connection, RowMapping
 
 from memberwise.kit.ids import new_id
 from memberwise.kit.time import as_utc, utcnow
-from memberwise.ledger import coupons, points, repository
+from memberwise.ledger import benefits, coupons, points, repository
 from memberwise.ledger.schemas import (
     EntryKind,
     LotStatus,
@@ -53,6 +53,7 @@ from memberwise.ledger.service import (
     PointsNotAllowed,
     RefundExists,
     RefundTooLarge,
+    needs_tier,
     request_hash,
 )
 from memberwise.ledger.settings import PointsSettings, RefundShortfall
@@ -309,6 +310,18 @@ def place(
     spend_of = (member_id, entries[0]["entry_id"], order.points) if order.points else None
     repository.fast_write_tail(conn, entries, lot, audit, spend_of)
     return _out(values), True
+
+
+def place_now(
+    conn: Connection, program: Program, order: OrderIn, *, actor: Principal = SYSTEM
+) -> tuple[OrderOut, bool]:
+    """:func:`place` as ``POST /v1/orders`` does it: at the order's ``placed_at`` (or now), with
+    the member's points-multiplier benefit, and their tier (within the order's first read) when
+    the program's rules depend on tiers."""
+    at = as_utc(order.placed_at or utcnow())
+    bonus = benefits.points_bonus(conn, program, order.member_id, at)
+    lookup = needs_tier(program)
+    return place(conn, program, order, lookup_tier=lookup, bonus=bonus, at=at, actor=actor)
 
 
 def get(conn: Connection, order_id: str) -> OrderOut:
