@@ -22,16 +22,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, RowMapping, and_, func, select, update
+from sqlalchemy import Connection, RowMapping
 
-from memberwise.kit import rawsql
-from memberwise.kit.db import insert_ignore
 from memberwise.kit.errors import Conflict, Forbidden, MemberwiseError, NotFound
 from memberwise.kit.time import as_utc
-from memberwise.ledger import coupons
+from memberwise.ledger import coupons, repository
 from memberwise.ledger import service as ledger
-from memberwise.ledger.tables import benefit_counters, benefit_uses
-from memberwise.ledger.tables import coupons as coupons_table
 from memberwise.membership import service as membership
 from memberwise.membership.service import Entitlements
 from memberwise.privacy import service as privacy
@@ -180,16 +176,7 @@ def used_since(
     "full refund if no benefit was used" asks this."""
     if not benefits:
         return False
-    stmt = (
-        select(benefit_uses.c.use_id)
-        .where(
-            benefit_uses.c.member_id == member_id,
-            benefit_uses.c.benefit.in_(list(benefits)),
-            benefit_uses.c.created_at >= since,
-        )
-        .limit(1)
-    )
-    return conn.execute(stmt).first() is not None
+    return repository.benefit_used_since(conn, member_id, list(benefits), since)
 
 
 def points_bonus(conn: Connection, program: Program, member_id: str, at: datetime) -> Decimal:
@@ -213,103 +200,6 @@ def _held(program: Program, held: Collection[str], kind: type[AnyBenefit]) -> li
         for name in held
         if name in program.benefits and isinstance(program.benefits[name], kind)
     ]
-
-
-# -- queries (this file's own tables) ----------------------------------------------------------
-
-
-def _counter_used(conn: Connection, member_id: str, counter: str, period: str) -> int:
-    value = conn.execute(
-        select(benefit_counters.c.used).where(
-            benefit_counters.c.member_id == member_id,
-            benefit_counters.c.counter == counter,
-            benefit_counters.c.period == period,
-        )
-    ).scalar()
-    return int(value or 0)
-
-
-def _counters(conn: Connection, member_id: str) -> dict[tuple[str, str], int]:
-    """(counter, period) -> used, of every counter of the member (on the driver's cursor:
-    every benefits read asks it)."""
-    rows = rawsql.fetchall(
-        conn,
-        "SELECT counter, period, used FROM benefit_counters WHERE member_id = :member_id",
-        {"member_id": member_id},
-    )
-    return {(counter, period): int(used) for counter, period, used in rows}
-
-
-def _take(
-    conn: Connection, member_id: str, counter: str, period: str, n: int, limit: int, at: datetime
-) -> bool:
-    """Add ``n`` to a counter if it stays within ``limit``; False (and nothing changed) if not.
-
-    The check and the change are one statement, so two concurrent uses cannot both pass: on
-    PostgreSQL the second waits for the first's row lock and re-checks the new value; SQLite
-    has one writer at a time.
-    """
-    conn.execute(
-        insert_ignore(conn, benefit_counters).values(
-            member_id=member_id, counter=counter, period=period, used=0, updated_at=at
-        )
-    )
-    result = conn.execute(
-        update(benefit_counters)
-        .where(
-            benefit_counters.c.member_id == member_id,
-            benefit_counters.c.counter == counter,
-            benefit_counters.c.period == period,
-            benefit_counters.c.used + n <= limit,
-        )
-        .values(used=benefit_counters.c.used + n, updated_at=at)
-    )
-    return result.rowcount == 1
-
-
-def _give_back(
-    conn: Connection, member_id: str, counter: str, period: str, n: int, at: datetime
-) -> None:
-    conn.execute(
-        update(benefit_counters)
-        .where(
-            benefit_counters.c.member_id == member_id,
-            benefit_counters.c.counter == counter,
-            benefit_counters.c.period == period,
-        )
-        .values(used=benefit_counters.c.used - n, updated_at=at)
-    )
-
-
-def _unused_monthly(conn: Connection, member_id: str, benefit: str, month: str, count: int) -> int:
-    """This month's coupons of a monthly-coupons benefit the member has not used yet (all
-    ``count`` of them before they are issued)."""
-    key = f"monthly_coupons:{benefit}:{member_id}:{month}"
-    if _get_use(conn, key) is None:
-        return count
-    c = coupons_table.c
-    unused = conn.execute(
-        select(func.count()).where(
-            c.member_id == member_id,
-            c.status == "issued",
-            c.issue_key.startswith(f"benefit:{benefit}:{month}:", autoescape=True),
-        )
-    ).scalar_one()
-    return int(unused)
-
-
-def _get_use(conn: Connection, use_id: str) -> RowMapping | None:
-    return (
-        conn.execute(select(benefit_uses).where(benefit_uses.c.use_id == use_id)).mappings().first()
-    )
-
-
-def _insert_use(conn: Connection, **values: Any) -> bool:
-    """Record a use under its key; False when the key exists (a replay or a concurrent twin,
-    which PostgreSQL makes wait until the first commits)."""
-    # RETURNING, not rowcount: PostgreSQL drivers may report -1 for INSERT ... ON CONFLICT.
-    stmt = insert_ignore(conn, benefit_uses).values(**values).returning(benefit_uses.c.use_id)
-    return conn.execute(stmt).first() is not None
 
 
 def _use_out(row: RowMapping, remaining: int | None = None) -> BenefitUse:
@@ -353,17 +243,17 @@ def _record(
     """
     member_id, counter, period = use["member_id"], use["counter"], use["period"]
     amount = int(use["amount"])
-    if amount > limit or not _take(
+    if amount > limit or not repository.take_counter(
         conn, member_id, counter, period, amount, limit, use["created_at"]
     ):
         raise refuse()
-    if not _insert_use(conn, **use):
-        _give_back(conn, member_id, counter, period, amount, use["created_at"])
-        twin = _get_use(conn, use["use_id"])
+    if not repository.insert_use(conn, **use):
+        repository.give_back_counter(conn, member_id, counter, period, amount, use["created_at"])
+        twin = repository.get_use(conn, use["use_id"])
         assert twin is not None  # the key's row exists: insert_ignore found it
         _replay(twin, member_id, **same)
         return twin, False
-    row = _get_use(conn, use["use_id"])
+    row = repository.get_use(conn, use["use_id"])
     assert row is not None
     return row, True
 
@@ -375,7 +265,7 @@ def member_benefits(
     conn: Connection, program: Program, member_id: str, held: Sequence[str], at: datetime
 ) -> MemberBenefits:
     """Each benefit the member holds with what remains of it now (one keyed read)."""
-    used = _counters(conn, member_id)
+    used = repository.counters_of(conn, member_id)
     zone = program.display_timezone
     out: list[BenefitStatus] = []
     for name in dict.fromkeys(held):
@@ -393,7 +283,9 @@ def member_benefits(
             counter, period, limit = counted
             spent = used.get((counter, period.label), 0)
             if isinstance(benefit, MonthlyCoupons):
-                spent = limit - _unused_monthly(conn, member_id, name, period.label, limit)
+                spent = limit - repository.unused_monthly_coupons(
+                    conn, member_id, name, period.label, limit
+                )
             status.limit, status.used, status.remaining = limit, spent, max(limit - spent, 0)
             status.period = period.label or None
             status.resets_at = period.ends_at if period.label else None
@@ -437,7 +329,7 @@ def reserve_express_refund(
     IdempotencyKeyReused.
     """
     use_id = f"express_refund:{data.refund_id}"
-    existing = _get_use(conn, use_id)
+    existing = repository.get_use(conn, use_id)
     if existing is not None:
         _replay(existing, member_id, amount=data.amount)
         return _use_out(existing)
@@ -448,7 +340,7 @@ def reserve_express_refund(
     limit: int = benefit.credit_limit
 
     def refuse() -> MemberwiseError:
-        outstanding = _counter_used(conn, member_id, "express_refund", "")
+        outstanding = repository.counter_used(conn, member_id, "express_refund", "")
         return ExpressRefundCreditExceeded(
             f"an express refund of {data.amount} fen would exceed the credit: {outstanding} of "
             f"{limit} fen are outstanding until their returns arrive",
@@ -479,7 +371,7 @@ def reserve_express_refund(
             member_id=member_id,
             details={"amount": data.amount, "order_id": data.order_id, "limit": limit},
         )
-    return _use_out(row, limit - _counter_used(conn, member_id, "express_refund", ""))
+    return _use_out(row, limit - repository.counter_used(conn, member_id, "express_refund", ""))
 
 
 def restore_express_refund(
@@ -490,22 +382,12 @@ def restore_express_refund(
     Idempotent: restoring twice restores once. Raises ExpressRefundNotFound.
     """
     use_id = f"express_refund:{refund_id}"
-    done = conn.execute(
-        update(benefit_uses)
-        .where(
-            and_(
-                benefit_uses.c.use_id == use_id,
-                benefit_uses.c.member_id == member_id,
-                benefit_uses.c.status == "open",
-            )
-        )
-        .values(status="restored", settled_at=at)
-    )
-    row = _get_use(conn, use_id)
+    settled = repository.settle_use(conn, use_id, member_id, "restored", at)
+    row = repository.get_use(conn, use_id)
     if row is None or row["member_id"] != member_id:
         raise ExpressRefundNotFound(f"the member has no express refund {refund_id!r}")
-    if done.rowcount == 1:
-        _give_back(conn, member_id, "express_refund", "", int(row["amount"]), at)
+    if settled:
+        repository.give_back_counter(conn, member_id, "express_refund", "", int(row["amount"]), at)
         privacy.audit(
             conn,
             actor,
@@ -538,7 +420,7 @@ def use_return_card(
     IdempotencyKeyReused.
     """
     use_id = f"return_card:{data.use_id}"
-    existing = _get_use(conn, use_id)
+    existing = repository.get_use(conn, use_id)
     if existing is not None:
         _replay(existing, member_id, reference=data.order_id)
         return _use_out(existing)
@@ -583,7 +465,7 @@ def use_return_card(
             member_id=member_id,
             details={"period": period.label},
         )
-    used = _counter_used(conn, member_id, "return_cards", period.label)
+    used = repository.counter_used(conn, member_id, "return_cards", period.label)
     return _use_out(row, benefit.count - used)
 
 
@@ -603,7 +485,7 @@ def claim_partner_perk(
     period) or IdempotencyKeyReused.
     """
     use_id = f"partner_perk:{data.claim_id}"
-    existing = _get_use(conn, use_id)
+    existing = repository.get_use(conn, use_id)
     if existing is not None:
         _replay(existing, member_id, benefit=data.benefit)
         return _use_out(existing)
@@ -699,7 +581,7 @@ def issue_monthly_coupons(
     issued = 0
     for name, benefit in _held(program, held, MonthlyCoupons):
         key = f"monthly_coupons:{name}:{member_id}:{month}"
-        if not _insert_use(
+        if not repository.insert_use(
             conn,
             use_id=key,
             member_id=member_id,
