@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,11 +33,14 @@ from memberwise.ledger.benefits import (
     use_return_card,
 )
 from memberwise.ledger.tables import benefit_counters, benefit_uses, coupons
+from memberwise.membership import service as membership
+from memberwise.membership.schemas import TierGrant
 from memberwise.privacy.crypto import FieldCipher
 from memberwise.privacy.schemas import SYSTEM, Role
 from memberwise.program.benefits import benefit_problems
 from memberwise.program.schemas import Program
 from memberwise.program.service import ProgramError, parse_program
+from memberwise.runtime import Runtime
 from tests.members.factories import create_member
 
 PROGRAM = """
@@ -50,6 +54,11 @@ benefits:
   priority: {kind: priority_service, sla_minutes: 30}
 coupons:
   ten_off: {kind: amount_off, amount: 1000, valid_days: 31}
+tiers:
+  - {name: member}
+  - name: vip
+    manual: true
+    benefits: [express_refund, return_card, monthly_coupons, video, priority]
 """
 HELD = ["express_refund", "return_card", "monthly_coupons", "video", "priority"]
 AT = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)
@@ -362,21 +371,21 @@ Auth = Callable[[Role], dict[str, str]]
 
 
 @pytest.fixture
-def entitled(monkeypatch: pytest.MonkeyPatch, program: Program) -> None:
-    """The program above, with every member holding HELD (membership is another domain's)."""
+def api(client: TestClient, runtime: Runtime, program: Program, tmp_path: Path) -> TestClient:
+    """The API serving the program above, with member a1 granted the vip tier (HELD)."""
+    path = tmp_path / "program.yaml"
+    path.write_text(PROGRAM)
+    runtime.settings.program_file = path
+    with transaction(runtime.engine) as conn:
+        create_member(conn, FieldCipher(bytes(range(32))), "a1")
+        grant = TierGrant(tier="vip", reason="test")
+        membership.grant(conn, program, "a1", grant, actor=SYSTEM)
+    return client
 
-    class Held:
-        tier = None
-        plans = ()
-        benefits = tuple(HELD)
 
-    monkeypatch.setattr(benefits, "entitlements", lambda *args: Held())
-    monkeypatch.setattr(ledger, "current_program", lambda path: program)
-
-
-def test_routes_use_and_show_benefits(client: TestClient, auth: Auth, entitled: None) -> None:
+def test_routes_use_and_show_benefits(api: TestClient, auth: Auth) -> None:
+    client = api
     platform = auth(Role.platform)
-    assert client.post("/v1/members", json={"member_id": "a1"}, headers=platform).status_code == 201
     refund = {"refund_id": "rf1", "order_id": "o1", "amount": 300_000}
     url = "/v1/members/a1/benefits"
     first = client.post(f"{url}/express-refunds", json=refund, headers=platform)

@@ -14,7 +14,6 @@ from sqlalchemy import Engine, delete, func, select
 
 from memberwise.kit.db import transaction
 from memberwise.kit.lake import EventLake
-from memberwise.ledger import benefits
 from memberwise.ledger.demo_loader import load_demo
 from memberwise.ledger.tables import (
     benefit_counters,
@@ -30,8 +29,10 @@ from memberwise.ledger.tables import (
     points_entries,
     points_lots,
 )
-from memberwise.membership.service import Entitlements
+from memberwise.membership import service as membership
+from memberwise.membership.schemas import TierGrant
 from memberwise.privacy.crypto import FieldCipher
+from memberwise.privacy.schemas import SYSTEM
 from memberwise.privacy.tables import audit_log
 from memberwise.program.schemas import Program
 from memberwise.program.service import parse_program
@@ -46,11 +47,13 @@ benefits:
   monthly_coupons: {kind: monthly_coupons, template: ten_off, count: 8}
 coupons:
   ten_off: {kind: amount_off, amount: 1000, valid_days: 31}
+tiers:
+  - {name: member}
+  - {name: coupons, manual: true, benefits: [monthly_coupons]}
+  - {name: refunds, manual: true, benefits: [express_refund, return_card]}
 """
-HELD = {
-    "m1": ("monthly_coupons",),
-    "m2": ("express_refund", "return_card"),
-}
+#: The tier staff grant each member (and so the benefits they hold).
+TIERS = {"m1": "coupons", "m2": "refunds"}
 
 
 def _event(
@@ -112,21 +115,18 @@ def lake(tmp_path: Path) -> EventLake:
 
 
 @pytest.fixture
-def program(monkeypatch: pytest.MonkeyPatch) -> Program:
-    """The program, with m1 and m2 holding HELD (membership is another domain's)."""
-
-    def entitled(conn: Any, program: Program, member_id: str, at: datetime) -> Entitlements:
-        return Entitlements(tier=None, plans=(), benefits=HELD.get(member_id, ()))
-
-    monkeypatch.setattr(benefits, "entitlements", entitled)
+def program() -> Program:
     return parse_program(PROGRAM)
 
 
 @pytest.fixture
-def members(engine: Engine) -> None:
+def members(engine: Engine, program: Program) -> None:
+    """m1 and m2, each granted its tier in TIERS by staff."""
     with transaction(engine) as conn:
-        for member in ("m1", "m2"):
+        for member, tier in TIERS.items():
             create_member(conn, FieldCipher(bytes(range(32))), member)
+            grant = TierGrant(tier=tier, reason="test")
+            membership.grant(conn, program, member, grant, actor=SYSTEM)
 
 
 def _snapshot(engine: Engine) -> dict[str, Any]:
@@ -215,7 +215,9 @@ def _snapshot(engine: Engine) -> dict[str, Any]:
             "periods": rows(select(points_earn_periods)),
             "audit": rows(
                 select(audit_log.c.action, func.count())
+                # The ledgers' rows: not the members' registrations or tier grants.
                 .where(audit_log.c.action.not_like("member.%"))
+                .where(audit_log.c.action.not_like("tier.%"))
                 .group_by(audit_log.c.action)
             ),
         }
