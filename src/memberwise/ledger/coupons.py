@@ -37,9 +37,11 @@ from memberwise.ledger.schemas import (
     CouponOut,
     CouponStatus,
     EntryKind,
+    IssueIn,
     IssueOut,
     OrderItem,
     PointsChange,
+    RedemptionIn,
     RedemptionOut,
     TemplateOut,
 )
@@ -54,6 +56,8 @@ from memberwise.ledger.service import (
     MemberUnknown,
     NotForPoints,
     PerMemberLimit,
+    idempotent,
+    member_exists,
     member_tier,
 )
 from memberwise.ledger.settings import CouponKind, CouponTemplate
@@ -209,6 +213,23 @@ _MESSAGES = {
     PerMemberLimit.code: "the member already has as many {template!r} coupons as one member may",
     BudgetExhausted.code: "coupon template {template!r} has no budget left",
 }
+
+
+def issue_once(
+    conn: Connection, program: Program, data: IssueIn, key: str, *, actor: Principal = SYSTEM
+) -> IssueOut:
+    """An operator's issuance to members or a segment, once per ``Idempotency-Key``: a retry
+    gets the first answer. Raises :func:`issue`'s refusals."""
+
+    def work() -> IssueOut:
+        member_ids = (
+            segment_member_ids(conn, data.segment) if data.segment is not None else data.member_ids
+        )
+        return issue(conn, program, data.template, member_ids, key=f"operator:{key}", actor=actor)
+
+    out, _ = idempotent(conn, "coupons.issue", key, data, IssueOut, work)
+    assert isinstance(out, IssueOut)
+    return out
 
 
 def _refuse(
@@ -427,6 +448,37 @@ def buy(
         entry_id=entry_id, points=-tmpl.points_price, balance=points.balance_of(conn, member_id)
     )
     return RedemptionOut(change=change, coupon=out.coupons[0])
+
+
+def redeem_once(
+    conn: Connection,
+    program: Program,
+    member_id: str,
+    data: RedemptionIn,
+    key: str,
+    *,
+    actor: Principal = SYSTEM,
+) -> RedemptionOut:
+    """Spend points on a coupon sold for points (:func:`buy`) or on a gift, once per
+    ``Idempotency-Key``: a retry gets the first answer. Raises MemberUnknown and the
+    refusals of :func:`buy` and :func:`~memberwise.ledger.points.spend`."""
+    from memberwise.ledger import points
+
+    member_exists(conn, member_id)
+    entry_key = f"redeem:{member_id}:{key}"
+
+    def work() -> RedemptionOut:
+        if data.coupon_template is not None:
+            return buy(conn, program, member_id, data.coupon_template, key=entry_key, actor=actor)
+        assert data.points is not None
+        change = points.spend(
+            conn, member_id, data.points, reason=data.reason, key=entry_key, actor=actor
+        )
+        return RedemptionOut(change=change)
+
+    out, _ = idempotent(conn, f"points.redeem:{member_id}", key, data, RedemptionOut, work)
+    assert isinstance(out, RedemptionOut)
+    return out
 
 
 def segment_member_ids(conn: Connection, segment: str) -> list[str]:

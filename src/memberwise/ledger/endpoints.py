@@ -166,28 +166,10 @@ def adjust_points(
     principal: Staff,
 ) -> PointsChange:
     program = _program(rt)
-
-    def work(conn: Connection) -> PointsChange:
-        ledger.member_exists(conn, member_id)
-
-        def adjust() -> PointsChange:
-            return points.adjust(
-                conn,
-                program,
-                member_id,
-                body.points,
-                reason=body.reason,
-                key=f"adjust:{member_id}:{key}",
-                actor=principal,
-            )
-
-        out, _ = ledger.idempotent(
-            conn, f"points.adjust:{member_id}", key, body, PointsChange, adjust
-        )
-        assert isinstance(out, PointsChange)
-        return out
-
-    return ledger.write(rt.engine, work)
+    return ledger.write(
+        rt.engine,
+        lambda conn: points.adjust_once(conn, program, member_id, body, key, actor=principal),
+    )
 
 
 @router.post(
@@ -202,29 +184,10 @@ def redeem_points(
     principal: Platform,
 ) -> RedemptionOut:
     program = _program(rt)
-
-    def work(conn: Connection) -> RedemptionOut:
-        ledger.member_exists(conn, member_id)
-        entry_key = f"redeem:{member_id}:{key}"
-
-        def redeem() -> RedemptionOut:
-            if body.coupon_template is not None:
-                return coupons.buy(
-                    conn, program, member_id, body.coupon_template, key=entry_key, actor=principal
-                )
-            assert body.points is not None
-            change = points.spend(
-                conn, member_id, body.points, reason=body.reason, key=entry_key, actor=principal
-            )
-            return RedemptionOut(change=change)
-
-        out, _ = ledger.idempotent(
-            conn, f"points.redeem:{member_id}", key, body, RedemptionOut, redeem
-        )
-        assert isinstance(out, RedemptionOut)
-        return out
-
-    return ledger.write(rt.engine, work)
+    return ledger.write(
+        rt.engine,
+        lambda conn: coupons.redeem_once(conn, program, member_id, body, key, actor=principal),
+    )
 
 
 # -- coupons ----------------------------------------------------------------------------------
@@ -255,23 +218,9 @@ def issue_coupons(
     body: IssueIn, key: IdempotencyKey, rt: RuntimeDep, principal: Operator
 ) -> IssueOut:
     program = _program(rt)
-
-    def work(conn: Connection) -> IssueOut:
-        def issue() -> IssueOut:
-            member_ids = (
-                coupons.segment_member_ids(conn, body.segment)
-                if body.segment is not None
-                else body.member_ids
-            )
-            return coupons.issue(
-                conn, program, body.template, member_ids, key=f"operator:{key}", actor=principal
-            )
-
-        out, _ = ledger.idempotent(conn, "coupons.issue", key, body, IssueOut, issue)
-        assert isinstance(out, IssueOut)
-        return out
-
-    return ledger.write(rt.engine, work)
+    return ledger.write(
+        rt.engine, lambda conn: coupons.issue_once(conn, program, body, key, actor=principal)
+    )
 
 
 @router.get(

@@ -44,6 +44,7 @@ from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.ledger import repository
 from memberwise.ledger.schemas import (
+    AdjustmentIn,
     AwardKind,
     Balance,
     Entry,
@@ -57,6 +58,8 @@ from memberwise.ledger.service import (
     AwardNotConfigured,
     InsufficientPoints,
     NothingToAdjust,
+    idempotent,
+    member_exists,
 )
 from memberwise.ledger.settings import PointsSettings, day_key, month_key
 from memberwise.privacy import service as privacy
@@ -662,6 +665,35 @@ def adjust(
             actor=actor,
         )
     return PointsChange(entry_id=entry_id, points=points, balance=balance_of(conn, member_id))
+
+
+def adjust_once(
+    conn: Connection,
+    program: Program,
+    member_id: str,
+    data: AdjustmentIn,
+    key: str,
+    *,
+    actor: Principal = SYSTEM,
+) -> PointsChange:
+    """:func:`adjust` once per ``Idempotency-Key``: a retry gets the first answer. Raises
+    MemberUnknown and :func:`adjust`'s refusals."""
+    member_exists(conn, member_id)
+
+    def work() -> PointsChange:
+        return adjust(
+            conn,
+            program,
+            member_id,
+            data.points,
+            reason=data.reason,
+            key=f"adjust:{member_id}:{key}",
+            actor=actor,
+        )
+
+    out, _ = idempotent(conn, f"points.adjust:{member_id}", key, data, PointsChange, work)
+    assert isinstance(out, PointsChange)
+    return out
 
 
 def spend(
