@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from sqlalchemy import Engine
@@ -13,6 +14,9 @@ from memberwise.kit.db import make_engine
 from memberwise.kit.lake import EventLake
 from memberwise.privacy.crypto import FieldCipher
 from memberwise.privacy.service import KeyVerifier
+
+if TYPE_CHECKING:
+    from memberwise.program.schemas import Program
 
 
 @dataclass
@@ -37,6 +41,14 @@ class Runtime:
             cipher=FieldCipher(settings.pii_key_bytes),
             verifier=KeyVerifier(engine, ttl=settings.api_key_cache_seconds),
         )
+
+    def program(self) -> Program:
+        """The configured program (``MEMBERWISE_PROGRAM_FILE``, re-read only when the file
+        changes: a stat per call) or the built-in one: an operator's edit takes effect without
+        a restart, and a hot read does not parse YAML."""
+        from memberwise.program.service import current_program  # the program imports domains
+
+        return current_program(self.settings.program_file)
 
     def close(self) -> None:
         self.engine.dispose()

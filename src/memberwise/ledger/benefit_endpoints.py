@@ -1,9 +1,8 @@
 """HTTP routes of benefits and the checkout quote: parse, authorize, call one service function,
 return.
 
-The program is read from ``MEMBERWISE_PROGRAM_FILE`` once and again only when the file changes
-(``ledger.service.current_program``: a stat per request), so an operator's edit takes effect
-without a restart and a hot read does not parse YAML.
+The program is ``Runtime.program()``: read from ``MEMBERWISE_PROGRAM_FILE`` again only when the
+file changes.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from memberwise.ledger.benefits import (
 from memberwise.ledger.checkout import Quote, QuoteIn
 from memberwise.privacy.auth import Authorize
 from memberwise.privacy.schemas import Principal, Role
-from memberwise.program.schemas import Program
 from memberwise.runtime import Runtime, get_runtime
 
 router = APIRouter(prefix="/v1", tags=["benefits"])
@@ -41,11 +39,6 @@ Platform = Annotated[Principal, Depends(Authorize(Role.platform))]
 Issuer = Annotated[Principal, Depends(Authorize(Role.platform, Role.operator))]
 
 
-def current_program(rt: Runtime) -> Program:
-    """The configured program (re-read only when its file changes), or the built-in one."""
-    return ledger.current_program(rt.settings.program_file)
-
-
 @router.get(
     "/members/{member_id}/benefits",
     summary="The member's benefits (tier and plans) with what remains of each now",
@@ -56,7 +49,7 @@ async def get_benefits(member_id: str, rt: RuntimeDep, principal: Reader) -> Res
     # millisecond on the embedded store), cheaper than a hop to the thread pool, which under
     # load also fights the loop for the GIL. Serialized once here (the model was validated when
     # it was built) instead of validated again by FastAPI.
-    program = current_program(rt)
+    program = rt.program()
     with transaction(rt.engine) as conn:
         out = benefits.benefits_now(conn, program, member_id, utcnow())
     return Response(out.model_dump_json(), media_type="application/json")
@@ -70,7 +63,7 @@ async def get_benefits(member_id: str, rt: RuntimeDep, principal: Reader) -> Res
 def reserve_express_refund(
     member_id: str, body: ExpressRefundIn, rt: RuntimeDep, principal: Refunder
 ) -> BenefitUse:
-    program = current_program(rt)
+    program = rt.program()
     return ledger.write(
         rt.engine,
         lambda conn: benefits.express_refund(
@@ -101,7 +94,7 @@ def restore_express_refund(
 def use_return_card(
     member_id: str, body: ReturnCardIn, rt: RuntimeDep, principal: Platform
 ) -> BenefitUse:
-    program = current_program(rt)
+    program = rt.program()
     return ledger.write(
         rt.engine,
         lambda conn: benefits.return_card(
@@ -117,7 +110,7 @@ def use_return_card(
 def claim_partner_perk(
     member_id: str, body: PerkClaimIn, rt: RuntimeDep, principal: Platform
 ) -> BenefitUse:
-    program = current_program(rt)
+    program = rt.program()
     return ledger.write(
         rt.engine,
         lambda conn: benefits.partner_perk(
@@ -131,7 +124,7 @@ def claim_partner_perk(
     summary="Issue this month's coupons of the member's monthly-coupon benefits (idempotent)",
 )
 def issue_monthly_coupons(member_id: str, rt: RuntimeDep, principal: Issuer) -> dict[str, int]:
-    program = current_program(rt)
+    program = rt.program()
     issued = ledger.write(
         rt.engine,
         lambda conn: benefits.monthly_coupons(
@@ -147,6 +140,6 @@ def issue_monthly_coupons(member_id: str, rt: RuntimeDep, principal: Issuer) -> 
     "a cart (changes nothing)",
 )
 def quote(body: QuoteIn, rt: RuntimeDep, principal: Platform) -> Quote:
-    program = current_program(rt)
+    program = rt.program()
     with transaction(rt.engine) as conn:
         return checkout.quote(conn, program, body, at=utcnow())

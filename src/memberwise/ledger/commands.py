@@ -25,6 +25,7 @@ from memberwise.kit.time import as_utc, utcnow
 from memberwise.ledger import coupons, points
 from memberwise.ledger import service as ledger
 from memberwise.privacy.schemas import Principal, Role
+from memberwise.program.service import current_program
 
 points_app = typer.Typer(
     help="The points ledger: periodic run, a member's points.", no_args_is_help=True
@@ -111,7 +112,7 @@ def issue(
     if (segment is None) == (not member):
         raise typer.BadParameter("give --segment or --member")
     settings = get_settings()
-    program = ledger.current_program(settings.program_file)
+    program = current_program(settings.program_file)
     who = segment or ",".join(sorted(member or []))
     issue_key = key or f"cli:{template}:{who}:{utcnow():%Y-%m-%d}"
     engine = make_engine(settings.db_url)
@@ -149,7 +150,7 @@ def list_templates(
 ) -> None:
     """The program's coupon templates and how much of their budgets is used."""
     settings = get_settings()
-    program = ledger.current_program(program_file or settings.program_file)
+    program = current_program(program_file or settings.program_file)
     engine = make_engine(settings.db_url)
     try:
         with transaction(engine) as conn:

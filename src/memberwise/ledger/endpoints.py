@@ -37,7 +37,6 @@ from memberwise.ledger.schemas import (
 )
 from memberwise.privacy.auth import Authorize
 from memberwise.privacy.schemas import Principal, Role
-from memberwise.program.schemas import Program
 from memberwise.runtime import Runtime, get_runtime
 
 router = APIRouter(prefix="/v1", tags=["ledger"])
@@ -62,10 +61,6 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _program(rt: Runtime) -> Program:
-    return ledger.current_program(rt.settings.program_file)
-
-
 # -- orders -----------------------------------------------------------------------------------
 
 
@@ -76,7 +71,7 @@ def _program(rt: Runtime) -> Program:
     responses={200: {"description": "A replay: the order as first placed."}},
 )
 def place_order(body: OrderIn, response: Response, rt: RuntimeDep, principal: Platform) -> OrderOut:
-    program = _program(rt)
+    program = rt.program()
     out, created = ledger.write(
         rt.engine, lambda conn: orders.place_now(conn, program, body, actor=principal)
     )
@@ -100,7 +95,7 @@ def get_order(order_id: str, rt: RuntimeDep, principal: Reader) -> OrderOut:
 def refund_order(
     order_id: str, body: RefundIn, response: Response, rt: RuntimeDep, principal: Platform
 ) -> RefundOut:
-    program = _program(rt)
+    program = rt.program()
     out, created = ledger.write(
         rt.engine, lambda conn: orders.refund(conn, program, order_id, body, actor=principal)
     )
@@ -143,7 +138,7 @@ def get_points(
 def award_points(
     member_id: str, body: AwardIn, rt: RuntimeDep, principal: Platform
 ) -> PointsChange:
-    program = _program(rt)
+    program = rt.program()
 
     def work(conn: Connection) -> PointsChange:
         ledger.member_exists(conn, member_id)
@@ -165,7 +160,7 @@ def adjust_points(
     rt: RuntimeDep,
     principal: Staff,
 ) -> PointsChange:
-    program = _program(rt)
+    program = rt.program()
     return ledger.write(
         rt.engine,
         lambda conn: points.adjust_once(conn, program, member_id, body, key, actor=principal),
@@ -183,7 +178,7 @@ def redeem_points(
     rt: RuntimeDep,
     principal: Platform,
 ) -> RedemptionOut:
-    program = _program(rt)
+    program = rt.program()
     return ledger.write(
         rt.engine,
         lambda conn: coupons.redeem_once(conn, program, member_id, body, key, actor=principal),
@@ -217,7 +212,7 @@ def get_coupons(
 def issue_coupons(
     body: IssueIn, key: IdempotencyKey, rt: RuntimeDep, principal: Operator
 ) -> IssueOut:
-    program = _program(rt)
+    program = rt.program()
     return ledger.write(
         rt.engine, lambda conn: coupons.issue_once(conn, program, body, key, actor=principal)
     )
@@ -228,6 +223,6 @@ def issue_coupons(
     summary="The program's coupon templates with how much of their budgets is used",
 )
 def list_templates(rt: RuntimeDep, principal: Analyst) -> list[TemplateOut]:
-    program = _program(rt)
+    program = rt.program()
     with transaction(rt.engine) as conn:
         return coupons.templates(conn, program)

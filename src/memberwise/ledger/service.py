@@ -13,7 +13,6 @@ import hashlib
 import time
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -211,14 +210,6 @@ def member_exists(conn: Connection, member_id: str) -> None:
     """Raises MemberUnknown when the platform never registered (nor sent events of) the member."""
     if not members_repository.exists(conn, member_id):
         raise MemberUnknown(f"no member {member_id!r}")
-
-
-def current_program(program_file: Path | None) -> Program:
-    """The configured program, from the program service's one cache (re-read when the file
-    changes). Imported here: the program's schema imports the ledger's settings."""
-    from memberwise.program.service import current_program as cached
-
-    return cached(program_file)
 
 
 def refusal(exc: MemberwiseError) -> dict[str, Any]:

@@ -25,8 +25,6 @@ from memberwise.membership.schemas import (
 )
 from memberwise.privacy.auth import Authorize
 from memberwise.privacy.schemas import Principal, Role
-from memberwise.program.schemas import Program
-from memberwise.program.service import current_program
 from memberwise.runtime import Runtime, get_runtime
 
 router = APIRouter(prefix="/v1", tags=["membership"])
@@ -44,17 +42,13 @@ Operator = Annotated[Principal, Depends(Authorize(Role.operator))]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
-def _program(rt: Runtime) -> Program:
-    return current_program(rt.settings.program_file)
-
-
 @router.get(
     "/members/{member_id}/membership",
     summary="Tier, score with its parts, the next tier and what is missing, subscriptions",
 )
 def get_membership(member_id: str, rt: RuntimeDep, principal: Reader) -> MembershipOut:
     with transaction(rt.engine) as conn:
-        return service.membership(conn, _program(rt), member_id)
+        return service.membership(conn, rt.program(), member_id)
 
 
 @router.post(
@@ -65,7 +59,7 @@ def grant_tier(
     member_id: str, body: TierGrant, rt: RuntimeDep, principal: Operator
 ) -> MembershipOut:
     with transaction(rt.engine) as conn:
-        return service.grant(conn, _program(rt), member_id, body, actor=principal)
+        return service.grant(conn, rt.program(), member_id, body, actor=principal)
 
 
 @router.post(
@@ -83,7 +77,7 @@ def join(
     with transaction(rt.engine) as conn:
         return subscriptions.join(
             conn,
-            _program(rt),
+            rt.program(),
             member_id,
             body.plan,
             at=utcnow(),
@@ -96,7 +90,7 @@ def join(
 @router.get("/subscriptions/{subscription_id}", summary="A subscription with invoices and history")
 def get_subscription(subscription_id: str, rt: RuntimeDep, principal: Reader) -> SubscriptionOut:
     with transaction(rt.engine) as conn:
-        return subscriptions.view(conn, _program(rt), subscription_id, at=utcnow())
+        return subscriptions.view(conn, rt.program(), subscription_id, at=utcnow())
 
 
 @router.post(
@@ -108,7 +102,7 @@ def payment(
 ) -> JSONResponse:
     with transaction(rt.engine) as conn:
         status, answer = subscriptions.pay(
-            conn, _program(rt), subscription_id, body, at=utcnow(), actor=principal
+            conn, rt.program(), subscription_id, body, at=utcnow(), actor=principal
         )
     return JSONResponse(answer, status_code=status)
 
@@ -123,7 +117,7 @@ def cancel(
     with transaction(rt.engine) as conn:
         return subscriptions.cancel(
             conn,
-            _program(rt),
+            rt.program(),
             subscription_id,
             at=utcnow(),
             reason=body.reason,
@@ -146,13 +140,13 @@ def list_invitations(
 @router.post("/invitations/{invitation_id}/accept", summary="The member accepts the invitation")
 def accept(invitation_id: str, rt: RuntimeDep, principal: PlatformOrService) -> InvitationOut:
     with transaction(rt.engine) as conn:
-        return service.decide(conn, _program(rt), invitation_id, True, actor=principal)
+        return service.decide(conn, rt.program(), invitation_id, True, actor=principal)
 
 
 @router.post("/invitations/{invitation_id}/decline", summary="The member declines the invitation")
 def decline(invitation_id: str, rt: RuntimeDep, principal: PlatformOrService) -> InvitationOut:
     with transaction(rt.engine) as conn:
-        return service.decide(conn, _program(rt), invitation_id, False, actor=principal)
+        return service.decide(conn, rt.program(), invitation_id, False, actor=principal)
 
 
 @router.get("/managers/{staff_id}/members", summary="The members an account manager looks after")
