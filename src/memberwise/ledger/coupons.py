@@ -58,9 +58,9 @@ from memberwise.ledger.service import (
     PerMemberLimit,
     idempotent,
     member_exists,
-    member_tier,
 )
 from memberwise.ledger.settings import CouponKind, CouponTemplate
+from memberwise.membership import service as membership
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal
 from memberwise.program.schemas import Program
@@ -235,7 +235,7 @@ def issue_once(
 def _refuse(
     conn: Connection, program: Program, tmpl: CouponTemplate, member_id: str, at: datetime
 ) -> _Refusal | None:
-    if tmpl.tiers and member_tier(conn, program, member_id, at) not in tmpl.tiers:
+    if tmpl.tiers and membership.tier_of(conn, member_id) not in tmpl.tiers:
         return _Refusal(CouponNotApplicable.code)
     if tmpl.segments and not _segment_of(conn, member_id) & set(tmpl.segments):
         return _Refusal(CouponNotApplicable.code)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -191,13 +190,6 @@ def write(engine: Engine, work: Callable[[Connection], T]) -> T:
 
 
 # -- who the member is -----------------------------------------------------------------------------
-
-
-def member_tier(conn: Connection, program: Program, member_id: str, at: datetime) -> str | None:
-    """The member's tier (None without one), from the membership service: one keyed read."""
-    from memberwise.membership.service import tier_of
-
-    return tier_of(conn, member_id)
 
 
 def needs_tier(program: Program) -> bool:
