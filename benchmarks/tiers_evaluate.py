@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from memberwise.builds import BuildContext, BuildResult, builds_root, previous_builds
 from memberwise.config import Settings
-from memberwise.jobs.build import BuildContext, BuildResult, builds_root, previous_builds
 from memberwise.kit.db import transaction
 from memberwise.kit.warehouse import open_backend
 from memberwise.membership import stage

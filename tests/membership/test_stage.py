@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
 
-from memberwise.jobs.build import BuildContext, BuildResult
+from memberwise.builds import BuildContext, BuildResult
 from memberwise.kit.db import transaction
 from memberwise.kit.warehouse import open_backend
 from memberwise.ledger import orders

@@ -28,7 +28,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
+import memberwise.ledger  # noqa: F401  (registers the ledger's facts the tiers stage reads)
+from memberwise.builds import (
+    BuildContext,
+    BuildResult,
+    ProgressFn,
+    StageResult,
+    builds_root,
+    previous_builds,
+)
 from memberwise.config import Engine
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import InvalidRequest
@@ -118,40 +126,8 @@ class BuildError(InvalidRequest):
     code = "build_failed"
 
 
-@dataclass
-class StageResult:
-    name: str
-    seconds: float
-    rows: int
-
-
-@dataclass
-class BuildResult:
-    """What a build did: its id, directory, clock, counts and time per stage."""
-
-    build_id: str
-    directory: Path
-    as_of: datetime
-    engine: Engine
-    stages: list[StageResult] = field(default_factory=list)
-    members: int = 0
-    events_read: int = 0
-
-    @property
-    def seconds(self) -> float:
-        return sum(s.seconds for s in self.stages)
-
-
-#: Called as ``progress(stage, step, total)`` while a stage runs (the CLI draws bars with it).
-ProgressFn = Callable[[str, int, int], None]
-
-
 def _no_progress(stage: str, step: int, total: int) -> None:
     return None
-
-
-def builds_root(runtime: Runtime) -> Path:
-    return runtime.settings.home / "warehouse" / "builds"
 
 
 def new_build_id(now: datetime) -> str:
@@ -172,14 +148,6 @@ def resolve_stages(only: Sequence[str] | None) -> list[str]:
     return [s for s in STAGES if s in only]
 
 
-def previous_builds(root: Path) -> list[Path]:
-    """Earlier build directories with a ``build.json``, newest first."""
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and (p / "build.json").exists()]
-    return sorted(found, key=lambda p: p.name, reverse=True)
-
-
 def _write_table(path: Path, table: pa.Table, schema: pa.Schema) -> int:
     """Write an Arrow table atomically (temp name, fsync, rename); the number of rows."""
     tmp = path.with_name(f".tmp-{path.name}")
@@ -187,23 +155,6 @@ def _write_table(path: Path, table: pa.Table, schema: pa.Schema) -> int:
     fsync_file(tmp)
     os.replace(tmp, path)
     return int(table.num_rows)
-
-
-@dataclass
-class BuildContext:
-    runtime: Runtime
-    program: Program
-    con: ibis.BaseBackend
-    directory: Path
-    result: BuildResult
-    progress: ProgressFn
-    meta: dict[str, Any]
-
-    def path(self, name: str) -> Path:
-        return self.directory / name
-
-    def table(self, name: str) -> ir.Table:
-        return read_parquet(self.con, [self.path(name)])
 
 
 def stage_profiles(ctx: BuildContext) -> int:

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from memberwise.builds import BuildResult
 from memberwise.config import Engine, Settings
-from memberwise.jobs.build import STAGES, BuildError, BuildResult, run_build
+from memberwise.jobs.build import STAGES, BuildError, run_build
 from memberwise.kit.errors import InvalidRequest
 from memberwise.program.schemas import Program
 from memberwise.program.service import default_program, load_program

@@ -17,8 +17,6 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow.parquet as pq
 
-from memberwise.config import Engine
-
 BATCH_ROWS = 256 * 1024
 #: Spark settings for local mode on a small machine: few shuffle partitions (the default 200
 #: turns every small aggregate into 200 tasks), no UI, UTC sessions, Arrow transfers.
@@ -120,10 +118,10 @@ def write_parquet(con: ibis.BaseBackend, expr: ir.Table, path: Path) -> int:
 
 
 @contextmanager
-def open_backend(engine: Engine, *, temp_dir: Path | None = None) -> Iterator[ibis.BaseBackend]:
+def open_backend(engine: str, *, temp_dir: Path | None = None) -> Iterator[ibis.BaseBackend]:
     """The warehouse backend for ``engine``, closed afterwards (a Spark session is kept: its
     JVM takes seconds to start and other builds in the process reuse it)."""
-    if engine == Engine.spark:
+    if engine == "spark":  # config.Engine is a StrEnum: kit stays below config
         yield spark_backend()
         return
     con = duckdb_backend(temp_dir=temp_dir)

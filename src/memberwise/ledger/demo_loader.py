@@ -599,12 +599,11 @@ def describe(result: LoadResult) -> str:
 def load_demo_command() -> None:
     """Replay the lake's demo purchases and refunds through the ledgers (idempotent)."""
     from memberwise.config import get_settings
-    from memberwise.jobs.commands import program_for
     from memberwise.runtime import Runtime
 
     settings = get_settings()
     rt = Runtime.open(settings)
     try:
-        print(describe(load_demo(rt.engine, program_for(settings), rt.lake)))
+        print(describe(load_demo(rt.engine, rt.program(), rt.lake)))
     finally:
         rt.close()

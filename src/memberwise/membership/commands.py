@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from memberwise.builds import builds_root, previous_builds
 from memberwise.config import get_settings
-from memberwise.jobs.build import builds_root, previous_builds
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.time import utcnow

@@ -27,8 +27,7 @@ from sqlalchemy import Connection, Engine
 from memberwise.kit.lake import atomic_write_bytes
 from memberwise.kit.time import utcnow
 from memberwise.kit.warehouse import open_backend, read_parquet
-from memberwise.ledger import points as ledger_points
-from memberwise.membership import invitations, repository
+from memberwise.membership import invitations, ledger_facts, repository
 from memberwise.membership import service as membership_service
 from memberwise.membership.score import (
     PART_PREFIX,
@@ -50,7 +49,7 @@ from memberwise.program.membership import MEMBERSHIP_FIELDS, Anchor, Qualificati
 from memberwise.program.schemas import Program
 
 if TYPE_CHECKING:
-    from memberwise.jobs.build import BuildContext
+    from memberwise.builds import BuildContext
     from memberwise.runtime import Runtime
 
 TIERS_SCHEMA = pa.schema(
@@ -372,10 +371,10 @@ def points_metrics(
                     for m, s in zip(ids, state.since.tolist(), strict=True)
                     if s != NONE
                 }
-                earned = ledger_points.earned_since(conn, since)
+                earned = ledger_facts.ledger().earned_since(conn, since)
             else:
                 days = int(metric.removeprefix("points_").removesuffix("d"))
-                earned = ledger_points.earned_in_window(conn, as_of, days)
+                earned = ledger_facts.ledger().earned_in_window(conn, as_of, days)
             out[metric] = np.array([earned.get(m, 0) for m in ids], dtype=np.int64)
     return out
 

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, RowMapping
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.time import as_utc
-from memberwise.membership import repository
+from memberwise.membership import ledger_facts, repository
 from memberwise.membership.schemas import (
     CancelOut,
     InvoiceOut,
@@ -552,10 +552,8 @@ def cancel(
 
 def _benefit_used(conn: Connection, member_id: str, plan: Plan, paid: RowMapping) -> bool:
     """Whether the member used one of the plan's benefits since paying (the ledger records
-    each use). Imported here: the ledger's benefits build on this domain's entitlements."""
-    from memberwise.ledger.benefits import used_since
-
-    return used_since(conn, member_id, plan.benefits, as_utc(paid["paid_at"]))
+    each use; it registers the answer, see :mod:`memberwise.membership.ledger_facts`)."""
+    return ledger_facts.ledger().used_since(conn, member_id, plan.benefits, as_utc(paid["paid_at"]))
 
 
 def refund_for(

@@ -64,7 +64,7 @@ from memberwise.predict.settings import PredictionSettings
 from memberwise.profiles.fields import PREDICTED_FIELDS
 
 if TYPE_CHECKING:
-    from memberwise.jobs.build import BuildContext
+    from memberwise.builds import BuildContext
 
 #: Horizon of ``expected_purchases_90d``, in days.
 EXPECTED_DAYS = 90

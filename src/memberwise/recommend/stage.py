@@ -47,7 +47,7 @@ from memberwise.recommend.model import Recommender, RecommenderConfig
 from memberwise.recommend.targeting import PROFILE_FIELDS, target
 
 if TYPE_CHECKING:
-    from memberwise.jobs.build import BuildContext
+    from memberwise.builds import BuildContext
     from memberwise.program.schemas import Program
 
 #: What the stage writes (besides the ``recommender/`` model directory) and reads; the build
