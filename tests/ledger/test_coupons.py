@@ -22,7 +22,7 @@ from memberwise.ledger.service import (
     OrderNotFound,
     PerMemberLimit,
 )
-from memberwise.ledger.settings import CouponTemplate
+from memberwise.program.ledger import CouponTemplate
 from tests.ledger.factories import T0, add_members, check_invariants, make_program, order
 
 

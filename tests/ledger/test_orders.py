@@ -370,7 +370,7 @@ def test_a_points_multiplier_benefit_multiplies_what_an_order_earns() -> None:
 
     from memberwise.ledger.orders import earn_for
     from memberwise.ledger.schemas import OrderItem
-    from memberwise.ledger.settings import PointsSettings
+    from memberwise.program.ledger import PointsSettings
 
     items = [OrderItem(item_id="i1", price=12_345, quantity=1)]
     at = datetime(2026, 6, 1, tzinfo=UTC)

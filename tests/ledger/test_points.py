@@ -11,9 +11,9 @@ from sqlalchemy import Connection, func, select
 from memberwise.ledger import orders, points
 from memberwise.ledger.schemas import AwardKind, EntryKind, OrderItem
 from memberwise.ledger.service import AwardNotConfigured, InsufficientPoints, NothingToAdjust
-from memberwise.ledger.settings import PointsSettings
 from memberwise.ledger.tables import points_allocations
 from memberwise.privacy.tables import audit_log
+from memberwise.program.ledger import PointsSettings
 from tests.ledger.factories import T0, add_members, check_invariants, make_program, order
 
 

@@ -14,7 +14,6 @@ import pytest
 from memberwise.predict.clv import customer_lifetime_value
 from memberwise.predict.fitting import PERIODS_PER_MONTH
 from memberwise.predict.rfm import rfm_summary
-from memberwise.predict.settings import PredictionSettings
 from memberwise.predict.stage import (
     PREDICTIONS_SCHEMA,
     PURCHASES_SCHEMA,
@@ -23,6 +22,7 @@ from memberwise.predict.stage import (
     with_predictions,
 )
 from memberwise.profiles.fields import PREDICTED_FIELDS
+from memberwise.program.predictions import PredictionSettings
 
 AS_OF = datetime(2024, 6, 30, 16, tzinfo=UTC)  # midnight, 1 July, in Shanghai
 TZ = "Asia/Shanghai"

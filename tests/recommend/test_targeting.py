@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memberwise.ledger.settings import CouponTemplate
-from memberwise.recommend.settings import CouponCampaign
+from memberwise.program.ledger import CouponTemplate
+from memberwise.program.recommendations import CouponCampaign
 from memberwise.recommend.targeting import (
     best_hours,
     coupon_values,

@@ -33,8 +33,8 @@ from sqlalchemy import Connection
 from memberwise.ledger import benefits, coupons, points
 from memberwise.ledger import service as ledger
 from memberwise.ledger.schemas import CouponStatus, OrderItem
-from memberwise.ledger.settings import CouponKind, CouponTemplate
 from memberwise.program.benefits import FreeShipping, MemberPrice
+from memberwise.program.ledger import CouponKind, CouponTemplate
 from memberwise.program.schemas import Program
 
 #: Stackable coupon templates tried together at most (2^12 = 4,096 combinations); past it the

@@ -1,7 +1,7 @@
 """The coupon ledger: issuance under budgets and per-member limits, pricing, redemption exactly
 once, restoration on cancellation, expiry.
 
-Templates live in the program (:class:`memberwise.ledger.settings.CouponTemplate`); a coupon
+Templates live in the program (:class:`memberwise.program.ledger.CouponTemplate`); a coupon
 is one issued instance, owned by one member. Guarantees, each one guarded UPDATE:
 
 * **Exactly once**: ``UPDATE coupons SET status='redeemed' ... WHERE status='issued' AND
@@ -59,10 +59,10 @@ from memberwise.ledger.service import (
     idempotent,
     member_exists,
 )
-from memberwise.ledger.settings import CouponKind, CouponTemplate
 from memberwise.membership import service as membership
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal
+from memberwise.program.ledger import CouponKind, CouponTemplate
 from memberwise.program.schemas import Program
 
 

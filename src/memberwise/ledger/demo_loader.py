@@ -41,7 +41,6 @@ from memberwise.ledger import benefits, orders, points, repository
 from memberwise.ledger import service as ledger
 from memberwise.ledger.benefits import ExpressRefundIn, ReturnCardIn
 from memberwise.ledger.schemas import EntryKind, OrderIn, OrderItem, RefundIn
-from memberwise.ledger.settings import day_key, month_key
 from memberwise.ledger.tables import order_refunds, points_balances, points_earn_periods
 from memberwise.ledger.tables import orders as orders_table
 from memberwise.members.tables import members as members_table
@@ -49,6 +48,7 @@ from memberwise.membership.service import Entitlements
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal
 from memberwise.program.benefits import ExpressRefund, MonthlyCoupons, ReturnCards
+from memberwise.program.ledger import day_key, month_key
 from memberwise.program.schemas import Program
 
 #: Operations per transaction: large enough that commits cost little, small enough that a

@@ -56,10 +56,10 @@ from memberwise.ledger.service import (
     needs_tier,
     request_hash,
 )
-from memberwise.ledger.settings import PointsSettings, RefundShortfall
 from memberwise.membership import service as membership
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal
+from memberwise.program.ledger import PointsSettings, RefundShortfall
 from memberwise.program.schemas import Program
 
 

@@ -24,7 +24,7 @@ lock on SQLite; lots are read only after that, so two spends can never allocate 
 Lock order everywhere: coupons, then coupon budgets, then the member's balance (a writer that
 needs several takes them in that order, so two writers cannot wait on each other).
 
-Refunds (see :class:`memberwise.ledger.settings.RefundShortfall`): the points an order earned
+Refunds (see :class:`memberwise.program.ledger.RefundShortfall`): the points an order earned
 are taken back pro rata to the money refunded; first from the order's own lot, then from the
 member's other available points; what the member no longer has becomes money deducted from the
 refund (default) or a debt that the next points to become available repay.
@@ -61,9 +61,9 @@ from memberwise.ledger.service import (
     idempotent,
     member_exists,
 )
-from memberwise.ledger.settings import PointsSettings, day_key, month_key
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal
+from memberwise.program.ledger import PointsSettings, day_key, month_key
 from memberwise.program.schemas import Program
 
 

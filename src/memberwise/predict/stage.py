@@ -60,8 +60,8 @@ from memberwise.predict.fitting import PERIODS_PER_MONTH, FitNotConverged, Unbou
 from memberwise.predict.gammagamma import GammaGammaModel
 from memberwise.predict.habits import best_times, next_purchase
 from memberwise.predict.rfm import rfm_summary
-from memberwise.predict.settings import PredictionSettings
 from memberwise.profiles.fields import PREDICTED_FIELDS
+from memberwise.program.predictions import PredictionSettings
 
 if TYPE_CHECKING:
     from memberwise.builds import BuildContext

@@ -32,14 +32,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from memberwise.ledger.settings import CouponTemplate, PointsSettings
-from memberwise.predict.settings import PredictionSettings
 from memberwise.profiles.fields import FIELD_TYPES
 from memberwise.profiles.personas import DEFAULT_FEATURES
 from memberwise.profiles.rules import FieldType, parse_rule
 from memberwise.profiles.segments import LIFECYCLE, NAME_PATTERN, Segment, is_catch_all
 from memberwise.program.base import Problem, Section, problem, problems_error, rule_problem, suggest
 from memberwise.program.benefits import Benefit, benefit_problems
+from memberwise.program.ledger import CouponTemplate, PointsSettings
 from memberwise.program.membership import (
     BlackCard,
     Plan,
@@ -48,7 +47,8 @@ from memberwise.program.membership import (
     reference_problems,
     tier_problems,
 )
-from memberwise.recommend.settings import RecommendationSettings
+from memberwise.program.predictions import PredictionSettings
+from memberwise.program.recommendations import RecommendationSettings
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 #: The most personas a program may ask for (more is not a persona any operator can act on).

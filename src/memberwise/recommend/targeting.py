@@ -36,8 +36,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from memberwise.ledger.settings import CouponKind, CouponTemplate
-from memberwise.recommend.settings import CouponCampaign
+from memberwise.program.ledger import CouponKind, CouponTemplate
+from memberwise.program.recommendations import CouponCampaign
 
 FloatArray = npt.NDArray[np.float64]
 
