@@ -16,6 +16,8 @@ import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from memberwise.kit.lake_schema import LAKE_SCHEMA as LAKE_SCHEMA
+
 
 class EventType(StrEnum):
     """What happened. Taobao's pv/fav/cart/buy map to view/favorite/cart/purchase."""
@@ -67,30 +69,6 @@ ID_FIELDS: tuple[str, ...] = (
 )
 TEXT_FIELDS: tuple[str, ...] = ("query", "text")
 
-#: The lake's Arrow schema. ``price`` is in minor units (fen/cents); ``ingested_at`` decides
-#: which copy of a duplicated ``event_id`` wins (the first ingested).
-LAKE_SCHEMA = pa.schema(
-    [
-        pa.field("event_id", pa.string(), nullable=False),
-        pa.field("member_id", pa.string(), nullable=False),
-        pa.field("type", pa.string(), nullable=False),
-        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("item_id", pa.string()),
-        pa.field("category_id", pa.string()),
-        pa.field("brand", pa.string()),
-        pa.field("merchant_id", pa.string()),
-        pa.field("price", pa.int64()),
-        pa.field("quantity", pa.int32()),
-        pa.field("order_id", pa.string()),
-        pa.field("channel", pa.string()),
-        pa.field("query", pa.string()),
-        pa.field("rating", pa.int32()),
-        pa.field("text", pa.string()),
-        pa.field("region", pa.string()),
-        pa.field("properties", pa.string()),
-        pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    ]
-)
 #: The fields a client sends (the lake's, less ``ingested_at``), in order.
 EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in LAKE_SCHEMA if f.name != "ingested_at")
 #: Input schema for event files (what ``demo generate`` writes and ``ingest`` reads best).

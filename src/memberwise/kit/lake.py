@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from memberwise.events.schemas import LAKE_SCHEMA
+from memberwise.kit.lake_schema import LAKE_SCHEMA
 
 if TYPE_CHECKING:
     import ibis
