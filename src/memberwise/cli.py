@@ -32,6 +32,7 @@ from memberwise.recommend.commands import app as recommend_app
 from memberwise.recommend.item_commands import app as items_app
 from memberwise.recommend.item_commands import import_catalog
 from memberwise.store import migrate
+from memberwise.webhooks.commands import app as webhooks_app
 
 app = typer.Typer(
     name="memberwise",
@@ -53,6 +54,7 @@ app.add_typer(items_app, name="items", help="Load the platform's item catalog.")
 app.add_typer(recommend_app, name="recommend", help="Evaluate and export recommendations.")
 app.add_typer(points_app, name="points", help="Points: the periodic run, a member's points.")
 app.add_typer(coupons_app, name="coupons", help="Coupons: issue to members or a segment.")
+app.add_typer(webhooks_app, name="webhooks", help="Webhook endpoints and the sender.")
 app.command("load-demo-ledgers", help="Replay the lake's demo orders through the ledgers.")(
     load_demo_command
 )

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 # Imported for their side effect: each module registers its tables on kit.db.metadata.
 from memberwise.events import tables as _events_tables  # noqa: F401
+from memberwise.kit import outbox as _outbox  # noqa: F401
 from memberwise.kit.db import metadata
 from memberwise.ledger import tables as _ledger_tables  # noqa: F401
 from memberwise.members import tables as _members_tables  # noqa: F401
@@ -22,6 +23,7 @@ from memberwise.predict import tables as _predict_tables  # noqa: F401
 from memberwise.privacy import tables as _privacy_tables  # noqa: F401
 from memberwise.profiles import tables as _profiles_tables  # noqa: F401
 from memberwise.recommend import tables as _recommend_tables  # noqa: F401
+from memberwise.webhooks import tables as _webhooks_tables  # noqa: F401
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
