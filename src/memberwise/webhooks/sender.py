@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
+import aiohttp
 from sqlalchemy import Engine, RowMapping
 
 from memberwise.kit.db import transaction
@@ -71,30 +71,29 @@ class Sender:
         cipher: FieldCipher,
         config: SenderConfig | None = None,
         *,
-        client: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.engine = engine
         self.cipher = cipher
         self.config = config or SenderConfig()
-        self._client = client
-        self._own_client = client is None
+        self._session = session
+        self._own_session = session is None
         self._token = new_id()
 
     async def __aenter__(self) -> Sender:
-        if self._client is None:
-            limits = httpx.Limits(
-                max_connections=self.config.concurrency,
-                max_keepalive_connections=self.config.concurrency,
-            )
-            self._client = httpx.AsyncClient(
-                timeout=self.config.timeout_seconds, limits=limits, follow_redirects=False
+        if self._session is None:
+            # aiohttp, not httpx: on this project's machine httpx's pool managed about 75
+            # requests/s at 64 in flight against 1,400-1,600 for aiohttp (benchmarks/README).
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.config.concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds),
             )
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        if self._own_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
 
     # -- store work, on a worker thread -------------------------------------------------------
 
@@ -181,15 +180,19 @@ class Sender:
     # -- HTTP, on the loop --------------------------------------------------------------------
 
     async def _post(self, row: RowMapping, secrets: list[str], gate: asyncio.Semaphore) -> _Result:
-        assert self._client is not None, "use the sender as an async context manager"
+        assert self._session is not None, "use the sender as an async context manager"
         body = _body(row)
         async with gate:
             attempted_at = utcnow()
             started = time.perf_counter()
             headers = signing.headers(secrets, row["message_id"], int(time.time()), body)
             try:
-                resp = await self._client.post(row["url"], content=body, headers=headers)
-            except httpx.HTTPError as exc:
+                async with self._session.post(
+                    row["url"], data=body, headers=headers, allow_redirects=False
+                ) as resp:
+                    text = (await resp.read())[: RESPONSE_KEEP * 4].decode("utf-8", "replace")
+                    status, retry_after = resp.status, resp.headers.get("retry-after")
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 return _Result(
                     None,
                     f"{type(exc).__name__}: {exc}"[:500],
@@ -199,10 +202,10 @@ class Sender:
                     attempted_at,
                 )
             return _Result(
-                resp.status_code,
+                status,
                 None,
-                resp.text[:RESPONSE_KEEP] or None,
-                resp.headers.get("retry-after"),
+                text[:RESPONSE_KEEP] or None,
+                retry_after,
                 int((time.perf_counter() - started) * 1000),
                 attempted_at,
             )
