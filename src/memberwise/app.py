@@ -6,6 +6,7 @@ memberwise may have no internet, so nothing is loaded from a CDN.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -90,6 +91,24 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
+@asynccontextmanager
+async def _webhook_sender(rt: Runtime) -> AsyncIterator[None]:
+    """The webhook sender as a task of the server's loop, when the settings ask for it."""
+    if not rt.settings.webhooks_sender:
+        yield
+        return
+    from memberwise.webhooks.sender import Sender
+
+    stop = asyncio.Event()
+    async with Sender(rt.engine, rt.cipher) as sender:
+        task = asyncio.create_task(sender.run(stop), name="webhook-sender")
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The API for ``settings`` (or an already-open ``runtime``, e.g. in tests)."""
     rt = runtime or Runtime.open(settings or get_settings())
@@ -97,7 +116,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         tune_gc()
-        yield
+        async with _webhook_sender(rt):
+            yield
         if runtime is None:
             rt.close()
 

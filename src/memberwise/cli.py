@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,8 +134,14 @@ def serve(
         bool,
         typer.Option(help="Log every request (off behind a proxy that logs them: it costs CPU)."),
     ] = True,
+    webhooks: Annotated[
+        bool,
+        typer.Option(help="Deliver webhooks from the server (off: run `webhooks send` apart)."),
+    ] = True,
 ) -> None:
     """Serve the HTTP API (and its docs at /docs)."""
+    # The workers build their settings from the environment: say it there.
+    os.environ["MEMBERWISE_WEBHOOKS_SENDER"] = "true" if webhooks else "false"
     settings = get_settings()
     uvicorn.run(
         "memberwise.app:create_app",

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     display_timezone: str = Field(
         default="Asia/Shanghai", description="Time zone for member-facing day boundaries."
     )
+    webhooks_sender: bool = Field(
+        default=False,
+        description="Deliver webhooks from inside the API process (`memberwise serve` turns it "
+        "on unless --no-webhooks; else run `memberwise webhooks send` beside the API).",
+    )
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, description="Port the API listens on.")
 

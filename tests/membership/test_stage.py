@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from memberwise.builds import BuildContext, BuildResult
 from memberwise.kit.db import transaction
+from memberwise.kit.outbox import outbox
 from memberwise.kit.warehouse import open_backend
 from memberwise.ledger import orders
 from memberwise.ledger.schemas import RefundIn
@@ -141,6 +142,11 @@ def test_invitations_respect_the_quota_and_break_ties_by_member_id(
         page = service.list_invitations(conn, status="pending", after=None, limit=10)
     ranked = sorted(page.items, key=lambda i: i.rank)
     assert [(i.member_id, i.rank) for i in ranked] == [("m11", 1), ("m09", 2), ("m10", 3)]
+    with runtime.engine.connect() as conn:
+        announced = conn.execute(
+            select(outbox.c.member_id).where(outbox.c.event_type == "invitation.created")
+        ).scalars()
+        assert sorted(announced) == ["m09", "m10", "m11"]
     top = ranked[0].explanation
     assert top["criteria"] == "spend_365d >= 500000"
     assert [c["field"] for c in top["contributions"]] == ["spend_365d", "orders_365d"]
@@ -264,6 +270,17 @@ def test_stored_periods_drive_a_later_downgrade(runtime: Runtime, tmp_path: Path
     with runtime.engine.connect() as conn:
         history = service.membership(conn, program(quota=1), "b").history
     assert history[0]["reason"] == "did not requalify for gold: score 0 < 1000"
+    # The moves (not the first placements) are in the outbox for the platform's webhooks.
+    with runtime.engine.connect() as conn:
+        moves = conn.execute(
+            select(outbox.c.member_id, outbox.c.payload)
+            .where(outbox.c.event_type == "member.tier_changed")
+            .order_by(outbox.c.member_id)
+        ).all()
+    assert [(m, json.loads(p)["from_tier"], json.loads(p)["to_tier"]) for m, p in moves] == [
+        ("a", "platinum", "gold"),
+        ("b", "gold", "member"),
+    ]
 
 
 def test_points_earned_qualify_and_refunded_points_do_not(runtime: Runtime, tmp_path: Path) -> None:

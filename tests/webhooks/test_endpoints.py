@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from memberwise.app import create_app
 from memberwise.kit.db import transaction
 from memberwise.kit.outbox import emit
 from memberwise.privacy.schemas import Role
@@ -142,3 +144,15 @@ def test_disable_and_reenable(client: TestClient, auth: Auth) -> None:
     assert (on["status"], on["disabled_reason"], on["consecutive_failures"]) == ("active", None, 0)
     assert client.delete(path, headers=auth(Role.admin)).status_code == 204
     assert client.get(path, headers=auth(Role.admin)).status_code == 404
+
+
+def test_the_server_delivers_when_its_sender_is_on(runtime: Runtime, auth: Auth) -> None:
+    runtime.settings.webhooks_sender = True
+    with receiver() as rx, TestClient(create_app(runtime=runtime)) as client:
+        client.post("/v1/webhooks/endpoints", json={"url": rx.url}, headers=auth(Role.admin))
+        with transaction(runtime.engine) as conn:
+            message = emit(conn, "coupon.issued", {"coupon_id": "c9"}, member_id="m9")
+        deadline = time.monotonic() + 20
+        while not rx.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert rx.ids() == [message]

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, RowMapping
 
+from memberwise.kit import outbox
 from memberwise.kit.errors import NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.time import as_utc, utcnow
@@ -188,6 +189,19 @@ def issue(
             "redeemed_at": None,
         }
         repository.insert_coupon(conn, values)
+        outbox.emit(
+            conn,
+            "coupon.issued",
+            {
+                "coupon_id": values["coupon_id"],
+                "template": template,
+                "source": source,
+                "valid_from": start,
+                "valid_until": end,
+            },
+            member_id=member_id,
+            at=at,
+        )
         issued.append(coupon_out(values))
         created += 1
     if created:

@@ -39,6 +39,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from memberwise.kit import outbox
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
@@ -466,6 +467,13 @@ def expire_due(
                 }
                 for lot in lots
             ],
+        )
+        outbox.emit(
+            conn,
+            "points.expired",
+            {"points": total, "entry_id": entry["entry_id"], "at": at},
+            member_id=member_id,
+            at=at,
         )
         privacy.audit(
             conn,

@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
+from memberwise.kit import outbox
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
@@ -135,6 +136,7 @@ def publish_tiers(conn: Connection, program: Program, build_dir: Path) -> int:
     written = initial = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=_CHUNK):
         rows, scores, history, audits = [], [], [], []
+        messages: list[dict[str, Any]] = []
         for r in batch.to_pylist():
             details = r["details"]  # JSON text, stored as it is
             if r["member_id"] in locked and r["source"] == Source.auto:
@@ -177,6 +179,24 @@ def publish_tiers(conn: Connection, program: Program, build_dir: Path) -> int:
                 if r["change"] == "initial":
                     initial += 1
                     continue  # one audit row for the whole placement, below
+                # A first placement is not announced (a million messages on a first build);
+                # the platform reads it from the API. Moves are.
+                messages.append(
+                    outbox.message_row(
+                        "member.tier_changed",
+                        {
+                            "member_id": r["member_id"],
+                            "change": r["change"],
+                            "from_tier": r["from_tier"],
+                            "to_tier": r["tier"],
+                            "reason": r["reason"],
+                            "since": r["since"],
+                            "until": r["until"],
+                        },
+                        member_id=r["member_id"],
+                        at=now,
+                    )
+                )
                 audits.append(
                     privacy.audit_row(
                         SYSTEM,
@@ -192,6 +212,7 @@ def publish_tiers(conn: Connection, program: Program, build_dir: Path) -> int:
         repository.update_scores(conn, scores)
         repository.insert_history(conn, history)
         privacy.audit_many(conn, audits)
+        outbox.emit_many(conn, messages)
         written += len(rows) + len(scores)
     if initial:
         # A member's first tier is in their history with its reason; the audit log records the
@@ -239,6 +260,23 @@ def _publish_invitations(
             }
         )
     repository.insert_invitations(conn, rows)
+    outbox.emit_many(
+        conn,
+        [
+            outbox.message_row(
+                "invitation.created",
+                {
+                    "invitation_id": r["invitation_id"],
+                    "tier": r["tier"],
+                    "rank": r["rank"],
+                    "expires_at": r["expires_at"],
+                },
+                member_id=r["member_id"],
+                at=now,
+            )
+            for r in rows
+        ],
+    )
     privacy.audit_many(
         conn,
         [

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from memberwise.kit import outbox
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.time import as_utc
@@ -119,6 +120,22 @@ def _event(
             "details": details,
         },
     )
+    if before != after:
+        sub = repository.get_subscription(conn, sub_id)
+        outbox.emit(
+            conn,
+            "subscription.updated",
+            {
+                "subscription_id": sub_id,
+                "plan": sub["plan"] if sub is not None else None,
+                "event": event,
+                "from_status": before,
+                "to_status": after,
+                "at": at,
+            },
+            member_id=sub["member_id"] if sub is not None else None,
+            at=at,
+        )
 
 
 def _invoice(

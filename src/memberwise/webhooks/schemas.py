@@ -12,7 +12,6 @@ class EventType(StrEnum):
     """What the platform can subscribe to; the payload's ``type``."""
 
     tier_changed = "member.tier_changed"
-    downgrade_notice = "member.downgrade_notice"
     invitation_created = "invitation.created"
     subscription_updated = "subscription.updated"
     coupon_issued = "coupon.issued"
@@ -20,8 +19,7 @@ class EventType(StrEnum):
 
 
 EVENT_DESCRIPTIONS: dict[EventType, str] = {
-    EventType.tier_changed: "A member's tier changed (placement, upgrade, downgrade, renewal).",
-    EventType.downgrade_notice: "A member will be downgraded at the end of the period.",
+    EventType.tier_changed: "A member moved up or down a tier (first placements are not sent).",
     EventType.invitation_created: "A member was invited to an invitation-only tier.",
     EventType.subscription_updated: "A paid subscription changed state.",
     EventType.coupon_issued: "A coupon was issued to a member.",
