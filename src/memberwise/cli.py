@@ -13,6 +13,7 @@ import uvicorn
 from rich.console import Console
 
 from memberwise import __version__
+from memberwise.campaigns.commands import app as campaigns_app
 from memberwise.config import Settings, get_settings
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
@@ -56,6 +57,7 @@ app.add_typer(recommend_app, name="recommend", help="Evaluate and export recomme
 app.add_typer(points_app, name="points", help="Points: the periodic run, a member's points.")
 app.add_typer(coupons_app, name="coupons", help="Coupons: issue to members or a segment.")
 app.add_typer(webhooks_app, name="webhooks", help="Webhook endpoints and the sender.")
+app.add_typer(campaigns_app, name="campaigns", help="Campaigns: send what is due, read results.")
 app.command("load-demo-ledgers", help="Replay the lake's demo orders through the ledgers.")(
     load_demo_command
 )

@@ -13,6 +13,7 @@ from alembic.config import Config
 from sqlalchemy import Engine
 
 # Imported for their side effect: each module registers its tables on kit.db.metadata.
+from memberwise.campaigns import tables as _campaigns_tables  # noqa: F401
 from memberwise.events import tables as _events_tables  # noqa: F401
 from memberwise.kit import outbox as _outbox  # noqa: F401
 from memberwise.kit.db import metadata

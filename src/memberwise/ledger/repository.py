@@ -1146,3 +1146,27 @@ def points_earned_since(conn: Connection, since: dict[str, datetime]) -> dict[st
         if start is None or as_utc(earned_at) >= start:
             out[member_id] = out.get(member_id, 0) + int(points)
     return out
+
+
+def spend_by_member(
+    conn: Connection, member_ids: Sequence[str], since: datetime, until: datetime
+) -> dict[str, tuple[int, int]]:
+    """(orders, money paid net of refunds) per member for orders placed in [since, until)."""
+    out: dict[str, tuple[int, int]] = {}
+    ids = list(member_ids)
+    for i in range(0, len(ids), 1000):
+        query = (
+            select(
+                orders.c.member_id,
+                func.count(),
+                func.sum(orders.c.paid - orders.c.refunded),
+            )
+            .where(
+                orders.c.member_id.in_(ids[i : i + 1000]),
+                orders.c.placed_at >= since,
+                orders.c.placed_at < until,
+            )
+            .group_by(orders.c.member_id)
+        )
+        out.update({m: (int(n), int(s or 0)) for m, n, s in conn.execute(query)})
+    return out

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -207,3 +208,11 @@ def member_exists(conn: Connection, member_id: str) -> None:
 def refusal(exc: MemberwiseError) -> dict[str, Any]:
     """The JSON body of a refusal (as the API renders it)."""
     return exc.to_dict()
+
+
+def spend_by_member(
+    conn: Connection, member_ids: Sequence[str], since: datetime, until: datetime
+) -> dict[str, tuple[int, int]]:
+    """(orders, money paid net of refunds, in fen) per member for orders placed in
+    [since, until): the outcome an experiment on the members measures."""
+    return repository.spend_by_member(conn, member_ids, since, until)

@@ -94,3 +94,14 @@ def delete_other_versions(conn: Connection, model_version: str) -> int:
 def get_member(conn: Connection, member_id: str) -> RowMapping | None:
     query = select(member_predictions).where(member_predictions.c.member_id == member_id)
     return conn.execute(query).mappings().first()
+
+
+def best_hours(conn: Connection, member_ids: list[str]) -> dict[str, int]:
+    """Each member's best hour to be reached (0-23, the display time zone), where predicted."""
+    out: dict[str, int] = {}
+    for i in range(0, len(member_ids), 1000):
+        query = select(member_predictions.c.member_id, member_predictions.c.best_hour).where(
+            member_predictions.c.member_id.in_(member_ids[i : i + 1000])
+        )
+        out.update({m: int(h) for m, h in conn.execute(query)})
+    return out

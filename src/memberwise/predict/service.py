@@ -173,3 +173,8 @@ def get_models(conn: Connection) -> ModelsOut:
         gammagamma=fit("gammagamma"),
         churn=ChurnFit.model_validate(churn) if isinstance(churn, dict) else None,
     )
+
+
+def best_hours(conn: Connection, member_ids: list[str]) -> dict[str, int]:
+    """Each member's best hour to be reached (the habits model), for members it scored."""
+    return repository.best_hours(conn, member_ids)

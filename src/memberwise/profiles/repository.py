@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import (
@@ -314,3 +315,26 @@ class BuildArtifacts:
             WHERE tag IS NOT NULL GROUP BY tag
         """
         return {(kind, name): int(n) for kind, name, n in self.con.execute(sql).fetchall()}
+
+
+def audience_page(
+    conn: Connection,
+    *,
+    segment: str | None = None,
+    persona: int | None = None,
+    tag: str | None = None,
+    after: str | None,
+    limit: int,
+) -> list[str]:
+    """Member ids of the published profiles in a segment, a persona or with a tag, in id
+    order (a tag is matched as a whole JSON string element of ``tags``)."""
+    query = select(member_profiles.c.member_id).order_by(member_profiles.c.member_id).limit(limit)
+    if segment is not None:
+        query = query.where(member_profiles.c.segment == segment)
+    if persona is not None:
+        query = query.where(member_profiles.c.persona == persona)
+    if tag is not None:
+        query = query.where(member_profiles.c.tags.contains(orjson.dumps(tag).decode()))
+    if after is not None:
+        query = query.where(member_profiles.c.member_id > after)
+    return list(conn.execute(query).scalars())

@@ -325,3 +325,25 @@ def segment_members(
     ]
     next_cursor = encode_cursor(items[-1].member_id) if len(rows) > limit else None
     return Page[SegmentMember](items=items, next_cursor=next_cursor)
+
+
+def audience(
+    conn: Connection,
+    *,
+    segment: str | None = None,
+    persona: int | None = None,
+    tag: str | None = None,
+    page: int = 10_000,
+) -> list[str]:
+    """Every member of the published profiles in a segment, a persona or with a tag, in id
+    order: what a campaign targets."""
+    out: list[str] = []
+    after: str | None = None
+    while True:
+        ids = repository.audience_page(
+            conn, segment=segment, persona=persona, tag=tag, after=after, limit=page
+        )
+        out.extend(ids)
+        if len(ids) < page:
+            return out
+        after = ids[-1]

@@ -16,6 +16,7 @@ class EventType(StrEnum):
     subscription_updated = "subscription.updated"
     coupon_issued = "coupon.issued"
     points_expired = "points.expired"
+    campaign_send = "campaign.send"
 
 
 EVENT_DESCRIPTIONS: dict[EventType, str] = {
@@ -24,6 +25,7 @@ EVENT_DESCRIPTIONS: dict[EventType, str] = {
     EventType.subscription_updated: "A paid subscription changed state.",
     EventType.coupon_issued: "A coupon was issued to a member.",
     EventType.points_expired: "A member's points expired.",
+    EventType.campaign_send: "A campaign's message (and offer) to send to a member.",
 }
 
 

@@ -1,0 +1,129 @@
+"""Every query of the campaigns domain."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
+
+from memberwise.campaigns.tables import campaign_members, campaigns
+from memberwise.kit.db import insert_ignore
+
+C, M = campaigns, campaign_members
+
+
+def insert_campaign(conn: Connection, row: Mapping[str, Any]) -> None:
+    conn.execute(insert(C), [dict(row)])
+
+
+def get_campaign(conn: Connection, campaign_id: str) -> RowMapping | None:
+    return conn.execute(select(C).where(C.c.campaign_id == campaign_id)).mappings().first()
+
+
+def list_campaigns(conn: Connection) -> list[RowMapping]:
+    return list(conn.execute(select(C).order_by(C.c.created_at.desc())).mappings())
+
+
+def update_campaign(conn: Connection, campaign_id: str, values: Mapping[str, Any]) -> int:
+    """Update; with ``status`` in ``values`` only a draft moves (a launch happens once)."""
+    query = update(C).where(C.c.campaign_id == campaign_id)
+    if values.get("status") == "running":
+        query = query.where(C.c.status == "draft")
+    return conn.execute(query.values(**values)).rowcount
+
+
+def status_counts(conn: Connection, campaign_id: str) -> dict[str, int]:
+    query = (
+        select(M.c.status, func.count()).where(M.c.campaign_id == campaign_id).group_by(M.c.status)
+    )
+    return {s: int(n) for s, n in conn.execute(query)}
+
+
+def insert_members(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    for i in range(0, len(rows), 5000):
+        conn.execute(insert_ignore(conn, M), [dict(r) for r in rows[i : i + 5000]])
+
+
+def due(conn: Connection, now: datetime, limit: int) -> list[RowMapping]:
+    query = (
+        select(M.c.campaign_id, M.c.member_id)
+        .where(M.c.status == "scheduled", M.c.send_at <= now)
+        .order_by(M.c.send_at, M.c.campaign_id, M.c.member_id)
+        .limit(limit)
+    )
+    return list(conn.execute(query).mappings())
+
+
+def sent_since(conn: Connection, member_ids: Sequence[str], since: datetime) -> set[str]:
+    """Members with any campaign send at or after ``since`` (the frequency cap)."""
+    out: set[str] = set()
+    ids = list(member_ids)
+    for i in range(0, len(ids), 1000):
+        query = select(M.c.member_id).where(
+            M.c.member_id.in_(ids[i : i + 1000]), M.c.status == "sent", M.c.sent_at >= since
+        )
+        out.update(conn.execute(query).scalars())
+    return out
+
+
+def mark(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Record sends and skips; only a still-scheduled row moves (a replayed pass is a no-op)."""
+    if not rows:
+        return
+    conn.execute(
+        update(M)
+        .where(
+            M.c.campaign_id == bindparam("b_campaign"),
+            M.c.member_id == bindparam("b_member"),
+            M.c.status == "scheduled",
+        )
+        .values(
+            status=bindparam("b_status"),
+            reason=bindparam("b_reason"),
+            sent_at=bindparam("b_sent_at"),
+            message_id=bindparam("b_message_id"),
+        ),
+        [
+            {
+                "b_campaign": r["campaign_id"],
+                "b_member": r["member_id"],
+                "b_status": r["status"],
+                "b_reason": r.get("reason"),
+                "b_sent_at": r.get("sent_at"),
+                "b_message_id": r.get("message_id"),
+            }
+            for r in rows
+        ],
+    )
+
+
+def points_sent(conn: Connection, campaign_id: str) -> int:
+    query = select(func.count()).where(M.c.campaign_id == campaign_id, M.c.status == "sent")
+    return int(conn.execute(query).scalar_one())
+
+
+def arms(conn: Connection, campaign_id: str) -> list[tuple[str, str]]:
+    """(member, arm) of every targeted member."""
+    query = select(M.c.member_id, M.c.arm).where(M.c.campaign_id == campaign_id)
+    return [(m, a) for m, a in conn.execute(query)]
+
+
+def page_members(
+    conn: Connection,
+    campaign_id: str,
+    *,
+    after: str | None,
+    limit: int,
+    status: str | None,
+    arm: str | None,
+) -> list[RowMapping]:
+    query = select(M).where(M.c.campaign_id == campaign_id).order_by(M.c.member_id).limit(limit)
+    if after is not None:
+        query = query.where(M.c.member_id > after)
+    if status is not None:
+        query = query.where(M.c.status == status)
+    if arm is not None:
+        query = query.where(M.c.arm == arm)
+    return list(conn.execute(query).mappings())

@@ -1,0 +1,144 @@
+"""A campaign as an operator defines it, and its results as an analyst reads them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Channel(StrEnum):
+    push = "push"
+    sms = "sms"
+    app = "app"
+    email = "email"
+
+
+class OfferKind(StrEnum):
+    coupon = "coupon"
+    points = "points"
+    message = "message"
+
+
+class Audience(BaseModel):
+    """Who is targeted, from the published build: one of a lifecycle segment, a persona or a
+    tag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    segment: str | None = None
+    persona: int | None = None
+    tag: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if sum(v is not None for v in (self.segment, self.persona, self.tag)) != 1:
+            raise ValueError("name exactly one of segment, persona or tag")
+        return self
+
+
+class Offer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: OfferKind
+    coupon_template: str | None = Field(default=None, description="For kind=coupon.")
+    points: int | None = Field(default=None, ge=1, le=1_000_000, description="For kind=points.")
+    message: str = Field(default="", max_length=2000, description="Text for the channel.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.kind is OfferKind.coupon and not self.coupon_template:
+            raise ValueError("a coupon offer names its coupon_template")
+        if self.kind is OfferKind.points and self.points is None:
+            raise ValueError("a points offer says how many points")
+        if self.kind is OfferKind.message and not self.message:
+            raise ValueError("a message offer has a message")
+        return self
+
+
+class CampaignCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    audience: Audience
+    offer: Offer
+    channels: list[Channel] = Field(default_factory=lambda: [Channel.push], min_length=1)
+    holdout_percent: float = Field(
+        default=10.0, ge=0, le=50, description="Members kept out to measure the effect."
+    )
+    send_at_best_hour: bool = Field(
+        default=True, description="Send at each member's best hour (the habits model)."
+    )
+    quiet_hours: tuple[int, int] = Field(
+        default=(22, 8), description="No sends from the first hour to the second (local)."
+    )
+    frequency_cap_days: int = Field(
+        default=7, ge=0, le=365, description="At most one campaign send a member per N days."
+    )
+    points_budget: int | None = Field(default=None, ge=1, description="Points in all.")
+    pre_period_days: int = Field(default=28, ge=0, le=365, description="For CUPED.")
+
+    @model_validator(mode="after")
+    def _hours(self) -> Self:
+        if not all(0 <= h <= 23 for h in self.quiet_hours):
+            raise ValueError("quiet_hours are hours of the day, 0-23")
+        return self
+
+
+class CampaignOut(BaseModel):
+    campaign_id: str
+    name: str
+    status: str
+    definition: CampaignCreate
+    created_at: datetime
+    launched_at: datetime | None
+    members: dict[str, int] = Field(description="Targeted members by status.")
+
+
+class CampaignMemberOut(BaseModel):
+    member_id: str
+    arm: str
+    status: str
+    reason: str | None
+    send_at: datetime | None
+    sent_at: datetime | None
+    message_id: str | None
+
+
+class SendReport(BaseModel):
+    sent: int = 0
+    skipped: int = 0
+
+
+class MetricResult(BaseModel):
+    metric: str
+    method: str
+    control: float
+    treatment: float
+    difference: float
+    relative: float | None
+    ci_low: float
+    ci_high: float
+    p_value: float
+    p_adjusted: float = Field(description="Benjamini-Hochberg across the metrics.")
+    always_valid_low: float | None = None
+    always_valid_high: float | None = None
+    always_valid_p: float | None = None
+
+
+class SRMOut(BaseModel):
+    observed: dict[str, int]
+    expected: dict[str, float]
+    p_value: float | None
+    mismatch: bool
+    note: str
+
+
+class CampaignResults(BaseModel):
+    campaign_id: str
+    as_of: datetime
+    srm: SRMOut
+    metrics: list[MetricResult]
+    note: str

@@ -1,0 +1,427 @@
+"""Campaigns: an audience from the published build, a holdout by deterministic assignment, an
+offer sent at each member's best hour through the ledgers and the platform's webhooks, and the
+measured effect. Nothing here commits: callers own the transaction.
+
+The send is a webhook (``campaign.send`` in the outbox): the platform owns the push, SMS and app
+channels. Every targeted member's arm and send is kept (the exposure log), so the analysis
+compares the arms as assigned — held-out members included — not only those reached.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from sqlalchemy import Connection, RowMapping
+
+from memberwise.campaigns import analysis, repository
+from memberwise.campaigns.assignment import assign
+from memberwise.campaigns.schemas import (
+    CampaignCreate,
+    CampaignMemberOut,
+    CampaignOut,
+    CampaignResults,
+    MetricResult,
+    OfferKind,
+    SendReport,
+    SRMOut,
+)
+from memberwise.kit import outbox
+from memberwise.kit.errors import Conflict, InvalidRequest, MemberwiseError, NotFound
+from memberwise.kit.ids import new_id
+from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
+from memberwise.kit.time import as_utc, utcnow
+from memberwise.ledger import coupons as ledger_coupons
+from memberwise.ledger import points as ledger_points
+from memberwise.ledger import service as ledger
+from memberwise.predict import service as predict
+from memberwise.privacy import service as privacy
+from memberwise.privacy.schemas import SYSTEM, Principal
+from memberwise.profiles import service as profiles
+from memberwise.program.schemas import Program
+
+HOLDOUT, TREATMENT = "holdout", "treatment"
+
+
+class CampaignNotFound(NotFound):
+    code = "campaign_not_found"
+
+
+class CampaignNotDraft(Conflict):
+    code = "campaign_already_launched"
+
+
+class CampaignNotLaunched(Conflict):
+    code = "campaign_not_launched"
+
+
+class EmptyAudience(InvalidRequest):
+    code = "campaign_audience_empty"
+
+
+def _get(conn: Connection, campaign_id: str) -> RowMapping:
+    row = repository.get_campaign(conn, campaign_id)
+    if row is None:
+        raise CampaignNotFound(f"no campaign {campaign_id!r}")
+    return row
+
+
+def _out(conn: Connection, row: RowMapping) -> CampaignOut:
+    return CampaignOut(
+        campaign_id=row["campaign_id"],
+        name=row["name"],
+        status=row["status"],
+        definition=CampaignCreate.model_validate_json(row["definition"]),
+        created_at=row["created_at"],
+        launched_at=row["launched_at"],
+        members=repository.status_counts(conn, row["campaign_id"]),
+    )
+
+
+def create(
+    conn: Connection, program: Program, body: CampaignCreate, *, actor: Principal
+) -> CampaignOut:
+    """A draft campaign. Raises CouponTemplateNotFound when the offer names no template of
+    the program."""
+    if body.offer.kind is OfferKind.coupon:
+        ledger_coupons.template_of(program, body.offer.coupon_template or "")
+    campaign_id = f"cmp_{new_id()}"
+    repository.insert_campaign(
+        conn,
+        {
+            "campaign_id": campaign_id,
+            "name": body.name,
+            "status": "draft",
+            "definition": body.model_dump_json(),
+            "salt": secrets.token_hex(16),
+            "mde_fen": None,
+            "created_by": actor.key_id,
+            "created_at": utcnow(),
+            "launched_at": None,
+        },
+    )
+    privacy.audit(conn, actor, "campaign.create", "campaign", campaign_id)
+    return _out(conn, _get(conn, campaign_id))
+
+
+def get(conn: Connection, campaign_id: str) -> CampaignOut:
+    """Raises CampaignNotFound."""
+    return _out(conn, _get(conn, campaign_id))
+
+
+def list_all(conn: Connection) -> list[CampaignOut]:
+    return [_out(conn, r) for r in repository.list_campaigns(conn)]
+
+
+def _quiet(hour: int, quiet: tuple[int, int]) -> bool:
+    start, end = quiet
+    if start == end:
+        return False
+    return (hour >= start or hour < end) if start > end else start <= hour < end
+
+
+def send_time(
+    now: datetime, best_hour: int | None, quiet: tuple[int, int], zone: ZoneInfo
+) -> datetime:
+    """The first time at or after ``now`` at the member's best local hour (or now, without one),
+    moved past quiet hours to their end."""
+    local = now.astimezone(zone)
+    if best_hour is not None:
+        at = local.replace(hour=best_hour, minute=0, second=0, microsecond=0)
+        if at < local:
+            at += timedelta(days=1)
+    else:
+        at = local
+    if _quiet(at.hour, quiet):
+        end = at.replace(hour=quiet[1], minute=0, second=0, microsecond=0)
+        at = end if end > at else end + timedelta(days=1)
+    return as_utc(at)
+
+
+def launch(
+    conn: Connection,
+    program: Program,
+    campaign_id: str,
+    *,
+    now: datetime | None = None,
+    actor: Principal,
+) -> CampaignOut:
+    """Take the audience from the published build, assign every member to the holdout or the
+    treatment, and schedule the treatment's sends.
+
+    Raises CampaignNotFound, CampaignNotDraft when it was launched before, EmptyAudience."""
+    now = as_utc(now or utcnow())
+    row = _get(conn, campaign_id)
+    if row["status"] != "draft":
+        raise CampaignNotDraft(f"campaign {campaign_id!r} is {row['status']}, not a draft")
+    body = CampaignCreate.model_validate_json(row["definition"])
+    aud = body.audience
+    members = profiles.audience(conn, segment=aud.segment, persona=aud.persona, tag=aud.tag)
+    if not members:
+        raise EmptyAudience("the audience has no member in the published build")
+    ratios = {HOLDOUT: body.holdout_percent, TREATMENT: 100.0 - body.holdout_percent}
+    arms = assign(row["salt"], members, ratios)
+    treated = [m for m in members if arms[m] == TREATMENT]
+    hours = predict.best_hours(conn, treated) if body.send_at_best_hour else {}
+    zone = ZoneInfo(program.display_timezone)
+    repository.insert_members(
+        conn,
+        [
+            {
+                "campaign_id": campaign_id,
+                "member_id": m,
+                "arm": arms[m],
+                "status": "scheduled" if arms[m] == TREATMENT else "held_out",
+                "reason": None,
+                "send_at": send_time(now, hours.get(m), body.quiet_hours, zone)
+                if arms[m] == TREATMENT
+                else None,
+                "sent_at": None,
+                "message_id": None,
+            }
+            for m in members
+        ],
+    )
+    # The sequential test's tuning is fixed now, before any outcome: 5 % of the pre-period's
+    # spend per member (at least 1 yuan).
+    pre = ledger.spend_by_member(conn, members, now - timedelta(days=body.pre_period_days), now)
+    pre_mean = sum(s for _, s in pre.values()) / len(members)
+    mde = max(100.0, 0.05 * pre_mean)
+    if (
+        repository.update_campaign(
+            conn, campaign_id, {"status": "running", "launched_at": now, "mde_fen": f"{mde:.1f}"}
+        )
+        == 0
+    ):
+        raise CampaignNotDraft(f"campaign {campaign_id!r} was launched meanwhile")
+    privacy.audit(
+        conn,
+        actor,
+        "campaign.launch",
+        "campaign",
+        campaign_id,
+        details={"members": len(members), "treatment": len(treated)},
+    )
+    return _out(conn, _get(conn, campaign_id))
+
+
+def send_due(
+    conn: Connection,
+    program: Program,
+    *,
+    now: datetime | None = None,
+    limit: int = 5000,
+    actor: Principal = SYSTEM,
+) -> SendReport:
+    """Send what is due: the frequency cap across campaigns, the points budget and the
+    ledger's own refusals (a coupon past its budget or limit) skip a member with the reason;
+    a sent member gets the offer through the ledgers and a ``campaign.send`` webhook. A
+    repeated pass sends nothing twice."""
+    now = as_utc(now or utcnow())
+    report = SendReport()
+    due = repository.due(conn, now, limit)
+    by_campaign: dict[str, list[str]] = {}
+    for r in due:
+        by_campaign.setdefault(r["campaign_id"], []).append(r["member_id"])
+    for campaign_id, member_ids in by_campaign.items():
+        row = _get(conn, campaign_id)
+        body = CampaignCreate.model_validate_json(row["definition"])
+        capped = (
+            repository.sent_since(conn, member_ids, now - timedelta(days=body.frequency_cap_days))
+            if body.frequency_cap_days
+            else set()
+        )
+        budget_left = None
+        if body.offer.kind is OfferKind.points and body.points_budget is not None:
+            spent = repository.points_sent(conn, campaign_id) * (body.offer.points or 0)
+            budget_left = body.points_budget - spent
+        marks = []
+        for member_id in member_ids:
+            if member_id in capped:
+                marks.append(_skip(campaign_id, member_id, "frequency_cap"))
+                continue
+            offer: dict[str, object] = {"kind": body.offer.kind.value}
+            try:
+                if body.offer.kind is OfferKind.coupon:
+                    issued = ledger_coupons.issue(
+                        conn,
+                        program,
+                        body.offer.coupon_template or "",
+                        [member_id],
+                        key=f"campaign:{campaign_id}",
+                        source="campaign",
+                        at=now,
+                        actor=actor,
+                        strict=True,
+                    )
+                    offer["coupon_id"] = issued.coupons[0].coupon_id
+                elif body.offer.kind is OfferKind.points:
+                    points = body.offer.points or 0
+                    if budget_left is not None and budget_left < points:
+                        marks.append(_skip(campaign_id, member_id, "points_budget_exhausted"))
+                        continue
+                    ledger_points.adjust(
+                        conn,
+                        program,
+                        member_id,
+                        points,
+                        reason=f"campaign {row['name']}",
+                        key=f"campaign:{campaign_id}:{member_id}",
+                        at=now,
+                        actor=actor,
+                    )
+                    if budget_left is not None:
+                        budget_left -= points
+                    offer["points"] = points
+            except MemberwiseError as exc:
+                marks.append(_skip(campaign_id, member_id, exc.code))
+                continue
+            message_id = outbox.emit(
+                conn,
+                "campaign.send",
+                {
+                    "campaign_id": campaign_id,
+                    "campaign": row["name"],
+                    "channels": [c.value for c in body.channels],
+                    "message": body.offer.message,
+                    "offer": offer,
+                },
+                member_id=member_id,
+                at=now,
+            )
+            capped.add(member_id)
+            marks.append(
+                {
+                    "campaign_id": campaign_id,
+                    "member_id": member_id,
+                    "status": "sent",
+                    "sent_at": now,
+                    "message_id": message_id,
+                }
+            )
+        repository.mark(conn, marks)
+        report.sent += sum(m["status"] == "sent" for m in marks)
+        report.skipped += sum(m["status"] == "skipped" for m in marks)
+    return report
+
+
+def _skip(campaign_id: str, member_id: str, reason: str) -> dict[str, object]:
+    return {
+        "campaign_id": campaign_id,
+        "member_id": member_id,
+        "status": "skipped",
+        "reason": reason,
+    }
+
+
+def members(
+    conn: Connection,
+    campaign_id: str,
+    *,
+    after: str | None,
+    limit: int,
+    status: str | None = None,
+    arm: str | None = None,
+) -> Page[CampaignMemberOut]:
+    """The exposure log, in member order. Raises CampaignNotFound, InvalidCursor."""
+    _get(conn, campaign_id)
+    rows = repository.page_members(
+        conn, campaign_id, after=decode_cursor(after), limit=limit + 1, status=status, arm=arm
+    )
+    items = [
+        CampaignMemberOut(**{k: r[k] for k in CampaignMemberOut.model_fields}) for r in rows[:limit]
+    ]
+    cursor = encode_cursor(items[-1].member_id) if len(rows) > limit else None
+    return Page(items=items, next_cursor=cursor)
+
+
+def results(conn: Connection, campaign_id: str, *, now: datetime | None = None) -> CampaignResults:
+    """Treatment against holdout since launch, as assigned: the split's SRM check, spend per
+    member (Welch, CUPED on the pre-period, and an always-valid interval for daily reads),
+    conversion and orders per member, with Benjamini-Hochberg across the metrics.
+
+    Raises CampaignNotFound, CampaignNotLaunched."""
+    now = as_utc(now or utcnow())
+    row = _get(conn, campaign_id)
+    if row["launched_at"] is None:
+        raise CampaignNotLaunched(f"campaign {campaign_id!r} has not been launched")
+    body = CampaignCreate.model_validate_json(row["definition"])
+    launched = as_utc(row["launched_at"])
+    assigned = repository.arms(conn, campaign_id)
+    ids = [m for m, _ in assigned]
+    after = ledger.spend_by_member(conn, ids, launched, now)
+    before = ledger.spend_by_member(
+        conn, ids, launched - timedelta(days=body.pre_period_days), launched
+    )
+
+    def column(arm: str, source: dict[str, tuple[int, int]], part: int) -> np.ndarray:
+        return np.array(
+            [source.get(m, (0, 0))[part] for m, a in assigned if a == arm], dtype=np.float64
+        )
+
+    counts = {HOLDOUT: 0, TREATMENT: 0}
+    for _, a in assigned:
+        counts[a] += 1
+    srm = analysis.srm_check(
+        counts, {HOLDOUT: body.holdout_percent, TREATMENT: 100.0 - body.holdout_percent}
+    )
+    out = SRMOut(
+        observed=srm.observed,
+        expected=srm.expected,
+        p_value=srm.p_value,
+        mismatch=srm.mismatch,
+        note=srm.note,
+    )
+    if min(counts.values()) < 2:
+        return CampaignResults(
+            campaign_id=campaign_id,
+            as_of=now,
+            srm=out,
+            metrics=[],
+            note="too few members in an arm to compare",
+        )
+    spend_c, spend_t = column(HOLDOUT, after, 1), column(TREATMENT, after, 1)
+    orders_c, orders_t = column(HOLDOUT, after, 0), column(TREATMENT, after, 0)
+    spend = analysis.cuped(
+        spend_c, column(HOLDOUT, before, 1), spend_t, column(TREATMENT, before, 1)
+    )
+    estimates = [
+        ("spend_per_member_fen", spend),
+        ("conversion", analysis.difference_in_means(orders_c > 0, orders_t > 0)),
+        ("orders_per_member", analysis.difference_in_means(orders_c, orders_t)),
+    ]
+    adjusted, _ = analysis.benjamini_hochberg([e.p_value for _, e in estimates])
+    mde = float(row["mde_fen"] or 100.0)
+    metrics = []
+    for (name, est), p_adj in zip(estimates, adjusted, strict=True):
+        low = high = p_seq = None
+        if name == "spend_per_member_fen":
+            low, high, p_seq = analysis.confidence_sequence(est, mixing_variance=mde**2)
+        metrics.append(
+            MetricResult(
+                metric=name,
+                method=est.method,
+                control=est.control,
+                treatment=est.treatment,
+                difference=est.difference,
+                relative=est.relative,
+                ci_low=est.ci_low,
+                ci_high=est.ci_high,
+                p_value=est.p_value,
+                p_adjusted=p_adj,
+                always_valid_low=low,
+                always_valid_high=high,
+                always_valid_p=p_seq,
+            )
+        )
+    note = (
+        out.note
+        if srm.mismatch
+        else (
+            "read the always-valid interval when checking daily; the fixed interval holds "
+            "only at a horizon chosen in advance"
+        )
+    )
+    return CampaignResults(campaign_id=campaign_id, as_of=now, srm=out, metrics=metrics, note=note)

@@ -1,0 +1,178 @@
+"""Campaigns end to end on the real stores: audience, holdout, scheduled sends through the
+ledger and the outbox, the frequency cap across campaigns, and the measured results."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Connection, func, insert, select
+
+from memberwise.campaigns import service
+from memberwise.campaigns.assignment import assign
+from memberwise.campaigns.schemas import CampaignCreate
+from memberwise.kit.outbox import outbox
+from memberwise.kit.time import utcnow
+from memberwise.ledger import orders
+from memberwise.ledger.tables import coupons
+from memberwise.privacy.schemas import SYSTEM
+from memberwise.profiles.tables import member_profiles
+from tests.ledger.factories import add_members, make_program, order
+
+MEMBERS = [f"m{i:03d}" for i in range(400)]
+
+
+def publish_profiles(conn: Connection, members: list[str], segment: str, tags: list[str]) -> None:
+    now = utcnow()
+    conn.execute(
+        insert(member_profiles),
+        [
+            {
+                "member_id": m,
+                "build_id": "b1",
+                "as_of": now,
+                "segment": segment,
+                "persona": 1,
+                "tags": json.dumps(tags),
+                "profile": "{}",
+                "published_at": now,
+            }
+            for m in members
+        ],
+    )
+
+
+def campaign(**overrides: object) -> CampaignCreate:
+    body = {
+        "name": "win back",
+        "audience": {"segment": "at_risk"},
+        "offer": {"kind": "coupon", "coupon_template": "ten_off", "message": "10 yuan off"},
+        "holdout_percent": 20,
+        "send_at_best_hour": False,
+        "quiet_hours": [0, 0],
+        **overrides,
+    }
+    return CampaignCreate.model_validate(body)
+
+
+def test_launch_send_cap_and_measure(conn: Connection) -> None:
+    program = make_program()
+    add_members(conn, *MEMBERS)
+    publish_profiles(conn, MEMBERS, "at_risk", ["deal_seeker"])
+    launched_at = utcnow() - timedelta(days=10)
+
+    made = service.create(conn, program, campaign(), actor=SYSTEM)
+    assert made.status == "draft"
+    out = service.launch(conn, program, made.campaign_id, now=launched_at, actor=SYSTEM)
+    salt = conn.execute(
+        select(service.repository.C.c.salt).where(
+            service.repository.C.c.campaign_id == made.campaign_id
+        )
+    ).scalar_one()
+    arms = assign(salt, MEMBERS, {"holdout": 20, "treatment": 80})
+    treated = sorted(m for m in MEMBERS if arms[m] == "treatment")
+    assert out.members == {"held_out": 400 - len(treated), "scheduled": len(treated)}
+    with pytest.raises(service.CampaignNotDraft):
+        service.launch(conn, program, made.campaign_id, now=launched_at, actor=SYSTEM)
+
+    report = service.send_due(conn, program, now=launched_at)
+    assert (report.sent, report.skipped) == (len(treated), 0)
+    assert service.send_due(conn, program, now=launched_at).sent == 0  # nothing twice
+    got = conn.execute(
+        select(coupons.c.member_id).where(coupons.c.source == "campaign").order_by("member_id")
+    ).scalars()
+    assert list(got) == treated
+    sends = conn.execute(
+        select(func.count()).select_from(outbox).where(outbox.c.event_type == "campaign.send")
+    ).scalar_one()
+    assert sends == len(treated)
+
+    # A second campaign to the same audience a day later (its own salt, so its own split): the
+    # 7-day cap skips exactly the members the first one reached.
+    other = service.create(conn, program, campaign(name="again"), actor=SYSTEM)
+    day = launched_at + timedelta(days=1)
+    service.launch(conn, program, other.campaign_id, now=day, actor=SYSTEM)
+    capped = service.send_due(conn, program, now=day)
+    log = service.members(conn, other.campaign_id, after=None, limit=1000).items
+    skipped = {m.member_id for m in log if m.status == "skipped"}
+    sent = {m.member_id for m in log if m.status == "sent"}
+    assert skipped and skipped <= set(treated) and not sent & set(treated)
+    assert (capped.sent, capped.skipped) == (len(sent), len(skipped))
+    assert {m.reason for m in log if m.status == "skipped"} == {"frequency_cap"}
+
+    # Treated members buy more after launch: the results see it, on a sound split.
+    bought = launched_at + timedelta(days=2)
+    for m in [*treated[:120], *sorted(set(MEMBERS) - set(treated))[:5]]:
+        orders.place(conn, program, order(f"o-{m}", m, price=20_000, at=bought))
+    res = service.results(conn, made.campaign_id, now=utcnow())
+    assert not res.srm.mismatch
+    by_metric = {r.metric: r for r in res.metrics}
+    spend = by_metric["spend_per_member_fen"]
+    assert spend.method == "cuped"
+    assert spend.treatment == pytest.approx(120 * 20_000 / len(treated))
+    assert spend.control == pytest.approx(5 * 20_000 / (400 - len(treated)))
+    assert spend.ci_low > 0 and spend.p_value < 0.001
+    assert spend.always_valid_low is not None and spend.always_valid_low <= spend.ci_low
+    assert by_metric["conversion"].difference == pytest.approx(
+        120 / len(treated) - 5 / (400 - len(treated))
+    )
+
+
+def test_refusals(conn: Connection) -> None:
+    program = make_program()
+    with pytest.raises(service.ledger_coupons.CouponTemplateNotFound):
+        service.create(
+            conn,
+            program,
+            campaign(offer={"kind": "coupon", "coupon_template": "nope"}),
+            actor=SYSTEM,
+        )
+    made = service.create(conn, program, campaign(audience={"tag": "nobody"}), actor=SYSTEM)
+    with pytest.raises(service.EmptyAudience):
+        service.launch(conn, program, made.campaign_id, actor=SYSTEM)
+    with pytest.raises(service.CampaignNotLaunched):
+        service.results(conn, made.campaign_id)
+    with pytest.raises(service.CampaignNotFound):
+        service.get(conn, "cmp_none")
+    with pytest.raises(ValueError, match="exactly one"):
+        CampaignCreate.model_validate(
+            {
+                "name": "x",
+                "audience": {"segment": "a", "tag": "b"},
+                "offer": {"kind": "message", "message": "hi"},
+            }
+        )
+
+
+def test_a_points_campaign_stops_at_its_budget(conn: Connection) -> None:
+    program = make_program()
+    add_members(conn, *MEMBERS[:50])
+    publish_profiles(conn, MEMBERS[:50], "loyal", [])
+    body = campaign(
+        audience={"segment": "loyal"},
+        offer={"kind": "points", "points": 100, "message": "thanks"},
+        holdout_percent=0,
+        points_budget=1000,
+    )
+    made = service.create(conn, program, body, actor=SYSTEM)
+    service.launch(conn, program, made.campaign_id, actor=SYSTEM)
+    report = service.send_due(conn, program)
+    assert (report.sent, report.skipped) == (10, 40)
+    log = service.members(conn, made.campaign_id, after=None, limit=100, status="skipped")
+    assert {m.reason for m in log.items} == {"points_budget_exhausted"}
+
+
+def test_send_time_is_the_best_hour_outside_quiet_hours() -> None:
+    zone = ZoneInfo("Asia/Shanghai")
+    now = datetime(2026, 12, 6, 12, 30, tzinfo=UTC)  # 20:30 in Shanghai
+    assert service.send_time(now, 21, (22, 8), zone) == datetime(2026, 12, 6, 13, tzinfo=UTC)
+    # best hour 10 already passed today: tomorrow 10:00 local
+    assert service.send_time(now, 10, (22, 8), zone) == datetime(2026, 12, 7, 2, tzinfo=UTC)
+    # best hour 23 is quiet: moved to 08:00 local the next morning
+    assert service.send_time(now, 23, (22, 8), zone) == datetime(2026, 12, 7, 0, tzinfo=UTC)
+    # no best hour: now, unless quiet
+    assert service.send_time(now, None, (22, 8), zone) == now
+    late = datetime(2026, 12, 6, 15, tzinfo=UTC)  # 23:00 local
+    assert service.send_time(late, None, (22, 8), zone) == datetime(2026, 12, 7, 0, tzinfo=UTC)
