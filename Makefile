@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,spark]'
+	$(BIN)/pip install --quiet -e '.[dev,spark]' -e clients/python
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install memberwise with its dev tools and the Spark engine
@@ -24,13 +24,13 @@ test: $(STAMP) ## Run the suite (SQLite; PostgreSQL too when MEMBERWISE_TEST_DAT
 	@$(BIN)/pytest -q -n 2 --dist loadgroup; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks clients
+	$(BIN)/ruff format --check src tests benchmarks clients
 	$(BIN)/mypy
 
 format: $(STAMP) ## Format and auto-fix with ruff
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks clients
+	$(BIN)/ruff check --fix src tests benchmarks clients
 
 bench: $(STAMP) ## Run the benchmarks (slow; prints figures for docs/performance.md)
 	$(BIN)/python benchmarks/ingest_bulk.py

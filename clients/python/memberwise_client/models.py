@@ -1,0 +1,106 @@
+"""Typed answers of the API. Each accepts fields the server adds later (``extra="allow"``), so
+an older client keeps working against a newer server; the memberwise test suite checks every
+field named here against the served OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Rejection(_Model):
+    index: int
+    event_id: str | None = None
+    code: str
+    field: str | None = None
+    message: str
+
+
+class IngestResult(_Model):
+    """What ``POST /v1/events`` did: counts and every rejected event with its reason."""
+
+    accepted: int
+    duplicate: int
+    rejected: int
+    rejections: list[Rejection] = []
+
+
+class Member(_Model):
+    member_id: str
+    status: str
+    region: str | None = None
+    registered_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    pii: dict[str, Any] | None = None
+
+
+class Balance(_Model):
+    member_id: str
+    available: int
+    pending: int
+    debt: int
+
+
+class PointsChange(_Model):
+    entry_id: str
+    points: int
+    balance: Balance
+
+
+class Coupon(_Model):
+    coupon_id: str
+    template: str
+    member_id: str
+    status: str
+    valid_from: datetime
+    valid_until: datetime
+    order_id: str | None = None
+    discount: int | None = None
+
+
+class Issued(_Model):
+    template: str
+    issued: int
+    coupons: list[Coupon]
+    refused: dict[str, str]
+
+
+class Order(_Model):
+    order_id: str
+    member_id: str
+    status: str
+    goods_amount: int
+    paid: int
+    points_earned: int
+    refunded: int
+    placed_at: datetime
+
+
+class Recommendation(_Model):
+    rank: int
+    item_id: str
+    score: float
+    reason: str
+    source: str
+
+
+class Recommendations(_Model):
+    member_id: str
+    personalized: bool
+    items: list[Recommendation]
+
+
+class WebhookEndpoint(_Model):
+    endpoint_id: str
+    url: str
+    event_types: list[str]
+    status: str
+    secret: str | None = None
