@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from sqlalchemy import Connection, RowMapping
 
-from memberwise.campaigns import analysis, repository
+from memberwise.campaigns import analysis, delivery, repository
 from memberwise.campaigns.assignment import assign
 from memberwise.campaigns.schemas import (
     CampaignCreate,
@@ -28,13 +28,11 @@ from memberwise.campaigns.schemas import (
     SendReport,
     SRMOut,
 )
-from memberwise.kit import outbox
 from memberwise.kit.errors import Conflict, InvalidRequest, MemberwiseError, NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.ledger import coupons as ledger_coupons
-from memberwise.ledger import points as ledger_points
 from memberwise.ledger import service as ledger
 from memberwise.predict import service as predict
 from memberwise.privacy import service as privacy
@@ -242,55 +240,28 @@ def send_due(
             if member_id in capped:
                 marks.append(_skip(campaign_id, member_id, "frequency_cap"))
                 continue
-            offer: dict[str, object] = {"kind": body.offer.kind.value}
+            if budget_left is not None and budget_left < (body.offer.points or 0):
+                marks.append(_skip(campaign_id, member_id, "points_budget_exhausted"))
+                continue
             try:
-                if body.offer.kind is OfferKind.coupon:
-                    issued = ledger_coupons.issue(
-                        conn,
-                        program,
-                        body.offer.coupon_template or "",
-                        [member_id],
-                        key=f"campaign:{campaign_id}",
-                        source="campaign",
-                        at=now,
-                        actor=actor,
-                        strict=True,
-                    )
-                    offer["coupon_id"] = issued.coupons[0].coupon_id
-                elif body.offer.kind is OfferKind.points:
-                    points = body.offer.points or 0
-                    if budget_left is not None and budget_left < points:
-                        marks.append(_skip(campaign_id, member_id, "points_budget_exhausted"))
-                        continue
-                    ledger_points.adjust(
-                        conn,
-                        program,
-                        member_id,
-                        points,
-                        reason=f"campaign {row['name']}",
-                        key=f"campaign:{campaign_id}:{member_id}",
-                        at=now,
-                        actor=actor,
-                    )
-                    if budget_left is not None:
-                        budget_left -= points
-                    offer["points"] = points
+                message_id = delivery.deliver(
+                    conn,
+                    program,
+                    event_type="campaign.send",
+                    key=f"campaign:{campaign_id}",
+                    member_id=member_id,
+                    offer=body.offer,
+                    channels=body.channels,
+                    context={"campaign_id": campaign_id, "campaign": row["name"]},
+                    reason=f"campaign {row['name']}",
+                    now=now,
+                    actor=actor,
+                )
             except MemberwiseError as exc:
                 marks.append(_skip(campaign_id, member_id, exc.code))
                 continue
-            message_id = outbox.emit(
-                conn,
-                "campaign.send",
-                {
-                    "campaign_id": campaign_id,
-                    "campaign": row["name"],
-                    "channels": [c.value for c in body.channels],
-                    "message": body.offer.message,
-                    "offer": offer,
-                },
-                member_id=member_id,
-                at=now,
-            )
+            if budget_left is not None:
+                budget_left -= body.offer.points or 0
             capped.add(member_id)
             marks.append(
                 {

@@ -1170,3 +1170,32 @@ def spend_by_member(
         )
         out.update({m: (int(n), int(s or 0)) for m, n, s in conn.execute(query)})
     return out
+
+
+def points_expiring(conn: Connection, now: datetime, until: datetime) -> list[tuple[str, str, int]]:
+    """(member, lot, points left) of available lots expiring in (now, until]."""
+    query = (
+        select(points_lots.c.member_id, points_lots.c.lot_id, points_lots.c.remaining)
+        .where(
+            points_lots.c.status == "available",
+            points_lots.c.remaining > 0,
+            points_lots.c.expires_at > now,
+            points_lots.c.expires_at <= until,
+        )
+        .order_by(points_lots.c.member_id, points_lots.c.lot_id)
+    )
+    return [(m, lot, int(p)) for m, lot, p in conn.execute(query)]
+
+
+def lots_still_held(conn: Connection, lot_ids: Sequence[str]) -> set[str]:
+    """Of ``lot_ids``, those still available with points left."""
+    out: set[str] = set()
+    ids = list(lot_ids)
+    for i in range(0, len(ids), 1000):
+        query = select(points_lots.c.lot_id).where(
+            points_lots.c.lot_id.in_(ids[i : i + 1000]),
+            points_lots.c.status == "available",
+            points_lots.c.remaining > 0,
+        )
+        out.update(conn.execute(query).scalars())
+    return out

@@ -216,3 +216,14 @@ def spend_by_member(
     """(orders, money paid net of refunds, in fen) per member for orders placed in
     [since, until): the outcome an experiment on the members measures."""
     return repository.spend_by_member(conn, member_ids, since, until)
+
+
+def points_expiring(conn: Connection, now: datetime, until: datetime) -> list[tuple[str, str, int]]:
+    """(member, lot, points left) of available points expiring in (now, until]: a journey's
+    "your points are about to expire" trigger."""
+    return repository.points_expiring(conn, now, until)
+
+
+def lots_still_held(conn: Connection, lot_ids: Sequence[str]) -> set[str]:
+    """Of ``lot_ids``, those still holding available points (not spent, not expired)."""
+    return repository.lots_still_held(conn, lot_ids)

@@ -435,3 +435,23 @@ def events_of(conn: Connection, subscription_id: str) -> Sequence[RowMapping]:
         .order_by(subscription_events.c.at, subscription_events.c.event_id)
     )
     return conn.execute(stmt).mappings().all()
+
+
+def subscriptions_in(conn: Connection, status: str) -> list[tuple[str, str]]:
+    """(member, subscription) of subscriptions in ``status``."""
+    query = (
+        select(subscriptions.c.member_id, subscriptions.c.subscription_id)
+        .where(subscriptions.c.status == status)
+        .order_by(subscriptions.c.subscription_id)
+    )
+    return [(m, s) for m, s in conn.execute(query)]
+
+
+def invitations_in(conn: Connection, status: str) -> list[tuple[str, str]]:
+    """(member, invitation) of invitations in ``status``."""
+    query = (
+        select(invitations.c.member_id, invitations.c.invitation_id)
+        .where(invitations.c.status == status)
+        .order_by(invitations.c.invitation_id)
+    )
+    return [(m, i) for m, i in conn.execute(query)]

@@ -667,3 +667,13 @@ def membership(conn: Connection, program: Program, member_id: str) -> Membership
         manager=ManagerOut(staff_id=manager["staff_id"], name=manager["name"]) if manager else None,
         history=history,
     )
+
+
+def past_due_subscriptions(conn: Connection) -> list[tuple[str, str]]:
+    """(member, subscription) whose renewal payment failed or is late (``past_due``)."""
+    return repository.subscriptions_in(conn, "past_due")
+
+
+def pending_invitations(conn: Connection) -> list[tuple[str, str]]:
+    """(member, invitation) of black-card invitations not yet decided."""
+    return repository.invitations_in(conn, "pending")

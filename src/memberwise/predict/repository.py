@@ -105,3 +105,13 @@ def best_hours(conn: Connection, member_ids: list[str]) -> dict[str, int]:
         )
         out.update({m: int(h) for m, h in conn.execute(query)})
     return out
+
+
+def churn_at_least(conn: Connection, threshold: float) -> list[tuple[str, str]]:
+    """(member, model version) of members whose churn risk is at least ``threshold``."""
+    query = (
+        select(member_predictions.c.member_id, member_predictions.c.model_version)
+        .where(member_predictions.c.churn_risk >= threshold)
+        .order_by(member_predictions.c.member_id)
+    )
+    return [(m, v) for m, v in conn.execute(query)]

@@ -178,3 +178,9 @@ def get_models(conn: Connection) -> ModelsOut:
 def best_hours(conn: Connection, member_ids: list[str]) -> dict[str, int]:
     """Each member's best hour to be reached (the habits model), for members it scored."""
     return repository.best_hours(conn, member_ids)
+
+
+def churn_at_least(conn: Connection, threshold: float) -> list[tuple[str, str]]:
+    """(member, model version) of members at or above a churn risk: a journey's trigger (the
+    version makes a crossing under a new model a new crossing)."""
+    return repository.churn_at_least(conn, threshold)

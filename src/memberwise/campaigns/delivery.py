@@ -1,0 +1,79 @@
+"""Giving a member an offer and telling the platform: the one path campaigns and journeys share.
+
+The offer goes through the ledgers under an idempotency key (a coupon issued once per key, points
+credited once per key), then a webhook message in the outbox carries the text, the channels and
+what was given, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from memberwise.campaigns.schemas import Channel, Offer, OfferKind
+from memberwise.kit import outbox
+from memberwise.ledger import coupons as ledger_coupons
+from memberwise.ledger import points as ledger_points
+from memberwise.privacy.schemas import Principal
+from memberwise.program.schemas import Program
+
+
+def deliver(
+    conn: Connection,
+    program: Program,
+    *,
+    event_type: str,
+    key: str,
+    member_id: str,
+    offer: Offer,
+    channels: Sequence[Channel],
+    context: Mapping[str, Any],
+    reason: str,
+    now: datetime,
+    actor: Principal,
+) -> str:
+    """Give ``offer`` to ``member_id`` and write the ``event_type`` message; its message id.
+
+    Raises the ledger's refusals (a coupon's budget or limit, an unknown member) unchanged, so
+    the caller records them as the reason a member was skipped."""
+    given: dict[str, object] = {"kind": offer.kind.value}
+    if offer.kind is OfferKind.coupon:
+        issued = ledger_coupons.issue(
+            conn,
+            program,
+            offer.coupon_template or "",
+            [member_id],
+            key=key,
+            source="campaign",
+            at=now,
+            actor=actor,
+            strict=True,
+        )
+        given["coupon_id"] = issued.coupons[0].coupon_id
+    elif offer.kind is OfferKind.points:
+        ledger_points.adjust(
+            conn,
+            program,
+            member_id,
+            offer.points or 0,
+            reason=reason,
+            key=f"{key}:{member_id}",
+            at=now,
+            actor=actor,
+        )
+        given["points"] = offer.points
+    return outbox.emit(
+        conn,
+        event_type,
+        {
+            **context,
+            "channels": [c.value for c in channels],
+            "message": offer.message,
+            "offer": given,
+        },
+        member_id=member_id,
+        at=now,
+    )
