@@ -90,6 +90,11 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/v1/campaigns/send-due"): ADMIN | {Role.operator},
     ("GET", "/v1/campaigns/x/members"): ANALYSTS,
     ("GET", "/v1/campaigns/x/results"): ANALYSTS,
+    ("POST", "/v1/journeys"): ADMIN | {Role.operator},
+    ("GET", "/v1/journeys"): ANALYSTS,
+    ("GET", "/v1/journeys/x"): ANALYSTS,
+    ("POST", "/v1/journeys/run"): ADMIN | {Role.operator},
+    ("GET", "/v1/journeys/x/enrollments"): ANALYSTS,
     ("PUT", "/v1/items/x"): PLATFORM,
 }
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memberwise import __version__
+from memberwise.campaigns.endpoints import journeys_router
 from memberwise.campaigns.endpoints import router as campaigns_router
 from memberwise.config import Settings, get_settings
 from memberwise.events.endpoints import router as events_router
@@ -154,5 +155,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(privacy_router)
     app.include_router(profiles_router)
     app.include_router(campaigns_router)
+    app.include_router(journeys_router)
     app.include_router(webhooks_router)
     return app

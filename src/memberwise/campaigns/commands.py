@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from memberwise.campaigns import service
+from memberwise.campaigns import journeys, service
 from memberwise.config import get_settings
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
@@ -28,6 +28,18 @@ def send(limit: Annotated[int, typer.Option(min=1, help="Sends at most.")] = 500
     finally:
         rt.close()
     console.print(f"sent {report.sent:,}, skipped {report.skipped:,}")
+
+
+@app.command("journeys")
+def run_journeys() -> None:
+    """Enroll new triggers of every active journey and run due steps (idempotent)."""
+    rt = Runtime.open(get_settings())
+    try:
+        with transaction(rt.engine) as conn:
+            report = journeys.run(conn, rt.program())
+    finally:
+        rt.close()
+    console.print(report.model_dump())
 
 
 @app.command("results")

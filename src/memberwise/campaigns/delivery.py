@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from memberwise.campaigns.schemas import Channel, Offer, OfferKind
 from memberwise.kit import outbox
+from memberwise.kit.errors import MemberwiseError
 from memberwise.ledger import coupons as ledger_coupons
 from memberwise.ledger import points as ledger_points
 from memberwise.privacy.schemas import Principal
@@ -37,8 +38,34 @@ def deliver(
 ) -> str:
     """Give ``offer`` to ``member_id`` and write the ``event_type`` message; its message id.
 
-    Raises the ledger's refusals (a coupon's budget or limit, an unknown member) unchanged, so
-    the caller records them as the reason a member was skipped."""
+    Runs in a savepoint: a refusal rolls back only this member's writes. Raises the ledger's
+    refusals (a coupon's budget or limit, an unknown member) unchanged, so the caller records
+    them as the reason a member was skipped."""
+    savepoint = conn.begin_nested()
+    try:
+        message_id = _deliver(
+            conn, program, event_type, key, member_id, offer, channels, context, reason, now, actor
+        )
+    except MemberwiseError:
+        savepoint.rollback()
+        raise
+    savepoint.commit()
+    return message_id
+
+
+def _deliver(
+    conn: Connection,
+    program: Program,
+    event_type: str,
+    key: str,
+    member_id: str,
+    offer: Offer,
+    channels: Sequence[Channel],
+    context: Mapping[str, Any],
+    reason: str,
+    now: datetime,
+    actor: Principal,
+) -> str:
     given: dict[str, object] = {"kind": offer.kind.value}
     if offer.kind is OfferKind.coupon:
         issued = ledger_coupons.issue(

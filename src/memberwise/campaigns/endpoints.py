@@ -6,12 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from memberwise.campaigns import service
+from memberwise.campaigns import journeys, service
 from memberwise.campaigns.schemas import (
     CampaignCreate,
     CampaignMemberOut,
     CampaignOut,
     CampaignResults,
+    EnrollmentOut,
+    JourneyCreate,
+    JourneyOut,
+    JourneyRun,
     SendReport,
 )
 from memberwise.kit.db import transaction
@@ -21,6 +25,7 @@ from memberwise.privacy.schemas import Principal, Role
 from memberwise.runtime import Runtime, get_runtime
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+journeys_router = APIRouter(prefix="/v1/journeys", tags=["campaigns"])
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 Operator = Annotated[Principal, Depends(Authorize(Role.admin, Role.operator))]
@@ -75,3 +80,40 @@ def members(
 def results(campaign_id: str, rt: RuntimeDep, principal: Reader) -> CampaignResults:
     with transaction(rt.engine) as conn:
         return service.results(conn, campaign_id)
+
+
+@journeys_router.post("", status_code=201, summary="Define a journey (active at once)")
+def create_journey(body: JourneyCreate, rt: RuntimeDep, principal: Operator) -> JourneyOut:
+    with transaction(rt.engine) as conn:
+        return journeys.create(conn, rt.program(), body, actor=principal)
+
+
+@journeys_router.get("", summary="Journeys, newest first")
+def list_journeys(rt: RuntimeDep, principal: Reader) -> list[JourneyOut]:
+    with transaction(rt.engine) as conn:
+        return journeys.list_all(conn)
+
+
+@journeys_router.get("/{journey_id}", summary="One journey with its enrollments by status")
+def get_journey(journey_id: str, rt: RuntimeDep, principal: Reader) -> JourneyOut:
+    with transaction(rt.engine) as conn:
+        return journeys.get(conn, journey_id)
+
+
+@journeys_router.post("/run", summary="Enroll new triggers and run every due step now")
+def run_journeys(rt: RuntimeDep, principal: Operator) -> JourneyRun:
+    with transaction(rt.engine) as conn:
+        return journeys.run(conn, rt.program(), actor=principal)
+
+
+@journeys_router.get("/{journey_id}/enrollments", summary="Each member's progress")
+def list_enrollments(
+    journey_id: str,
+    rt: RuntimeDep,
+    principal: Reader,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    after: str | None = None,
+    status: Annotated[str | None, Query(pattern="^(active|completed|exited)$")] = None,
+) -> Page[EnrollmentOut]:
+    with transaction(rt.engine) as conn:
+        return journeys.enrollments(conn, journey_id, after=after, limit=limit, status=status)

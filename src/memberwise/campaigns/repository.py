@@ -8,7 +8,12 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 
-from memberwise.campaigns.tables import campaign_members, campaigns
+from memberwise.campaigns.tables import (
+    campaign_members,
+    campaigns,
+    journey_enrollments,
+    journeys,
+)
 from memberwise.kit.db import insert_ignore
 
 C, M = campaigns, campaign_members
@@ -127,3 +132,89 @@ def page_members(
     if arm is not None:
         query = query.where(M.c.arm == arm)
     return list(conn.execute(query).mappings())
+
+
+# -- journeys -------------------------------------------------------------------------------
+
+J, JE = journeys, journey_enrollments
+
+
+def insert_journey(conn: Connection, row: Mapping[str, Any]) -> None:
+    conn.execute(insert(J), [dict(row)])
+
+
+def get_journey(conn: Connection, journey_id: str) -> RowMapping | None:
+    return conn.execute(select(J).where(J.c.journey_id == journey_id)).mappings().first()
+
+
+def list_journeys(conn: Connection, status: str | None = None) -> list[RowMapping]:
+    query = select(J).order_by(J.c.created_at.desc())
+    if status is not None:
+        query = query.where(J.c.status == status)
+    return list(conn.execute(query).mappings())
+
+
+def enrollment_counts(conn: Connection, journey_id: str) -> dict[str, int]:
+    query = (
+        select(JE.c.status, func.count()).where(JE.c.journey_id == journey_id).group_by(JE.c.status)
+    )
+    return {s: int(n) for s, n in conn.execute(query)}
+
+
+def enroll(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert new enrollments; a (journey, member, trigger) already there is left alone."""
+    before = conn.execute(select(func.count()).select_from(JE)).scalar_one()
+    for i in range(0, len(rows), 5000):
+        conn.execute(insert_ignore(conn, JE), [dict(r) for r in rows[i : i + 5000]])
+    return int(conn.execute(select(func.count()).select_from(JE)).scalar_one() - before)
+
+
+def due_enrollments(conn: Connection, journey_id: str, now: datetime) -> list[RowMapping]:
+    query = (
+        select(JE)
+        .where(JE.c.journey_id == journey_id, JE.c.status == "active", JE.c.next_at <= now)
+        .order_by(JE.c.next_at, JE.c.member_id)
+    )
+    return list(conn.execute(query).mappings())
+
+
+def advance(conn: Connection, row: Mapping[str, Any], values: Mapping[str, Any]) -> bool:
+    """Move one enrollment on from the step it was read at; False when another runner did
+    (so each step runs once even with two runners)."""
+    query = (
+        update(JE)
+        .where(
+            JE.c.journey_id == row["journey_id"],
+            JE.c.member_id == row["member_id"],
+            JE.c.trigger_key == row["trigger_key"],
+            JE.c.step == row["step"],
+            JE.c.status == "active",
+        )
+        .values(**values)
+    )
+    return conn.execute(query).rowcount == 1
+
+
+def page_enrollments(
+    conn: Connection, journey_id: str, *, after: str | None, limit: int, status: str | None
+) -> list[RowMapping]:
+    key = JE.c.member_id + "\x1f" + JE.c.trigger_key
+    query = select(JE).where(JE.c.journey_id == journey_id).order_by(key).limit(limit)
+    if after is not None:
+        query = query.where(key > after)
+    if status is not None:
+        query = query.where(JE.c.status == status)
+    return list(conn.execute(query).mappings())
+
+
+def note(conn: Connection, row: Mapping[str, Any], reason: str, at: datetime) -> None:
+    """Keep why a step was skipped on its enrollment."""
+    conn.execute(
+        update(JE)
+        .where(
+            JE.c.journey_id == row["journey_id"],
+            JE.c.member_id == row["member_id"],
+            JE.c.trigger_key == row["trigger_key"],
+        )
+        .values(exit_reason=reason, updated_at=at)
+    )

@@ -142,3 +142,66 @@ class CampaignResults(BaseModel):
     srm: SRMOut
     metrics: list[MetricResult]
     note: str
+
+
+class TriggerKind(StrEnum):
+    points_expiring = "points_expiring"
+    renewal_failed = "renewal_failed"
+    invitation_pending = "invitation_pending"
+    churn_risk = "churn_risk"
+
+
+class Trigger(BaseModel):
+    """What enrolls a member: a state the stores show, each occurrence once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: TriggerKind
+    days: int = Field(default=7, ge=1, le=365, description="points_expiring: within N days.")
+    threshold: float = Field(default=0.7, gt=0, le=1, description="churn_risk: at least.")
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wait_hours: float = Field(default=0, ge=0, le=24 * 90, description="After the last step.")
+    offer: Offer
+
+
+class JourneyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    trigger: Trigger
+    steps: list[Step] = Field(min_length=1, max_length=20)
+    channels: list[Channel] = Field(default_factory=lambda: [Channel.push], min_length=1)
+    exit_on_order: bool = Field(
+        default=True, description="Leave the journey once the member orders after entering."
+    )
+
+
+class JourneyOut(BaseModel):
+    journey_id: str
+    name: str
+    status: str
+    definition: JourneyCreate
+    created_at: datetime
+    enrollments: dict[str, int] = Field(description="Enrollments by status.")
+
+
+class EnrollmentOut(BaseModel):
+    member_id: str
+    trigger_key: str
+    step: int
+    status: str
+    next_at: datetime | None
+    entered_at: datetime
+    exit_reason: str | None
+
+
+class JourneyRun(BaseModel):
+    enrolled: int = 0
+    stepped: int = 0
+    completed: int = 0
+    exited: int = 0
+    skipped: int = 0

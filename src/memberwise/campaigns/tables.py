@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, String, Table, Text
+from sqlalchemy import Column, Index, Integer, String, Table, Text
 
 from memberwise.kit.db import metadata
 from memberwise.kit.time import UTCDateTime
@@ -38,4 +38,32 @@ campaign_members = Table(
     Column("message_id", String(40), nullable=True),
     Index("ix_campaign_members_status_send_at", "status", "send_at"),
     Index("ix_campaign_members_member_sent", "member_id", "sent_at"),
+)
+
+journeys = Table(
+    "journeys",
+    metadata,
+    Column("journey_id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # active | paused
+    Column("definition", Text, nullable=False),  # JourneyCreate as JSON
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+journey_enrollments = Table(
+    "journey_enrollments",
+    metadata,
+    Column("journey_id", String(40), primary_key=True),
+    Column("member_id", String(128), primary_key=True),
+    # What made the member enter (a lot, a subscription, an invitation, a model version): the
+    # same trigger never enrolls twice; a new one does.
+    Column("trigger_key", String(128), primary_key=True),
+    Column("step", Integer, nullable=False),  # the next step to run
+    Column("status", String(16), nullable=False),  # active | completed | exited
+    Column("next_at", UTCDateTime, nullable=True),
+    Column("entered_at", UTCDateTime, nullable=False),
+    Column("exit_reason", Text, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_journey_enrollments_status_next", "status", "next_at"),
 )

@@ -17,6 +17,7 @@ class EventType(StrEnum):
     coupon_issued = "coupon.issued"
     points_expired = "points.expired"
     campaign_send = "campaign.send"
+    journey_step = "journey.step"
 
 
 EVENT_DESCRIPTIONS: dict[EventType, str] = {
@@ -26,6 +27,7 @@ EVENT_DESCRIPTIONS: dict[EventType, str] = {
     EventType.coupon_issued: "A coupon was issued to a member.",
     EventType.points_expired: "A member's points expired.",
     EventType.campaign_send: "A campaign's message (and offer) to send to a member.",
+    EventType.journey_step: "A journey step's message (and offer) to send to a member.",
 }
 
 
