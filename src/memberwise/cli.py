@@ -5,11 +5,14 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 from rich.console import Console
+from sqlalchemy import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from typer.core import TyperGroup
 
 from memberwise import __version__
 from memberwise.config import Settings, get_settings
@@ -28,12 +31,24 @@ from memberwise.privacy import service as privacy
 from memberwise.privacy.commands import app as keys_app
 from memberwise.privacy.commands import staff_app
 from memberwise.privacy.schemas import KeyCreate, Role
+from memberwise.program.service import ProgramError, load_program
 from memberwise.recommend.commands import app as recommend_app
 from memberwise.recommend.item_commands import app as items_app
 from memberwise.recommend.item_commands import import_catalog
-from memberwise.store import migrate
+from memberwise.store import is_set_up, migrate
+
+
+class _Group(TyperGroup):
+    """The top-level group; it keeps the command line's words for :func:`_needs_a_home` (click
+    hands the group's callback none of them)."""
+
+    def invoke(self, ctx: Any) -> Any:  # a typer Context (typer vendors its own click)
+        ctx.meta["memberwise.words"] = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        return super().invoke(ctx)
+
 
 app = typer.Typer(
+    cls=_Group,
     name="memberwise",
     help="Run a personalized membership program: events in, members, tiers, ledgers, "
     "predictions and recommendations out.",
@@ -64,6 +79,42 @@ app.command("build", help="Build profiles, tags and segments from the lake and p
 DEMO_PROGRAM = Path("programs/demo.yaml")
 
 console = Console()
+errors = Console(stderr=True)
+
+#: Commands that work without a set-up home (they set it up, or read only files and the lake).
+NO_STORE = frozenset({"init", "run", "version", "migrate", "demo", "clv", "lake"})
+
+
+@app.callback()
+def _needs_a_home(ctx: typer.Context) -> None:
+    """Refuse a command that needs the operational store on a home never set up, with one
+    sentence and exit code 2 (instead of an SQL error from its first query)."""
+    command = ctx.invoked_subcommand
+    rest: list[str] = ctx.meta.get("memberwise.words", [])[1:]
+    if command is None or command in NO_STORE or "--help" in rest:
+        return
+    if command == "recommend" and rest[:1] == ["evaluate"]:  # a file-based evaluation
+        return
+    settings = get_settings()
+    try:
+        ready = is_set_up(settings.db_url)
+    except SQLAlchemyError as exc:
+        cause = type(getattr(exc, "orig", None) or exc).__name__
+        errors.print(
+            f"the operational store does not answer ({cause}): check "
+            "MEMBERWISE_DATABASE_URL and that the database is running",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    if not ready:
+        errors.print(
+            f"memberwise has not been set up in {settings.home} (store "
+            f"{make_url(settings.db_url).render_as_string(hide_password=True)}): run "
+            "`memberwise init` first, or `memberwise run` for the demo platform",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(2)
 
 
 def _admin_key_file(settings: Settings) -> Path:
@@ -100,14 +151,39 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def use_program(settings: Settings, path: Path) -> None:
+    """Check the program in ``path`` and keep it as the home's program (``HOME/settings.json``):
+    every later command and the server opened on this home use it. Raises typer.Exit(2) with
+    the program's problems when it does not load."""
+    try:
+        load_program(path)
+    except ProgramError as exc:
+        errors.print(f"{exc.code}: {exc.message}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    settings.remember(program_file=path)
+
+
 @app.command()
-def init() -> None:
+def init(
+    program: Annotated[
+        Path | None,
+        typer.Option(
+            "--program",
+            dir_okay=False,
+            help="The program file this home runs (kept in HOME/settings.json; default: the "
+            "one it was set up with, else the built-in empty program).",
+        ),
+    ] = None,
+) -> None:
     """Create the home directory, the PII key, the schema and a first admin key."""
     settings = get_settings()
+    if program is not None:
+        use_program(settings, program)
     key = bootstrap(settings)
     console.print(f"home       {settings.home}")
     console.print(f"store      {settings.db_url}")
     console.print(f"lake       {settings.lake_root}")
+    console.print(f"program    {settings.program_file or '(built-in default)'}")
     if key:
         console.print(f"admin key  [bold]{key}[/bold]  (kept in {_admin_key_file(settings)})")
 
@@ -185,6 +261,10 @@ def run(
     settings = get_settings()
     if settings.program_file is None and DEMO_PROGRAM.exists():
         settings.program_file = DEMO_PROGRAM.absolute()
+    if settings.program_file is not None:
+        # Kept in the home, so `memberwise serve` and every later command run the same program
+        # without MEMBERWISE_PROGRAM_FILE exported (the server reads its settings afresh).
+        use_program(settings, settings.program_file)
     key = bootstrap(settings)
     demo_dir = _ensure_demo(settings, members=members, days=days, seed=seed)
     rt = Runtime.open(settings)

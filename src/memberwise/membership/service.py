@@ -61,6 +61,12 @@ class ManagerNotFound(NotFound):
     code = "manager_not_found"
 
 
+class NoTiers(InvalidRequest):
+    """The program defines no tiers, so there is nothing to evaluate or preview."""
+
+    code = "program_has_no_tiers"
+
+
 class NotServiceStaff(InvalidRequest):
     code = "not_service_staff"
 
