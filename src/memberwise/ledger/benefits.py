@@ -35,6 +35,7 @@ from memberwise.privacy.schemas import Principal
 from memberwise.program.benefits import (
     AnyBenefit,
     ExpressRefund,
+    FreeShipping,
     MonthlyCoupons,
     PartnerPerk,
     PointsMultiplier,
@@ -179,14 +180,21 @@ def used_since(
     return repository.benefit_used_since(conn, member_id, list(benefits), since)
 
 
-def points_bonus(conn: Connection, program: Program, member_id: str, at: datetime) -> Decimal:
-    """The largest points multiplier among the member's benefits (1 without one); no read at
-    all when the program grants none."""
-    kinds = {n: b for n, b in program.benefits.items() if isinstance(b, PointsMultiplier)}
-    if not kinds:
-        return Decimal(1)
+def order_terms(
+    conn: Connection, program: Program, member_id: str, goods: int, at: datetime
+) -> tuple[Decimal, bool]:
+    """What the member's benefits do to an order of ``goods`` fen (at the prices charged): the
+    points multiplier (1 without one) and whether shipping is free (a free-shipping benefit
+    whose ``min_order`` the goods reach). One entitlements read, none when the program grants
+    neither kind of benefit."""
+    multipliers = {n: b for n, b in program.benefits.items() if isinstance(b, PointsMultiplier)}
+    shipping = {n: b for n, b in program.benefits.items() if isinstance(b, FreeShipping)}
+    if not multipliers and not shipping:
+        return Decimal(1), False
     held = entitlements(conn, program, member_id, at).benefits
-    return max((kinds[n].multiplier for n in held if n in kinds), default=Decimal(1))
+    bonus = max((multipliers[n].multiplier for n in held if n in multipliers), default=Decimal(1))
+    free = any(goods >= shipping[n].min_order for n in held if n in shipping)
+    return bonus, free
 
 
 def entitlements(conn: Connection, program: Program, member_id: str, at: datetime) -> Entitlements:

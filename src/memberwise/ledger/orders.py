@@ -131,6 +131,7 @@ def place(
     tier: str | None = None,
     lookup_tier: bool = False,
     bonus: Decimal = Decimal(1),
+    free_shipping: bool = False,
     at: datetime | None = None,
     actor: Principal = SYSTEM,
 ) -> tuple[OrderOut, bool]:
@@ -138,6 +139,9 @@ def place(
 
     ``lookup_tier`` asks the membership domain for the member's tier within the order's first
     read (instead of ``tier``): what the API does when the program's rules depend on tiers.
+    ``free_shipping``: the member holds a free-shipping benefit whose minimum this order
+    reaches, so its shipping fee is waived (``shipping_discount``) before coupons are priced,
+    as the checkout quote does (a free-shipping coupon then does not apply).
 
     Returns the order and whether it was created now (False: a replay). Raises OrderExists,
     MemberUnknown, InvalidOrder, PointsNotAllowed, InsufficientPoints and the coupon refusals
@@ -165,19 +169,20 @@ def place(
         raise MemberUnknown(f"no member {order.member_id!r}")
     settings = program.points
     goods = sum(i.price * i.quantity for i in order.items)
+    shipping = 0 if free_shipping else order.shipping_fee
     applied = coupons.price(
         conn,
         program,
         order.member_id,
         order.coupon_ids,
         order.items,
-        order.shipping_fee,
+        shipping,
         tier=tier,
         at=at,
         read={first: coupon} if first is not None and coupon is not None else None,
     )
     coupon_discount = sum(a.goods for a in applied)
-    shipping_discount = sum(a.shipping for a in applied)
+    shipping_discount = (order.shipping_fee - shipping) + sum(a.shipping for a in applied)
     points_value = order.points * settings.point_value
     if order.points:
         if any(not a.with_points for a in applied):
@@ -316,12 +321,23 @@ def place_now(
     conn: Connection, program: Program, order: OrderIn, *, actor: Principal = SYSTEM
 ) -> tuple[OrderOut, bool]:
     """:func:`place` as ``POST /v1/orders`` does it: at the order's ``placed_at`` (or now), with
-    the member's points-multiplier benefit, and their tier (within the order's first read) when
-    the program's rules depend on tiers."""
+    the member's points-multiplier and free-shipping benefits (the same the checkout quote
+    applies), and their tier (within the order's first read) when the program's rules depend
+    on tiers."""
     at = as_utc(order.placed_at or utcnow())
-    bonus = benefits.points_bonus(conn, program, order.member_id, at)
+    goods = sum(i.price * i.quantity for i in order.items)
+    bonus, free = benefits.order_terms(conn, program, order.member_id, goods, at)
     lookup = needs_tier(program)
-    return place(conn, program, order, lookup_tier=lookup, bonus=bonus, at=at, actor=actor)
+    return place(
+        conn,
+        program,
+        order,
+        lookup_tier=lookup,
+        bonus=bonus,
+        free_shipping=free,
+        at=at,
+        actor=actor,
+    )
 
 
 def get(conn: Connection, order_id: str) -> OrderOut:
