@@ -112,18 +112,20 @@ class BenefitUse(BaseModel):
 
 
 class ExpressRefundIn(BaseModel):
-    """The platform pays ``amount`` fen back now for refund ``refund_id`` of ``order_id``."""
+    """The platform pays ``amount`` fen of the member's order ``order_id`` back now, as that
+    order's refund ``refund_id`` (see :mod:`memberwise.ledger.aftersales`)."""
 
     refund_id: str = Field(min_length=1, max_length=128)
-    order_id: str | None = Field(default=None, max_length=128)
+    order_id: str = Field(min_length=1, max_length=128)
     amount: int = Field(gt=0, le=1_000_000_000)
 
 
 class ReturnCardIn(BaseModel):
-    """Use one return-guarantee card on ``order_id``; ``use_id`` is the idempotency key."""
+    """Use one return-guarantee card on the member's order ``order_id``; ``use_id`` is the
+    idempotency key."""
 
     use_id: str = Field(min_length=1, max_length=128)
-    order_id: str | None = Field(default=None, max_length=128)
+    order_id: str = Field(min_length=1, max_length=128)
 
 
 class PerkClaimIn(BaseModel):
@@ -333,13 +335,14 @@ def reserve_express_refund(
 
     The credit is the largest ``credit_limit`` among the express-refund benefits held; it is
     given back by :func:`restore_express_refund` when the return arrives. Idempotent by refund
-    id. Raises BenefitNotHeld, ExpressRefundCreditExceeded (nothing changed) or
-    IdempotencyKeyReused.
+    id. This is the credit alone: :func:`memberwise.ledger.aftersales.express_refund` (what the
+    API calls) also checks the order and records the order's refund. Raises BenefitNotHeld,
+    ExpressRefundCreditExceeded (nothing changed) or IdempotencyKeyReused.
     """
     use_id = f"express_refund:{data.refund_id}"
     existing = repository.get_use(conn, use_id)
     if existing is not None:
-        _replay(existing, member_id, amount=data.amount)
+        _replay(existing, member_id, amount=data.amount, reference=data.order_id)
         return _use_out(existing)
     granted = _held(program, held, ExpressRefund)
     if not granted:
@@ -368,7 +371,7 @@ def reserve_express_refund(
         "created_at": at,
         "settled_at": None,
     }
-    row, new = _record(conn, use, limit, refuse, amount=data.amount)
+    row, new = _record(conn, use, limit, refuse, amount=data.amount, reference=data.order_id)
     if new:
         privacy.audit(
             conn,
@@ -469,7 +472,7 @@ def use_return_card(
             actor,
             "benefit.return_card",
             "order",
-            data.order_id or data.use_id,
+            data.order_id,
             member_id=member_id,
             details={"period": period.label},
         )
@@ -629,7 +632,7 @@ def issue_monthly_coupons(
 # -- the API's entry points: the member's benefits looked up, then the functions above ----------
 
 
-def _entitled(conn: Connection, program: Program, member_id: str, at: datetime) -> list[str]:
+def entitled_now(conn: Connection, program: Program, member_id: str, at: datetime) -> list[str]:
     """The benefits the member holds; raises MemberUnknown for an unknown member.
 
     A member with a tier or a plan exists (the membership rows are only made for members), so
@@ -646,35 +649,7 @@ def benefits_now(
     conn: Connection, program: Program, member_id: str, at: datetime
 ) -> MemberBenefits:
     """Each benefit the member holds now, with what remains. Raises MemberUnknown."""
-    return member_benefits(conn, program, member_id, _entitled(conn, program, member_id, at), at)
-
-
-def express_refund(
-    conn: Connection,
-    program: Program,
-    member_id: str,
-    data: ExpressRefundIn,
-    *,
-    at: datetime,
-    actor: Principal,
-) -> BenefitUse:
-    """:func:`reserve_express_refund` with the benefits the member holds now."""
-    held = _entitled(conn, program, member_id, at)
-    return reserve_express_refund(conn, program, member_id, held, data, at=at, actor=actor)
-
-
-def return_card(
-    conn: Connection,
-    program: Program,
-    member_id: str,
-    data: ReturnCardIn,
-    *,
-    at: datetime,
-    actor: Principal,
-) -> BenefitUse:
-    """:func:`use_return_card` with the benefits the member holds now."""
-    held = _entitled(conn, program, member_id, at)
-    return use_return_card(conn, program, member_id, held, data, at=at, actor=actor)
+    return member_benefits(conn, program, member_id, entitled_now(conn, program, member_id, at), at)
 
 
 def partner_perk(
@@ -687,7 +662,7 @@ def partner_perk(
     actor: Principal,
 ) -> BenefitUse:
     """:func:`claim_partner_perk` with the benefits the member holds now."""
-    held = _entitled(conn, program, member_id, at)
+    held = entitled_now(conn, program, member_id, at)
     return claim_partner_perk(conn, program, member_id, held, data, at=at, actor=actor)
 
 
@@ -695,5 +670,5 @@ def monthly_coupons(
     conn: Connection, program: Program, member_id: str, *, at: datetime, actor: Principal
 ) -> int:
     """:func:`issue_monthly_coupons` with the benefits the member holds now."""
-    held = _entitled(conn, program, member_id, at)
+    held = entitled_now(conn, program, member_id, at)
     return issue_monthly_coupons(conn, program, member_id, held, at=at, actor=actor)

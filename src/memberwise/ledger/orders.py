@@ -392,6 +392,21 @@ def _refund_out(row: RowMapping | dict[str, Any], order: OrderOut) -> RefundOut:
     )
 
 
+def find_refund(conn: Connection, refund_id: str) -> RefundOut | None:
+    """Refund ``refund_id`` with its order as it stands now, or None when there is none."""
+    found = repository.get_refund(conn, refund_id)
+    return None if found is None else _refund_out(found, get(conn, found["order_id"]))
+
+
+def member_order(conn: Connection, member_id: str, order_id: str) -> OrderOut:
+    """The member's order ``order_id``. Raises OrderNotFound when there is no such order or
+    it is another member's (the message does not tell which)."""
+    row = repository.get_order(conn, order_id)
+    if row is None or row["member_id"] != member_id:
+        raise OrderNotFound(f"the member has no order {order_id!r}")
+    return _out(row)
+
+
 def _stored_refund(conn: Connection, found: RowMapping, order_id: str, digest: str) -> RefundOut:
     if found["order_id"] != order_id or found["request_hash"] != digest:
         raise RefundExists(f"refund {found['refund_id']!r} was already made with other contents")
