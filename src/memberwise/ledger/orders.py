@@ -31,16 +31,19 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping
 
 from memberwise.kit.ids import new_id
+from memberwise.kit.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.ledger import benefits, coupons, points, repository
 from memberwise.ledger.schemas import (
     EntryKind,
     LotStatus,
+    MemberOrder,
     OrderIn,
     OrderItem,
     OrderOut,
     OrderStatus,
     RefundIn,
+    RefundLine,
     RefundOut,
 )
 from memberwise.ledger.service import (
@@ -389,6 +392,43 @@ def _refund_out(row: RowMapping | dict[str, Any], order: OrderOut) -> RefundOut:
         refund_deduction=row["refund_deduction"],
         coupons_restored=list(row["coupons_restored"]),
         order=order,
+    )
+
+
+def _order_cursor(row: RowMapping) -> str:
+    return encode_cursor(f"{as_utc(row['placed_at']).isoformat()}|{row['order_id']}")
+
+
+def _order_key(cursor: str | None) -> tuple[datetime, str] | None:
+    key = decode_cursor(cursor)
+    if key is None:
+        return None
+    at, sep, order_id = key.partition("|")
+    try:
+        if not sep or not order_id:
+            raise ValueError(key)
+        return as_utc(datetime.fromisoformat(at)), order_id
+    except ValueError:
+        raise InvalidCursor("the cursor is not valid; pass next_cursor from a page") from None
+
+
+def member_orders(
+    conn: Connection, member_id: str, *, after: str | None, limit: int
+) -> Page[MemberOrder]:
+    """A page of the member's orders, newest first, each with its refunds; ``after`` is the
+    previous page's ``next_cursor``. Raises InvalidCursor (the member's existence is the
+    caller's check)."""
+    rows = repository.member_orders(conn, member_id, after=_order_key(after), limit=limit + 1)
+    page = rows[:limit]
+    refunds: dict[str, list[RefundLine]] = {}
+    for r in repository.refunds_of_orders(conn, [row["order_id"] for row in page]):
+        refunds.setdefault(r["order_id"], []).append(RefundLine.model_validate(dict(r)))
+    items = [
+        MemberOrder(**_out(row).model_dump(), refunds=refunds.get(row["order_id"], []))
+        for row in page
+    ]
+    return Page[MemberOrder](
+        items=items, next_cursor=_order_cursor(page[-1]) if len(rows) > limit else None
     )
 
 
