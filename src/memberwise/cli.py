@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +37,7 @@ from memberwise.program.service import ProgramError, load_program
 from memberwise.recommend.commands import app as recommend_app
 from memberwise.recommend.item_commands import app as items_app
 from memberwise.recommend.item_commands import import_catalog
+from memberwise.runtime import Runtime
 from memberwise.store import is_set_up, migrate
 
 
@@ -241,6 +244,44 @@ def _ensure_demo(settings: Settings, *, members: int, days: int, seed: int) -> P
     return demo_dir
 
 
+def _run_stamp(settings: Settings) -> Path:
+    return settings.home / "warehouse" / "run.json"
+
+
+def _inputs_fingerprint(settings: Settings, rt: Runtime) -> str:
+    """A digest of what a build reads that ``memberwise run`` may change: the lake's files
+    (path, size, modification time), the program file's bytes, the engine and the version."""
+    digest = hashlib.sha256(f"{__version__}|{settings.engine}\n".encode())
+    if settings.program_file is not None:
+        digest.update(Path(settings.program_file).read_bytes())
+    for path in rt.lake.files():
+        stat = path.stat()
+        name = path.relative_to(settings.lake_root)
+        digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _reusable_build(settings: Settings, rt: Runtime) -> str | None:
+    """The id of the build the last ``memberwise run`` made, when its inputs are unchanged and
+    it is still on disk (None: build again)."""
+    try:
+        stamp = json.loads(_run_stamp(settings).read_text())
+    except (OSError, ValueError):
+        return None
+    build_id = stamp.get("build_id") if isinstance(stamp, dict) else None
+    if not isinstance(build_id, str) or stamp.get("inputs") != _inputs_fingerprint(settings, rt):
+        return None
+    directory = settings.home / "warehouse" / "builds" / build_id
+    return build_id if (directory / "build.json").exists() else None
+
+
+def _remember_build(settings: Settings, rt: Runtime, build_id: str) -> None:
+    path = _run_stamp(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = {"build_id": build_id, "inputs": _inputs_fingerprint(settings, rt)}
+    path.write_text(json.dumps(stamp) + "\n")
+
+
 @app.command()
 def run(
     members: Annotated[int, typer.Option(help="Demo platform size (members).")] = 20_000,
@@ -256,7 +297,6 @@ def run(
     """
     from memberwise.events.bulk import ingest_paths
     from memberwise.events.bulk_hooks import member_registrar
-    from memberwise.runtime import Runtime
 
     settings = get_settings()
     if settings.program_file is None and DEMO_PROGRAM.exists():
@@ -293,8 +333,19 @@ def run(
     # read needs no deduplication.
     compacted = rt.lake.compact()
     console.print(f"lake: {compacted.files_before:,} files compacted to {compacted.files_after:,}")
-    console.print(f"build: program {settings.program_file or '(built-in default)'}")
-    print_summary(execute_build(rt))
+    changed = result.accepted + created + registered + catalog.created + catalog.updated > 0
+    reused = None if changed else _reusable_build(settings, rt)
+    if reused is not None:
+        console.print(
+            f"build: reusing build {reused} (the lake, the members and the program have not "
+            "changed since; `memberwise build` makes a new one)",
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"build: program {settings.program_file or '(built-in default)'}")
+        done = execute_build(rt)
+        print_summary(done)
+        _remember_build(settings, rt, done.build_id)
     from memberwise.jobs.commands import program_for
     from memberwise.membership.demo import seed as seed_memberships
 
@@ -305,9 +356,22 @@ def run(
     )
     # The demo's purchases and refunds through the ledgers (after the build and the
     # memberships: tiers, plans and their benefits are known).
-    from memberwise.ledger.demo_loader import describe, load_demo
+    from memberwise.ledger.demo_loader import (
+        DEMO_COUPON_MEMBERS,
+        describe,
+        issue_demo_coupons,
+        load_demo,
+    )
 
-    console.print(describe(load_demo(rt.engine, program_for(settings), rt.lake)))
+    program = program_for(settings)
+    console.print(describe(load_demo(rt.engine, program, rt.lake)))
+    held = issue_demo_coupons(rt.engine, program)
+    if held:
+        console.print(
+            f"coupons: the first {DEMO_COUPON_MEMBERS} members hold "
+            + ", ".join(f"{n:,} {name}" for name, n in held.items()),
+            soft_wrap=True,
+        )
     rt.close()
     base = f"http://{settings.host}:{settings.port}"
     key_line = key or "(not kept here; make one: memberwise keys create --role admin)"

@@ -38,7 +38,7 @@ from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.ids import new_id
 from memberwise.kit.lake import EventLake
 from memberwise.kit.time import as_utc, utcnow
-from memberwise.ledger import aftersales, benefits, orders, points, repository
+from memberwise.ledger import aftersales, benefits, coupons, orders, points, repository
 from memberwise.ledger import service as ledger
 from memberwise.ledger.benefits import ExpressRefundIn, ReturnCardIn
 from memberwise.ledger.schemas import EntryKind, OrderIn, OrderItem, RefundIn
@@ -583,6 +583,40 @@ def _monthly(
                 conn, program, member, list(entitled.benefits), at=now, actor=actor
             )
     return issued
+
+
+#: How many of the demo's members (the first, by id) get one coupon of each template.
+DEMO_COUPON_MEMBERS = 500
+
+
+def issue_demo_coupons(
+    engine: Engine,
+    program: Program,
+    *,
+    members: int = DEMO_COUPON_MEMBERS,
+    at: datetime | None = None,
+    actor: Principal = SYSTEM,
+) -> dict[str, int]:
+    """Issue one coupon of every template not sold for points to the first ``members``
+    members (by id), through the coupon ledger (``coupons.issue``: tiers, limits and budgets
+    apply, so a tier-only template reaches only that tier's members). Idempotent: the issue key
+    is ``demo:<template>``, so a re-run issues nothing new. Returns template -> coupons held."""
+    at = as_utc(at or utcnow())
+    with engine.begin() as conn:
+        first = list(
+            conn.execute(
+                select(members_table.c.member_id).order_by(members_table.c.member_id).limit(members)
+            ).scalars()
+        )
+        held: dict[str, int] = {}
+        for name, template in program.coupons.items():
+            if template.points_price is not None:
+                continue
+            out = coupons.issue(
+                conn, program, name, first, key=f"demo:{name}", source="demo", at=at, actor=actor
+            )
+            held[name] = out.issued
+    return held
 
 
 def describe(result: LoadResult) -> str:
