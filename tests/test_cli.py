@@ -85,6 +85,7 @@ def test_run_builds_the_demo_platform_and_a_second_run_reuses_it(env: Settings) 
     assert second.exit_code == 0, second.output
     assert "reusing" in second.output
     assert "0 created, 0 registered, 400 unchanged" in second.output
+    assert "build: reusing build" in second.output  # nothing changed: no second build
 
 
 def test_the_program_a_home_was_set_up_with_is_the_servers(
@@ -154,5 +155,35 @@ def test_tiers_preview_without_tiers_says_so(env: Settings) -> None:
     try:
         with pytest.raises(NoTiers, match="defines no tiers"):
             stage.preview(rt, default_program(), env.home)
+    finally:
+        rt.close()
+
+
+def test_a_build_is_reused_only_while_its_inputs_are_unchanged(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from memberwise.cli import _remember_build, _reusable_build
+    from memberwise.runtime import Runtime
+
+    program = tmp_path / "p.yaml"
+    program.write_text("name: one\n")
+    settings.program_file = program
+    (settings.home / "warehouse" / "builds" / "b1").mkdir(parents=True)
+    (settings.home / "warehouse" / "builds" / "b1" / "build.json").write_text("{}")
+    rt = Runtime.open(settings)
+    try:
+        assert _reusable_build(settings, rt) is None  # no run yet
+        _remember_build(settings, rt, "b1")
+        assert _reusable_build(settings, rt) == "b1"
+        program.write_text("name: two\n")  # the program changed
+        assert _reusable_build(settings, rt) is None
+        _remember_build(settings, rt, "b1")
+        day = settings.lake_root / "events" / "date=2026-11-01"
+        day.mkdir(parents=True)
+        (day / "part-1.parquet").write_bytes(b"x")  # the lake changed
+        assert rt.lake.files() and _reusable_build(settings, rt) is None
+        _remember_build(settings, rt, "b1")
+        (settings.home / "warehouse" / "builds" / "b1" / "build.json").unlink()
+        assert _reusable_build(settings, rt) is None  # the build is gone
     finally:
         rt.close()
