@@ -175,6 +175,8 @@ def test_a_build_is_reused_only_while_its_inputs_are_unchanged(
         assert _reusable_build(settings, rt) is None  # no run yet
         _remember_build(settings, rt, "b1")
         assert _reusable_build(settings, rt) == "b1"
+        program.write_text("# a comment\nname:   one\n")  # an edit that changes nothing
+        assert _reusable_build(settings, rt) == "b1"
         program.write_text("name: two\n")  # the program changed
         assert _reusable_build(settings, rt) is None
         _remember_build(settings, rt, "b1")

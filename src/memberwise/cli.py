@@ -20,7 +20,7 @@ from memberwise import __version__
 from memberwise.config import Settings, get_settings
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
-from memberwise.jobs.commands import build, execute_build, print_summary
+from memberwise.jobs.commands import build, execute_build, print_summary, program_for
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.secrets import write_secret_file
 from memberwise.ledger.commands import coupons_app, points_app
@@ -250,10 +250,10 @@ def _run_stamp(settings: Settings) -> Path:
 
 def _inputs_fingerprint(settings: Settings, rt: Runtime) -> str:
     """A digest of what a build reads that ``memberwise run`` may change: the lake's files
-    (path, size, modification time), the program file's bytes, the engine and the version."""
+    (path, size, modification time), the program as loaded (an edit of its comments or layout
+    changes nothing), the engine and the version."""
     digest = hashlib.sha256(f"{__version__}|{settings.engine}\n".encode())
-    if settings.program_file is not None:
-        digest.update(Path(settings.program_file).read_bytes())
+    digest.update(program_for(settings).model_dump_json().encode())
     for path in rt.lake.files():
         stat = path.stat()
         name = path.relative_to(settings.lake_root)
@@ -346,7 +346,6 @@ def run(
         done = execute_build(rt)
         print_summary(done)
         _remember_build(settings, rt, done.build_id)
-    from memberwise.jobs.commands import program_for
     from memberwise.membership.demo import seed as seed_memberships
 
     made = seed_memberships(rt, program_for(settings))
