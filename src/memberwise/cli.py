@@ -293,7 +293,9 @@ def run(
 
     Creates the home, key and schema, generates the demo platform once, ingests it (a no-op
     when already ingested), registers its members, builds profiles, tags and segments with
-    the demo program, then serves http://HOST:PORT.
+    the demo program (kept as the home's program; the last build is reused when nothing it
+    reads changed), loads the demo's orders and coupons into the ledgers, then serves
+    http://HOST:PORT.
     """
     from memberwise.events.bulk import ingest_paths
     from memberwise.events.bulk_hooks import member_registrar
