@@ -67,10 +67,15 @@ def setup(home: Path, members_n: int, black_card: int) -> str:
                 member = _mid(i)
                 grant = TierGrant(tier="apass", reason="benchmark")
                 membership.grant(conn, program, member, grant, actor=SYSTEM)
-                refund = ExpressRefundIn(refund_id=f"r{i}", amount=25_000 + i)
-                benefits.express_refund(conn, program, member, refund, at=now, actor=SYSTEM)
+                # The read needs counters in use: the credit-level primitives take them
+                # without the orders the API's after-sales calls require.
+                held = benefits.entitled_now(conn, program, member, now)
+                refund = ExpressRefundIn(refund_id=f"r{i}", order_id=f"o{i}", amount=25_000 + i)
+                benefits.reserve_express_refund(
+                    conn, program, member, held, refund, at=now, actor=SYSTEM
+                )
                 card = ReturnCardIn(use_id=f"c{i}", order_id=f"o{i}")
-                benefits.return_card(conn, program, member, card, at=now, actor=SYSTEM)
+                benefits.use_return_card(conn, program, member, held, card, at=now, actor=SYSTEM)
     engine.dispose()
     return key
 

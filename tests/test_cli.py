@@ -6,9 +6,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from memberwise.app import create_app
 from memberwise.cli import app
 from memberwise.config import Settings
 from memberwise.kit.db import make_engine, transaction
@@ -83,3 +85,107 @@ def test_run_builds_the_demo_platform_and_a_second_run_reuses_it(env: Settings) 
     assert second.exit_code == 0, second.output
     assert "reusing" in second.output
     assert "0 created, 0 registered, 400 unchanged" in second.output
+    assert "build: reusing build" in second.output  # nothing changed: no second build
+
+
+def test_the_program_a_home_was_set_up_with_is_the_servers(
+    env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root cause of the demo serving the empty program: the server reads its settings
+    afresh, so the program must live in the home, not on the CLI's Settings object."""
+    program = Path(__file__).parents[1] / "programs" / "demo.yaml"
+    assert runner.invoke(app, ["init", "--program", str(program)]).exit_code == 0
+    monkeypatch.delenv("MEMBERWISE_PROGRAM_FILE", raising=False)
+
+    assert Settings().program_file == program
+    with TestClient(create_app()) as client:  # what `memberwise serve` builds
+        assert client.get("/health").json()["program"] == "demo"
+
+
+def test_init_refuses_a_program_that_does_not_load_and_keeps_none(env: Settings) -> None:
+    result = runner.invoke(app, ["init", "--program", str(env.home / "missing.yaml")])
+    assert result.exit_code == 2
+    assert "the program file does not exist" in result.output
+    assert Settings().program_file is None
+
+
+@pytest.mark.parametrize(
+    "args", [["ingest", "x.csv"], ["keys", "list"], ["tiers", "preview"], ["serve"]]
+)
+def test_a_home_never_set_up_gets_one_sentence_and_exit_2(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMBERWISE_HOME", str(tmp_path / "fresh"))
+    monkeypatch.delenv("MEMBERWISE_DATABASE_URL", raising=False)
+
+    result = runner.invoke(app, args)
+
+    assert result.exit_code == 2
+    assert "run `memberwise init` first" in result.output
+    assert "Traceback" not in result.output and "sqlite3" not in result.output
+    assert not (tmp_path / "fresh").exists()  # nothing was created on the way
+
+
+def test_help_works_on_a_home_never_set_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMBERWISE_HOME", str(tmp_path / "fresh"))
+    monkeypatch.delenv("MEMBERWISE_DATABASE_URL", raising=False)
+    assert runner.invoke(app, ["ingest", "--help"]).exit_code == 0
+    assert runner.invoke(app, ["keys", "list", "--help"]).exit_code == 0
+
+
+def test_a_store_that_is_not_migrated_is_not_set_up(
+    env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty.sqlite"
+    make_engine(f"sqlite:///{empty}").connect().close()
+    monkeypatch.setenv("MEMBERWISE_DATABASE_URL", f"sqlite:///{empty}")
+    result = runner.invoke(app, ["members", "import", "x.csv"])
+    assert result.exit_code == 2
+    assert "run `memberwise init` first" in result.output
+
+
+def test_tiers_preview_without_tiers_says_so(env: Settings) -> None:
+    """The built-in program has no tiers: a sentence, not an IndexError."""
+    from memberwise.membership import stage
+    from memberwise.membership.service import NoTiers
+    from memberwise.program.service import default_program
+    from memberwise.runtime import Runtime
+
+    rt = Runtime.open(env)
+    try:
+        with pytest.raises(NoTiers, match="defines no tiers"):
+            stage.preview(rt, default_program(), env.home)
+    finally:
+        rt.close()
+
+
+def test_a_build_is_reused_only_while_its_inputs_are_unchanged(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from memberwise.cli import _remember_build, _reusable_build
+    from memberwise.runtime import Runtime
+
+    program = tmp_path / "p.yaml"
+    program.write_text("name: one\n")
+    settings.program_file = program
+    (settings.home / "warehouse" / "builds" / "b1").mkdir(parents=True)
+    (settings.home / "warehouse" / "builds" / "b1" / "build.json").write_text("{}")
+    rt = Runtime.open(settings)
+    try:
+        assert _reusable_build(settings, rt) is None  # no run yet
+        _remember_build(settings, rt, "b1")
+        assert _reusable_build(settings, rt) == "b1"
+        program.write_text("# a comment\nname:   one\n")  # an edit that changes nothing
+        assert _reusable_build(settings, rt) == "b1"
+        program.write_text("name: two\n")  # the program changed
+        assert _reusable_build(settings, rt) is None
+        _remember_build(settings, rt, "b1")
+        day = settings.lake_root / "events" / "date=2026-11-01"
+        day.mkdir(parents=True)
+        (day / "part-1.parquet").write_bytes(b"x")  # the lake changed
+        assert rt.lake.files() and _reusable_build(settings, rt) is None
+        _remember_build(settings, rt, "b1")
+        (settings.home / "warehouse" / "builds" / "b1" / "build.json").unlink()
+        assert _reusable_build(settings, rt) is None  # the build is gone
+    finally:
+        rt.close()

@@ -141,7 +141,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError:
             return _error(503, "store_unavailable", "the operational store does not answer")
-        return JSONResponse({"status": "ok", "version": __version__})
+        # Which program this server runs (the home's, see Settings.remember), so a deployment
+        # can be checked from outside; None when its file no longer loads.
+        try:
+            program: str | None = rt.program().name
+        except MemberwiseError:
+            program = None
+        return JSONResponse({"status": "ok", "version": __version__, "program": program})
 
     # FastAPI tries routers in order, scanning each one's routes: the routers of the hot reads
     # (benefits, recommendations) come first.

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 from rich.console import Console
+from sqlalchemy import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from typer.core import TyperGroup
 
 from memberwise import __version__
 from memberwise.campaigns.commands import app as campaigns_app
 from memberwise.config import Settings, get_settings
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
-from memberwise.jobs.commands import build, execute_build, print_summary
+from memberwise.jobs.commands import build, execute_build, print_summary, program_for
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.secrets import write_secret_file
 from memberwise.ledger.commands import coupons_app, points_app
@@ -30,13 +35,26 @@ from memberwise.privacy import service as privacy
 from memberwise.privacy.commands import app as keys_app
 from memberwise.privacy.commands import staff_app
 from memberwise.privacy.schemas import KeyCreate, Role
+from memberwise.program.service import ProgramError, load_program
 from memberwise.recommend.commands import app as recommend_app
 from memberwise.recommend.item_commands import app as items_app
 from memberwise.recommend.item_commands import import_catalog
-from memberwise.store import migrate
+from memberwise.runtime import Runtime
+from memberwise.store import is_set_up, migrate
 from memberwise.webhooks.commands import app as webhooks_app
 
+
+class _Group(TyperGroup):
+    """The top-level group; it keeps the command line's words for :func:`_needs_a_home` (click
+    hands the group's callback none of them)."""
+
+    def invoke(self, ctx: Any) -> Any:  # a typer Context (typer vendors its own click)
+        ctx.meta["memberwise.words"] = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="memberwise",
     help="Run a personalized membership program: events in, members, tiers, ledgers, "
     "predictions and recommendations out.",
@@ -69,6 +87,42 @@ app.command("build", help="Build profiles, tags and segments from the lake and p
 DEMO_PROGRAM = Path("programs/demo.yaml")
 
 console = Console()
+errors = Console(stderr=True)
+
+#: Commands that work without a set-up home (they set it up, or read only files and the lake).
+NO_STORE = frozenset({"init", "run", "version", "migrate", "demo", "clv", "lake"})
+
+
+@app.callback()
+def _needs_a_home(ctx: typer.Context) -> None:
+    """Refuse a command that needs the operational store on a home never set up, with one
+    sentence and exit code 2 (instead of an SQL error from its first query)."""
+    command = ctx.invoked_subcommand
+    rest: list[str] = ctx.meta.get("memberwise.words", [])[1:]
+    if command is None or command in NO_STORE or "--help" in rest:
+        return
+    if command == "recommend" and rest[:1] == ["evaluate"]:  # a file-based evaluation
+        return
+    settings = get_settings()
+    try:
+        ready = is_set_up(settings.db_url)
+    except SQLAlchemyError as exc:
+        cause = type(getattr(exc, "orig", None) or exc).__name__
+        errors.print(
+            f"the operational store does not answer ({cause}): check "
+            "MEMBERWISE_DATABASE_URL and that the database is running",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    if not ready:
+        errors.print(
+            f"memberwise has not been set up in {settings.home} (store "
+            f"{make_url(settings.db_url).render_as_string(hide_password=True)}): run "
+            "`memberwise init` first, or `memberwise run` for the demo platform",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(2)
 
 
 def _admin_key_file(settings: Settings) -> Path:
@@ -105,14 +159,39 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def use_program(settings: Settings, path: Path) -> None:
+    """Check the program in ``path`` and keep it as the home's program (``HOME/settings.json``):
+    every later command and the server opened on this home use it. Raises typer.Exit(2) with
+    the program's problems when it does not load."""
+    try:
+        load_program(path)
+    except ProgramError as exc:
+        errors.print(f"{exc.code}: {exc.message}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    settings.remember(program_file=path)
+
+
 @app.command()
-def init() -> None:
+def init(
+    program: Annotated[
+        Path | None,
+        typer.Option(
+            "--program",
+            dir_okay=False,
+            help="The program file this home runs (kept in HOME/settings.json; default: the "
+            "one it was set up with, else the built-in empty program).",
+        ),
+    ] = None,
+) -> None:
     """Create the home directory, the PII key, the schema and a first admin key."""
     settings = get_settings()
+    if program is not None:
+        use_program(settings, program)
     key = bootstrap(settings)
     console.print(f"home       {settings.home}")
     console.print(f"store      {settings.db_url}")
     console.print(f"lake       {settings.lake_root}")
+    console.print(f"program    {settings.program_file or '(built-in default)'}")
     if key:
         console.print(f"admin key  [bold]{key}[/bold]  (kept in {_admin_key_file(settings)})")
 
@@ -176,6 +255,44 @@ def _ensure_demo(settings: Settings, *, members: int, days: int, seed: int) -> P
     return demo_dir
 
 
+def _run_stamp(settings: Settings) -> Path:
+    return settings.home / "warehouse" / "run.json"
+
+
+def _inputs_fingerprint(settings: Settings, rt: Runtime) -> str:
+    """A digest of what a build reads that ``memberwise run`` may change: the lake's files
+    (path, size, modification time), the program as loaded (an edit of its comments or layout
+    changes nothing), the engine and the version."""
+    digest = hashlib.sha256(f"{__version__}|{settings.engine}\n".encode())
+    digest.update(program_for(settings).model_dump_json().encode())
+    for path in rt.lake.files():
+        stat = path.stat()
+        name = path.relative_to(settings.lake_root)
+        digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _reusable_build(settings: Settings, rt: Runtime) -> str | None:
+    """The id of the build the last ``memberwise run`` made, when its inputs are unchanged and
+    it is still on disk (None: build again)."""
+    try:
+        stamp = json.loads(_run_stamp(settings).read_text())
+    except (OSError, ValueError):
+        return None
+    build_id = stamp.get("build_id") if isinstance(stamp, dict) else None
+    if not isinstance(build_id, str) or stamp.get("inputs") != _inputs_fingerprint(settings, rt):
+        return None
+    directory = settings.home / "warehouse" / "builds" / build_id
+    return build_id if (directory / "build.json").exists() else None
+
+
+def _remember_build(settings: Settings, rt: Runtime, build_id: str) -> None:
+    path = _run_stamp(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = {"build_id": build_id, "inputs": _inputs_fingerprint(settings, rt)}
+    path.write_text(json.dumps(stamp) + "\n")
+
+
 @app.command()
 def run(
     members: Annotated[int, typer.Option(help="Demo platform size (members).")] = 20_000,
@@ -187,15 +304,20 @@ def run(
 
     Creates the home, key and schema, generates the demo platform once, ingests it (a no-op
     when already ingested), registers its members, builds profiles, tags and segments with
-    the demo program, then serves http://HOST:PORT.
+    the demo program (kept as the home's program; the last build is reused when nothing it
+    reads changed), loads the demo's orders and coupons into the ledgers, then serves
+    http://HOST:PORT.
     """
     from memberwise.events.bulk import ingest_paths
     from memberwise.events.bulk_hooks import member_registrar
-    from memberwise.runtime import Runtime
 
     settings = get_settings()
     if settings.program_file is None and DEMO_PROGRAM.exists():
         settings.program_file = DEMO_PROGRAM.absolute()
+    if settings.program_file is not None:
+        # Kept in the home, so `memberwise serve` and every later command run the same program
+        # without MEMBERWISE_PROGRAM_FILE exported (the server reads its settings afresh).
+        use_program(settings, settings.program_file)
     key = bootstrap(settings)
     demo_dir = _ensure_demo(settings, members=members, days=days, seed=seed)
     rt = Runtime.open(settings)
@@ -224,9 +346,19 @@ def run(
     # read needs no deduplication.
     compacted = rt.lake.compact()
     console.print(f"lake: {compacted.files_before:,} files compacted to {compacted.files_after:,}")
-    console.print(f"build: program {settings.program_file or '(built-in default)'}")
-    print_summary(execute_build(rt))
-    from memberwise.jobs.commands import program_for
+    changed = result.accepted + created + registered + catalog.created + catalog.updated > 0
+    reused = None if changed else _reusable_build(settings, rt)
+    if reused is not None:
+        console.print(
+            f"build: reusing build {reused} (the lake, the members and the program have not "
+            "changed since; `memberwise build` makes a new one)",
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"build: program {settings.program_file or '(built-in default)'}")
+        done = execute_build(rt)
+        print_summary(done)
+        _remember_build(settings, rt, done.build_id)
     from memberwise.membership.demo import seed as seed_memberships
 
     made = seed_memberships(rt, program_for(settings))
@@ -236,9 +368,22 @@ def run(
     )
     # The demo's purchases and refunds through the ledgers (after the build and the
     # memberships: tiers, plans and their benefits are known).
-    from memberwise.ledger.demo_loader import describe, load_demo
+    from memberwise.ledger.demo_loader import (
+        DEMO_COUPON_MEMBERS,
+        describe,
+        issue_demo_coupons,
+        load_demo,
+    )
 
-    console.print(describe(load_demo(rt.engine, program_for(settings), rt.lake)))
+    program = program_for(settings)
+    console.print(describe(load_demo(rt.engine, program, rt.lake)))
+    held = issue_demo_coupons(rt.engine, program)
+    if held:
+        console.print(
+            f"coupons: the first {DEMO_COUPON_MEMBERS} members hold "
+            + ", ".join(f"{n:,} {name}" for name, n in held.items()),
+            soft_wrap=True,
+        )
     rt.close()
     base = f"http://{settings.host}:{settings.port}"
     key_line = key or "(not kept here; make one: memberwise keys create --role admin)"

@@ -1,12 +1,17 @@
 """Settings: one object, read from the environment (prefix ``MEMBERWISE_``) and passed down.
 
-Every setting is listed with its meaning in ``.env.example``. Nothing here reads files other than
-the embedded secrets file in the home directory (see :meth:`Settings.pii_key_bytes`).
+Every setting is listed with its meaning in ``.env.example``. Besides the environment, two files
+in the home directory are read: the embedded secrets (see :meth:`Settings.pii_key_bytes`) and
+the home's settings file (``HOME/settings.json``, see :meth:`Settings.remember`), which keeps
+what the home was set up with -- its program -- so every later command and the server use it
+without an exported variable. The environment wins over the home's file.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import os
 import secrets
 from enum import StrEnum
 from functools import cached_property
@@ -23,6 +28,10 @@ class Engine(StrEnum):
 
     duckdb = "duckdb"
     spark = "spark"
+
+
+#: Settings a home keeps in its settings file (``memberwise init --program``, ``memberwise run``).
+HOME_SETTINGS = ("program_file",)
 
 
 class Settings(BaseSettings):
@@ -46,7 +55,10 @@ class Settings(BaseSettings):
     )
     engine: Engine = Field(default=Engine.duckdb, description="Warehouse engine: duckdb or spark.")
     program_file: Path | None = Field(
-        default=None, description="The membership program definition (YAML)."
+        default=None,
+        description="The membership program definition (YAML). Default: the program the home "
+        "was set up with (HOME/settings.json, written by `memberwise init --program` and "
+        "`memberwise run`), else the built-in empty program.",
     )
     pii_key: SecretStr | None = Field(
         default=None,
@@ -74,7 +86,53 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _absolute_home(self) -> Settings:
         self.home = self.home.expanduser().absolute()
+        # What the home was set up with, unless the environment (or the caller) says otherwise.
+        for name, value in self.home_settings().items():
+            if name in HOME_SETTINGS and name not in self.model_fields_set and value:
+                setattr(self, name, Path(value))
         return self
+
+    @property
+    def home_settings_file(self) -> Path:
+        """``HOME/settings.json``: the settings the home was set up with (its program)."""
+        return self.home / "settings.json"
+
+    def home_settings(self) -> dict[str, str]:
+        """The settings kept in the home (empty when none were, or the file is unreadable)."""
+        try:
+            data = json.loads(self.home_settings_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return (
+            {k: str(v) for k, v in data.items() if isinstance(v, str)}
+            if isinstance(data, dict)
+            else {}
+        )
+
+    def remember(self, **values: Path | None) -> None:
+        """Keep ``values`` (names of :data:`HOME_SETTINGS`) in the home's settings file, so later
+        commands and the server opened on this home use them; None forgets one.
+
+        Written atomically (temporary file, fsync, rename). Raises ValueError for another name.
+        """
+        unknown = set(values) - set(HOME_SETTINGS)
+        if unknown:
+            raise ValueError(f"not a setting kept in the home: {', '.join(sorted(unknown))}")
+        kept: dict[str, str] = self.home_settings()
+        for name, value in values.items():
+            if value is None:
+                kept.pop(name, None)
+            else:
+                kept[name] = str(Path(value).expanduser().absolute())
+            setattr(self, name, None if value is None else Path(kept[name]))
+        path = self.home_settings_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(kept, indent=2, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
     @property
     def db_url(self) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 
 from memberwise.kit.db import transaction
 from memberwise.ledger import benefits
+from memberwise.ledger import coupons as ledger_coupons
 from memberwise.ledger import service as ledger
 from memberwise.ledger.benefits import (
     BenefitNotHeld,
@@ -147,6 +148,13 @@ def _counter(conn: Connection, counter: str, period: str = "", member: str = "m1
         )
     ).scalar()
     return int(value or 0)
+
+
+def _rows(engine: Engine) -> tuple[int, int]:
+    """Uses recorded and the sum of every counter."""
+    with engine.connect() as conn:
+        used = conn.execute(select(func.coalesce(func.sum(benefit_counters.c.used), 0))).scalar()
+        return _uses(conn), int(used or 0)
 
 
 def _uses(conn: Connection) -> int:
@@ -348,7 +356,7 @@ def test_concurrent_express_refunds_never_pass_the_credit(engine: Engine, progra
                     program,
                     "m1",
                     HELD,
-                    ExpressRefundIn(refund_id=f"r{i}", amount=100_000),
+                    ExpressRefundIn(refund_id=f"r{i}", order_id=f"o{i}", amount=100_000),
                     at=AT,
                     actor=SYSTEM,
                 ),
@@ -383,9 +391,17 @@ def api(client: TestClient, runtime: Runtime, program: Program, tmp_path: Path) 
     return client
 
 
+def place(client: TestClient, auth: Auth, order_id: str, price: int, **more: Any) -> None:
+    body = {"order_id": order_id, "member_id": "a1", "items": [{"item_id": "i", "price": price}]}
+    placed = client.post("/v1/orders", json=body | more, headers=auth(Role.platform))
+    assert placed.status_code == 201, placed.text
+
+
 def test_routes_use_and_show_benefits(api: TestClient, auth: Auth) -> None:
     client = api
     platform = auth(Role.platform)
+    place(client, auth, "o1", 400_000)
+    place(client, auth, "o2", 800_000)
     refund = {"refund_id": "rf1", "order_id": "o1", "amount": 300_000}
     url = "/v1/members/a1/benefits"
     first = client.post(f"{url}/express-refunds", json=refund, headers=platform)
@@ -394,14 +410,16 @@ def test_routes_use_and_show_benefits(api: TestClient, auth: Auth) -> None:
     assert replay.json()["use_id"] == "express_refund:rf1"
     too_much = client.post(
         f"{url}/express-refunds",
-        json=refund | {"refund_id": "rf2", "amount": 700_001},
+        json=refund | {"refund_id": "rf2", "order_id": "o2", "amount": 700_001},
         headers=platform,
     )
     assert (too_much.status_code, too_much.json()["code"]) == (
         409,
         "express_refund_credit_exceeded",
     )
-    card = client.post(f"{url}/return-cards", json={"use_id": "c1"}, headers=platform)
+    card = client.post(
+        f"{url}/return-cards", json={"use_id": "c1", "order_id": "o1"}, headers=platform
+    )
     assert card.status_code == 200, card.text
     shown = client.get(url, headers=auth(Role.service)).json()
     remaining = {b["name"]: b["remaining"] for b in shown["benefits"]}
@@ -412,3 +430,107 @@ def test_routes_use_and_show_benefits(api: TestClient, auth: Auth) -> None:
     assert {b["name"]: b["remaining"] for b in shown["benefits"]}["express_refund"] == 1_000_000
     missing = client.get("/v1/members/nobody/benefits", headers=platform)
     assert (missing.status_code, missing.json()["code"]) == (404, "member_not_found")
+
+
+def test_an_express_refund_is_its_orders_refund_and_points_and_coupons_follow(
+    api: TestClient, auth: Auth, runtime: Runtime, program: Program
+) -> None:
+    """Given an order paid 300 CNY with a coupon, earning 290 points; when it is express-
+    refunded in two parts, then the order is refunded, its points taken back pro rata and, on
+    the last part, its coupon given back; the credit is taken and restored as before."""
+    platform = auth(Role.platform)
+    with transaction(runtime.engine) as conn:
+        issued = ledger_coupons.issue(conn, program, "ten_off", ["a1"], key="k")
+    coupon = issued.coupons[0].coupon_id
+    place(api, auth, "o1", 30_000, coupon_ids=[coupon])
+    url = "/v1/members/a1/benefits/express-refunds"
+
+    part = api.post(
+        url, json={"refund_id": "r1", "order_id": "o1", "amount": 14_500}, headers=platform
+    )
+    assert part.status_code == 200, part.text
+    body = part.json()
+    assert (body["amount"], body["reference"], body["remaining"]) == (14_500, "o1", 985_500)
+    assert body["refund"]["refund_id"] == "r1" and body["refund"]["points_reversed"] == 145
+    assert (body["refund"]["order"]["status"], body["refund"]["order"]["refunded"]) == (
+        "partially_refunded",
+        14_500,
+    )
+    rest = api.post(
+        url, json={"refund_id": "r2", "order_id": "o1", "amount": 14_500}, headers=platform
+    )
+    assert rest.json()["refund"]["coupons_restored"] == [coupon]
+    order = api.get("/v1/orders/o1", headers=platform).json()
+    assert (order["status"], order["refunded"], order["points_reversed"]) == (
+        "refunded",
+        29_000,
+        290,
+    )
+    points = api.get("/v1/members/a1/points", headers=platform).json()["balance"]
+    assert (points["available"], points["pending"]) == (0, 0)
+    # A replay answers the same and changes nothing; the refund route sees the same refund.
+    again = api.post(
+        url, json={"refund_id": "r1", "order_id": "o1", "amount": 14_500}, headers=platform
+    )
+    # (a replay does not recount what remains)
+    assert again.json() == body | {"refund": again.json()["refund"], "remaining": None}
+    assert again.json()["refund"]["amount"] == 14_500
+    other = api.post(url, json={"refund_id": "r1", "order_id": "o1", "amount": 1}, headers=platform)
+    assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_reused")
+
+
+def test_express_refunds_and_return_cards_need_a_real_order_of_the_member(
+    api: TestClient, auth: Auth, runtime: Runtime, engine: Engine
+) -> None:
+    platform = auth(Role.platform)
+    with transaction(runtime.engine) as conn:
+        create_member(conn, FieldCipher(bytes(range(32))), "b1")
+    other = {"order_id": "ob", "member_id": "b1", "items": [{"item_id": "i", "price": 5_000}]}
+    assert api.post("/v1/orders", json=other, headers=platform).status_code == 201
+    place(api, auth, "o1", 5_000)
+    url = "/v1/members/a1/benefits"
+    before = _rows(engine)
+
+    for order_id in ("no-such-order", "ob"):
+        refund = {"refund_id": f"r-{order_id}", "order_id": order_id, "amount": 100}
+        missing = api.post(f"{url}/express-refunds", json=refund, headers=platform)
+        assert (missing.status_code, missing.json()["code"]) == (404, "order_not_found")
+        card = {"use_id": f"c-{order_id}", "order_id": order_id}
+        missing = api.post(f"{url}/return-cards", json=card, headers=platform)
+        assert (missing.status_code, missing.json()["code"]) == (404, "order_not_found")
+    too_much = {"refund_id": "big", "order_id": "o1", "amount": 5_001}
+    refused = api.post(f"{url}/express-refunds", json=too_much, headers=platform)
+    assert (refused.status_code, refused.json()["code"]) == (422, "refund_exceeds_order")
+    no_order = api.post(f"{url}/return-cards", json={"use_id": "c"}, headers=platform)
+    assert (no_order.status_code, no_order.json()["code"]) == (422, "invalid_request")
+    assert _rows(engine) == before  # nothing taken by a refusal
+    order = api.get("/v1/orders/o1", headers=platform).json()
+    assert order["refunded"] == 0
+
+
+def test_an_express_refund_links_to_a_refund_the_platform_already_made(
+    api: TestClient, auth: Auth, engine: Engine
+) -> None:
+    platform = auth(Role.platform)
+    place(api, auth, "o1", 10_000)
+    made = api.post(
+        "/v1/orders/o1/refunds", json={"refund_id": "r1", "amount": 4_000}, headers=platform
+    )
+    assert made.status_code == 201
+    url = "/v1/members/a1/benefits/express-refunds"
+    linked = api.post(
+        url, json={"refund_id": "r1", "order_id": "o1", "amount": 4_000}, headers=platform
+    )
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["refund"]["order"]["refunded"] == 4_000  # refunded once, not twice
+    differs = api.post(
+        url, json={"refund_id": "r1", "order_id": "o1", "amount": 3_000}, headers=platform
+    )
+    assert (differs.status_code, differs.json()["code"]) == (409, "idempotency_key_reused")
+    api.post("/v1/orders/o1/refunds", json={"refund_id": "r2", "amount": 2_000}, headers=platform)
+    before = _rows(engine)
+    unlike = api.post(
+        url, json={"refund_id": "r2", "order_id": "o1", "amount": 3_000}, headers=platform
+    )
+    assert (unlike.status_code, unlike.json()["code"]) == (409, "refund_exists")
+    assert _rows(engine) == before

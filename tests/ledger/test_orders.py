@@ -406,3 +406,42 @@ def test_an_order_asks_the_members_tier_in_its_first_read(conn: Connection) -> N
     plain, _ = orders.place(conn, program, order("o2", "m2"), lookup_tier=True, at=T0)
     told, _ = orders.place(conn, program, order("o3", "m2"), tier="gold", at=T0)
     assert (gold.points_earned, plain.points_earned, told.points_earned) == (200, 100, 200)
+
+
+def test_api_a_members_orders_newest_first_with_refunds_and_pages(
+    api: TestClient, auth: Auth
+) -> None:
+    platform = auth(Role.platform)
+    for n, day in ((1, 1), (2, 3), (3, 3), (4, 5)):
+        body = {
+            "order_id": f"o{n}",
+            "member_id": "m1",
+            "items": [{"item_id": "i", "price": 1_000 * n}],
+            "placed_at": f"2026-11-0{day}T10:00:00Z",
+        }
+        assert api.post("/v1/orders", json=body, headers=platform).status_code == 201
+    other = {"order_id": "x", "member_id": "m2", "items": [{"item_id": "i", "price": 5}]}
+    assert api.post("/v1/orders", json=other, headers=platform).status_code == 201
+    for refund_id, amount in (("r1", 500), ("r2", 1_000)):
+        refund = {"refund_id": refund_id, "amount": amount, "at": "2026-11-06T00:00:00Z"}
+        api.post("/v1/orders/o2/refunds", json=refund, headers=platform)
+
+    first = api.get("/v1/members/m1/orders?limit=3", headers=auth(Role.service)).json()
+    # o2 and o3 share a time: the larger id first, so the order of a page never changes.
+    assert [o["order_id"] for o in first["items"]] == ["o4", "o3", "o2"]
+    o2 = first["items"][2]
+    assert (o2["status"], o2["refunded"]) == ("partially_refunded", 1_500)
+    assert [(r["refund_id"], r["amount"], r["points_reversed"]) for r in o2["refunds"]] == [
+        ("r1", 500, 5),
+        ("r2", 1_000, 10),
+    ]
+    assert first["items"][0]["refunds"] == []
+    rest = api.get(f"/v1/members/m1/orders?limit=3&after={first['next_cursor']}", headers=platform)
+    assert ([o["order_id"] for o in rest.json()["items"]], rest.json()["next_cursor"]) == (
+        ["o1"],
+        None,
+    )
+    missing = api.get("/v1/members/nobody/orders", headers=platform)
+    assert (missing.status_code, missing.json()["code"]) == (404, "member_not_found")
+    bad = api.get("/v1/members/m1/orders?after=bm90LWEta2V5", headers=platform)
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_cursor")

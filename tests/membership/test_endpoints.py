@@ -144,3 +144,95 @@ def test_invitations_and_managers_over_http(
     assert (closed.status_code, closed.json()["code"]) == (409, "invitation_not_pending")
     nobody = client.get("/v1/managers/nobody/members", headers=staff)
     assert (nobody.status_code, nobody.json()["code"]) == (404, "manager_not_found")
+
+
+def test_subscriptions_are_listed_filtered_and_paged(
+    client: TestClient, auth: Auth, program_file: Path
+) -> None:
+    platform = auth(Role.platform)
+    made = [
+        client.post(f"/v1/members/{m}/subscriptions", json={"plan": "88vip"}, headers=platform)
+        for m in ("m01", "m06", "m07")
+    ]
+    ids = sorted(r.json()["subscription_id"] for r in made)
+    first = client.get("/v1/subscriptions?limit=2", headers=auth(Role.analyst)).json()
+    assert [s["subscription_id"] for s in first["items"]] == ids[:2]
+    rest = client.get(
+        f"/v1/subscriptions?limit=2&after={first['next_cursor']}", headers=platform
+    ).json()
+    assert ([s["subscription_id"] for s in rest["items"]], rest["next_cursor"]) == (ids[2:], None)
+    of_m06 = client.get("/v1/subscriptions?member_id=m06", headers=platform).json()["items"]
+    assert [(s["member_id"], s["fee"], s["status"]) for s in of_m06] == [("m06", 8800, "pending")]
+    assert client.get("/v1/subscriptions?status=active", headers=platform).json()["items"] == []
+    assert client.get("/v1/subscriptions?plan=other", headers=platform).json()["items"] == []
+    bad = client.get("/v1/subscriptions?status=lost", headers=platform)
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_request")
+
+
+def test_a_members_account_manager_is_reassigned_through_the_api(
+    client: TestClient, auth: Auth, program_file: Path, runtime: Runtime
+) -> None:
+    from memberwise.membership import service
+
+    program = parse_program(program_file.read_text())
+    with transaction(runtime.engine) as conn:
+        for staff_id, name in (("am1", "Li Na"), ("am2", "Wang Fang"), ("am3", "Zhao Lei")):
+            privacy.create_staff(conn, StaffCreate(staff_id=staff_id, name=name, role=Role.service))
+        service.add_manager(conn, program, "am1", 10)
+        service.add_manager(conn, program, "am2", 10)
+        service.add_manager(conn, program, "am3", 1)
+    staff = auth(Role.service)
+    invited = client.get("/v1/invitations?status=pending", headers=staff).json()["items"]
+    members = []
+    for inv in invited:
+        client.post(f"/v1/invitations/{inv['invitation_id']}/accept", headers=auth(Role.platform))
+        members.append(inv["member_id"])
+    member = members[0]
+    before = client.get(f"/v1/members/{member}/membership", headers=staff).json()["manager"]
+    target = "am2" if before["staff_id"] != "am2" else "am1"
+
+    moved = client.put(
+        f"/v1/members/{member}/manager",
+        json={"staff_id": target, "reason": "speaks the member's dialect"},
+        headers=auth(Role.operator),
+    )
+
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["staff_id"], moved.json()["reason"]) == (
+        target,
+        "speaks the member's dialect",
+    )
+    after = client.get(f"/v1/members/{member}/membership", headers=staff).json()["manager"]
+    assert after["staff_id"] == target
+    again = client.put(
+        f"/v1/members/{member}/manager",
+        json={"staff_id": target, "reason": "speaks the member's dialect"},
+        headers=staff,
+    )
+    assert again.json() == moved.json()
+    audit = client.get("/v1/audit?limit=50", headers=auth(Role.admin)).json()["items"]
+    assert [a["details"]["to"] for a in audit if a["action"] == "manager.reassign"] == [target]
+    # am3 is full once it holds one member; an ordinary member has no manager to change.
+    holder = members[1]
+    current = client.get(f"/v1/members/{holder}/membership", headers=staff).json()["manager"]
+    if current["staff_id"] != "am3":
+        assert (
+            client.put(
+                f"/v1/members/{holder}/manager",
+                json={"staff_id": "am3", "reason": "fill"},
+                headers=staff,
+            ).status_code
+            == 200
+        )
+    full = client.put(
+        f"/v1/members/{member}/manager", json={"staff_id": "am3", "reason": "try"}, headers=staff
+    )
+    assert (full.status_code, full.json()["code"]) == (409, "manager_at_capacity")
+    plain = client.put(
+        "/v1/members/m01/manager", json={"staff_id": "am1", "reason": "try"}, headers=staff
+    )
+    assert (plain.status_code, plain.json()["code"]) == (422, "member_not_managed")
+    gone = client.put(
+        f"/v1/members/{member}/manager", json={"staff_id": "nobody", "reason": "try"}, headers=staff
+    )
+    assert (gone.status_code, gone.json()["code"]) == (404, "manager_not_found")

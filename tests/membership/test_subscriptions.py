@@ -238,7 +238,8 @@ def test_a_benefit_used_since_paying_forfeits_the_full_refund(conn: Connection) 
     pay(conn, p, sub.subscription_id, "p", 9900, T0)
     held = entitlements(conn, p, "m1", T0 + DAY).benefits
     assert held == ("returns",)
-    use_return_card(conn, p, "m1", held, ReturnCardIn(use_id="r1"), at=T0 + DAY, actor=SYSTEM)
+    card = ReturnCardIn(use_id="r1", order_id="o1")
+    use_return_card(conn, p, "m1", held, card, at=T0 + DAY, actor=SYSTEM)
     out = subscriptions.cancel(
         conn, p, sub.subscription_id, at=T0 + 2 * DAY, reason="", actor=SYSTEM
     )

@@ -97,6 +97,32 @@ def test_a_spend_distribution_without_a_mean_is_refused() -> None:
     assert "(q = 0.77 <= 1)" in refused.value.message
 
 
+def test_an_unbounded_fit_kept_on_request_values_every_buyer_with_evidence() -> None:
+    """The same draw kept with ``allow_unbounded``: the fit recovers q < 1, the population mean
+    is refused, and a customer with x transactions of average m gets p (v + x m) / (p x + q - 1)
+    -- eq. (5) rearranged, finite while p x + q > 1 -- and NaN at x = 0 (the model cannot say)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 6, 5000)
+    nu = rng.gamma(0.8, 1 / 15, 5000)
+    spend = rng.gamma(6 * x, 1 / (nu * x))
+    model = GammaGammaModel().fit(x, spend, allow_unbounded=True)
+    p, q, v = model.params["p"], model.params["q"], model.params["v"]
+    assert q == pytest.approx(0.77, abs=0.005) and not model.bounded
+    with pytest.raises(UnboundedSpend):
+        model.expected_spend()
+    got = model.conditional_expected_spend([0, 1, 3], [0.0, 100.0, 40.0])
+    assert np.isnan(got[0])
+    assert got[1:] == pytest.approx([p * (v + 100) / (p + q - 1), p * (v + 120) / (3 * p + q - 1)])
+
+
+def test_the_rearranged_expectation_is_eq_5_for_a_bounded_fit(model: GammaGammaModel) -> None:
+    p, q, v = model.params["p"], model.params["q"], model.params["v"]
+    weight = p * 4 / (p * 4 + q - 1)
+    eq5 = (1 - weight) * p * v / (q - 1) + weight * 35.0
+    assert model.conditional_expected_spend([4], [35.0])[0] == pytest.approx(eq5, rel=1e-12)
+    assert model.bounded
+
+
 def test_save_and_load_round_trip(model: GammaGammaModel, tmp_path: Path) -> None:
     model.save(tmp_path / "gg.json")
     loaded = GammaGammaModel.load(tmp_path / "gg.json")

@@ -219,3 +219,55 @@ def test_profiles_get_the_predicted_fields_by_member() -> None:
         {"member_id": "b", "clv_12m": None, "p_alive": None, "churn_risk": None},
         {"member_id": "c", "clv_12m": 30.5, "p_alive": 0.5, "churn_risk": 0.9},
     ]
+
+
+def test_spend_too_spread_for_a_finite_mean_still_values_every_buyer() -> None:
+    """The demo platform's case: spend across members spreads so widely that no winsorizing
+    gives Gamma-Gamma a finite mean (drawn from the model itself with q = 0.7); the fit is kept
+    with q <= 1 and every buyer -- one-time buyers on their one purchase day -- gets a CLV."""
+    rng = np.random.default_rng(5)
+    rows: list[tuple[str, datetime, float]] = []
+    start = AS_OF - timedelta(days=120)
+    for i in range(3000):
+        nu = rng.gamma(0.7, 1 / 15)
+        for day in rng.choice(119, size=1 + rng.poisson(1.2), replace=False):
+            when = start + timedelta(days=float(day) + 0.3)
+            rows.append((f"h{i:04d}", when, round(max(rng.gamma(6, 1 / nu), 0.01), 2)))
+    bought = pa.table(
+        {
+            "member_id": [r[0] for r in rows],
+            "ts": [r[1] for r in rows],
+            "amount": [r[2] for r in rows],
+        },
+        schema=PURCHASES_SCHEMA,
+    )
+    ids = sorted(set(bought["member_id"].to_pylist()))
+
+    made = predict_members(
+        profiles_of(ids), bought, None, as_of=AS_OF, timezone=TZ, settings=SETTINGS
+    )
+
+    gg = made.gammagamma
+    assert gg is not None and not gg.bounded
+    assert made.diagnostics["gammagamma"]["winsorized_at"] is None
+    table = made.table
+    assert table["clv_12m"].null_count == 0 and table["expected_spend"].null_count == 0
+    clv = table["clv_12m"].to_numpy()
+    assert np.isfinite(clv).all() and (clv > 0).all()
+    # A one-time buyer: the model's expectation given their one purchase day.
+    summary = rfm_summary(
+        bought, customer_col="member_id", datetime_col="ts", value_col="amount",
+        calibration_end=date(2024, 7, 1), freq="D", timezone=TZ,
+    )  # fmt: skip
+    once = [
+        m
+        for m, x in zip(
+            summary["member_id"].to_pylist(), summary["frequency"].to_pylist(), strict=True
+        )
+        if x == 0
+    ]
+    member = once[0]
+    spent = sum(r[2] for r in rows if r[0] == member)
+    p, q, v = gg.params["p"], gg.params["q"], gg.params["v"]
+    got = table.filter(pa.compute.equal(table["member_id"], member))["expected_spend"][0].as_py()
+    assert got == pytest.approx(p * (v + spent) / (p + q - 1))

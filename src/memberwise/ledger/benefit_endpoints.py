@@ -13,8 +13,9 @@ from fastapi import APIRouter, Depends, Response
 
 from memberwise.kit.db import transaction
 from memberwise.kit.time import utcnow
-from memberwise.ledger import benefits, checkout
+from memberwise.ledger import aftersales, benefits, checkout
 from memberwise.ledger import service as ledger
+from memberwise.ledger.aftersales import ExpressRefundOut
 from memberwise.ledger.benefits import (
     BenefitUse,
     ExpressRefundIn,
@@ -57,16 +58,16 @@ async def get_benefits(member_id: str, rt: RuntimeDep, principal: Reader) -> Res
 
 @router.post(
     "/members/{member_id}/benefits/express-refunds",
-    summary="Pay a refund at once against the member's express-refund credit (idempotent by "
-    "refund_id)",
+    summary="Pay a refund of the member's order at once against the express-refund credit; it "
+    "is that order's refund (points and coupons follow it; idempotent by refund_id)",
 )
 def reserve_express_refund(
     member_id: str, body: ExpressRefundIn, rt: RuntimeDep, principal: Refunder
-) -> BenefitUse:
+) -> ExpressRefundOut:
     program = rt.program()
     return ledger.write(
         rt.engine,
-        lambda conn: benefits.express_refund(
+        lambda conn: aftersales.express_refund(
             conn, program, member_id, body, at=utcnow(), actor=principal
         ),
     )
@@ -89,7 +90,8 @@ def restore_express_refund(
 
 @router.post(
     "/members/{member_id}/benefits/return-cards",
-    summary="Use one of today's return-guarantee cards (idempotent by use_id)",
+    summary="Use one of today's return-guarantee cards on the member's order (idempotent by "
+    "use_id)",
 )
 def use_return_card(
     member_id: str, body: ReturnCardIn, rt: RuntimeDep, principal: Platform
@@ -97,7 +99,7 @@ def use_return_card(
     program = rt.program()
     return ledger.write(
         rt.engine,
-        lambda conn: benefits.return_card(
+        lambda conn: aftersales.return_card(
             conn, program, member_id, body, at=utcnow(), actor=principal
         ),
     )

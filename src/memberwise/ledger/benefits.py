@@ -35,6 +35,7 @@ from memberwise.privacy.schemas import Principal
 from memberwise.program.benefits import (
     AnyBenefit,
     ExpressRefund,
+    FreeShipping,
     MonthlyCoupons,
     PartnerPerk,
     PointsMultiplier,
@@ -111,18 +112,20 @@ class BenefitUse(BaseModel):
 
 
 class ExpressRefundIn(BaseModel):
-    """The platform pays ``amount`` fen back now for refund ``refund_id`` of ``order_id``."""
+    """The platform pays ``amount`` fen of the member's order ``order_id`` back now, as that
+    order's refund ``refund_id`` (see :mod:`memberwise.ledger.aftersales`)."""
 
     refund_id: str = Field(min_length=1, max_length=128)
-    order_id: str | None = Field(default=None, max_length=128)
+    order_id: str = Field(min_length=1, max_length=128)
     amount: int = Field(gt=0, le=1_000_000_000)
 
 
 class ReturnCardIn(BaseModel):
-    """Use one return-guarantee card on ``order_id``; ``use_id`` is the idempotency key."""
+    """Use one return-guarantee card on the member's order ``order_id``; ``use_id`` is the
+    idempotency key."""
 
     use_id: str = Field(min_length=1, max_length=128)
-    order_id: str | None = Field(default=None, max_length=128)
+    order_id: str = Field(min_length=1, max_length=128)
 
 
 class PerkClaimIn(BaseModel):
@@ -179,14 +182,21 @@ def used_since(
     return repository.benefit_used_since(conn, member_id, list(benefits), since)
 
 
-def points_bonus(conn: Connection, program: Program, member_id: str, at: datetime) -> Decimal:
-    """The largest points multiplier among the member's benefits (1 without one); no read at
-    all when the program grants none."""
-    kinds = {n: b for n, b in program.benefits.items() if isinstance(b, PointsMultiplier)}
-    if not kinds:
-        return Decimal(1)
+def order_terms(
+    conn: Connection, program: Program, member_id: str, goods: int, at: datetime
+) -> tuple[Decimal, bool]:
+    """What the member's benefits do to an order of ``goods`` fen (at the prices charged): the
+    points multiplier (1 without one) and whether shipping is free (a free-shipping benefit
+    whose ``min_order`` the goods reach). One entitlements read, none when the program grants
+    neither kind of benefit."""
+    multipliers = {n: b for n, b in program.benefits.items() if isinstance(b, PointsMultiplier)}
+    shipping = {n: b for n, b in program.benefits.items() if isinstance(b, FreeShipping)}
+    if not multipliers and not shipping:
+        return Decimal(1), False
     held = entitlements(conn, program, member_id, at).benefits
-    return max((kinds[n].multiplier for n in held if n in kinds), default=Decimal(1))
+    bonus = max((multipliers[n].multiplier for n in held if n in multipliers), default=Decimal(1))
+    free = any(goods >= shipping[n].min_order for n in held if n in shipping)
+    return bonus, free
 
 
 def entitlements(conn: Connection, program: Program, member_id: str, at: datetime) -> Entitlements:
@@ -325,13 +335,14 @@ def reserve_express_refund(
 
     The credit is the largest ``credit_limit`` among the express-refund benefits held; it is
     given back by :func:`restore_express_refund` when the return arrives. Idempotent by refund
-    id. Raises BenefitNotHeld, ExpressRefundCreditExceeded (nothing changed) or
-    IdempotencyKeyReused.
+    id. This is the credit alone: :func:`memberwise.ledger.aftersales.express_refund` (what the
+    API calls) also checks the order and records the order's refund. Raises BenefitNotHeld,
+    ExpressRefundCreditExceeded (nothing changed) or IdempotencyKeyReused.
     """
     use_id = f"express_refund:{data.refund_id}"
     existing = repository.get_use(conn, use_id)
     if existing is not None:
-        _replay(existing, member_id, amount=data.amount)
+        _replay(existing, member_id, amount=data.amount, reference=data.order_id)
         return _use_out(existing)
     granted = _held(program, held, ExpressRefund)
     if not granted:
@@ -360,7 +371,7 @@ def reserve_express_refund(
         "created_at": at,
         "settled_at": None,
     }
-    row, new = _record(conn, use, limit, refuse, amount=data.amount)
+    row, new = _record(conn, use, limit, refuse, amount=data.amount, reference=data.order_id)
     if new:
         privacy.audit(
             conn,
@@ -461,7 +472,7 @@ def use_return_card(
             actor,
             "benefit.return_card",
             "order",
-            data.order_id or data.use_id,
+            data.order_id,
             member_id=member_id,
             details={"period": period.label},
         )
@@ -621,7 +632,7 @@ def issue_monthly_coupons(
 # -- the API's entry points: the member's benefits looked up, then the functions above ----------
 
 
-def _entitled(conn: Connection, program: Program, member_id: str, at: datetime) -> list[str]:
+def entitled_now(conn: Connection, program: Program, member_id: str, at: datetime) -> list[str]:
     """The benefits the member holds; raises MemberUnknown for an unknown member.
 
     A member with a tier or a plan exists (the membership rows are only made for members), so
@@ -638,35 +649,7 @@ def benefits_now(
     conn: Connection, program: Program, member_id: str, at: datetime
 ) -> MemberBenefits:
     """Each benefit the member holds now, with what remains. Raises MemberUnknown."""
-    return member_benefits(conn, program, member_id, _entitled(conn, program, member_id, at), at)
-
-
-def express_refund(
-    conn: Connection,
-    program: Program,
-    member_id: str,
-    data: ExpressRefundIn,
-    *,
-    at: datetime,
-    actor: Principal,
-) -> BenefitUse:
-    """:func:`reserve_express_refund` with the benefits the member holds now."""
-    held = _entitled(conn, program, member_id, at)
-    return reserve_express_refund(conn, program, member_id, held, data, at=at, actor=actor)
-
-
-def return_card(
-    conn: Connection,
-    program: Program,
-    member_id: str,
-    data: ReturnCardIn,
-    *,
-    at: datetime,
-    actor: Principal,
-) -> BenefitUse:
-    """:func:`use_return_card` with the benefits the member holds now."""
-    held = _entitled(conn, program, member_id, at)
-    return use_return_card(conn, program, member_id, held, data, at=at, actor=actor)
+    return member_benefits(conn, program, member_id, entitled_now(conn, program, member_id, at), at)
 
 
 def partner_perk(
@@ -679,7 +662,7 @@ def partner_perk(
     actor: Principal,
 ) -> BenefitUse:
     """:func:`claim_partner_perk` with the benefits the member holds now."""
-    held = _entitled(conn, program, member_id, at)
+    held = entitled_now(conn, program, member_id, at)
     return claim_partner_perk(conn, program, member_id, held, data, at=at, actor=actor)
 
 
@@ -687,5 +670,5 @@ def monthly_coupons(
     conn: Connection, program: Program, member_id: str, *, at: datetime, actor: Principal
 ) -> int:
     """:func:`issue_monthly_coupons` with the benefits the member holds now."""
-    held = _entitled(conn, program, member_id, at)
+    held = entitled_now(conn, program, member_id, at)
     return issue_monthly_coupons(conn, program, member_id, held, at=at, actor=actor)

@@ -9,8 +9,9 @@ counters agree with their orders:
 * each order is placed at its purchase time (its points pending), refunded when its refund
   events say (points reversed pro rata), and completed when its return window closed before now
   (points available);
-* a refund of a member holding an express-refund benefit is paid against the credit and the
-  credit restored :data:`RETURN_DAYS` later (still outstanding when that is after now); a member
+* a refund of a member holding an express-refund benefit is an express refund (paid against
+  the credit as the order's refund, :mod:`memberwise.ledger.aftersales`) and the credit
+  restored :data:`RETURN_DAYS` later (still outstanding when that is after now); a member
   holding return-guarantee cards uses one for it when a card of that day is left;
 * members holding a monthly-coupons benefit get this month's coupons.
 
@@ -37,7 +38,7 @@ from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.ids import new_id
 from memberwise.kit.lake import EventLake
 from memberwise.kit.time import as_utc, utcnow
-from memberwise.ledger import benefits, orders, points, repository
+from memberwise.ledger import aftersales, benefits, coupons, orders, points, repository
 from memberwise.ledger import service as ledger
 from memberwise.ledger.benefits import ExpressRefundIn, ReturnCardIn
 from memberwise.ledger.schemas import EntryKind, OrderIn, OrderItem, RefundIn
@@ -217,14 +218,16 @@ def load_demo(
         if op.key in refunded:
             result.refunds_skipped += 1
             continue
-        ops.append(op)
         member = op.data[1]
         entitled = held.get(member)
         if entitled is not None and _held(program, entitled, ExpressRefund):
+            # Paid at once against the credit: the express refund records the order's refund.
             ops.append(_Op(op.at, 1, op.key, "express", op.data))
             back = op.at + timedelta(days=RETURN_DAYS)
             if back <= now:
                 ops.append(_Op(back, 3, op.key, "restore", op.data))
+        else:
+            ops.append(op)
         if entitled is not None and _held(program, entitled, ReturnCards):
             ops.append(_Op(op.at, 1, op.key, "card", op.data))
     ops.sort()
@@ -289,21 +292,29 @@ def _do(
     elif op.kind == "complete":
         orders.complete(conn, op.key, at=op.at, actor=actor)
         result.completed += 1
-    elif op.kind == "refund":
-        order_id, _, amount = op.data
+    elif op.kind in ("refund", "express"):
+        order_id, member, amount = op.data
         paid = orders.get(conn, order_id)
         left = paid.paid - paid.refunded
         if left <= 0:
             return
+        if op.kind == "express":
+            # Paid at once against the credit, as the order's refund (the API's express refund);
+            # over the credit it is refunded the normal way.
+            data = ExpressRefundIn(refund_id=op.key, order_id=order_id, amount=min(amount, left))
+            inner = conn.begin_nested()
+            try:
+                aftersales.express_refund(conn, program, member, data, at=op.at, actor=actor)
+            except benefits.ExpressRefundCreditExceeded:
+                inner.rollback()
+            else:
+                inner.commit()
+                result.express_refunds += 1
+                result.refunds += 1
+                return
         ask = RefundIn(refund_id=op.key, amount=min(amount, left), at=op.at)
         _, new = orders.refund(conn, program, order_id, ask, at=op.at, actor=actor)
         result.refunds += int(new)
-    elif op.kind == "express":
-        order_id, member, amount = op.data
-        names = list(held[member].benefits)
-        data = ExpressRefundIn(refund_id=op.key, order_id=order_id, amount=max(amount, 1))
-        benefits.reserve_express_refund(conn, program, member, names, data, at=op.at, actor=actor)
-        result.express_refunds += 1
     elif op.kind == "restore":
         try:
             benefits.restore_express_refund(conn, op.data[1], op.key, at=op.at, actor=actor)
@@ -312,16 +323,8 @@ def _do(
         result.express_restored += 1
     elif op.kind == "card":
         order_id, member, _ = op.data
-        names = list(held[member].benefits)
-        benefits.use_return_card(
-            conn,
-            program,
-            member,
-            names,
-            ReturnCardIn(use_id=op.key, order_id=order_id),
-            at=op.at,
-            actor=actor,
-        )
+        card = ReturnCardIn(use_id=op.key, order_id=order_id)
+        aftersales.return_card(conn, program, member, card, at=op.at, actor=actor)
         result.return_cards += 1
 
 
@@ -580,6 +583,40 @@ def _monthly(
                 conn, program, member, list(entitled.benefits), at=now, actor=actor
             )
     return issued
+
+
+#: How many of the demo's members (the first, by id) get one coupon of each template.
+DEMO_COUPON_MEMBERS = 500
+
+
+def issue_demo_coupons(
+    engine: Engine,
+    program: Program,
+    *,
+    members: int = DEMO_COUPON_MEMBERS,
+    at: datetime | None = None,
+    actor: Principal = SYSTEM,
+) -> dict[str, int]:
+    """Issue one coupon of every template not sold for points to the first ``members``
+    members (by id), through the coupon ledger (``coupons.issue``: tiers, limits and budgets
+    apply, so a tier-only template reaches only that tier's members). Idempotent: the issue key
+    is ``demo:<template>``, so a re-run issues nothing new. Returns template -> coupons held."""
+    at = as_utc(at or utcnow())
+    with engine.begin() as conn:
+        first = list(
+            conn.execute(
+                select(members_table.c.member_id).order_by(members_table.c.member_id).limit(members)
+            ).scalars()
+        )
+        held: dict[str, int] = {}
+        for name, template in program.coupons.items():
+            if template.points_price is not None:
+                continue
+            out = coupons.issue(
+                conn, program, name, first, key=f"demo:{name}", source="demo", at=at, actor=actor
+            )
+            held[name] = out.issued
+    return held
 
 
 def describe(result: LoadResult) -> str:

@@ -25,6 +25,7 @@ from memberwise.ledger.schemas import (
     CouponStatus,
     IssueIn,
     IssueOut,
+    MemberOrder,
     OrderIn,
     OrderOut,
     PointsChange,
@@ -84,6 +85,22 @@ def place_order(body: OrderIn, response: Response, rt: RuntimeDep, principal: Pl
 def get_order(order_id: str, rt: RuntimeDep, principal: Reader) -> OrderOut:
     with transaction(rt.engine) as conn:
         return orders.get(conn, order_id)
+
+
+@router.get(
+    "/members/{member_id}/orders",
+    summary="The member's orders, newest first, each with its refunds (paginated)",
+)
+def member_orders(
+    member_id: str,
+    rt: RuntimeDep,
+    principal: Reader,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Page[MemberOrder]:
+    with transaction(rt.engine) as conn:
+        ledger.member_exists(conn, member_id)
+        return orders.member_orders(conn, member_id, after=after, limit=limit)
 
 
 @router.post(

@@ -31,16 +31,19 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping
 
 from memberwise.kit.ids import new_id
+from memberwise.kit.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.ledger import benefits, coupons, points, repository
 from memberwise.ledger.schemas import (
     EntryKind,
     LotStatus,
+    MemberOrder,
     OrderIn,
     OrderItem,
     OrderOut,
     OrderStatus,
     RefundIn,
+    RefundLine,
     RefundOut,
 )
 from memberwise.ledger.service import (
@@ -131,6 +134,7 @@ def place(
     tier: str | None = None,
     lookup_tier: bool = False,
     bonus: Decimal = Decimal(1),
+    free_shipping: bool = False,
     at: datetime | None = None,
     actor: Principal = SYSTEM,
 ) -> tuple[OrderOut, bool]:
@@ -138,6 +142,9 @@ def place(
 
     ``lookup_tier`` asks the membership domain for the member's tier within the order's first
     read (instead of ``tier``): what the API does when the program's rules depend on tiers.
+    ``free_shipping``: the member holds a free-shipping benefit whose minimum this order
+    reaches, so its shipping fee is waived (``shipping_discount``) before coupons are priced,
+    as the checkout quote does (a free-shipping coupon then does not apply).
 
     Returns the order and whether it was created now (False: a replay). Raises OrderExists,
     MemberUnknown, InvalidOrder, PointsNotAllowed, InsufficientPoints and the coupon refusals
@@ -165,19 +172,20 @@ def place(
         raise MemberUnknown(f"no member {order.member_id!r}")
     settings = program.points
     goods = sum(i.price * i.quantity for i in order.items)
+    shipping = 0 if free_shipping else order.shipping_fee
     applied = coupons.price(
         conn,
         program,
         order.member_id,
         order.coupon_ids,
         order.items,
-        order.shipping_fee,
+        shipping,
         tier=tier,
         at=at,
         read={first: coupon} if first is not None and coupon is not None else None,
     )
     coupon_discount = sum(a.goods for a in applied)
-    shipping_discount = sum(a.shipping for a in applied)
+    shipping_discount = (order.shipping_fee - shipping) + sum(a.shipping for a in applied)
     points_value = order.points * settings.point_value
     if order.points:
         if any(not a.with_points for a in applied):
@@ -316,12 +324,23 @@ def place_now(
     conn: Connection, program: Program, order: OrderIn, *, actor: Principal = SYSTEM
 ) -> tuple[OrderOut, bool]:
     """:func:`place` as ``POST /v1/orders`` does it: at the order's ``placed_at`` (or now), with
-    the member's points-multiplier benefit, and their tier (within the order's first read) when
-    the program's rules depend on tiers."""
+    the member's points-multiplier and free-shipping benefits (the same the checkout quote
+    applies), and their tier (within the order's first read) when the program's rules depend
+    on tiers."""
     at = as_utc(order.placed_at or utcnow())
-    bonus = benefits.points_bonus(conn, program, order.member_id, at)
+    goods = sum(i.price * i.quantity for i in order.items)
+    bonus, free = benefits.order_terms(conn, program, order.member_id, goods, at)
     lookup = needs_tier(program)
-    return place(conn, program, order, lookup_tier=lookup, bonus=bonus, at=at, actor=actor)
+    return place(
+        conn,
+        program,
+        order,
+        lookup_tier=lookup,
+        bonus=bonus,
+        free_shipping=free,
+        at=at,
+        actor=actor,
+    )
 
 
 def get(conn: Connection, order_id: str) -> OrderOut:
@@ -374,6 +393,58 @@ def _refund_out(row: RowMapping | dict[str, Any], order: OrderOut) -> RefundOut:
         coupons_restored=list(row["coupons_restored"]),
         order=order,
     )
+
+
+def _order_cursor(row: RowMapping) -> str:
+    return encode_cursor(f"{as_utc(row['placed_at']).isoformat()}|{row['order_id']}")
+
+
+def _order_key(cursor: str | None) -> tuple[datetime, str] | None:
+    key = decode_cursor(cursor)
+    if key is None:
+        return None
+    at, sep, order_id = key.partition("|")
+    try:
+        if not sep or not order_id:
+            raise ValueError(key)
+        return as_utc(datetime.fromisoformat(at)), order_id
+    except ValueError:
+        raise InvalidCursor("the cursor is not valid; pass next_cursor from a page") from None
+
+
+def member_orders(
+    conn: Connection, member_id: str, *, after: str | None, limit: int
+) -> Page[MemberOrder]:
+    """A page of the member's orders, newest first, each with its refunds; ``after`` is the
+    previous page's ``next_cursor``. Raises InvalidCursor (the member's existence is the
+    caller's check)."""
+    rows = repository.member_orders(conn, member_id, after=_order_key(after), limit=limit + 1)
+    page = rows[:limit]
+    refunds: dict[str, list[RefundLine]] = {}
+    for r in repository.refunds_of_orders(conn, [row["order_id"] for row in page]):
+        refunds.setdefault(r["order_id"], []).append(RefundLine.model_validate(dict(r)))
+    items = [
+        MemberOrder(**_out(row).model_dump(), refunds=refunds.get(row["order_id"], []))
+        for row in page
+    ]
+    return Page[MemberOrder](
+        items=items, next_cursor=_order_cursor(page[-1]) if len(rows) > limit else None
+    )
+
+
+def find_refund(conn: Connection, refund_id: str) -> RefundOut | None:
+    """Refund ``refund_id`` with its order as it stands now, or None when there is none."""
+    found = repository.get_refund(conn, refund_id)
+    return None if found is None else _refund_out(found, get(conn, found["order_id"]))
+
+
+def member_order(conn: Connection, member_id: str, order_id: str) -> OrderOut:
+    """The member's order ``order_id``. Raises OrderNotFound when there is no such order or
+    it is another member's (the message does not tell which)."""
+    row = repository.get_order(conn, order_id)
+    if row is None or row["member_id"] != member_id:
+        raise OrderNotFound(f"the member has no order {order_id!r}")
+    return _out(row)
 
 
 def _stored_refund(conn: Connection, found: RowMapping, order_id: str, digest: str) -> RefundOut:

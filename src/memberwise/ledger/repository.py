@@ -507,6 +507,36 @@ def update_order(conn: Connection, order_id: str, values: dict[str, Any]) -> Non
     conn.execute(update(orders).where(orders.c.order_id == order_id).values(**values))
 
 
+def member_orders(
+    conn: Connection, member_id: str, *, after: tuple[datetime, str] | None, limit: int
+) -> Sequence[RowMapping]:
+    """The member's orders, newest first (placed_at, then order_id, both descending), after
+    the keyset ``after``; uses ix_orders_member_placed."""
+    stmt = select(orders).where(orders.c.member_id == member_id)
+    if after is not None:
+        at, order_id = after
+        stmt = stmt.where(
+            or_(
+                orders.c.placed_at < at,
+                and_(orders.c.placed_at == at, orders.c.order_id < order_id),
+            )
+        )
+    stmt = stmt.order_by(orders.c.placed_at.desc(), orders.c.order_id.desc()).limit(limit)
+    return conn.execute(stmt).mappings().all()
+
+
+def refunds_of_orders(conn: Connection, order_ids: Sequence[str]) -> Sequence[RowMapping]:
+    """The refunds of these orders, oldest first."""
+    if not order_ids:
+        return []
+    stmt = (
+        select(order_refunds)
+        .where(order_refunds.c.order_id.in_(list(order_ids)))
+        .order_by(order_refunds.c.created_at, order_refunds.c.refund_id)
+    )
+    return conn.execute(stmt).mappings().all()
+
+
 def get_refund(conn: Connection, refund_id: str) -> RowMapping | None:
     return (
         conn.execute(select(order_refunds).where(order_refunds.c.refund_id == refund_id))

@@ -246,6 +246,25 @@ class OrderOut(BaseModel):
     completed_at: datetime | None
 
 
+class RefundLine(BaseModel):
+    """One refund of an order, as listed with the order."""
+
+    refund_id: str
+    amount: int
+    points_reversed: int
+    points_restored: int
+    points_shortfall: int
+    refund_deduction: int
+    coupons_restored: list[str]
+    created_at: datetime
+
+
+class MemberOrder(OrderOut):
+    """An order in a member's order list, with its refunds (oldest first)."""
+
+    refunds: list[RefundLine]
+
+
 class RefundIn(BaseModel):
     """A refund of part (``amount`` fen of what was paid) or all (``full``) of an order."""
 

@@ -16,11 +16,14 @@ from memberwise.membership.schemas import (
     CancelIn,
     CancelOut,
     InvitationOut,
+    ManagerAssign,
     ManagerMembersOut,
+    MemberManagerOut,
     MembershipOut,
     PaymentIn,
     SubscriptionCreate,
     SubscriptionOut,
+    SubscriptionStatus,
     TierGrant,
 )
 from memberwise.privacy.auth import Authorize
@@ -87,6 +90,32 @@ def join(
         )
 
 
+@router.get(
+    "/subscriptions",
+    summary="Subscriptions, filtered by member, plan and status, with invoices (paginated)",
+)
+def list_subscriptions(
+    rt: RuntimeDep,
+    principal: Reader,
+    member_id: Annotated[str | None, Query(max_length=128)] = None,
+    plan: Annotated[str | None, Query(max_length=64)] = None,
+    status: SubscriptionStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Page[SubscriptionOut]:
+    with transaction(rt.engine) as conn:
+        return subscriptions.listing(
+            conn,
+            rt.program(),
+            member_id=member_id,
+            plan=plan,
+            status=status,
+            after=after,
+            limit=limit,
+            at=utcnow(),
+        )
+
+
 @router.get("/subscriptions/{subscription_id}", summary="A subscription with invoices and history")
 def get_subscription(subscription_id: str, rt: RuntimeDep, principal: Reader) -> SubscriptionOut:
     with transaction(rt.engine) as conn:
@@ -147,6 +176,19 @@ def accept(invitation_id: str, rt: RuntimeDep, principal: PlatformOrService) -> 
 def decline(invitation_id: str, rt: RuntimeDep, principal: PlatformOrService) -> InvitationOut:
     with transaction(rt.engine) as conn:
         return service.decide(conn, rt.program(), invitation_id, False, actor=principal)
+
+
+@router.put(
+    "/members/{member_id}/manager",
+    summary="Reassign the member's account manager, with a reason (idempotent)",
+)
+def reassign_manager(
+    member_id: str, body: ManagerAssign, rt: RuntimeDep, principal: Staff
+) -> MemberManagerOut:
+    with transaction(rt.engine) as conn:
+        return service.reassign_manager(
+            conn, rt.program(), member_id, body, at=utcnow(), actor=principal
+        )
 
 
 @router.get("/managers/{staff_id}/members", summary="The members an account manager looks after")

@@ -374,6 +374,30 @@ def subscriptions_of(conn: Connection, member_id: str) -> Sequence[RowMapping]:
     return conn.execute(stmt).mappings().all()
 
 
+def page_subscriptions(
+    conn: Connection,
+    *,
+    member_id: str | None,
+    plan: str | None,
+    status: str | None,
+    after: str | None,
+    limit: int,
+) -> list[str]:
+    """Subscription ids in id order after ``after``, filtered by member, plan and stored
+    status."""
+    c = subscriptions.c
+    stmt = select(c.subscription_id)
+    if member_id is not None:
+        stmt = stmt.where(c.member_id == member_id)
+    if plan is not None:
+        stmt = stmt.where(c.plan == plan)
+    if status is not None:
+        stmt = stmt.where(c.status == status)
+    if after is not None:
+        stmt = stmt.where(c.subscription_id > after)
+    return list(conn.execute(stmt.order_by(c.subscription_id).limit(limit)).scalars())
+
+
 def open_subscription_ids(conn: Connection) -> list[str]:
     """Subscriptions that time may still move (pending, active, past_due, cancelled)."""
     stmt = select(subscriptions.c.subscription_id).where(subscriptions.c.status != "expired")

@@ -159,6 +159,23 @@ class InvitationOut(BaseModel):
     decided_at: datetime | None
 
 
+class ManagerAssign(BaseModel):
+    """Reassign the member to account manager ``staff_id``, with the reason (kept with it)."""
+
+    staff_id: str = Field(min_length=1, max_length=128)
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class MemberManagerOut(BaseModel):
+    """A member's account manager as assigned now."""
+
+    member_id: str
+    staff_id: str
+    name: str
+    assigned_at: datetime
+    reason: str
+
+
 class ManagedMember(BaseModel):
     member_id: str
     tier: str | None

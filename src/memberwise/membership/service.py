@@ -22,8 +22,10 @@ from memberwise.membership import subscriptions as subs
 from memberwise.membership.schemas import (
     InvitationOut,
     ManagedMember,
+    ManagerAssign,
     ManagerMembersOut,
     ManagerOut,
+    MemberManagerOut,
     MembershipOut,
     NextTier,
     Notice,
@@ -60,6 +62,24 @@ class UnknownTier(InvalidRequest):
 
 class ManagerNotFound(NotFound):
     code = "manager_not_found"
+
+
+class NotManaged(InvalidRequest):
+    """The member holds no tier that comes with an account manager."""
+
+    code = "member_not_managed"
+
+
+class ManagerFull(Conflict):
+    """The account manager already looks after as many members as their capacity."""
+
+    code = "manager_at_capacity"
+
+
+class NoTiers(InvalidRequest):
+    """The program defines no tiers, so there is nothing to evaluate or preview."""
+
+    code = "program_has_no_tiers"
 
 
 class NotServiceStaff(InvalidRequest):
@@ -390,6 +410,64 @@ def remove_manager(
         raise ManagerNotFound(f"{staff_id} is not an active account manager")
     privacy.audit(conn, actor, "manager.remove", "staff", staff_id)
     return assign_managers(conn, program, at=now)
+
+
+def reassign_manager(
+    conn: Connection,
+    program: Program,
+    member_id: str,
+    data: ManagerAssign,
+    *,
+    at: datetime,
+    actor: Principal = SYSTEM,
+) -> MemberManagerOut:
+    """Give the member account manager ``data.staff_id`` (an operator's or service lead's
+    decision; :func:`assign_managers` keeps it from then on), with an audit row.
+
+    Idempotent: the member's current manager again changes nothing. Raises NotManaged (the
+    member's tier has no account manager), ManagerNotFound (not an active manager) and
+    ManagerFull (at capacity).
+    """
+    tier = repository.tier_name(conn, member_id)
+    if tier not in _needs_manager(program):
+        raise NotManaged(
+            f"the member's tier ({tier or 'none'}) comes with no account manager in program "
+            f"{program.name!r}"
+        )
+    manager = repository.get_manager(conn, data.staff_id)
+    if manager is None or not manager["active"]:
+        raise ManagerNotFound(f"{data.staff_id} is not an active account manager")
+    current = repository.manager_of(conn, member_id)
+    if current is None or current["staff_id"] != data.staff_id:
+        if manager["members"] >= manager["capacity"]:
+            raise ManagerFull(
+                f"{data.staff_id} already looks after {manager['members']} members, their capacity",
+                details={"capacity": manager["capacity"]},
+            )
+        row = {"member_id": member_id, "staff_id": data.staff_id, "assigned_at": at}
+        repository.assign(conn, [row | {"reason": data.reason}])
+        privacy.audit(
+            conn,
+            actor,
+            "manager.reassign",
+            "member",
+            member_id,
+            member_id=member_id,
+            details={
+                "from": current["staff_id"] if current is not None else None,
+                "to": data.staff_id,
+                "reason": data.reason,
+            },
+        )
+        current = repository.manager_of(conn, member_id)
+    assert current is not None
+    return MemberManagerOut(
+        member_id=member_id,
+        staff_id=current["staff_id"],
+        name=current["name"],
+        assigned_at=current["assigned_at"],
+        reason=current["reason"],
+    )
 
 
 def managed_members(

@@ -452,7 +452,15 @@ def _write(path: Path, table: pa.Table) -> int:
 def preview(runtime: Runtime, program: Program, build_dir: Path) -> dict[str, Any]:
     """What applying ``program`` would do now to the tiers held in the store, from the
     profiles of ``build_dir``: the transition matrix, change counts and invitations. Nothing is
-    written; the build's publish applies exactly this evaluation."""
+    written; the build's publish applies exactly this evaluation.
+
+    Raises NoTiers when ``program`` defines none (e.g. the built-in default program).
+    """
+    if not program.tiers:
+        raise membership_service.NoTiers(
+            f"program {program.name!r} defines no tiers, so there is nothing to preview: pass "
+            "--program FILE, or set the home's program up with `memberwise init --program FILE`"
+        )
     with open_backend(
         runtime.settings.engine, temp_dir=runtime.settings.home / "warehouse" / "tmp"
     ) as con:

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, RowMapping
 from memberwise.kit import outbox
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
+from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc
 from memberwise.membership import ledger_facts, repository
 from memberwise.membership.schemas import (
@@ -616,6 +617,34 @@ def _out(conn: Connection, sub_id: str) -> SubscriptionOut:
 def view(conn: Connection, program: Program, sub_id: str, *, at: datetime) -> SubscriptionOut:
     advance(conn, program, sub_id, at)
     return _out(conn, sub_id)
+
+
+def listing(
+    conn: Connection,
+    program: Program,
+    *,
+    member_id: str | None = None,
+    plan: str | None = None,
+    status: SubscriptionStatus | None = None,
+    after: str | None = None,
+    limit: int,
+    at: datetime,
+) -> Page[SubscriptionOut]:
+    """A page of subscriptions in id order, filtered by member, plan and status; each listed
+    one is first brought up to date with time's moves (as :func:`view` does), so a status
+    filter matches the status as of the last move. Raises InvalidCursor."""
+    ids = repository.page_subscriptions(
+        conn,
+        member_id=member_id,
+        plan=plan,
+        status=status.value if status is not None else None,
+        after=decode_cursor(after),
+        limit=limit + 1,
+    )
+    items = [view(conn, program, sub_id, at=at) for sub_id in ids[:limit]]
+    return Page[SubscriptionOut](
+        items=items, next_cursor=encode_cursor(ids[limit - 1]) if len(ids) > limit else None
+    )
 
 
 def of_member(

@@ -37,6 +37,7 @@ def customer_lifetime_value(
     discount_rate: float = 0.1,
     margin: float = 0.3,
     periods_per_month: float = PERIODS_PER_MONTH["D"],
+    spend: ArrayLike | None = None,
 ) -> FloatArray:
     """Discounted profit each customer is expected to bring in the next ``months`` months.
 
@@ -68,11 +69,17 @@ def customer_lifetime_value(
         Time units of the summary in one month: ``PERIODS_PER_MONTH["D"]`` (30.44, the
         default) for a summary in days, ``PERIODS_PER_MONTH["W"]`` (4.35) in weeks.
         (`lifetimes` uses 30 and 4.345.)
+    spend : array_like, optional
+        Each customer's expected spend per purchase, when the caller has it already (e.g. a
+        one-time buyer valued on their one purchase under a spend model without a finite
+        population mean); default: ``spend_model.conditional_expected_spend(frequency,
+        monetary_value)``.
 
     Returns
     -------
     numpy.ndarray
-        CLV per customer in the unit of ``monetary_value``; never NaN.
+        CLV per customer in the unit of ``monetary_value``; NaN only where the expected spend
+        is (a customer the spend model cannot value).
     """
     if not (isinstance(months, int | np.integer) and months >= 1):
         raise InvalidRequest("months must be a whole number of months, 1 or more.")
@@ -83,7 +90,11 @@ def customer_lifetime_value(
     if not (periods_per_month > 0):
         raise InvalidRequest("periods_per_month must be positive.")
     x, t_x, age = check_summary(frequency, recency, T)
-    spend = spend_model.conditional_expected_spend(x, monetary_value)
+    spend = (
+        spend_model.conditional_expected_spend(x, monetary_value)
+        if spend is None
+        else np.asarray(spend, dtype=np.float64)
+    )
     # Customers with the same (x, t_x, T) expect the same purchases: score each row once.
     (ux, ut, uT), inverse = unique_rows(x, t_x, age)
     monthly = (1 + discount_rate) ** (1 / 12) - 1

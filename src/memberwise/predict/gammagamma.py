@@ -64,6 +64,7 @@ class GammaGammaModel(FittedModel):
         monetary_value: ArrayLike,
         *,
         weights: ArrayLike | None = None,
+        allow_unbounded: bool = False,
     ) -> Self:
         """Fit by maximum likelihood on the repeat buyers.
 
@@ -76,6 +77,11 @@ class GammaGammaModel(FittedModel):
             Average value of each customer's repeat purchases (must be > 0 where x > 0).
         weights : array_like, optional
             How many customers each row stands for (default 1).
+        allow_unbounded : bool
+            Keep a fit with q <= 1 instead of refusing it. The population's mean spend is then
+            infinite (:meth:`expected_spend` refuses), but the conditional expectation of a
+            customer with x transactions stays finite while p x + q > 1: the posterior of
+            their ν is Gamma(p x + q, v + x m_x) (see :meth:`conditional_expected_spend`).
 
         Raises
         ------
@@ -120,7 +126,7 @@ class GammaGammaModel(FittedModel):
             names=self.param_names,
         )
         p, q, v = np.exp(theta)
-        if q <= 1:
+        if q <= 1 and not allow_unbounded:
             raise UnboundedSpend(
                 f"The fitted spend distribution has no finite mean (q = {q:.3g} <= 1): spend "
                 "is too heavy-tailed for Gamma-Gamma; cap outliers (e.g. at the 99.9th "
@@ -137,16 +143,35 @@ class GammaGammaModel(FittedModel):
     ) -> FloatArray:
         """Expected spend per future transaction given x repeat purchases of average value
         m_x, eq. (5): a weighted mean of the population mean p v / (q - 1) and m_x with
-        weight p x / (p x + q - 1) on m_x. Customers with x = 0 get the population mean."""
+        weight p x / (p x + q - 1) on m_x. Customers with x = 0 get the population mean.
+
+        Computed as p (v + x m_x) / (p x + q - 1), the same number, which stays finite for a
+        fit with q <= 1 (``allow_unbounded``) wherever p x + q > 1; where it does not (x = 0
+        under such a fit) the answer is NaN: the model cannot say.
+        """
         x, m = _check(frequency, monetary_value)
         params = self.params
         p, q, v = params["p"], params["q"], params["v"]
-        weight = p * x / (p * x + q - 1)
-        return (1 - weight) * (v * p / (q - 1)) + weight * np.where(x > 0, m, 0.0)
+        denominator = p * x + q - 1
+        spend = p * (v + x * np.where(x > 0, m, 0.0)) / np.where(denominator > 0, denominator, 1)
+        return np.where(denominator > 0, spend, np.nan)
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the population's mean spend is finite (q > 1)."""
+        return bool(self.params["q"] > 1)
 
     def expected_spend(self) -> float:
-        """The population's mean spend per transaction, p v / (q - 1)."""
+        """The population's mean spend per transaction, p v / (q - 1).
+
+        Raises UnboundedSpend for a fit with q <= 1 (``allow_unbounded``).
+        """
         params = self.params
+        if params["q"] <= 1:
+            raise UnboundedSpend(
+                f"the fitted spend distribution has no finite mean (q = {params['q']:.3g} <= 1)",
+                details=dict(params),
+            )
         return params["p"] * params["v"] / (params["q"] - 1)
 
     def individual_log_likelihood(

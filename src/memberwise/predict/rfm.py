@@ -220,6 +220,12 @@ def _combine(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
+def purchase_days(column: pa.ChunkedArray, name: str, timezone: str | None) -> NDArray[np.int64]:
+    """Days since 1970-01-01 of each transaction in ``timezone`` (the days the summary
+    counts). Raises InvalidSummary for a column that is not a time."""
+    return _days(column, name, timezone)
+
+
 def _days(column: pa.ChunkedArray, name: str, timezone: str | None) -> NDArray[np.int64]:
     """Days since 1970-01-01 of each transaction (in ``timezone`` when given)."""
     array = _combine(column)

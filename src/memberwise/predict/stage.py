@@ -59,7 +59,7 @@ from memberwise.predict.clv import customer_lifetime_value
 from memberwise.predict.fitting import PERIODS_PER_MONTH, FitNotConverged, UnboundedSpend
 from memberwise.predict.gammagamma import GammaGammaModel
 from memberwise.predict.habits import best_times, next_purchase
-from memberwise.predict.rfm import rfm_summary
+from memberwise.predict.rfm import purchase_days, rfm_summary
 from memberwise.profiles.fields import PREDICTED_FIELDS
 from memberwise.program.predictions import PredictionSettings
 
@@ -147,20 +147,45 @@ def fit_spend(
     average capped at the :data:`WINSORIZE_QUANTILES` of the others in turn, the usual remedy.
     Scoring still uses every member's own average, so the largest spenders keep their weight.
 
-    Raises the last fit's error when no cap helps (or another error such as InvalidSpend).
+    When no cap helps -- the spread of spend across the whole population, not a few outliers,
+    is wider than a finite-mean Gamma-Gamma allows, as on the demo platform -- the maximum
+    likelihood fit on the raw averages is kept with q <= 1 (``allow_unbounded``): the population
+    mean is infinite, but every buyer's conditional expectation is finite (see
+    :func:`buyer_spend`). Raises another error (InvalidSpend, InsufficientData, ...) unchanged.
     """
     try:
         return GammaGammaModel().fit(frequency, monetary_value), None
-    except UnboundedSpend as exc:
-        last: MemberwiseError = exc
+    except UnboundedSpend:
+        pass
     buyers = monetary_value[frequency > 0]
     for quantile in WINSORIZE_QUANTILES:
         cap = float(np.quantile(buyers, quantile))
         try:
             return GammaGammaModel().fit(frequency, np.minimum(monetary_value, cap)), cap
-        except UnboundedSpend as exc:
-            last = exc
-    raise last
+        except UnboundedSpend:
+            pass
+    return GammaGammaModel().fit(frequency, monetary_value, allow_unbounded=True), None
+
+
+def buyer_spend(
+    model: GammaGammaModel,
+    frequency: np.ndarray[Any, np.dtype[np.float64]],
+    monetary_value: np.ndarray[Any, np.dtype[np.float64]],
+    first_day: np.ndarray[Any, np.dtype[np.float64]],
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Each buyer's expected spend per purchase day under ``model``.
+
+    Repeat buyers: the conditional expectation given their repeat purchases (eq. 5). One-time
+    buyers (x = 0) get the population mean when it is finite (the papers' convention); when it
+    is not (q <= 1), their one purchase day (``first_day``, its amount) is their only evidence
+    and they get the same model's expectation given that one transaction, p (v + z) / (p + q -
+    1), finite while p + q > 1 (NaN otherwise: the model cannot say).
+    """
+    spend = model.conditional_expected_spend(frequency, monetary_value)
+    if not model.bounded:
+        once = frequency == 0
+        spend[once] = model.conditional_expected_spend(np.ones(int(once.sum())), first_day[once])
+    return spend
 
 
 def value_predictions(
@@ -248,7 +273,13 @@ def value_predictions(
         else:
             alive_known = np.zeros(n, dtype=bool)
         if gammagamma is not None:
-            spend[where] = gammagamma.conditional_expected_spend(x[rows], m[rows])
+            first_day = (
+                _first_day_spend(purchases, summary["member_id"], timezone)
+                if not gammagamma.bounded
+                else np.zeros(len(x))
+            )
+            each = buyer_spend(gammagamma, x, m, first_day)
+            spend[where] = each[rows]
             if bgnbd is not None:
                 clv[where] = customer_lifetime_value(
                     bgnbd,
@@ -261,7 +292,10 @@ def value_predictions(
                     discount_rate=settings.discount_rate,
                     margin=settings.margin,
                     periods_per_month=PERIODS_PER_MONTH["D"],
+                    spend=each[rows],
                 )
+                # A buyer the spend model cannot value (NaN) has no CLV.
+                clv_known[where] = np.isfinite(clv[where])
         if gammagamma is None or bgnbd is None:
             clv_known = np.zeros(n, dtype=bool)
         diagnostics["score_seconds"] = time.perf_counter() - started
@@ -284,6 +318,29 @@ def value_predictions(
         "margin": settings.margin,
     }
     return table, bgnbd, gammagamma, diagnostics
+
+
+def _first_day_spend(purchases: pa.Table, member_ids: pa.Array, timezone: str) -> Any:
+    """Each summary member's spend on their first purchase day (display zone), in the order of
+    ``member_ids``: a one-time buyer's whole spend."""
+    days = purchase_days(purchases["ts"], "ts", timezone)
+    table = pa.table(
+        {"member_id": purchases["member_id"], "day": days, "amount": purchases["amount"]}
+    )
+    per_day = table.group_by(["member_id", "day"]).aggregate([("amount", "sum")])
+    first = per_day.sort_by([("member_id", "ascending"), ("day", "ascending")])
+    ids = first["member_id"]
+    keep = np.ones(len(ids), dtype=bool)
+    as_list = ids.to_numpy(zero_copy_only=False)
+    keep[1:] = as_list[1:] != as_list[:-1]
+    first = first.filter(pa.array(keep))
+    position = pc.index_in(member_ids, value_set=first["member_id"])
+    amounts = first["amount_sum"].to_numpy(zero_copy_only=False).astype(np.float64)
+    found = position.to_numpy(zero_copy_only=False)
+    out = np.zeros(len(member_ids))
+    valid = ~np.isnan(found.astype(np.float64))
+    out[valid] = amounts[found[valid].astype(np.int64)]
+    return out
 
 
 def churn_labels(

@@ -103,7 +103,10 @@ def current_program(path: Path | None) -> Program:
     """
     if path is None:
         return default_program()
-    stamp = (str(path), path.stat().st_mtime_ns)
+    try:
+        stamp = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return load_program(path)  # raises ProgramError naming the missing or unreadable file
     found = _loaded.get(stamp)
     if found is None:
         found = load_program(path)
