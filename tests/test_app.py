@@ -73,6 +73,10 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/items/x/similar"): READERS | ADMIN,
     ("GET", "/v1/items/x"): READERS | ADMIN,
     ("PUT", "/v1/items/x"): PLATFORM,
+    # consent and data rights (privacy)
+    ("GET", "/v1/members/x/consents"): PLATFORM | {Role.service},
+    ("POST", "/v1/members/x/consents"): PLATFORM,
+    ("GET", "/v1/members/x/consents/history"): PLATFORM | {Role.service},
 }
 
 

@@ -29,6 +29,7 @@ from memberwise.ledger.endpoints import router as ledger_router
 from memberwise.members.endpoints import router as members_router
 from memberwise.membership.endpoints import router as membership_router
 from memberwise.predict.endpoints import router as predict_router
+from memberwise.privacy.endpoints import consent_router
 from memberwise.privacy.endpoints import router as privacy_router
 from memberwise.profiles.endpoints import router as profiles_router
 from memberwise.recommend.endpoints import router as recommend_router
@@ -130,5 +131,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(membership_router)
     app.include_router(predict_router)
     app.include_router(privacy_router)
+    app.include_router(consent_router)
     app.include_router(profiles_router)
     return app

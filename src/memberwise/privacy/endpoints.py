@@ -1,4 +1,5 @@
-"""HTTP routes for API keys, the audit log and the caller's own identity."""
+"""HTTP routes for API keys, the audit log, the caller's own identity, consent and the
+members' data rights."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from memberwise.kit.db import transaction
 from memberwise.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
-from memberwise.privacy import service
+from memberwise.privacy import consent, service
 from memberwise.privacy.auth import Authorize
 from memberwise.privacy.schemas import (
     AuditEntry,
+    ConsentIn,
+    ConsentRecord,
+    ConsentState,
     KeyCreate,
     KeyCreated,
     KeyOut,
@@ -78,3 +82,47 @@ def list_audit(
         return service.list_audit(
             conn, limit=limit, after=after, member_id=member_id, action=action
         )
+
+
+# -- consent (the platform, on the member's behalf; service staff read) -----------------------
+
+consent_router = APIRouter(prefix="/v1", tags=["consent and data rights"])
+Platform = Annotated[Principal, Depends(Authorize(Role.platform))]
+ConsentReader = Annotated[Principal, Depends(Authorize(Role.platform, Role.service))]
+
+
+@consent_router.get(
+    "/members/{member_id}/consents",
+    summary="The member's current consent per purpose (derived from the ledger or the default)",
+)
+def get_consents(member_id: str, rt: RuntimeDep, principal: ConsentReader) -> ConsentState:
+    settings = rt.program().privacy
+    with transaction(rt.engine) as conn:
+        return consent.state(conn, settings, member_id)
+
+
+@consent_router.get(
+    "/members/{member_id}/consents/history",
+    summary="Every consent record of the member, oldest first (the evidence)",
+)
+def get_consent_history(
+    member_id: str, rt: RuntimeDep, principal: ConsentReader
+) -> list[ConsentRecord]:
+    with transaction(rt.engine) as conn:
+        return consent.history(conn, member_id)
+
+
+@consent_router.post(
+    "/members/{member_id}/consents",
+    status_code=201,
+    summary="Record the member's answer for a purpose (append-only; idempotent by request_id)",
+)
+def post_consent(
+    member_id: str, body: ConsentIn, rt: RuntimeDep, principal: Platform, response: Response
+) -> ConsentRecord:
+    settings = rt.program().privacy
+    with transaction(rt.engine) as conn:
+        out, new = consent.record(conn, settings, member_id, body, actor=principal)
+    if not new:
+        response.status_code = 200
+    return out

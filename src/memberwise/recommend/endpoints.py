@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from memberwise.kit.db import transaction
+from memberwise.privacy import consent
 from memberwise.privacy.auth import Authorize
-from memberwise.privacy.schemas import Principal, Role
+from memberwise.privacy.schemas import Principal, Purpose, Role
 from memberwise.recommend import service
 from memberwise.recommend.schemas import (
     CouponSuggestionsOut,
@@ -55,8 +56,18 @@ async def get_recommendations(
     # millisecond), cheaper than a thread hop under load. Serialized once here (the model was
     # validated when it was built) instead of validated again by FastAPI.
     reader = recent_events(rt.lake)
+    privacy_settings = rt.program().privacy
     with transaction(rt.engine) as conn:
-        out = service.recommend(conn, reader, member_id, n=n, category=category, context=context)
+        personalize = consent.allows(conn, privacy_settings, member_id, Purpose.personalization)
+        out = service.recommend(
+            conn,
+            reader,
+            member_id,
+            n=n,
+            category=category,
+            context=context,
+            personalize=personalize,
+        )
     return Response(out.model_dump_json(), media_type="application/json")
 
 
