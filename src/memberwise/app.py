@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from memberwise import __version__
 from memberwise.config import Settings, get_settings
 from memberwise.events.endpoints import router as events_router
+from memberwise.jobs import holders
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
 from memberwise.ledger.benefit_endpoints import router as benefits_router
@@ -93,6 +94,7 @@ def tune_gc() -> None:
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The API for ``settings`` (or an already-open ``runtime``, e.g. in tests)."""
     rt = runtime or Runtime.open(settings or get_settings())
+    holders.install()  # what each domain holds about a member, for export and erasure
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

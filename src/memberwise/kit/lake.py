@@ -460,3 +460,55 @@ def events_table(con: ibis.BaseBackend, lake: EventLake) -> ibis.Table:
             ranked = raw.mutate(_rank=rank)
             parts.append(ranked.filter(ranked._rank == 0).select(*LAKE_SCHEMA.names))
     return parts[0] if len(parts) == 1 else ibis.union(*parts)
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    """What :func:`remove_rows` did: files rewritten and rows removed from them."""
+
+    files_rewritten: int
+    rows_removed: int
+
+
+def remove_rows(lake: EventLake, where: str, params: Sequence[Any] = ()) -> RemoveResult:
+    """Rewrite every visible lake file holding rows that match ``where`` (DuckDB SQL over the
+    LAKE_SCHEMA columns, with ``?`` parameters) without those rows; used to forget a member.
+
+    Crash-safe like every lake write: each file is rewritten under a dot name, fsynced and
+    renamed over the original (readers see the old file or the new one, never a mix), then the
+    directory is fsynced. A file left with no rows is deleted. Rewrites are serialized with
+    compaction by the same lock, so the two never replace the same file. A crash part-way
+    leaves some files rewritten and the others untouched: running it again finishes the job.
+    """
+    rewritten = removed = 0
+    with lake._compact_lock():
+        files = lake.files()
+        if not files:
+            return RemoveResult(0, 0)
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            hits = con.execute(
+                f"SELECT filename, count(*) FROM read_parquet({_sql_list(files)}, "
+                f"hive_partitioning = false, filename = true) WHERE {where} GROUP BY filename",
+                list(params),
+            ).fetchall()
+            for name, count in sorted(hits):
+                path = Path(name)
+                tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.parquet")
+                kept = con.execute(
+                    f"SELECT {_COLUMNS} FROM read_parquet('{str(path).replace(chr(39), chr(39) * 2)}', "
+                    f"hive_partitioning = false) WHERE NOT ({where})",
+                    list(params),
+                ).to_arrow_table()
+                if kept.num_rows:
+                    write_parquet(to_lake_table(kept), tmp)
+                    os.replace(tmp, path)
+                else:
+                    path.unlink()
+                fsync_dir(path.parent)
+                rewritten += 1
+                removed += int(count)
+        finally:
+            con.close()
+    return RemoveResult(rewritten, removed)

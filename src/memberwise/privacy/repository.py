@@ -7,7 +7,19 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Table, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    Table,
+    Text,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from memberwise.kit.db import insert_ignore
 from memberwise.privacy.tables import (
@@ -90,8 +102,11 @@ def list_audit(
 
 def insert_consent(conn: Connection, values: dict[str, Any]) -> bool:
     """Append a consent record; False when (member, request, purpose) is recorded already."""
-    stmt = insert_ignore(conn, consent_records).values(**values)
-    return conn.execute(stmt).rowcount == 1
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+    stmt = (
+        insert_ignore(conn, consent_records).values(**values).returning(consent_records.c.record_id)
+    )
+    return conn.execute(stmt).first() is not None
 
 
 def get_consent_by_request(
@@ -227,7 +242,8 @@ def rekey_rows(conn: Connection, table: Table, column: str, old: str, new: str) 
 
 
 def insert_request(conn: Connection, values: dict[str, Any]) -> bool:
-    return conn.execute(insert_ignore(conn, data_requests).values(**values)).rowcount == 1
+    stmt = insert_ignore(conn, data_requests).values(**values).returning(data_requests.c.request_id)
+    return conn.execute(stmt).first() is not None
 
 
 def get_request(conn: Connection, request_id: str) -> RowMapping | None:
@@ -282,3 +298,34 @@ def merged_into(conn: Connection, target_id: str) -> list[str]:
 
 def all_merges(conn: Connection) -> dict[str, str]:
     return dict(conn.execute(select(member_merges.c.source_id, member_merges.c.target_id)).all())
+
+
+def rows_quoting(
+    conn: Connection, table: Table, columns: Sequence[str], needle: str
+) -> list[dict[str, Any]]:
+    """Rows whose text/JSON ``columns`` contain ``needle`` (compared as text)."""
+    pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    condition = or_(*(cast(table.c[name], Text).like(pattern, escape="\\") for name in columns))
+    return [dict(r) for r in conn.execute(select(table).where(condition)).mappings()]
+
+
+def update_by_key(
+    conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any]
+) -> None:
+    if values:
+        conn.execute(
+            update(table).where(*(table.c[k] == v for k, v in key.items())).values(**values)
+        )
+
+
+def pseudonymise_requests(conn: Connection, member_id: str, pseudonym: str) -> int:
+    stmt = (
+        update(data_requests)
+        .where(data_requests.c.member_id == member_id)
+        .values(member_id=pseudonym, payload_enc=None)
+    )
+    return int(conn.execute(stmt).rowcount)
+
+
+def any_erasure(conn: Connection) -> bool:
+    return conn.execute(select(erasures.c.member_hash).limit(1)).first() is not None

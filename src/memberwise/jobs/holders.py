@@ -1,0 +1,74 @@
+"""What every domain holds about a member, registered with privacy's erasure/export registry.
+
+Privacy sits below the domains whose tables it must export, erase and merge, so this module,
+which sits above them all, fills privacy's registry in (:func:`install`; the app, the CLI and
+the jobs call it). Each table keyed by member gets a policy: financial records (points, coupons,
+orders, refunds, subscriptions, benefit claims) are kept pseudonymised, as the law requires of
+them; everything else about the member is deleted. A test checks that every table with a
+``member_id`` column is covered, so a new table cannot be forgotten.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memberwise.ledger import tables as ledger
+from memberwise.members import service as members
+from memberwise.membership import tables as membership
+from memberwise.predict import tables as predict
+from memberwise.privacy import erasure
+from memberwise.privacy.erasure import Holder, HolderContext, Policy, table_holder, text_holder
+from memberwise.profiles import tables as profiles
+from memberwise.recommend import tables as recommend
+
+_installed = False
+
+
+def _member_export(ctx: HolderContext, member_id: str) -> Any:
+    return members.export_member(ctx.conn, ctx.cipher, member_id)
+
+
+def _member_erase(ctx: HolderContext, member_id: str, pseudonym: str) -> tuple[Policy, int]:
+    return "delete", members.forget_member(ctx.conn, member_id)
+
+
+def install() -> None:
+    """Register every domain's holders (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    erasure.register(Holder(name="members", export=_member_export, erase=_member_erase))
+    keep = "pseudonymise"
+    for table, policy in (
+        (ledger.points_balances, keep),
+        (ledger.points_entries, keep),
+        (ledger.points_lots, keep),
+        (ledger.points_allocations, keep),
+        (ledger.points_earn_periods, keep),
+        (ledger.coupon_member_counts, keep),
+        (ledger.coupons, keep),
+        (ledger.orders, keep),
+        (ledger.order_refunds, keep),
+        (ledger.benefit_counters, keep),
+        (ledger.benefit_uses, keep),
+        (membership.subscriptions, keep),
+        (membership.member_tiers, "delete"),
+        (membership.tier_history, "delete"),
+        (membership.invitations, "delete"),
+        (membership.member_managers, "delete"),
+        (profiles.member_profiles, "delete"),
+        (predict.member_predictions, "delete"),
+        (recommend.member_recommendations, "delete"),
+        (recommend.coupon_suggestions, "delete"),
+    ):
+        # Merges of these are exact ledger operations, done by privacy.merge with the
+        # domains' services; re-keying alone would collide on their keys.
+        erasure.register(table_holder(table, policy=policy, merge=False))  # type: ignore[arg-type]
+    # Stored responses and event details may quote the member id.
+    erasure.register(
+        text_holder(ledger.idempotency_keys, ["scope", "key"], ["scope", "key", "response"])
+    )
+    erasure.register(text_holder(ledger.points_entries, ["entry_id"], ["idem_key"]))
+    erasure.register(text_holder(membership.subscription_payments, ["payment_id"], ["response"]))
+    erasure.register(text_holder(membership.subscription_events, ["event_id"], ["details"]))
+    _installed = True
