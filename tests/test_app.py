@@ -77,6 +77,11 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/members/x/consents"): PLATFORM | {Role.service},
     ("POST", "/v1/members/x/consents"): PLATFORM,
     ("GET", "/v1/members/x/consents/history"): PLATFORM | {Role.service},
+    ("POST", "/v1/members/x/data-requests"): PLATFORM,
+    ("GET", "/v1/members/x/data-requests"): PLATFORM | {Role.service},
+    ("GET", "/v1/data-requests"): ADMIN | {Role.service},
+    ("POST", "/v1/data-requests/x/decision"): ADMIN | {Role.service},
+    ("GET", "/v1/data-requests/x/archive"): PLATFORM | {Role.service},
 }
 
 

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Connection
+
 from memberwise.ledger import tables as ledger
 from memberwise.members import service as members
+from memberwise.members.schemas import MemberUpdate
 from memberwise.membership import tables as membership
 from memberwise.predict import tables as predict
-from memberwise.privacy import erasure
+from memberwise.privacy import erasure, rights
+from memberwise.privacy.crypto import FieldCipher
 from memberwise.privacy.erasure import Holder, HolderContext, Policy, table_holder, text_holder
+from memberwise.privacy.schemas import Principal
 from memberwise.profiles import tables as profiles
 from memberwise.recommend import tables as recommend
 
@@ -32,12 +37,19 @@ def _member_erase(ctx: HolderContext, member_id: str, pseudonym: str) -> tuple[P
     return "delete", members.forget_member(ctx.conn, member_id)
 
 
+def _correct(
+    conn: Connection, cipher: FieldCipher, member_id: str, fields: dict[str, Any], actor: Principal
+) -> None:
+    members.update_member(conn, cipher, member_id, MemberUpdate(**fields), actor=actor)
+
+
 def install() -> None:
     """Register every domain's holders (idempotent)."""
     global _installed
     if _installed:
         return
     erasure.register(Holder(name="members", export=_member_export, erase=_member_erase))
+    rights.register_corrector(_correct)
     keep = "pseudonymise"
     for table, policy in (
         (ledger.points_balances, keep),

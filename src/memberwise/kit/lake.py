@@ -497,10 +497,10 @@ def remove_rows(lake: EventLake, where: str, params: Sequence[Any] = ()) -> Remo
                 path = Path(name)
                 tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.parquet")
                 kept = con.execute(
-                    f"SELECT {_COLUMNS} FROM read_parquet('{str(path).replace(chr(39), chr(39) * 2)}', "
-                    f"hive_partitioning = false) WHERE NOT ({where})",
+                    f"SELECT {_COLUMNS} FROM {_read_sql([path])} WHERE NOT ({where})",
                     list(params),
                 ).to_arrow_table()
+                assert kept is not None
                 if kept.num_rows:
                     write_parquet(to_lake_table(kept), tmp)
                     os.replace(tmp, path)

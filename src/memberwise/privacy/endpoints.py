@@ -3,23 +3,28 @@ members' data rights."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from memberwise.kit.db import transaction
 from memberwise.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
-from memberwise.privacy import consent, service
+from memberwise.privacy import consent, erasure, rights, service
 from memberwise.privacy.auth import Authorize
 from memberwise.privacy.schemas import (
     AuditEntry,
     ConsentIn,
     ConsentRecord,
     ConsentState,
+    DataRequestIn,
+    DataRequestOut,
     KeyCreate,
     KeyCreated,
     KeyOut,
     Principal,
+    RequestDecision,
+    RequestKind,
+    RequestStatus,
     Role,
     StaffCreate,
     StaffOut,
@@ -126,3 +131,102 @@ def post_consent(
     if not new:
         response.status_code = 200
     return out
+
+
+# -- data-subject requests: filed by the platform, worked by the service desk ------------------
+
+Staff = Annotated[Principal, Depends(Authorize(Role.service))]
+RequestReader = Annotated[Principal, Depends(Authorize(Role.platform, Role.service))]
+
+
+def _secret(rt: Runtime) -> bytes:
+    return erasure.tombstone_secret(rt.settings.pii_key_bytes)
+
+
+@consent_router.post(
+    "/members/{member_id}/data-requests",
+    status_code=201,
+    summary="File the member's request: access, copy, correction or erasure (idempotent)",
+)
+def post_data_request(
+    member_id: str, body: DataRequestIn, rt: RuntimeDep, principal: Platform, response: Response
+) -> DataRequestOut:
+    program = rt.program()
+    with transaction(rt.engine) as conn:
+        out, new = rights.submit(
+            conn,
+            rt.cipher,
+            member_id,
+            body,
+            deadline=program.privacy.request_deadline,
+            timezone=program.display_timezone,
+            actor=principal,
+        )
+    if not new:
+        response.status_code = 200
+    return out
+
+
+@consent_router.get(
+    "/members/{member_id}/data-requests", summary="The member's requests and their state"
+)
+def list_member_requests(
+    member_id: str, rt: RuntimeDep, principal: RequestReader
+) -> list[DataRequestOut]:
+    with transaction(rt.engine) as conn:
+        return rights.queue(conn, status=None, member_id=member_id)
+
+
+@consent_router.get("/data-requests", summary="The staff queue: requests by deadline, oldest first")
+def list_requests(
+    rt: RuntimeDep,
+    principal: Staff,
+    status: RequestStatus | None = RequestStatus.open,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> list[DataRequestOut]:
+    with transaction(rt.engine) as conn:
+        return rights.queue(conn, status=status, limit=limit)
+
+
+@consent_router.post(
+    "/data-requests/{request_id}/decision",
+    summary="Complete (do what was asked) or reject a request",
+)
+def decide_request(
+    request_id: str, body: RequestDecision, rt: RuntimeDep, principal: Staff
+) -> DataRequestOut:
+    return rights.decide(
+        rt.engine,
+        rt.lake,
+        rt.settings.home,
+        rt.cipher,
+        _secret(rt),
+        request_id,
+        body,
+        actor=principal,
+    )
+
+
+@consent_router.get(
+    "/data-requests/{request_id}/archive",
+    summary="The member's archive of a completed access or copy request (machine-readable)",
+)
+def get_archive(request_id: str, rt: RuntimeDep, principal: RequestReader) -> dict[str, Any]:
+    with transaction(rt.engine) as conn:
+        request = rights.get_request(conn, request_id)
+        if request.kind not in (RequestKind.access, RequestKind.copy) or (
+            request.status is not RequestStatus.completed
+        ):
+            raise rights.RequestClosed(
+                "the archive is served for a completed access or copy request only"
+            )
+        out = rights.archive(conn, rt.cipher, rt.lake, request.member_id)
+        service.audit(
+            conn,
+            principal,
+            "data_request.archive_read",
+            "data_request",
+            request_id,
+            member_id=request.member_id,
+        )
+        return out

@@ -238,7 +238,7 @@ def scrub_files(home: Path, member_ids: Sequence[str], *, skip: Iterable[Path] =
     return changed
 
 
-def _replace(path: Path, write: Callable[[Path], None]) -> None:
+def _replace(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}{path.suffix}")
     write(tmp)
     fd = os.open(tmp, os.O_RDONLY)
