@@ -82,6 +82,7 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/data-requests"): ADMIN | {Role.service},
     ("POST", "/v1/data-requests/x/decision"): ADMIN | {Role.service},
     ("GET", "/v1/data-requests/x/archive"): PLATFORM | {Role.service},
+    ("POST", "/v1/merges"): PLATFORM,
 }
 
 

@@ -10,16 +10,19 @@ them; everything else about the member is deleted. A test checks that every tabl
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
+from memberwise.ledger import merge as ledger_merge
 from memberwise.ledger import tables as ledger
 from memberwise.members import service as members
 from memberwise.members.schemas import MemberUpdate
+from memberwise.membership import service as membership_service
 from memberwise.membership import tables as membership
 from memberwise.predict import tables as predict
-from memberwise.privacy import erasure, rights
+from memberwise.privacy import erasure, merge, rights
 from memberwise.privacy.crypto import FieldCipher
 from memberwise.privacy.erasure import Holder, HolderContext, Policy, table_holder, text_holder
 from memberwise.privacy.schemas import Principal
@@ -43,6 +46,18 @@ def _correct(
     members.update_member(conn, cipher, member_id, MemberUpdate(**fields), actor=actor)
 
 
+def _merge_ledger(
+    conn: Connection, program: Any, source: str, target: str, at: datetime, actor: Principal
+) -> dict[str, int]:
+    return ledger_merge.merge_member(conn, program, source, target, at=at, actor=actor)
+
+
+def _merge_membership(
+    conn: Connection, program: Any, source: str, target: str, at: datetime, actor: Principal
+) -> dict[str, int]:
+    return membership_service.merge_member(conn, program, source, target, at=at, actor=actor)
+
+
 def install() -> None:
     """Register every domain's holders (idempotent)."""
     global _installed
@@ -50,6 +65,8 @@ def install() -> None:
         return
     erasure.register(Holder(name="members", export=_member_export, erase=_member_erase))
     rights.register_corrector(_correct)
+    merge.register_merger("ledger", _merge_ledger)
+    merge.register_merger("membership", _merge_membership)
     keep = "pseudonymise"
     for table, policy in (
         (ledger.points_balances, keep),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from memberwise.kit.db import transaction
 from memberwise.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
-from memberwise.privacy import consent, erasure, rights, service
+from memberwise.privacy import consent, erasure, merge, rights, service
 from memberwise.privacy.auth import Authorize
 from memberwise.privacy.schemas import (
     AuditEntry,
@@ -21,6 +21,8 @@ from memberwise.privacy.schemas import (
     KeyCreate,
     KeyCreated,
     KeyOut,
+    MergeIn,
+    MergeResult,
     Principal,
     RequestDecision,
     RequestKind,
@@ -230,3 +232,21 @@ def get_archive(request_id: str, rt: RuntimeDep, principal: RequestReader) -> di
             member_id=request.member_id,
         )
         return out
+
+
+@consent_router.post(
+    "/merges",
+    summary="Fold a member id into another of the same person (idempotent, audited)",
+)
+def post_merge(body: MergeIn, rt: RuntimeDep, principal: Platform) -> MergeResult:
+    program = rt.program()
+    with transaction(rt.engine) as conn:
+        return merge.merge(
+            conn,
+            program.privacy,
+            program,
+            body.source_id,
+            body.target_id,
+            secret=_secret(rt),
+            actor=principal,
+        )
