@@ -512,3 +512,27 @@ def remove_rows(lake: EventLake, where: str, params: Sequence[Any] = ()) -> Remo
         finally:
             con.close()
     return RemoveResult(rewritten, removed)
+
+
+def drop_days(lake: EventLake, days: Sequence[date]) -> RemoveResult:
+    """Delete the day partitions ``days`` (retention); returns files deleted and rows in them.
+
+    Serialized with compaction and :func:`remove_rows` by their lock. Each file's unlink is
+    durable once its directory is fsynced; a crash part-way leaves the day partly deleted, and
+    running it again finishes it (readers then simply see fewer old events).
+    """
+    files = rows = 0
+    with lake._compact_lock():
+        for day in days:
+            directory = lake.partition_dir(day)
+            if not directory.is_dir():
+                continue
+            for path in sorted(directory.iterdir()):
+                if path.suffix == ".parquet" and not path.name.startswith("."):
+                    rows += pq.ParquetFile(path).metadata.num_rows
+                    files += 1
+                path.unlink()
+            fsync_dir(directory)
+            directory.rmdir()
+            fsync_dir(directory.parent)
+    return RemoveResult(files, rows)

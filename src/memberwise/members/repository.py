@@ -103,3 +103,8 @@ def attribute_rows(conn: Connection) -> Iterator[Sequence[Any]]:
 def delete(conn: Connection, member_id: str) -> int:
     """Remove a member's record (erasure); returns 1 when there was one."""
     return int(conn.execute(sa_delete(members).where(members.c.member_id == member_id)).rowcount)
+
+
+def activity_rows(conn: Connection) -> Iterator[tuple[str, datetime]]:
+    """(member_id, updated_at) of every member: the last change of their record."""
+    yield from conn.execute(select(members.c.member_id, members.c.updated_at)).tuples()

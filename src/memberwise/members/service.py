@@ -368,3 +368,8 @@ def export_member(conn: Connection, cipher: FieldCipher, member_id: str) -> dict
 
     member = get_member(conn, cipher, member_id, actor=SYSTEM)
     return member.model_dump(mode="json")
+
+
+def last_changes(conn: Connection) -> dict[str, datetime]:
+    """Member id -> the last change of their record (for retention of inactive members)."""
+    return dict(repository.activity_rows(conn))

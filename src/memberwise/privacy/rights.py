@@ -128,8 +128,9 @@ def submit(
         # The new values are PII: sealed under the member's own key, shredded with it.
         member_key = keys.member_cipher(conn, cipher, member_id, create=True)
         payload = member_key.seal(json.dumps(fields), context=f"data_requests:{member_id}")
-    values = {
-        "request_id": new_id(),
+    request_id = new_id()
+    values: dict[str, Any] = {
+        "request_id": request_id,
         "member_id": member_id,
         "kind": data.kind.value,
         "status": RequestStatus.open.value,
@@ -151,7 +152,7 @@ def submit(
             actor,
             f"data_request.{data.kind.value}",
             "data_request",
-            values["request_id"],
+            request_id,
             member_id=member_id,
         )
         return _out(values, now), True
