@@ -187,3 +187,13 @@ def test_a_re_ingested_old_file_is_scrubbed_by_the_tombstone_job(
     with transaction(runtime.engine) as conn:
         stamped = conn.execute(select(erasures.c.files_scrubbed_at)).scalar_one()
     assert stamped is not None and stamped.tzinfo is UTC
+
+
+def test_every_table_keyed_by_member_is_covered_by_a_holder() -> None:
+    """A new table with a member_id column must say how it is exported and erased."""
+    holders.install()
+    covered = {t for h in erasure.holders() for t in h.tables}
+    # member_keys is shredded first; erasures hold no id (a keyed hash).
+    covered |= {"member_keys"}
+    keyed = {t.name for t in metadata.sorted_tables if "member_id" in t.c}
+    assert sorted(keyed - covered) == []

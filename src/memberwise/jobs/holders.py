@@ -63,7 +63,9 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    erasure.register(Holder(name="members", export=_member_export, erase=_member_erase))
+    erasure.register(
+        Holder(name="members", export=_member_export, erase=_member_erase, tables=("members",))
+    )
     rights.register_corrector(_correct)
     merge.register_merger("ledger", _merge_ledger)
     merge.register_merger("membership", _merge_membership)
