@@ -217,3 +217,22 @@ def test_a_member_who_refused_profiling_is_left_out_of_every_build_output(
         ).scalar_one()
         others = conn.execute(select(func.count()).select_from(member_profiles)).scalar_one()
     assert (profiled, predicted, others) == (0, 0, 42)
+
+
+def test_coupon_suggestions_name_the_channels_the_member_consented_to(
+    client: TestClient,
+    auth: Auth,
+    published: Runtime,  # noqa: F811
+) -> None:
+    before = client.get("/v1/members/m1/coupons/suggested", headers=auth(Role.platform)).json()
+    assert before["channels"] == []  # marketing needs a yes: nothing may be sent
+    grant = {
+        "purpose": "marketing_push",
+        "status": "granted",
+        "channel": "app",
+        "request_id": "push-yes",
+    }
+    client.post("/v1/members/m1/consents", json=grant, headers=auth(Role.platform))
+    after = client.get("/v1/members/m1/coupons/suggested", headers=auth(Role.platform)).json()
+    assert after["channels"] == ["marketing_push"]
+    assert [s["campaign"] for s in after["suggestions"]] == ["winback"]

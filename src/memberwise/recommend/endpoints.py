@@ -32,6 +32,8 @@ Reader = Annotated[
 CouponReader = Annotated[Principal, Depends(Authorize(Role.platform, Role.operator, Role.analyst))]
 CatalogWriter = Annotated[Principal, Depends(Authorize(Role.platform))]
 MAX_N = 100
+#: The purposes of marketing messages, one a channel.
+MARKETING = (Purpose.marketing_sms, Purpose.marketing_email, Purpose.marketing_push)
 
 
 @router.get(
@@ -89,8 +91,11 @@ def get_similar(
 def get_suggested_coupons(
     member_id: str, rt: RuntimeDep, principal: CouponReader
 ) -> CouponSuggestionsOut:
+    settings = rt.program().privacy
     with transaction(rt.engine) as conn:
-        return service.suggested_coupons(conn, member_id)
+        out = service.suggested_coupons(conn, member_id)
+        out.channels = [p for p in MARKETING if consent.allows(conn, settings, member_id, p)]
+    return out
 
 
 @router.put(

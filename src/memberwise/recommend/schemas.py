@@ -102,6 +102,11 @@ class CouponSuggestionsOut(BaseModel):
     build_id: str | None
     best_hour: int | None
     suggestions: list[CouponSuggestion]
+    channels: list[str] = Field(
+        default_factory=list,
+        description="The marketing purposes (channels) the member consented to: a coupon "
+        "message may go only through these; empty: send nothing.",
+    )
 
 
 class ItemsImportResult(BaseModel):
