@@ -131,3 +131,30 @@ def test_events_are_re_keyed_when_read(runtime: Runtime, client: TestClient, aut
     # The raw lake keeps what was ingested.
     raw = runtime.lake.events_table(con).group_by("member_id").aggregate(n=ibis._.count()).execute()
     assert dict(zip(raw.member_id, raw.n, strict=True)) == {"guest": 2, "reg": 1}
+
+
+def test_erasing_a_member_forgets_the_ids_merged_into_it(
+    runtime: Runtime, client: TestClient, auth: Auth
+) -> None:
+    holders.install()
+    now = datetime.now(UTC) - timedelta(days=1)
+    events = [
+        {"event_id": f"e{i}", "member_id": m, "type": "view", "ts": now.isoformat(), "item_id": "i"}
+        for i, m in enumerate(["guest", "reg", "other"])
+    ]
+    client.post("/v1/events", json={"events": events}, headers=auth(Role.platform))
+    client.post(
+        "/v1/merges", json={"source_id": "guest", "target_id": "reg"}, headers=auth(Role.platform)
+    )
+    secret = erasure.tombstone_secret(runtime.settings.pii_key_bytes)
+
+    result = erasure.erase_member(
+        runtime.engine, runtime.lake, runtime.settings.home, runtime.cipher, secret, "reg"
+    )
+
+    assert result.lake_rows_removed == 2
+    con = ibis.duckdb.connect()
+    raw = runtime.lake.events_table(con).member_id.execute().tolist()
+    assert raw == ["other"]
+    with transaction(runtime.engine) as conn:
+        assert erasure.erased_among(conn, secret, ["guest", "reg", "other"]) == {"guest", "reg"}

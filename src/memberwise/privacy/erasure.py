@@ -330,11 +330,18 @@ def erase_member(
     Raises MemberErased.
     """
     with transaction(engine) as conn:
+        # Ids merged into the member (a guest id) are the same person: forgotten too.
+        aliases = [
+            a for a in repository.merged_into(conn, member_id) if not is_erased(conn, secret, a)
+        ]
         result = erase_rows(conn, cipher, secret, member_id, actor=actor, reason=reason)
-    removed = remove_rows(lake, "member_id = ?", [member_id])
-    files = scrub_files(home, [member_id], skip=[lake.root])
+        for alias in aliases:
+            erase_rows(conn, cipher, secret, alias, actor=actor, reason=reason)
+    ids = [member_id, *aliases]
+    removed = remove_rows(lake, "member_id IN (SELECT unnest(?::VARCHAR[]))", [ids])
+    files = scrub_files(home, ids, skip=[lake.root])
     with transaction(engine) as conn:
-        repository.mark_scrubbed(conn, [member_hash(secret, member_id)], utcnow())
+        repository.mark_scrubbed(conn, [member_hash(secret, m) for m in ids], utcnow())
     compact_store(engine)
     return result.model_copy(
         update={
