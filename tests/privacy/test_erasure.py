@@ -14,11 +14,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from memberwise.events.bulk import ingest_paths
+from memberwise.events.bulk_hooks import member_registrar
 from memberwise.jobs import holders
 from memberwise.jobs.build import run_build
 from memberwise.kit.db import transaction
 from memberwise.ledger.tables import points_entries
 from memberwise.members import service as members
+from memberwise.members.tables import members as members_table
 from memberwise.privacy import consent, erasure, keys
 from memberwise.privacy.crypto import DecryptionError
 from memberwise.privacy.schemas import SYSTEM, ConsentIn, ConsentStatus, PrivacySettings, Role
@@ -177,7 +179,11 @@ def test_a_re_ingested_old_file_is_scrubbed_by_the_tombstone_job(
     )
     copy = tmp_path / "old-copy.jsonl"
     copy.write_text(source.read_text())  # the same rows, as a new file
-    ingest_paths([copy], runtime.lake, fmt="jsonl", deadletter_dir=dead)
+    registrar = member_registrar(runtime.settings)
+    ingest_paths([copy], runtime.lake, fmt="jsonl", deadletter_dir=dead, on_members=registrar)
+    with transaction(runtime.engine) as conn:
+        records = conn.execute(select(members_table.c.member_id)).scalars().all()
+    assert sorted(records) == ["other"]  # the erased member got no record again
     assert _found_in_files(runtime.settings.home)  # bulk ingest wrote them again
 
     removed = erasure.finish_scrubs(runtime.engine, runtime.lake, secret, everyone=True)
