@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import ibis
 import pytest
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, func, select
 
 from memberwise.jobs import holders
+from memberwise.jobs.build import run_build
 from memberwise.kit.db import transaction
 from memberwise.ledger import coupons, points
 from memberwise.membership import service as membership
@@ -19,9 +21,13 @@ from memberwise.membership.schemas import TierGrant
 from memberwise.privacy import consent, erasure, lakeview, merge
 from memberwise.privacy.schemas import SYSTEM, ConsentIn, ConsentStatus, Role
 from memberwise.privacy.tables import audit_log
+from memberwise.profiles import service as profiles
 from memberwise.program.service import parse_program
 from memberwise.runtime import Runtime
+from tests.jobs.test_build import AS_OF
+from tests.jobs.test_build import PROGRAM as BUILD_PROGRAM
 from tests.ledger.factories import T0, add_members, check_invariants
+from tests.privacy.factories import taobao_runtime
 
 Auth = Callable[[Role], dict[str, str]]
 SECRET = b"s"
@@ -158,3 +164,22 @@ def test_erasing_a_member_forgets_the_ids_merged_into_it(
     assert raw == ["other"]
     with transaction(runtime.engine) as conn:
         assert erasure.erased_among(conn, secret, ["guest", "reg", "other"]) == {"guest", "reg"}
+
+
+def test_a_build_after_a_merge_profiles_the_merged_member_once(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    holders.install()
+    taobao_runtime(runtime, tmp_path)
+    run_build(runtime, BUILD_PROGRAM, as_of=AS_OF)
+    with transaction(runtime.engine) as conn:
+        apart = [profiles.get_profile(conn, m).fields["lifetime_events"] for m in ("1", "100")]
+        merge.merge(conn, PROGRAM.privacy, PROGRAM, "1", "100", secret=SECRET, actor=SYSTEM)
+
+    result = run_build(runtime, BUILD_PROGRAM, as_of=AS_OF)
+
+    assert result.members == 42  # 43 ids in the file, two of them one person
+    with transaction(runtime.engine) as conn:
+        assert profiles.get_profile(conn, "100").fields["lifetime_events"] == sum(apart)
+        with pytest.raises(profiles.ProfileNotFound):
+            profiles.get_profile(conn, "1")

@@ -217,8 +217,13 @@ def stage_profiles(ctx: BuildContext) -> int:
     with runtime.engine.connect() as conn:
         attributes = members_service.analytics_attributes(conn)
     if isinstance(runtime.lake, LakeView):
-        # A member who refused profiling gets no profile, from events or from attributes.
-        keep = [runtime.lake.audience.allows(m) for m in attributes["member_id"].to_pylist()]
+        # A member who refused profiling gets no profile, from events or from attributes; an
+        # id merged into another is profiled under that one only.
+        view = runtime.lake
+        keep = [
+            view.audience.allows(m) and m not in view.merges
+            for m in attributes["member_id"].to_pylist()
+        ]
         attributes = attributes.filter(pa.array(keep, pa.bool_()))
     work = ctx.path("_work")
     work.mkdir(exist_ok=True)
