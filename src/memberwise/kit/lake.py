@@ -496,9 +496,9 @@ def remove_rows(lake: EventLake, where: str, params: Sequence[Any] = ()) -> Remo
             for name, count in sorted(hits):
                 path = Path(name)
                 tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.parquet")
-                kept = con.execute(
+                kept = con.sql(
                     f"SELECT {_COLUMNS} FROM {_read_sql([path])} WHERE NOT ({where})",
-                    list(params),
+                    params=list(params),
                 ).to_arrow_table()
                 assert kept is not None
                 if kept.num_rows:

@@ -107,4 +107,5 @@ def delete(conn: Connection, member_id: str) -> int:
 
 def activity_rows(conn: Connection) -> Iterator[tuple[str, datetime]]:
     """(member_id, updated_at) of every member: the last change of their record."""
-    yield from conn.execute(select(members.c.member_id, members.c.updated_at)).tuples()
+    rows = conn.execute(select(members.c.member_id, members.c.updated_at))
+    yield from ((str(member_id), updated_at) for member_id, updated_at in rows)

@@ -52,7 +52,7 @@ def _aggregate_day(lake: EventLake, day: date) -> int:
     listed = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
     con = duckdb.connect()
     try:
-        table = con.execute(
+        table = con.sql(
             f"SELECT DATE '{day.isoformat()}' AS day, type, category_id, "
             "count(DISTINCT event_id) AS events, "
             "sum(CASE WHEN type = 'purchase' THEN coalesce(price, 0) * coalesce(quantity, 1) "
