@@ -128,6 +128,13 @@ def test_a_correction_is_applied_when_staff_complete_it(client: TestClient, auth
         headers=auth(Role.platform),
     )
     assert (bad.status_code, bad.json()["code"]) == (422, "invalid_correction")
+    wrong = client.post(
+        "/v1/members/m1/data-requests",
+        json={"kind": "correction", "idempotency_key": "y", "corrections": {"birth_year": "old"}},
+        headers=auth(Role.platform),
+    )
+    assert (wrong.status_code, wrong.json()["code"]) == (422, "invalid_correction")
+    assert wrong.json()["message"].startswith("corrections.birth_year:")
     filed = _file(client, auth, "correction", "k2", corrections={"phone": "13700000000"})
     client.post(
         f"/v1/data-requests/{filed['request_id']}/decision",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Connection
 
 from memberwise.ledger import merge as ledger_merge
@@ -58,6 +59,16 @@ def _merge_membership(
     return membership_service.merge_member(conn, program, source, target, at=at, actor=actor)
 
 
+def _check_correction(fields: dict[str, Any]) -> str | None:
+    try:
+        MemberUpdate(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"corrections.{where}: {first['msg']}"
+    return None
+
+
 def install() -> None:
     """Register every domain's holders (idempotent)."""
     global _installed
@@ -66,7 +77,7 @@ def install() -> None:
     erasure.register(
         Holder(name="members", export=_member_export, erase=_member_erase, tables=("members",))
     )
-    rights.register_corrector(_correct)
+    rights.register_corrector(_correct, _check_correction)
     merge.register_merger("ledger", _merge_ledger)
     merge.register_merger("membership", _merge_membership)
     keep = "pseudonymise"

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, Engine, Table
 
@@ -253,16 +255,13 @@ def _replace(path: Path, write: Callable[[Path], object]) -> None:
 def _scrub_parquet(path: Path, wanted: set[str]) -> int:
     try:
         schema = pq.read_schema(path)
-    except Exception:  # not a Parquet file after all: leave it
+    except (pa.ArrowInvalid, OSError):  # not a Parquet file after all: leave it
         return 0
     columns = [n for n in schema.names if n == "member_id" or n.endswith("_member_id")]
     if not columns:
         return 0
     table = pq.read_table(path)
     keep = None
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     values = pa.array(sorted(wanted), pa.string())
     for name in columns:
         column = table.column(name)

@@ -62,11 +62,14 @@ CORRECTABLE = ("name", "phone", "email", "gender", "birth_year", "region", "city
 #: ``corrector(conn, cipher, member_id, fields, actor)``: applies a correction (the members
 #: domain registers it; privacy cannot import members).
 Corrector = Callable[[Connection, FieldCipher, str, dict[str, Any], Principal], None]
-_correctors: list[Corrector] = []
+#: ``validator(fields)``: a sentence saying what is wrong with the new values, or None.
+Validator = Callable[[dict[str, Any]], str | None]
+_correctors: list[tuple[Corrector, Validator]] = []
 
 
-def register_corrector(corrector: Corrector) -> None:
-    _correctors[:] = [corrector]
+def register_corrector(corrector: Corrector, validator: Validator) -> None:
+    """Set how corrections are checked (when filed) and applied (when completed)."""
+    _correctors[:] = [(corrector, validator)]
 
 
 def due_at(received: datetime, deadline: RequestDeadline, timezone: str) -> datetime:
@@ -125,6 +128,9 @@ def submit(
                 f"a correction names the fields to change among {', '.join(CORRECTABLE)}"
                 + (f"; not {', '.join(bad)}" if bad else "")
             )
+        for _, validator in _correctors:
+            if (problem := validator(fields)) is not None:
+                raise InvalidCorrection(problem)
         # The new values are PII: sealed under the member's own key, shredded with it.
         member_key = keys.member_cipher(conn, cipher, member_id, create=True)
         payload = member_key.seal(json.dumps(fields), context=f"data_requests:{member_id}")
@@ -233,7 +239,7 @@ def decide(
             fields = json.loads(
                 member_key.open(row["payload_enc"], context=f"data_requests:{member_id}")
             )
-            for corrector in _correctors:
+            for corrector, _ in _correctors:
                 corrector(conn, cipher, member_id, fields, actor)
             outcome = f"corrected {', '.join(sorted(fields))}"
             _close(conn, request_id, RequestStatus.completed, outcome, actor)
