@@ -99,6 +99,16 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/v1/journeys/run"): ADMIN | {Role.operator},
     ("GET", "/v1/journeys/x/enrollments"): ANALYSTS,
     ("PUT", "/v1/items/x"): PLATFORM,
+    # consent and data rights (privacy)
+    ("GET", "/v1/members/x/consents"): PLATFORM | {Role.service},
+    ("POST", "/v1/members/x/consents"): PLATFORM,
+    ("GET", "/v1/members/x/consents/history"): PLATFORM | {Role.service},
+    ("POST", "/v1/members/x/data-requests"): PLATFORM,
+    ("GET", "/v1/members/x/data-requests"): PLATFORM | {Role.service},
+    ("GET", "/v1/data-requests"): ADMIN | {Role.service},
+    ("POST", "/v1/data-requests/x/decision"): ADMIN | {Role.service},
+    ("GET", "/v1/data-requests/x/archive"): PLATFORM | {Role.service},
+    ("POST", "/v1/merges"): PLATFORM,
 }
 
 

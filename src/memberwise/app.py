@@ -25,6 +25,7 @@ from memberwise.campaigns.endpoints import journeys_router
 from memberwise.campaigns.endpoints import router as campaigns_router
 from memberwise.config import Settings, get_settings
 from memberwise.events.endpoints import router as events_router
+from memberwise.jobs import holders
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
 from memberwise.ledger.benefit_endpoints import router as benefits_router
@@ -32,6 +33,7 @@ from memberwise.ledger.endpoints import router as ledger_router
 from memberwise.members.endpoints import router as members_router
 from memberwise.membership.endpoints import router as membership_router
 from memberwise.predict.endpoints import router as predict_router
+from memberwise.privacy.endpoints import consent_router
 from memberwise.privacy.endpoints import router as privacy_router
 from memberwise.profiles.endpoints import router as profiles_router
 from memberwise.recommend.endpoints import router as recommend_router
@@ -114,6 +116,7 @@ async def _webhook_sender(rt: Runtime) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The API for ``settings`` (or an already-open ``runtime``, e.g. in tests)."""
     rt = runtime or Runtime.open(settings or get_settings())
+    holders.install()  # what each domain holds about a member, for export and erasure
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -159,6 +162,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(membership_router)
     app.include_router(predict_router)
     app.include_router(privacy_router)
+    app.include_router(consent_router)
     app.include_router(profiles_router)
     app.include_router(campaigns_router)
     app.include_router(journeys_router)

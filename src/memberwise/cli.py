@@ -23,6 +23,7 @@ from memberwise.config import Settings, get_settings
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
 from memberwise.jobs.commands import build, execute_build, print_summary, program_for
+from memberwise.jobs.privacy_commands import app as privacy_app
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.secrets import write_secret_file
 from memberwise.ledger.commands import coupons_app, points_app
@@ -76,6 +77,7 @@ app.add_typer(points_app, name="points", help="Points: the periodic run, a membe
 app.add_typer(coupons_app, name="coupons", help="Coupons: issue to members or a segment.")
 app.add_typer(webhooks_app, name="webhooks", help="Webhook endpoints and the sender.")
 app.add_typer(campaigns_app, name="campaigns", help="Campaigns: send what is due, read results.")
+app.add_typer(privacy_app, name="privacy", help="Members' data rights, erasure and retention.")
 app.command("load-demo-ledgers", help="Replay the lake's demo orders through the ledgers.")(
     load_demo_command
 )

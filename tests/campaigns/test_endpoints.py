@@ -23,6 +23,7 @@ def test_define_launch_send_and_read(client: TestClient, auth: Auth, runtime: Ru
         "name": "welcome",
         "audience": {"tag": "first_order"},
         "offer": {"kind": "message", "message": "welcome to the club"},
+        "channels": ["app"],
         "holdout_percent": 10,
         "send_at_best_hour": False,
         "quiet_hours": [0, 0],

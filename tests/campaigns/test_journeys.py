@@ -23,6 +23,7 @@ def expiring_points_journey() -> JourneyCreate:
         {
             "name": "use your points",
             "trigger": {"kind": "points_expiring", "days": 30},
+            "channels": ["app"],
             "steps": [
                 {"wait_hours": 0, "offer": {"kind": "message", "message": "points expire soon"}},
                 {"wait_hours": 48, "offer": {"kind": "coupon", "coupon_template": "ten_off"}},
@@ -85,6 +86,7 @@ def test_a_refused_step_is_recorded_and_the_journey_goes_on(conn: Connection) ->
         {
             "name": "twice the single coupon",
             "trigger": {"kind": "points_expiring", "days": 30},
+            "channels": ["app"],
             "exit_on_order": False,
             "steps": [
                 {"offer": {"kind": "coupon", "coupon_template": "single"}},

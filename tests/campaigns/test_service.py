@@ -17,7 +17,8 @@ from memberwise.kit.outbox import outbox
 from memberwise.kit.time import utcnow
 from memberwise.ledger import orders
 from memberwise.ledger.tables import coupons
-from memberwise.privacy.schemas import SYSTEM
+from memberwise.privacy import consent
+from memberwise.privacy.schemas import SYSTEM, ConsentIn
 from memberwise.profiles.tables import member_profiles
 from tests.ledger.factories import add_members, make_program, order
 
@@ -49,6 +50,7 @@ def campaign(**overrides: object) -> CampaignCreate:
         "name": "win back",
         "audience": {"segment": "at_risk"},
         "offer": {"kind": "coupon", "coupon_template": "ten_off", "message": "10 yuan off"},
+        "channels": ["app"],
         "holdout_percent": 20,
         "send_at_best_hour": False,
         "quiet_hours": [0, 0],
@@ -176,3 +178,35 @@ def test_send_time_is_the_best_hour_outside_quiet_hours() -> None:
     assert service.send_time(now, None, (22, 8), zone) == now
     late = datetime(2026, 12, 6, 15, tzinfo=UTC)  # 23:00 local
     assert service.send_time(late, None, (22, 8), zone) == datetime(2026, 12, 7, 0, tzinfo=UTC)
+
+
+def test_marketing_goes_only_on_the_channels_a_member_consented_to(conn: Connection) -> None:
+    program = make_program()
+    add_members(conn, "p1", "p2", "p3")
+    publish_profiles(conn, ["p1", "p2", "p3"], "vip", [])
+    # p1 allows push, p2 allows SMS, p3 said nothing (marketing is denied by default).
+    for member, purpose in (("p1", "marketing_push"), ("p2", "marketing_sms")):
+        consent.record(
+            conn,
+            program.privacy,
+            member,
+            ConsentIn(purpose=purpose, status="granted", channel="app", request_id=f"r-{member}"),
+            actor=SYSTEM,
+        )
+    body = campaign(audience={"segment": "vip"}, channels=["push", "email"], holdout_percent=0)
+    made = service.create(conn, program, body, actor=SYSTEM)
+    service.launch(conn, program, made.campaign_id, actor=SYSTEM)
+    report = service.send_due(conn, program)
+    assert (report.sent, report.skipped) == (1, 2)
+    log = {
+        m.member_id: m for m in service.members(conn, made.campaign_id, after=None, limit=9).items
+    }
+    assert (log["p1"].status, log["p2"].reason, log["p3"].reason) == (
+        "sent",
+        "consent_withheld",
+        "consent_withheld",
+    )
+    [payload] = conn.execute(
+        select(outbox.c.payload).where(outbox.c.event_type == "campaign.send")
+    ).scalars()
+    assert json.loads(payload)["channels"] == ["push"]

@@ -36,8 +36,10 @@ from memberwise.ledger.benefits import (
 from memberwise.ledger.tables import benefit_counters, benefit_uses, coupons
 from memberwise.membership import service as membership
 from memberwise.membership.schemas import TierGrant
+from memberwise.privacy import consent
+from memberwise.privacy.consent import ConsentRequired
 from memberwise.privacy.crypto import FieldCipher
-from memberwise.privacy.schemas import SYSTEM, Role
+from memberwise.privacy.schemas import SYSTEM, ConsentIn, ConsentStatus, Role
 from memberwise.program.benefits import benefit_problems
 from memberwise.program.schemas import Program
 from memberwise.program.service import ProgramError, parse_program
@@ -239,6 +241,8 @@ def test_one_return_card_a_day_turning_at_midnight_in_shanghai(
 
 
 def test_partner_perk_once_a_month(conn: Connection, program: Program) -> None:
+    grant_sharing(conn, program, "m1")
+
     def claim(claim_id: str, at: datetime) -> benefits.BenefitUse:
         return benefits.claim_partner_perk(
             conn,
@@ -339,6 +343,47 @@ def test_status_of_every_benefit(conn: Connection, program: Program) -> None:
         ("priority", "priority_service", None, None, None, None),
     ]
     assert status.benefits[4].terms == {"sla_minutes": 30}
+
+
+def grant_sharing(conn: Connection, program: Program, member_id: str) -> None:
+    """The member agrees to sharing with partners (a perk claim tells the partner who they are)."""
+    consent.record(
+        conn,
+        program.privacy,
+        member_id,
+        ConsentIn(
+            purpose="partner_sharing", status=ConsentStatus.granted, channel="app", request_id="g1"
+        ),
+        actor=SYSTEM,
+    )
+
+
+def test_a_partner_perk_is_refused_without_sharing_consent_and_nothing_is_recorded(
+    conn: Connection, program: Program
+) -> None:
+    claim = PerkClaimIn(benefit="video", claim_id="k1")
+    with pytest.raises(ConsentRequired):
+        benefits.claim_partner_perk(conn, program, "m1", HELD, claim, at=AT, actor=SYSTEM)
+    assert _counter(conn, "partner_perk:video", "2026-11") == 0
+    grant_sharing(conn, program, "m1")
+    assert (
+        benefits.claim_partner_perk(conn, program, "m1", HELD, claim, at=AT, actor=SYSTEM).period
+        == "2026-11"
+    )
+    consent.record(
+        conn,
+        program.privacy,
+        "m1",
+        ConsentIn(
+            purpose="partner_sharing", status=ConsentStatus.revoked, channel="app", request_id="r1"
+        ),
+        actor=SYSTEM,
+    )
+    later = PerkClaimIn(benefit="video", claim_id="k2")
+    with pytest.raises(ConsentRequired):
+        benefits.claim_partner_perk(
+            conn, program, "m1", HELD, later, at=datetime(2026, 12, 5, tzinfo=UTC), actor=SYSTEM
+        )
 
 
 # -- concurrency -----------------------------------------------------------------------------------

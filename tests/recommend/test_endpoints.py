@@ -249,7 +249,13 @@ def test_coupon_suggestions_carry_the_best_hour(
     assert [(s["campaign"], s["template"], s["value"]) for s in mine["suggestions"]] == [
         ("winback", "welcome_10", 1000)
     ]
-    assert none == {"member_id": "m2", "build_id": None, "best_hour": None, "suggestions": []}
+    assert none == {
+        "member_id": "m2",
+        "build_id": None,
+        "best_hour": None,
+        "suggestions": [],
+        "channels": [],  # no marketing consent (see tests/privacy/test_consent.py)
+    }
 
 
 def test_items_are_created_replaced_and_replayed_without_change(

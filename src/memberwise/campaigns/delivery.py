@@ -18,8 +18,38 @@ from memberwise.kit import outbox
 from memberwise.kit.errors import MemberwiseError
 from memberwise.ledger import coupons as ledger_coupons
 from memberwise.ledger import points as ledger_points
-from memberwise.privacy.schemas import Principal
+from memberwise.privacy import consent
+from memberwise.privacy.schemas import Principal, Purpose
 from memberwise.program.schemas import Program
+
+#: The consent purpose each channel needs (PIPL/GDPR: marketing is consented per channel). An
+#: in-app message is shown only inside the app the member opened, so it asks for none.
+CHANNEL_PURPOSE: dict[Channel, str | None] = {
+    Channel.push: Purpose.marketing_push.value,
+    Channel.sms: Purpose.marketing_sms.value,
+    Channel.email: Purpose.marketing_email.value,
+    Channel.app: None,
+}
+
+
+class Reach:
+    """The channels each member consented to, for a batch of sends (one query a purpose)."""
+
+    def __init__(self, conn: Connection, program: Program, channels: Sequence[Channel]) -> None:
+        self.channels = list(channels)
+        self._audiences = {
+            purpose: consent.audience(conn, program.privacy, purpose)
+            for c in self.channels
+            if (purpose := CHANNEL_PURPOSE[c]) is not None
+        }
+
+    def of(self, member_id: str) -> list[Channel]:
+        """The campaign's channels this member may be sent on (empty: send nothing)."""
+        return [
+            c
+            for c in self.channels
+            if (purpose := CHANNEL_PURPOSE[c]) is None or self._audiences[purpose].allows(member_id)
+        ]
 
 
 def deliver(

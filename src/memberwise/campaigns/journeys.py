@@ -156,8 +156,21 @@ def run(
             for entered, member_ids in groups.items():
                 spend = ledger.spend_by_member(conn, member_ids, entered, now)
                 ordered |= {(m, entered) for m, (n, _) in spend.items() if n}
+        reach = delivery.Reach(conn, program, body.channels)
         for enrollment in due:
-            _step(conn, program, row, body, dict(enrollment), standing, ordered, now, actor, report)
+            _step(
+                conn,
+                program,
+                row,
+                body,
+                dict(enrollment),
+                standing,
+                ordered,
+                reach,
+                now,
+                actor,
+                report,
+            )
     return report
 
 
@@ -169,6 +182,7 @@ def _step(
     enrollment: dict[str, Any],
     standing: set[str],
     ordered: set[tuple[str, datetime]],
+    reach: delivery.Reach,
     now: datetime,
     actor: Principal,
     report: JourneyRun,
@@ -198,6 +212,11 @@ def _step(
     if not repository.advance(conn, enrollment, values):
         return  # another run took this step
     key = f"journey:{journey['journey_id']}:{enrollment['trigger_key']}:{step}"
+    channels = reach.of(member_id)
+    if not channels:
+        repository.note(conn, enrollment, f"step {step} skipped: consent_withheld", now)
+        report.skipped += 1
+        return
     try:
         delivery.deliver(
             conn,
@@ -206,7 +225,7 @@ def _step(
             key=key,
             member_id=member_id,
             offer=body.steps[step].offer,
-            channels=body.channels,
+            channels=channels,
             context={
                 "journey_id": journey["journey_id"],
                 "journey": journey["name"],

@@ -213,8 +213,9 @@ def send_due(
     limit: int = 5000,
     actor: Principal = SYSTEM,
 ) -> SendReport:
-    """Send what is due: the frequency cap across campaigns, the points budget and the
-    ledger's own refusals (a coupon past its budget or limit) skip a member with the reason;
+    """Send what is due: the frequency cap across campaigns, the member's marketing consent
+    per channel (sent only on the channels consented to), the points budget and the ledger's
+    own refusals (a coupon past its budget or limit) skip a member with the reason;
     a sent member gets the offer through the ledgers and a ``campaign.send`` webhook. A
     repeated pass sends nothing twice."""
     now = as_utc(now or utcnow())
@@ -235,10 +236,15 @@ def send_due(
         if body.offer.kind is OfferKind.points and body.points_budget is not None:
             spent = repository.points_sent(conn, campaign_id) * (body.offer.points or 0)
             budget_left = body.points_budget - spent
+        reach = delivery.Reach(conn, program, body.channels)
         marks = []
         for member_id in member_ids:
             if member_id in capped:
                 marks.append(_skip(campaign_id, member_id, "frequency_cap"))
+                continue
+            channels = reach.of(member_id)
+            if not channels:
+                marks.append(_skip(campaign_id, member_id, "consent_withheld"))
                 continue
             if budget_left is not None and budget_left < (body.offer.points or 0):
                 marks.append(_skip(campaign_id, member_id, "points_budget_exhausted"))
@@ -251,7 +257,7 @@ def send_due(
                     key=f"campaign:{campaign_id}",
                     member_id=member_id,
                     offer=body.offer,
-                    channels=body.channels,
+                    channels=channels,
                     context={"campaign_id": campaign_id, "campaign": row["name"]},
                     reason=f"campaign {row['name']}",
                     now=now,

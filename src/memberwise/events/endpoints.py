@@ -11,6 +11,7 @@ from memberwise.events import service
 from memberwise.events.schemas import MAX_BATCH, EventBatch, IngestResult
 from memberwise.kit.db import transaction
 from memberwise.kit.openapi import inline_schema
+from memberwise.privacy import erasure
 from memberwise.privacy.auth import Authorize
 from memberwise.privacy.schemas import Principal, Role
 from memberwise.runtime import Runtime, get_runtime
@@ -24,7 +25,13 @@ def _ingest(rt: Runtime, body: bytes, principal: Principal) -> IngestResult:
     events, rejections = service.read_batch(body)
     with transaction(rt.engine) as conn:
         return service.ingest_batch(
-            conn, rt.lake, events, rejections, actor=principal, known_members=rt.known_members
+            conn,
+            rt.lake,
+            events,
+            rejections,
+            actor=principal,
+            known_members=rt.known_members,
+            tombstone_secret=erasure.tombstone_secret(rt.settings.pii_key_bytes),
         )
 
 

@@ -37,6 +37,7 @@ from memberwise.kit.errors import InvalidRequest, MemberwiseError, PayloadTooLar
 from memberwise.kit.lake import EventLake
 from memberwise.kit.time import utcnow
 from memberwise.members import service as members
+from memberwise.privacy import erasure
 from memberwise.privacy.schemas import Principal
 
 
@@ -202,6 +203,7 @@ def ingest_batch(
     *,
     actor: Principal,
     known_members: BoundedSet | None = None,
+    tombstone_secret: bytes | None = None,
 ) -> IngestResult:
     """Deduplicate and land validated events; returns the per-event outcome.
 
@@ -215,6 +217,11 @@ def ingest_batch(
         unique.setdefault(event.event_id, event)
     new_ids = repository.claim(conn, list(unique))
     fresh = [e for eid, e in unique.items() if eid in new_ids]
+    if fresh and tombstone_secret is not None and erasure.any_erased(conn):
+        # An erased member's events never come back (a replayed or re-sent batch); they
+        # count as duplicates of what was forgotten, and leave no trace here.
+        gone = erasure.erased_among(conn, tombstone_secret, (e.member_id for e in fresh))
+        fresh = [e for e in fresh if e.member_id not in gone]
     if fresh:
         lake.append(to_arrow(fresh, utcnow()), prefix="api")
         members.ensure_members(conn, (e.member_id for e in fresh), actor=actor, known=known_members)

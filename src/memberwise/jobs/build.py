@@ -22,6 +22,7 @@ Stages, in order:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -57,6 +58,8 @@ from memberwise.members import service as members_service
 from memberwise.membership import stage as membership_stage
 from memberwise.predict import service as predict_service
 from memberwise.predict import stage as predict_stage
+from memberwise.privacy import lakeview
+from memberwise.privacy.lakeview import LakeView
 from memberwise.profiles import service as profiles_service
 from memberwise.profiles.features import member_profiles
 from memberwise.profiles.fields import FIELD_TYPES
@@ -164,6 +167,15 @@ def stage_profiles(ctx: BuildContext) -> int:
     ctx.progress("profiles", 0, len(steps))
     with runtime.engine.connect() as conn:
         attributes = members_service.analytics_attributes(conn)
+    if isinstance(runtime.lake, LakeView):
+        # A member who refused profiling gets no profile, from events or from attributes; an
+        # id merged into another is profiled under that one only.
+        view = runtime.lake
+        keep = [
+            view.audience.allows(m) and m not in view.merges
+            for m in attributes["member_id"].to_pylist()
+        ]
+        attributes = attributes.filter(pa.array(keep, pa.bool_()))
     work = ctx.path("_work")
     work.mkdir(exist_ok=True)
 
@@ -387,8 +399,13 @@ def run_build(
             if before is not None:
                 result.as_of = datetime.fromisoformat(before["as_of"])
         meta: dict[str, Any] = {"started_at": now.isoformat()}
+        # Every stage reads the lake through privacy's view: merged ids re-keyed, members who
+        # refused profiling left out (of profiles, predictions, segments, tiers and lists).
+        with transaction(runtime.engine) as conn:
+            view = lakeview.build_view(conn, runtime.lake, program.privacy)
+        private = dataclasses.replace(runtime, lake=view)
         with open_backend(chosen, temp_dir=runtime.settings.home / "warehouse" / "tmp") as con:
-            ctx = BuildContext(runtime, program, con, directory, result, progress, meta)
+            ctx = BuildContext(private, program, con, directory, result, progress, meta)
             for stage in stages:
                 started = time.perf_counter()
                 rows = RUNNERS[stage](ctx)

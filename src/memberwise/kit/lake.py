@@ -460,3 +460,79 @@ def events_table(con: ibis.BaseBackend, lake: EventLake) -> ibis.Table:
             ranked = raw.mutate(_rank=rank)
             parts.append(ranked.filter(ranked._rank == 0).select(*LAKE_SCHEMA.names))
     return parts[0] if len(parts) == 1 else ibis.union(*parts)
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    """What :func:`remove_rows` did: files rewritten and rows removed from them."""
+
+    files_rewritten: int
+    rows_removed: int
+
+
+def remove_rows(lake: EventLake, where: str, params: Sequence[Any] = ()) -> RemoveResult:
+    """Rewrite every visible lake file holding rows that match ``where`` (DuckDB SQL over the
+    LAKE_SCHEMA columns, with ``?`` parameters) without those rows; used to forget a member.
+
+    Crash-safe like every lake write: each file is rewritten under a dot name, fsynced and
+    renamed over the original (readers see the old file or the new one, never a mix), then the
+    directory is fsynced. A file left with no rows is deleted. Rewrites are serialized with
+    compaction by the same lock, so the two never replace the same file. A crash part-way
+    leaves some files rewritten and the others untouched: running it again finishes the job.
+    """
+    rewritten = removed = 0
+    with lake._compact_lock():
+        files = lake.files()
+        if not files:
+            return RemoveResult(0, 0)
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            hits = con.execute(
+                f"SELECT filename, count(*) FROM read_parquet({_sql_list(files)}, "
+                f"hive_partitioning = false, filename = true) WHERE {where} GROUP BY filename",
+                list(params),
+            ).fetchall()
+            for name, count in sorted(hits):
+                path = Path(name)
+                tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.parquet")
+                kept = con.sql(
+                    f"SELECT {_COLUMNS} FROM {_read_sql([path])} WHERE NOT ({where})",
+                    params=list(params),
+                ).to_arrow_table()
+                assert kept is not None
+                if kept.num_rows:
+                    write_parquet(to_lake_table(kept), tmp)
+                    os.replace(tmp, path)
+                else:
+                    path.unlink()
+                fsync_dir(path.parent)
+                rewritten += 1
+                removed += int(count)
+        finally:
+            con.close()
+    return RemoveResult(rewritten, removed)
+
+
+def drop_days(lake: EventLake, days: Sequence[date]) -> RemoveResult:
+    """Delete the day partitions ``days`` (retention); returns files deleted and rows in them.
+
+    Serialized with compaction and :func:`remove_rows` by their lock. Each file's unlink is
+    durable once its directory is fsynced; a crash part-way leaves the day partly deleted, and
+    running it again finishes it (readers then simply see fewer old events).
+    """
+    files = rows = 0
+    with lake._compact_lock():
+        for day in days:
+            directory = lake.partition_dir(day)
+            if not directory.is_dir():
+                continue
+            for path in sorted(directory.iterdir()):
+                if path.suffix == ".parquet" and not path.name.startswith("."):
+                    rows += pq.ParquetFile(path).metadata.num_rows
+                    files += 1
+                path.unlink()
+            fsync_dir(directory)
+            directory.rmdir()
+            fsync_dir(directory.parent)
+    return RemoveResult(files, rows)

@@ -30,8 +30,9 @@ from memberwise.ledger import coupons, repository
 from memberwise.ledger import service as ledger
 from memberwise.membership import service as membership
 from memberwise.membership.service import Entitlements
+from memberwise.privacy import consent
 from memberwise.privacy import service as privacy
-from memberwise.privacy.schemas import Principal
+from memberwise.privacy.schemas import Principal, Purpose
 from memberwise.program.benefits import (
     AnyBenefit,
     ExpressRefund,
@@ -493,7 +494,8 @@ def claim_partner_perk(
     """Record that the member claimed partner perk ``data.benefit`` for the current period.
 
     Idempotent by ``claim_id``. Raises BenefitNotHeld, PerkAlreadyClaimed (another claim this
-    period) or IdempotencyKeyReused.
+    period), IdempotencyKeyReused, or ConsentRequired when the member has not consented to
+    sharing with partners (a claim tells the partner who the member is).
     """
     use_id = f"partner_perk:{data.claim_id}"
     existing = repository.get_use(conn, use_id)
@@ -503,6 +505,7 @@ def claim_partner_perk(
     benefit = program.benefits.get(data.benefit)
     if data.benefit not in held or not isinstance(benefit, PartnerPerk):
         raise BenefitNotHeld(f"the member holds no partner perk {data.benefit!r}")
+    consent.require(conn, program.privacy, member_id, Purpose.partner_sharing)
     period = period_of(at, benefit.period, program.display_timezone)
     counter = f"partner_perk:{data.benefit}"
 

@@ -35,6 +35,8 @@ class EntryKind(StrEnum):
     restore_refund = "restore_refund"
     debt = "debt"
     repay_debt = "repay_debt"
+    merge_in = "merge_in"
+    merge_out = "merge_out"
 
 
 class CouponStatus(StrEnum):

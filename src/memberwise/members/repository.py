@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, insert, literal, select, true, update
+from sqlalchemy import delete as sa_delete
 
 from memberwise.kit import rawsql
 from memberwise.kit.db import insert_ignore, string_values
@@ -97,3 +98,14 @@ def attribute_rows(conn: Connection) -> Iterator[Sequence[Any]]:
     result = conn.execute(query, execution_options={"stream_results": True, "yield_per": 50_000})
     for partition in result.partitions():
         yield from partition
+
+
+def delete(conn: Connection, member_id: str) -> int:
+    """Remove a member's record (erasure); returns 1 when there was one."""
+    return int(conn.execute(sa_delete(members).where(members.c.member_id == member_id)).rowcount)
+
+
+def activity_rows(conn: Connection) -> Iterator[tuple[str, datetime]]:
+    """(member_id, updated_at) of every member: the last change of their record."""
+    rows = conn.execute(select(members.c.member_id, members.c.updated_at))
+    yield from ((str(member_id), updated_at) for member_id, updated_at in rows)

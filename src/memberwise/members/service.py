@@ -29,6 +29,7 @@ from memberwise.members.schemas import (
     MemberStatus,
     MemberUpdate,
 )
+from memberwise.privacy import keys
 from memberwise.privacy import service as privacy
 from memberwise.privacy.crypto import FieldCipher
 from memberwise.privacy.schemas import Principal
@@ -79,6 +80,12 @@ def _open_pii(cipher: FieldCipher, row: RowMapping) -> MemberPII:
     return MemberPII(**opened)
 
 
+def _no_pii(row: RowMapping) -> bool:
+    """True when the row holds no sealed PII yet (so it may get a key of its own: PII sealed
+    earlier under the PII key itself stays readable)."""
+    return all(row[f"{field}_enc"] is None for field in PII_FIELDS)
+
+
 def _out(row: RowMapping, pii: MemberPII | None = None) -> MemberOut:
     fields = {k: row[k] for k in MemberOut.model_fields if k != "pii"}
     return MemberOut(**fields, pii=pii)
@@ -109,6 +116,8 @@ def create_member(
     fields = data.model_dump(exclude={"member_id"}, exclude_unset=True)
     row = repository.get(conn, data.member_id)
     now = utcnow()
+    # The member's PII is sealed under their own key (shredded when they are erased).
+    cipher = keys.member_cipher(conn, cipher, data.member_id, create=row is None or _no_pii(row))
     if row is None:
         values = {
             "member_id": data.member_id,
@@ -166,6 +175,7 @@ def update_member(
     row = repository.get(conn, member_id)
     if row is None:
         raise MemberNotFound(f"no member {member_id!r}")
+    cipher = keys.member_cipher(conn, cipher, member_id, create=_no_pii(row))
     fields = data.model_dump(exclude_unset=True)
     if not fields or _same(cipher, row, data):
         return _out(row)
@@ -203,7 +213,7 @@ def get_member(
     if not actor.can_read_pii:
         return _out(row)
     privacy.audit(conn, actor, "member.pii_read", "member", member_id, member_id=member_id)
-    return _out(row, _open_pii(cipher, row))
+    return _out(row, _open_pii(keys.member_cipher(conn, cipher, member_id), row))
 
 
 def list_members(
@@ -267,6 +277,13 @@ def import_members(
     """
     parsed = [MemberCreate.model_validate(r) for r in records]
     existing = repository.get_many(conn, [p.member_id for p in parsed])
+    fresh = [
+        p.member_id
+        for p in parsed
+        if (row := existing.get(p.member_id)) is None
+        or (row["source"] != MemberSource.registered.value and _no_pii(row))
+    ]
+    ciphers = keys.member_ciphers(conn, cipher, fresh, create=True)
     now = utcnow()
     inserts: list[dict[str, Any]] = []
     audits: list[dict[str, Any]] = []
@@ -277,7 +294,7 @@ def import_members(
         if row is not None and row["source"] == MemberSource.registered.value:
             unchanged += 1
             continue
-        sealed = _seal_fields(cipher, p.member_id, fields)
+        sealed = _seal_fields(ciphers.get(p.member_id, cipher), p.member_id, fields)
         sealed.setdefault("registered_at", now)
         if row is None:
             inserts.append(
@@ -335,3 +352,24 @@ def analytics_attributes(conn: Connection) -> pa.Table:
             "credit_stars": pa.array(stars, pa.int32()),
         }
     )
+
+
+def forget_member(conn: Connection, member_id: str) -> int:
+    """Delete the member's record (erasure: their PII is shredded with their key); 1 if found."""
+    return repository.delete(conn, member_id)
+
+
+def export_member(conn: Connection, cipher: FieldCipher, member_id: str) -> dict[str, Any] | None:
+    """The member's record with opened PII, for their own copy of their data (audited)."""
+    row = repository.get(conn, member_id)
+    if row is None:
+        return None
+    from memberwise.privacy.schemas import SYSTEM
+
+    member = get_member(conn, cipher, member_id, actor=SYSTEM)
+    return member.model_dump(mode="json")
+
+
+def last_changes(conn: Connection) -> dict[str, datetime]:
+    """Member id -> the last change of their record (for retention of inactive members)."""
+    return dict(repository.activity_rows(conn))

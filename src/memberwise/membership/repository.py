@@ -479,3 +479,33 @@ def invitations_in(conn: Connection, status: str) -> list[tuple[str, str]]:
         .order_by(invitations.c.invitation_id)
     )
     return [(m, i) for m, i in conn.execute(query)]
+
+
+# -- identity merges ----------------------------------------------------------------------------
+
+
+def move_member_rows(conn: Connection, table: Any, source: str, target: str) -> int:
+    stmt = update(table).where(table.c.member_id == source).values(member_id=target)
+    return int(conn.execute(stmt).rowcount)
+
+
+def delete_member_row(conn: Connection, table: Any, member_id: str) -> int:
+    return int(conn.execute(table.delete().where(table.c.member_id == member_id)).rowcount)
+
+
+def colliding_subscription_keys(conn: Connection, source: str, target: str) -> list[str]:
+    """Source subscriptions whose idempotency key the target used too."""
+    theirs = select(subscriptions.c.idempotency_key).where(subscriptions.c.member_id == target)
+    query = select(subscriptions.c.subscription_id).where(
+        subscriptions.c.member_id == source, subscriptions.c.idempotency_key.in_(theirs)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def rename_subscription_keys(conn: Connection, ids: list[str], suffix: str) -> None:
+    if ids:
+        conn.execute(
+            update(subscriptions)
+            .where(subscriptions.c.subscription_id.in_(ids))
+            .values(idempotency_key=subscriptions.c.idempotency_key + suffix)
+        )

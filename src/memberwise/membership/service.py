@@ -17,7 +17,7 @@ from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
-from memberwise.membership import repository
+from memberwise.membership import repository, tables
 from memberwise.membership import subscriptions as subs
 from memberwise.membership.schemas import (
     InvitationOut,
@@ -755,3 +755,35 @@ def past_due_subscriptions(conn: Connection) -> list[tuple[str, str]]:
 def pending_invitations(conn: Connection) -> list[tuple[str, str]]:
     """(member, invitation) of black-card invitations not yet decided."""
     return repository.invitations_in(conn, "pending")
+
+
+def merge_member(
+    conn: Connection, program: Program, source: str, target: str, *, at: datetime, actor: Principal
+) -> dict[str, int]:
+    """Fold ``source``'s memberships into ``target``: the better tier stays (with both
+    histories and a row saying why), subscriptions and invitations move, an account manager
+    stays if the target has none. Returns what moved, by kind."""
+    theirs, mine = repository.get_tier(conn, target), repository.get_tier(conn, source)
+    history = repository.move_member_rows(conn, tables.tier_history, source, target)
+    ranks = {t.name: i for i, t in enumerate(program.tiers)}
+    if mine is not None and (
+        theirs is None or ranks.get(mine["tier"], -1) > ranks.get(theirs["tier"], -1)
+    ):
+        reason = f"identity merge: the better tier of {source}"
+        _set_tier(conn, target, mine["tier"], mine["source"], at, mine["until"], reason, actor)
+    repository.delete_member_row(conn, tables.member_tiers, source)
+    repository.rename_subscription_keys(
+        conn, repository.colliding_subscription_keys(conn, source, target), f"#merged:{source}"
+    )
+    moved = {
+        "tier_history": history,
+        "subscriptions": repository.move_member_rows(conn, tables.subscriptions, source, target),
+        "invitations": repository.move_member_rows(conn, tables.invitations, source, target),
+    }
+    if repository.manager_of(conn, target) is None:
+        moved["managers"] = repository.move_member_rows(
+            conn, tables.member_managers, source, target
+        )
+    else:
+        repository.delete_member_row(conn, tables.member_managers, source)
+    return moved

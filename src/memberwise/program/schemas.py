@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
+from memberwise.privacy.schemas import PrivacySettings
 from memberwise.profiles.fields import FIELD_TYPES
 from memberwise.profiles.personas import DEFAULT_FEATURES
 from memberwise.profiles.rules import FieldType, parse_rule
@@ -184,6 +185,8 @@ class Program(Section):
     coupons: dict[str, CouponTemplate] = Field(default_factory=dict)
     predictions: PredictionSettings = Field(default_factory=PredictionSettings)
     recommendations: RecommendationSettings = Field(default_factory=RecommendationSettings)
+    #: Consent purposes and defaults, request deadlines, retention (see docs/privacy.md).
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     def tier_index(self, name: str) -> int:
         """The position of tier ``name`` in the ladder (0 is the floor)."""

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from memberwise.kit.db import transaction
+from memberwise.privacy import consent
 from memberwise.privacy.auth import Authorize
-from memberwise.privacy.schemas import Principal, Role
+from memberwise.privacy.schemas import Principal, Purpose, Role
 from memberwise.recommend import service
 from memberwise.recommend.schemas import (
     CouponSuggestionsOut,
@@ -31,6 +32,8 @@ Reader = Annotated[
 CouponReader = Annotated[Principal, Depends(Authorize(Role.platform, Role.operator, Role.analyst))]
 CatalogWriter = Annotated[Principal, Depends(Authorize(Role.platform))]
 MAX_N = 100
+#: The purposes of marketing messages, one a channel.
+MARKETING = (Purpose.marketing_sms, Purpose.marketing_email, Purpose.marketing_push)
 
 
 @router.get(
@@ -55,8 +58,18 @@ async def get_recommendations(
     # millisecond), cheaper than a thread hop under load. Serialized once here (the model was
     # validated when it was built) instead of validated again by FastAPI.
     reader = recent_events(rt.lake)
+    privacy_settings = rt.program().privacy
     with transaction(rt.engine) as conn:
-        out = service.recommend(conn, reader, member_id, n=n, category=category, context=context)
+        personalize = consent.allows(conn, privacy_settings, member_id, Purpose.personalization)
+        out = service.recommend(
+            conn,
+            reader,
+            member_id,
+            n=n,
+            category=category,
+            context=context,
+            personalize=personalize,
+        )
     return Response(out.model_dump_json(), media_type="application/json")
 
 
@@ -78,8 +91,11 @@ def get_similar(
 def get_suggested_coupons(
     member_id: str, rt: RuntimeDep, principal: CouponReader
 ) -> CouponSuggestionsOut:
+    settings = rt.program().privacy
     with transaction(rt.engine) as conn:
-        return service.suggested_coupons(conn, member_id)
+        out = service.suggested_coupons(conn, member_id)
+        out.channels = [p for p in MARKETING if consent.allows(conn, settings, member_id, p)]
+    return out
 
 
 @router.put(

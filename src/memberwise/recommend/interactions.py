@@ -384,7 +384,9 @@ def from_events(
     item_category = np.full(n_items, -1, np.int32)
     if cat_sources:
         category_ids, _ = _codes(
-            pa.chunked_array([c for s in cat_sources for c in s.cast(pa.string()).chunks])
+            pa.chunked_array(
+                [c for s in cat_sources for c in s.cast(pa.string()).chunks], pa.string()
+            )
         )
         lookup = pa.array(category_ids.tolist(), pa.string())
         if "category_id" in cols:

@@ -64,6 +64,11 @@ class RecommendationsOut(BaseModel):
     model_id: str | None = Field(description="The published model; null before any build.")
     context: str
     personalized: bool = Field(description="False when the list is the fallback chain only.")
+    consent_withheld: bool = Field(
+        default=False,
+        description="True when the member refused personalised recommendations: the list is "
+        "the non-personalised one, built from nothing of theirs.",
+    )
     items: list[RecommendedItem]
 
 
@@ -97,6 +102,11 @@ class CouponSuggestionsOut(BaseModel):
     build_id: str | None
     best_hour: int | None
     suggestions: list[CouponSuggestion]
+    channels: list[str] = Field(
+        default_factory=list,
+        description="The marketing purposes (channels) the member consented to: a coupon "
+        "message may go only through these; empty: send nothing.",
+    )
 
 
 class ItemsImportResult(BaseModel):

@@ -572,16 +572,20 @@ def recommend(
     category: str | None = None,
     context: str = "home",
     now: datetime | None = None,
+    personalize: bool = True,
 ) -> RecommendationsOut:
     """The member's list for ``context``: precomputed, lifted by the last minutes, filtered,
     filled from the fallback chain. Always ``n`` items when the catalog has them.
+
+    ``personalize=False`` (the member refused personalised recommendations) uses nothing of
+    the member's: no own list, no recent events, no region; only the general fallback lists.
 
     Raises InvalidContext.
     """
     where = parse_context(context)
     now = now or utcnow()
-    row = repository.member_list(conn, member_id)
-    events = recent.for_member(member_id, now)
+    row = repository.member_list(conn, member_id) if personalize else None
+    events = recent.for_member(member_id, now) if personalize else []
     strength = signals(events, where, now)
     bought = frozenset(e.item_id for e in events if e.type == "purchase")
     base: list[tuple[str, float, str, str]] = []
@@ -624,6 +628,7 @@ def recommend(
         model_id=model_id,
         context=str(where),
         personalized=personalized,
+        consent_withheld=not personalize,
         items=[
             RecommendedItem(
                 rank=rank,
