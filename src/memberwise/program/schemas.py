@@ -40,6 +40,7 @@ from memberwise.profiles.rules import FieldType, parse_rule
 from memberwise.profiles.segments import LIFECYCLE, NAME_PATTERN, Segment, is_catch_all
 from memberwise.program.base import Problem, Section, problem, problems_error, rule_problem, suggest
 from memberwise.program.benefits import Benefit, benefit_problems
+from memberwise.program.desk import ServiceSettings, service_problems
 from memberwise.program.membership import (
     BlackCard,
     Plan,
@@ -184,6 +185,8 @@ class Program(Section):
     coupons: dict[str, CouponTemplate] = Field(default_factory=dict)
     predictions: PredictionSettings = Field(default_factory=PredictionSettings)
     recommendations: RecommendationSettings = Field(default_factory=RecommendationSettings)
+    #: The service desk: SLAs, calendar, routing skills, authority, after-sales, auto tickets.
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     def tier_index(self, name: str) -> int:
         """The position of tier ``name`` in the ladder (0 is the floor)."""
@@ -194,6 +197,7 @@ class Program(Section):
         found = [{**p, "at": ["tiers", *p["at"]]} for p in tier_problems(self.tiers, self.score)]
         found += reference_problems(self.tiers, self.plans, self.black_card, self.benefits)
         found += benefit_problems(self)
+        found += service_problems([t.name for t in self.tiers], self.service)
         if found:
             raise problems_error(found)
         return self
