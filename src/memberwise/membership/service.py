@@ -629,3 +629,10 @@ def membership(conn: Connection, program: Program, member_id: str) -> Membership
         manager=ManagerOut(staff_id=manager["staff_id"], name=manager["name"]) if manager else None,
         history=history,
     )
+
+
+def manager_of(conn: Connection, member_id: str) -> ManagerOut | None:
+    """The member's account manager (None: the member has none): one keyed read, for the
+    service desk's routing of a black-card member's ticket."""
+    row = repository.manager_of(conn, member_id)
+    return ManagerOut(staff_id=row["staff_id"], name=row["name"]) if row is not None else None

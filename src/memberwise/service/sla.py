@@ -81,6 +81,11 @@ def stop(clock: Clock, at: datetime, calendar: Calendar) -> Clock:
     return replace(pause(clock, at, calendar), stopped=True)
 
 
+def reopen(clock: Clock, at: datetime) -> Clock:
+    """A stopped clock counts again from ``at``, on top of what it had (a reopened ticket)."""
+    return replace(clock, stopped=False, running=True, since=second(at))
+
+
 def restart(clock: Clock, at: datetime) -> Clock:
     """A new cycle of a recurring clock (the next response): zero, running from ``at``."""
     return replace(
