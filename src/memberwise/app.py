@@ -33,6 +33,7 @@ from memberwise.privacy.endpoints import router as privacy_router
 from memberwise.profiles.endpoints import router as profiles_router
 from memberwise.recommend.endpoints import router as recommend_router
 from memberwise.runtime import Runtime
+from memberwise.service.endpoints import router as service_router
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -131,4 +132,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(predict_router)
     app.include_router(privacy_router)
     app.include_router(profiles_router)
+    app.include_router(service_router)
     return app

@@ -31,6 +31,7 @@ from memberwise.privacy.schemas import KeyCreate, Role
 from memberwise.recommend.commands import app as recommend_app
 from memberwise.recommend.item_commands import app as items_app
 from memberwise.recommend.item_commands import import_catalog
+from memberwise.service.commands import app as service_app
 from memberwise.store import migrate
 
 app = typer.Typer(
@@ -53,6 +54,7 @@ app.add_typer(items_app, name="items", help="Load the platform's item catalog.")
 app.add_typer(recommend_app, name="recommend", help="Evaluate and export recommendations.")
 app.add_typer(points_app, name="points", help="Points: the periodic run, a member's points.")
 app.add_typer(coupons_app, name="coupons", help="Coupons: issue to members or a segment.")
+app.add_typer(service_app, name="service", help="The service desk: SLA sweep, reports, queue.")
 app.command("load-demo-ledgers", help="Replay the lake's demo orders through the ledgers.")(
     load_demo_command
 )
