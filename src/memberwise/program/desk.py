@@ -19,7 +19,7 @@ A program file says, for example::
         finance: {per_case: null, daily: null}
       after_sales: {no_reason_days: 7, no_reason_exceptions: [生鲜, 定制]}
       auto:
-        - {name: black_complaint, on: complaint, rule: "tier = 'apass'", priority: high}
+        - {name: black_complaint, event: complaint, rule: "tier = 'apass'", priority: high}
 
 Targets are minutes. ``hours`` is ``24x7`` or ``business`` (the calendar's working hours on
 working days: weekends and, with ``holidays: chinese``, Chinese public holidays are off, and
@@ -185,18 +185,18 @@ AUTO_EVENTS = ("complaint", "review", "downgrade_notice", "payment_failed", "ref
 
 
 class AutoRule(Section):
-    """Open a ticket of ``kind`` when an ``on`` event matches ``rule`` (the rule language over
-    :data:`AUTO_FIELDS`)."""
+    """Open a ticket of ``kind`` when an ``event`` of that type matches ``rule`` (the rule
+    language over :data:`AUTO_FIELDS`). (The key is not ``on``: YAML reads that as true.)"""
 
     name: str = Field(min_length=1, max_length=64)
-    on: str
+    event: str
     rule: str = "true"
     kind: TicketKind = TicketKind.complaint
     priority: Priority = Priority.normal
 
-    @field_validator("on")
+    @field_validator("event")
     @classmethod
-    def _on(cls, value: str) -> str:
+    def _event(cls, value: str) -> str:
         if value not in AUTO_EVENTS:
             raise problems_error(
                 [problem([], f"unknown event {value!r}", f"use one of {', '.join(AUTO_EVENTS)}")]
