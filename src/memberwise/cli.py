@@ -230,6 +230,14 @@ def run(
     from memberwise.ledger.demo_loader import describe, load_demo
 
     console.print(describe(load_demo(rt.engine, program_for(settings), rt.lake)))
+    # Service traffic from the demo's complaints, routed to agents and the demo's managers.
+    from memberwise.service.demo import seed as seed_service
+
+    desk = seed_service(rt, program_for(settings))
+    console.print(
+        f"service desk: {desk['tickets']:,} tickets, {desk['queued']} queued, "
+        f"{desk['breached']} breached and escalated, {desk['approvals']} awaiting approval"
+    )
     rt.close()
     base = f"http://{settings.host}:{settings.port}"
     key_line = key or "(not kept here; make one: memberwise keys create --role admin)"
@@ -245,6 +253,8 @@ def run(
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/tags"',
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/members/m00000001/membership"',
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/invitations"',
+        f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/service/queue"',
+        f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/service/reports?by=agent"',
     ]
     console.rule("memberwise is ready")
     for line in lines:
