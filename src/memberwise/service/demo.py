@@ -1,8 +1,8 @@
 """Service traffic for the demo platform (`memberwise run`): desk agents beside the demo's
 account managers, tickets opened by the program's automatic rules from the demo's latest
-complaints and bad reviews (at the events' own times), part of them answered and resolved, a
-few compensations (one waiting for approval), and a sweep -- so the queues are live and some
-tickets have breached. A second run changes nothing (it finds the desk already seeded)."""
+complaints, bad reviews and large refunds (at the events' own times), part of them answered
+and resolved, a few compensations (one waiting for approval), and a sweep -- so the queues are
+live and some tickets have breached. A second run changes nothing (it finds the desk seeded)."""
 
 from __future__ import annotations
 
@@ -43,19 +43,19 @@ AGENTS = (
 )
 #: The demo's account managers (membership's demo seeds them).
 MANAGERS = ("am-01", "am-02", "am-03")
-#: The latest days of complaints and reviews that become tickets, and at most how many.
-DAYS, MOST = 3, 400
+#: The latest days of events that may become tickets, and at most how many events.
+DAYS, MOST = 14, 600
 
 
 def _recent_events(runtime: Runtime) -> list[dict[str, Any]]:
-    """The lake's complaints and reviews of its last ``DAYS`` days (at most ``MOST``)."""
+    """The lake's complaints, reviews and refunds of its last ``DAYS`` days (at most ``MOST``)."""
     events = runtime.lake.events_sql()
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         found = con.execute(
             f"""
-            WITH e AS (SELECT * FROM ({events}) WHERE type IN ('complaint', 'review'))
+            WITH e AS (SELECT * FROM ({events}) WHERE type IN ('complaint', 'review', 'refund'))
             SELECT event_id, member_id, type, ts, rating, price, channel, text FROM e
             WHERE ts >= (SELECT max(ts) FROM e) - INTERVAL {DAYS} DAY
             ORDER BY ts DESC, event_id LIMIT {MOST}
