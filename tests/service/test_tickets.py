@@ -26,6 +26,7 @@ from memberwise.service.service import (
 from memberwise.service.tables import service_agents
 from tests.service.factories import (
     PLATFORM,
+    PROGRAM,
     T0,
     add_agent,
     add_manager,
@@ -336,3 +337,40 @@ def test_a_leaving_manager_hands_over_members_and_tickets(
     tk = service.get_ticket(conn, program, t)
     assert tk.assignee == "mgr2"
     assert any(e.kind == "handover" for e in tk.events)
+
+
+def test_a_program_change_keeps_paused_time_on_live_tickets(
+    conn: Connection, program: Program
+) -> None:  # GLPI lost paused time on an SLA change
+    add_agent(conn, program, "a1")
+    add_members(conn, program, m1="member")
+    agent = staff_principal("a1")
+    t = open_ticket(conn, program, "m1").ticket_id
+    service.set_state(
+        conn,
+        program,
+        t,
+        TicketState.pending_member,
+        reason="wait",
+        actor=agent,
+        at=T0 + timedelta(minutes=45),
+    )
+    longer = make_program(
+        PROGRAM.replace(
+            "{name: standard, first_response: 60, next_response: 120, resolution: 480}",
+            "{name: standard, first_response: 60, next_response: 120, resolution: 960, "
+            "hours: '24x7'}",
+        )
+    )
+    assert service.reapply_policies(conn, longer, at=T0 + timedelta(days=3)) == 1
+    tk = service.get_ticket(conn, longer, t, at=T0 + timedelta(days=4))
+    resolution = next(c for c in tk.clocks if c.metric == "resolution")
+    assert (resolution.target_seconds, resolution.hours) == (960 * 60, "24x7")
+    assert (resolution.elapsed_seconds, resolution.running) == (45 * 60, False)
+    assert any(e.kind == "policy" and e.metric == "resolution" for e in tk.events)
+    tk = service.set_state(
+        conn, longer, t, TicketState.open, actor=agent, at=T0 + timedelta(days=4)
+    )
+    tk = service.get_ticket(conn, longer, t, at=T0 + timedelta(days=4, minutes=15))
+    resolution = next(c for c in tk.clocks if c.metric == "resolution")
+    assert resolution.elapsed_seconds == 60 * 60

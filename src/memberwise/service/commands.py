@@ -170,3 +170,18 @@ def agent_(
     finally:
         rt.close()
     console.print(f"{out.staff_id}: {out.authority}, capacity {out.capacity}, load {out.load}")
+
+
+@app.command("reapply")
+def reapply_(program_file: ProgramOption = None) -> None:
+    """Move every live ticket to the program's current SLA policies (after editing them); the
+    clocks keep their elapsed time."""
+    rt = Runtime.open(get_settings())
+    try:
+        program = _program(program_file)
+        changed = ledger.write(
+            rt.engine, lambda conn: service.reapply_policies(conn, program, actor=CLI_ACTOR)
+        )
+    finally:
+        rt.close()
+    console.print(f"{changed:,} live tickets moved to the program's policies")

@@ -380,3 +380,8 @@ def late_steps(conn: Connection, at: datetime) -> Sequence[RowMapping]:
     s = service_after_sales
     stmt = select(s).where(s.c.step_due_at <= at).order_by(s.c.step_due_at).limit(10_000)
     return conn.execute(stmt).mappings().all()
+
+
+def live_ticket_ids(conn: Connection, states: Sequence[str]) -> list[str]:
+    stmt = select(T.c.ticket_id).where(T.c.state.in_(states)).order_by(T.c.ticket_id)
+    return list(conn.execute(stmt).scalars())

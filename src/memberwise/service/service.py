@@ -816,7 +816,9 @@ def apply_policy(ticket: _Ticket, at: datetime) -> None:
             metric=metric,
             details={"target_seconds": target, "hours": hours.value, "breach_undone": undone},
         )
-    ticket.set(policy=policy.name if policy is not None else None)
+    name = policy.name if policy is not None else None
+    if name != ticket.row["policy"]:
+        ticket.set(policy=name)
 
 
 def rate(
@@ -1041,3 +1043,20 @@ def agent_leaves(
     return HandoverOut(
         staff_id=staff_id, tickets=len(ticket_ids), reassigned=reassigned, queued=queued
     )
+
+
+def reapply_policies(
+    conn: Connection, program: Program, *, actor: Principal = SYSTEM, at: datetime | None = None
+) -> int:
+    """Move every live ticket's clocks to the policies of ``program`` (after an operator
+    changed the program's SLAs): each clock keeps its elapsed time, running or paused, under
+    the new target and calendar. Returns how many tickets changed."""
+    at = sla.second(as_utc(at or utcnow()))
+    changed = 0
+    for ticket_id in repository.live_ticket_ids(conn, LIVE):
+        ticket = _load(conn, program, ticket_id, actor)
+        apply_policy(ticket, at)
+        if ticket.clocks_changed:
+            changed += 1
+        ticket.save(at)
+    return changed
