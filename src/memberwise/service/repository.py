@@ -28,7 +28,7 @@ A = service_agents
 
 
 def insert_ticket(conn: Connection, values: dict[str, Any]) -> None:
-    conn.execute(T.insert().values(**values))
+    conn.execute(T.insert(), values)
 
 
 def get_ticket(conn: Connection, ticket_id: str, *, lock: bool = False) -> RowMapping | None:
@@ -134,7 +134,7 @@ def live_backlog(conn: Connection, states: Sequence[str]) -> Sequence[RowMapping
 
 
 def insert_message(conn: Connection, values: dict[str, Any]) -> None:
-    conn.execute(service_messages.insert().values(**values))
+    conn.execute(service_messages.insert(), values)
 
 
 def messages_of(conn: Connection, ticket_id: str) -> Sequence[RowMapping]:
@@ -175,6 +175,11 @@ def upsert_clocks(conn: Connection, ticket_id: str, rows: list[dict[str, Any]]) 
             )
         else:
             conn.execute(C.insert().values(ticket_id=ticket_id, **row))
+
+
+def insert_clocks(conn: Connection, ticket_id: str, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(C.insert(), [{"ticket_id": ticket_id, **row} for row in rows])
 
 
 def due_clocks(conn: Connection, at: datetime, limit: int) -> Sequence[RowMapping]:
@@ -299,7 +304,7 @@ def budget_used(conn: Connection, day: str) -> dict[str, int]:
 
 
 def insert_compensation(conn: Connection, values: dict[str, Any]) -> None:
-    conn.execute(service_compensations.insert().values(**values))
+    conn.execute(service_compensations.insert(), values)
 
 
 def get_compensation(conn: Connection, compensation_id: str) -> RowMapping | None:
@@ -362,7 +367,7 @@ def get_after_sales(conn: Connection, request_id: str, *, lock: bool = False) ->
 
 
 def insert_after_sales(conn: Connection, values: dict[str, Any]) -> None:
-    conn.execute(service_after_sales.insert().values(**values))
+    conn.execute(service_after_sales.insert(), values)
 
 
 def update_after_sales(conn: Connection, request_id: str, values: dict[str, Any]) -> None:

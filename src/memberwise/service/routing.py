@@ -36,10 +36,17 @@ def _manager_authority(program: Program) -> str:
 
 
 def choose(
-    conn: Connection, program: Program, member_id: str, skill: str | None, at: datetime
+    conn: Connection,
+    program: Program,
+    member_id: str,
+    skill: str | None,
+    at: datetime,
+    *,
+    managed: bool = True,
 ) -> Route:
-    """Route a new (or reopened, or handed-over) ticket and take the assignee's slot."""
-    manager = membership.manager_of(conn, member_id)
+    """Route a new (or reopened, or handed-over) ticket and take the assignee's slot.
+    ``managed=False`` says the member holds no account-manager benefit (a read saved)."""
+    manager = membership.manager_of(conn, member_id) if managed else None
     if manager is not None:
         agent = repository.get_agent(conn, manager.staff_id)
         if agent is None:

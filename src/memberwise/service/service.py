@@ -24,7 +24,7 @@ from memberwise.ledger import service as ledger
 from memberwise.membership import service as membership
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal, Role
-from memberwise.program.benefits import PriorityService
+from memberwise.program.benefits import AccountManager, PriorityService
 from memberwise.program.desk import Hours, Metric, Priority, SlaPolicy, TicketKind
 from memberwise.program.schemas import Program
 from memberwise.service import repository, routing, sla
@@ -156,14 +156,23 @@ def _deadline(program: Program, clocks: Sequence[sla.Clock]) -> datetime:
 class _Ticket:
     """A ticket being changed in one unit of work: its row, clocks, events and audit rows."""
 
-    def __init__(self, conn: Connection, program: Program, row: RowMapping, actor: Principal):
+    def __init__(
+        self,
+        conn: Connection,
+        program: Program,
+        row: RowMapping | dict[str, Any],
+        actor: Principal,
+        clocks: dict[str, sla.Clock] | None = None,
+    ):
         self.conn = conn
         self.program = program
         self.row = dict(row)
         self.actor = actor
-        self.clocks: dict[str, sla.Clock] = {
-            r["metric"]: _clock(r) for r in repository.clocks_of(conn, row["ticket_id"])
-        }
+        self.clocks: dict[str, sla.Clock] = (
+            clocks
+            if clocks is not None
+            else {r["metric"]: _clock(r) for r in repository.clocks_of(conn, row["ticket_id"])}
+        )
         self.changes: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []
         self.audits: list[dict[str, Any]] = []
@@ -265,7 +274,7 @@ def _load(conn: Connection, program: Program, ticket_id: str, actor: Principal) 
 # -- reading -------------------------------------------------------------------------------------
 
 
-def _clock_out(row: RowMapping, at: datetime, program: Program) -> ClockOut:
+def _clock_out(row: RowMapping | dict[str, Any], at: datetime, program: Program) -> ClockOut:
     clock = _clock(row)
     return ClockOut(
         metric=clock.metric,
@@ -287,27 +296,16 @@ def _summary(row: RowMapping | dict[str, Any]) -> TicketSummary:
     return TicketSummary.model_validate(values)
 
 
-def get_ticket(
-    conn: Connection,
+def _ticket_out(
     program: Program,
-    ticket_id: str,
+    row: RowMapping | dict[str, Any],
+    clocks: Sequence[RowMapping | dict[str, Any]],
+    messages: Sequence[RowMapping | dict[str, Any]],
+    events: Sequence[RowMapping | dict[str, Any]],
     *,
-    staff: bool = True,
-    at: datetime | None = None,
+    at: datetime,
+    staff: bool,
 ) -> TicketOut:
-    """A ticket with its clocks, thread and timeline (internal notes for staff only).
-
-    Raises TicketNotFound.
-    """
-    row = repository.get_ticket(conn, ticket_id)
-    if row is None:
-        raise TicketNotFound(f"no ticket {ticket_id!r}")
-    now = as_utc(at or utcnow())
-    messages = [
-        MessageOut.model_validate(dict(m))
-        for m in repository.messages_of(conn, ticket_id)
-        if staff or not m["internal"]
-    ]
     return TicketOut(
         **_summary(row).model_dump(),
         order_id=row["order_id"],
@@ -323,9 +321,37 @@ def get_ticket(
         first_response_at=row["first_response_at"],
         resolved_at=row["resolved_at"],
         closed_at=row["closed_at"],
-        clocks=[_clock_out(c, now, program) for c in repository.clocks_of(conn, ticket_id)],
-        messages=messages,
-        events=[EventOut.model_validate(dict(e)) for e in repository.events_of(conn, ticket_id)],
+        clocks=[_clock_out(c, at, program) for c in clocks],
+        messages=[
+            MessageOut.model_validate(dict(m)) for m in messages if staff or not m["internal"]
+        ],
+        events=[EventOut.model_validate(dict(e)) for e in events],
+    )
+
+
+def get_ticket(
+    conn: Connection,
+    program: Program,
+    ticket_id: str,
+    *,
+    staff: bool = True,
+    at: datetime | None = None,
+) -> TicketOut:
+    """A ticket with its clocks, thread and timeline (internal notes for staff only).
+
+    Raises TicketNotFound.
+    """
+    row = repository.get_ticket(conn, ticket_id)
+    if row is None:
+        raise TicketNotFound(f"no ticket {ticket_id!r}")
+    return _ticket_out(
+        program,
+        row,
+        repository.clocks_of(conn, ticket_id),
+        repository.messages_of(conn, ticket_id),
+        repository.events_of(conn, ticket_id),
+        at=as_utc(at or utcnow()),
+        staff=staff,
     )
 
 
@@ -353,7 +379,12 @@ def _tier_rank(program: Program, tier: str | None) -> int:
 
 
 def _targets(
-    conn: Connection, program: Program, policy: SlaPolicy | None, member_id: str, at: datetime
+    conn: Connection,
+    program: Program,
+    policy: SlaPolicy | None,
+    member_id: str,
+    at: datetime,
+    held: Sequence[str] | None = None,
 ) -> dict[str, tuple[int, Hours]]:
     """Metric -> (target seconds, hours) for a new ticket: the policy's targets, with the first
     response capped by a ``priority_service`` benefit the member holds (its ``sla_minutes``)."""
@@ -364,7 +395,8 @@ def _targets(
             minutes = policy.target(metric)
             if minutes is not None:
                 targets[metric.value] = (minutes * 60, hours)
-    held = membership.entitlements(conn, program, member_id, at).benefits
+    if held is None:
+        held = membership.entitlements(conn, program, member_id, at).benefits
     caps = [
         b.sla_minutes * 60
         for name in held
@@ -406,9 +438,10 @@ def open_ticket(
         _check_order(conn, data.order_id, data.member_id)
     # A member without a tier row yet (before their first build) is on the ladder's floor.
     floor = program.tiers[0].name if program.tiers else None
-    tier = membership.tier_of(conn, data.member_id) or floor
+    held = membership.entitlements(conn, program, data.member_id, at)
+    tier = held.tier or floor
     policy = program.service.policy_for(tier, data.kind)
-    targets = _targets(conn, program, policy, data.member_id, at)
+    targets = _targets(conn, program, policy, data.member_id, at, held.benefits)
     clocks = [
         sla.start(metric, target, hours, at)
         for metric, (target, hours) in targets.items()
@@ -448,22 +481,17 @@ def open_ticket(
         "closed_at": None,
         "updated_at": at,
     }
-    repository.insert_ticket(conn, row)
-    repository.upsert_clocks(conn, ticket_id, [_clock_row(program, c, at) for c in clocks])
-    if data.body:
-        repository.insert_message(
-            conn,
-            {
-                "message_id": new_id(),
-                "ticket_id": ticket_id,
-                "author_kind": "member",
-                "author": data.member_id,
-                "internal": False,
-                "body": data.body,
-                "created_at": at,
-            },
-        )
-    ticket = _Ticket(conn, program, row, actor)  # type: ignore[arg-type]
+    clock_rows = [_clock_row(program, c, at) for c in clocks]
+    message = {
+        "message_id": new_id(),
+        "ticket_id": ticket_id,
+        "author_kind": "member",
+        "author": data.member_id,
+        "internal": False,
+        "body": data.body,
+        "created_at": at,
+    }
+    ticket = _Ticket(conn, program, row, actor, clocks={c.metric: c for c in clocks})
     details = {
         "kind": data.kind.value,
         "channel": data.channel.value,
@@ -472,14 +500,37 @@ def open_ticket(
         "targets": {m: t for m, (t, _) in targets.items()},
     }
     ticket.event("opened", at, details=details)
-    _route(ticket, at)
+    managed = any(isinstance(program.benefits.get(b), AccountManager) for b in held.benefits) or (
+        program.black_card is not None and tier == program.black_card.tier
+    )
+    _route(ticket, at, managed=managed)
+    # The routed row is inserted as it stands (one INSERT, no UPDATE after it).
+    repository.insert_ticket(conn, ticket.row)
+    ticket.changes = {}
+    repository.insert_clocks(conn, ticket_id, clock_rows)
+    if data.body:
+        repository.insert_message(conn, message)
+    events = list(ticket.events)
     ticket.save(at)
-    return get_ticket(conn, program, ticket_id, at=at)
+    return _ticket_out(
+        program,
+        ticket.row,
+        clock_rows,
+        [message] if data.body else [],
+        events,
+        at=at,
+        staff=True,
+    )
 
 
-def _route(ticket: _Ticket, at: datetime) -> None:
+def _route(ticket: _Ticket, at: datetime, *, managed: bool = True) -> None:
     route = routing.choose(
-        ticket.conn, ticket.program, ticket.row["member_id"], ticket.row["skill"], at
+        ticket.conn,
+        ticket.program,
+        ticket.row["member_id"],
+        ticket.row["skill"],
+        at,
+        managed=managed,
     )
     if route.assignee is None:
         ticket.event("queued", at, details={"skill": ticket.row["skill"]}, audit=False)
