@@ -64,8 +64,15 @@ service_tickets = Table(
     UniqueConstraint("member_id", "open_key", name="uq_service_tickets_member_key"),
     Index("ix_service_tickets_member_opened", "member_id", "opened_at"),
     Index("ix_service_tickets_assignee_state", "assignee", "state"),
-    # The queue: unassigned live tickets by tier (highest first) and deadline.
-    Index("ix_service_tickets_queue", "state", "assignee", "tier_rank", "due_at"),
+)
+# The queue: unassigned tickets in queue order (highest tier first, nearest deadline), so a
+# queue read walks the index and stops at its limit instead of sorting every queued ticket.
+Index(
+    "ix_service_tickets_queue",
+    service_tickets.c.assignee,
+    service_tickets.c.tier_rank.desc(),
+    service_tickets.c.due_at,
+    service_tickets.c.ticket_id,
 )
 
 service_messages = Table(

@@ -194,7 +194,9 @@ def upgrade() -> None:
             "ix_service_tickets_member_opened", ["member_id", "opened_at"], unique=False
         )
         batch_op.create_index(
-            "ix_service_tickets_queue", ["state", "assignee", "tier_rank", "due_at"], unique=False
+            "ix_service_tickets_queue",
+            ["assignee", sa.text("tier_rank DESC"), "due_at", "ticket_id"],
+            unique=False,
         )
 
 
