@@ -181,3 +181,15 @@ def test_lines_must_be_the_members_order_and_not_asked_twice(
     aftersales.create(conn, program, _request("r3", "m1", type="repair"), actor=PLATFORM, at=LATER)
     with pytest.raises(LineNotInOrder):
         aftersales.create(conn, program, _request("r4", "m1"), actor=PLATFORM, at=LATER)
+
+
+def test_the_sweep_records_a_late_step_once(conn: Connection, program: Program) -> None:
+    add_members(conn, program, m1="member")
+    place_order(conn, program, "o1", "m1")
+    out = aftersales.create(conn, program, _request("r1", "m1"), actor=PLATFORM, at=LATER)
+    assert service.sweep(conn, program, at=LATER + timedelta(minutes=1439)).late_steps == 0
+    assert service.sweep(conn, program, at=LATER + timedelta(minutes=1500)).late_steps == 1
+    assert service.sweep(conn, program, at=LATER + timedelta(minutes=1600)).late_steps == 0
+    ticket = service.get_ticket(conn, program, out.ticket_id)
+    late = next(e for e in ticket.events if e.kind == "after_sales.late")
+    assert (late.metric, late.late_seconds) == ("approve", 60 * 60)
