@@ -726,6 +726,8 @@ def _transition(ticket: _Ticket, target: TicketState, reason: str, at: datetime)
             ticket.stop(metric, at)
         ticket.set(resolved_at=at, pending_reason=None)
         _release(ticket, at)
+        # The platform asks the member for their satisfaction (POST .../csat) on resolution.
+        ticket.event("csat_asked", at, audit=False)
     elif target is TicketState.closed:
         ticket.set(closed_at=at)
     elif target.value in pauses:
