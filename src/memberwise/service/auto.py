@@ -11,14 +11,16 @@ ticket: the ticket's idempotency key is ``auto:<rule>:<event id>``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import duckdb
 import ibis
 import pyarrow as pa
 from sqlalchemy import Connection
 
 from memberwise.kit.errors import MemberwiseError
+from memberwise.kit.lake import EventLake
 from memberwise.kit.time import as_utc
 from memberwise.membership import service as membership
 from memberwise.predict import service as predict
@@ -125,3 +127,34 @@ def open_for_events(
                 continue  # an unknown member: nothing to open
             opened.append(ticket.ticket_id)
     return opened
+
+
+def lake_events(
+    lake: EventLake, types: Sequence[str], *, days: int, limit: int
+) -> list[dict[str, Any]]:
+    """The lake's events of ``types`` in the ``days`` before its latest such event (newest
+    first, at most ``limit``), with the fields the rules read."""
+    wanted = ", ".join("'" + t.replace("'", "''") + "'" for t in types) or "''"
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        found = con.execute(
+            f"""
+            WITH e AS (SELECT * FROM ({lake.events_sql()}) WHERE type IN ({wanted}))
+            SELECT event_id, member_id, type, ts, rating, price, channel, text FROM e
+            WHERE ts >= (SELECT max(ts) FROM e) - INTERVAL {int(days)} DAY
+            ORDER BY ts DESC, event_id LIMIT {int(limit)}
+            """
+        )
+        names = [d[0] for d in found.description or []]
+        return [dict(zip(names, r, strict=True)) for r in found.fetchall()]
+    finally:
+        con.close()
+
+
+def since(events: Sequence[dict[str, Any]], at: datetime, hours: float) -> list[dict[str, Any]]:
+    """The events of the last ``hours`` before ``at``, oldest first."""
+    start = at - timedelta(hours=hours)
+    return sorted(
+        (e for e in events if as_utc(e["ts"]) >= start), key=lambda e: (e["ts"], e["event_id"])
+    )

@@ -19,7 +19,7 @@ from memberwise.privacy.schemas import Principal, Role
 from memberwise.program.schemas import Program
 from memberwise.program.service import current_program, load_program
 from memberwise.runtime import Runtime
-from memberwise.service import reports, service
+from memberwise.service import auto, reports, service
 from memberwise.service.schemas import AgentIn
 
 console = Console()
@@ -185,3 +185,28 @@ def reapply_(program_file: ProgramOption = None) -> None:
     finally:
         rt.close()
     console.print(f"{changed:,} live tickets moved to the program's policies")
+
+
+@app.command("auto")
+def auto_(
+    hours: Annotated[float, typer.Option(min=0.1, help="Events of the last N hours.")] = 24.0,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many events.")] = 10_000,
+    program_file: ProgramOption = None,
+) -> None:
+    """Open the tickets the program's automatic rules ask for, from the lake's recent events
+    (complaints, reviews, ...); an event that already opened its ticket opens none (run it
+    from cron after each ingest)."""
+    rt = Runtime.open(get_settings())
+    try:
+        program = _program(program_file)
+        types = sorted({rule.event for rule in program.service.auto})
+        days = int(hours // 24) + 1
+        found = auto.lake_events(rt.lake, types, days=days, limit=limit)
+        events = auto.since(found, max((e["ts"] for e in found), default=utcnow()), hours)
+        opened = ledger.write(
+            rt.engine,
+            lambda conn: auto.open_for_events(conn, program, events, actor=CLI_ACTOR),
+        )
+    finally:
+        rt.close()
+    console.print(f"{len(events):,} events read, {len(opened):,} tickets opened or found")

@@ -11,7 +11,6 @@ import random
 from datetime import timedelta
 from typing import Any
 
-import duckdb
 from sqlalchemy import func, select
 
 from memberwise.kit.db import transaction
@@ -47,24 +46,11 @@ MANAGERS = ("am-01", "am-02", "am-03")
 DAYS, MOST = 14, 600
 
 
-def _recent_events(runtime: Runtime) -> list[dict[str, Any]]:
-    """The lake's complaints, reviews and refunds of its last ``DAYS`` days (at most ``MOST``)."""
-    events = runtime.lake.events_sql()
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        found = con.execute(
-            f"""
-            WITH e AS (SELECT * FROM ({events}) WHERE type IN ('complaint', 'review', 'refund'))
-            SELECT event_id, member_id, type, ts, rating, price, channel, text FROM e
-            WHERE ts >= (SELECT max(ts) FROM e) - INTERVAL {DAYS} DAY
-            ORDER BY ts DESC, event_id LIMIT {MOST}
-            """
-        )
-        names = [d[0] for d in found.description or []]
-        return [dict(zip(names, r, strict=True)) for r in found.fetchall()]
-    finally:
-        con.close()
+def _recent_events(runtime: Runtime, program: Program) -> list[dict[str, Any]]:
+    """The lake's events the program's rules look at, of its last ``DAYS`` days."""
+    types = sorted({rule.event for rule in program.service.auto})
+    found = auto.lake_events(runtime.lake, types, days=DAYS, limit=MOST)
+    return sorted(found, key=lambda e: (e["ts"], e["event_id"]))
 
 
 def seed(runtime: Runtime, program: Program) -> dict[str, int]:
@@ -96,7 +82,7 @@ def seed(runtime: Runtime, program: Program) -> dict[str, int]:
                     supervisor_id=SUPERVISOR[0],
                 )
                 service.put_agent(conn, program, staff_id, manager, actor=DEMO_PLATFORM, at=now)
-    events = sorted(_recent_events(runtime), key=lambda e: (e["ts"], e["event_id"]))
+    events = _recent_events(runtime, program)
     with transaction(runtime.engine) as conn:
         opened = auto.open_for_events(conn, program, events, actor=DEMO_PLATFORM)
     _work(runtime, program, opened)
