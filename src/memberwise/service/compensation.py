@@ -273,12 +273,11 @@ def decide(
         )
     status = "paid" if data.approve else "rejected"
     values = {"decided_by": _budget_key(actor), "decided_at": at}
-    # The guarded status change first: of two concurrent decisions, the second waits here and
-    # then finds nothing pending (a row lock on PostgreSQL, the write lock on SQLite).
-    if not repository.decide_compensation(conn, compensation_id, status, values):
-        raise AlreadyDecided(f"compensation {compensation_id} was decided meanwhile")
-    updated = {**dict(row), "status": status, **values}
     if data.approve:
+        # Refusals first, so a refused approval writes nothing. The budget's guarded update
+        # then the decision's: of two concurrent decisions of one request, the second waits
+        # on the request's row and finds nothing pending (its transaction, budget included,
+        # rolls back).
         rule = program.service.authority[role]
         if rule.per_case is not None and int(row["value"]) > rule.per_case:
             raise AuthorityTooLow(f"{row['value']} fen is above the {role} per-case limit")
@@ -289,6 +288,10 @@ def decide(
                 f"your daily budget cannot take {row['value']} fen more; a higher role may "
                 "approve it"
             )
+    if not repository.decide_compensation(conn, compensation_id, status, values):
+        raise AlreadyDecided(f"compensation {compensation_id} was decided meanwhile")
+    updated = {**dict(row), "status": status, **values}
+    if data.approve:
         updated["reference"] = _pay(conn, program, updated, actor, at)
         repository.set_compensation(conn, compensation_id, {"reference": updated["reference"]})
     privacy.audit(
