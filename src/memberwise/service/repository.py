@@ -157,8 +157,11 @@ def events_of(conn: Connection, ticket_id: str) -> Sequence[RowMapping]:
 # -- clocks ---------------------------------------------------------------------------------------
 
 
-def clocks_of(conn: Connection, ticket_id: str) -> Sequence[RowMapping]:
+def clocks_of(conn: Connection, ticket_id: str, *, lock: bool = False) -> Sequence[RowMapping]:
     stmt = select(C).where(C.c.ticket_id == ticket_id).order_by(C.c.metric)
+    if lock:
+        # A change of the ticket must not overwrite what a concurrent sweep just recorded.
+        stmt = stmt.with_for_update()
     return conn.execute(stmt).mappings().all()
 
 
@@ -183,13 +186,18 @@ def insert_clocks(conn: Connection, ticket_id: str, rows: list[dict[str, Any]]) 
 
 
 def due_clocks(conn: Connection, at: datetime, limit: int) -> Sequence[RowMapping]:
-    """Clocks whose next warning or breach has come, with their ticket's routing fields."""
+    """Clocks whose next warning or breach has come, with their ticket's routing fields.
+
+    The clock rows are locked (PostgreSQL; skipping rows another sweep holds), so two sweeps
+    running at once never record the same alert twice; SQLite serializes the writers.
+    """
     stmt = (
         select(C, T.c.member_id, T.c.assignee, T.c.state, T.c.escalated_to)
         .join(T, T.c.ticket_id == C.c.ticket_id)
         .where(C.c.alert_at <= at)
         .order_by(C.c.alert_at, C.c.ticket_id, C.c.metric)
         .limit(limit)
+        .with_for_update(of=C, skip_locked=True)
     )
     return conn.execute(stmt).mappings().all()
 

@@ -171,7 +171,10 @@ class _Ticket:
         self.clocks: dict[str, sla.Clock] = (
             clocks
             if clocks is not None
-            else {r["metric"]: _clock(r) for r in repository.clocks_of(conn, row["ticket_id"])}
+            else {
+                r["metric"]: _clock(r)
+                for r in repository.clocks_of(conn, row["ticket_id"], lock=True)
+            }
         )
         self.changes: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []
