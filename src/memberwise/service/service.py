@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from memberwise.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.ledger import orders
@@ -81,10 +81,6 @@ class NotStaff(InvalidRequest):
 
 class TicketKeyReused(Conflict):
     code = "idempotency_key_reused"
-
-
-class NotYourTicket(Forbidden):
-    code = "not_your_ticket"
 
 
 #: Far in the future: the deadline of a ticket without running clocks (sorts last in the queue).

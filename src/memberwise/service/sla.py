@@ -86,13 +86,6 @@ def reopen(clock: Clock, at: datetime) -> Clock:
     return replace(clock, stopped=False, running=True, since=second(at))
 
 
-def restart(clock: Clock, at: datetime) -> Clock:
-    """A new cycle of a recurring clock (the next response): zero, running from ``at``."""
-    return replace(
-        clock, elapsed=0, running=True, since=second(at), stopped=False, warned=0, breached=False
-    )
-
-
 def change_policy(
     clock: Clock, at: datetime, old: Calendar, target: int, hours: Hours
 ) -> tuple[Clock, bool]:
