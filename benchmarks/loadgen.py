@@ -94,7 +94,24 @@ async def _send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, requ
     return int(head[9:12])
 
 
-async def _drive(port: int, paths: list[str], rate: float, headers: dict[str, str]) -> list[float]:
+Request = str | tuple[str, str, bytes]
+
+
+def _request(path: Request, extra: str) -> bytes:
+    """A GET of ``path``, or ``(method, path, json body)`` (e.g. a POST)."""
+    if isinstance(path, str):
+        return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+    method, target, body = path
+    head = (
+        f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _drive(
+    port: int, paths: list[Request], rate: float, headers: dict[str, str]
+) -> list[float]:
     """Send ``paths`` at ``rate`` a second; latencies in ms from the scheduled times."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
@@ -103,7 +120,7 @@ async def _drive(port: int, paths: list[str], rate: float, headers: dict[str, st
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.2
 
-    async def one(i: int, path: str) -> None:
+    async def one(i: int, path: Request) -> None:
         nonlocal opened
         at = start + i / rate
         delay = at - loop.time()
@@ -114,9 +131,9 @@ async def _drive(port: int, paths: list[str], rate: float, headers: dict[str, st
             conn = await asyncio.open_connection("127.0.0.1", port)
         else:
             conn = await pool.get()
-        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+        request = _request(path, extra)
         try:
-            ok = await asyncio.wait_for(_send(*conn, request), FAILED_MS / 1000) == 200
+            ok = await asyncio.wait_for(_send(*conn, request), FAILED_MS / 1000) in (200, 201)
             pool.put_nowait(conn)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
             ok = False
@@ -131,7 +148,7 @@ async def _drive(port: int, paths: list[str], rate: float, headers: dict[str, st
 
 
 def _load_process(
-    port: int, paths: list[str], rate: float, headers: dict[str, str], out: Any
+    port: int, paths: list[Request], rate: float, headers: dict[str, str], out: Any
 ) -> None:
     # The client's own garbage collector is off during a run: with ten thousand requests in
     # flight its full collections took 50-140 ms (measured with gc.callbacks), and a paused
@@ -144,7 +161,7 @@ def _load_process(
 
 def run_load(
     port: int,
-    paths: list[str],
+    paths: list[Request],
     rate: float,
     headers: dict[str, str] | None = None,
     *,

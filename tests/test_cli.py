@@ -73,6 +73,7 @@ def test_run_builds_the_demo_platform_and_a_second_run_reuses_it(env: Settings) 
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "memberwise is ready" in first.output
+    assert "service desk:" in first.output
     engine = make_engine(env.db_url)
     with transaction(engine) as conn:
         count = conn.execute(select(func.count()).select_from(members)).scalar_one()

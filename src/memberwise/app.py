@@ -38,6 +38,7 @@ from memberwise.privacy.endpoints import router as privacy_router
 from memberwise.profiles.endpoints import router as profiles_router
 from memberwise.recommend.endpoints import router as recommend_router
 from memberwise.runtime import Runtime
+from memberwise.service.endpoints import router as service_router
 from memberwise.webhooks.endpoints import router as webhooks_router
 
 _HTTP_CODES = {
@@ -167,4 +168,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(campaigns_router)
     app.include_router(journeys_router)
     app.include_router(webhooks_router)
+    app.include_router(service_router)
     return app

@@ -41,6 +41,7 @@ from memberwise.recommend.commands import app as recommend_app
 from memberwise.recommend.item_commands import app as items_app
 from memberwise.recommend.item_commands import import_catalog
 from memberwise.runtime import Runtime
+from memberwise.service.commands import app as service_app
 from memberwise.store import is_set_up, migrate
 from memberwise.webhooks.commands import app as webhooks_app
 
@@ -78,6 +79,7 @@ app.add_typer(coupons_app, name="coupons", help="Coupons: issue to members or a 
 app.add_typer(webhooks_app, name="webhooks", help="Webhook endpoints and the sender.")
 app.add_typer(campaigns_app, name="campaigns", help="Campaigns: send what is due, read results.")
 app.add_typer(privacy_app, name="privacy", help="Members' data rights, erasure and retention.")
+app.add_typer(service_app, name="service", help="The service desk: SLA sweep, reports, queue.")
 app.command("load-demo-ledgers", help="Replay the lake's demo orders through the ledgers.")(
     load_demo_command
 )
@@ -386,6 +388,14 @@ def run(
             + ", ".join(f"{n:,} {name}" for name, n in held.items()),
             soft_wrap=True,
         )
+    # Service traffic from the demo's complaints, routed to agents and the demo's managers.
+    from memberwise.service.demo import seed as seed_service
+
+    desk = seed_service(rt, program)
+    console.print(
+        f"service desk: {desk['tickets']:,} tickets, {desk['queued']} queued, "
+        f"{desk['breached']} breached and escalated, {desk['approvals']} awaiting approval"
+    )
     rt.close()
     base = f"http://{settings.host}:{settings.port}"
     key_line = key or "(not kept here; make one: memberwise keys create --role admin)"
@@ -401,6 +411,8 @@ def run(
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/tags"',
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/members/m00000001/membership"',
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/invitations"',
+        f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/service/queue"',
+        f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/service/reports?by=agent"',
     ]
     console.rule("memberwise is ready")
     for line in lines:

@@ -24,6 +24,7 @@ from memberwise.predict import tables as _predict_tables  # noqa: F401
 from memberwise.privacy import tables as _privacy_tables  # noqa: F401
 from memberwise.profiles import tables as _profiles_tables  # noqa: F401
 from memberwise.recommend import tables as _recommend_tables  # noqa: F401
+from memberwise.service import tables as _service_tables  # noqa: F401
 from memberwise.webhooks import tables as _webhooks_tables  # noqa: F401
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

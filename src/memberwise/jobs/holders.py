@@ -31,9 +31,21 @@ from memberwise.privacy.erasure import Holder, HolderContext, Policy, table_hold
 from memberwise.privacy.schemas import Principal
 from memberwise.profiles import tables as profiles
 from memberwise.recommend import tables as recommend
+from memberwise.service import service as desk
+from memberwise.service import tables as service
 from memberwise.webhooks import tables as webhooks
 
 _installed = False
+
+
+def _json_rows(groups: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        k: [{c: _jsonable(v) for c, v in r.items()} for r in rows] for k, rows in groups.items()
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _member_export(ctx: HolderContext, member_id: str) -> Any:
@@ -109,6 +121,19 @@ def install() -> None:
         # Merges of these are exact ledger operations, done by privacy.merge with the
         # domains' services; re-keying alone would collide on their keys.
         erasure.register(table_holder(table, policy=policy, merge=False))  # type: ignore[arg-type]
+    # The service desk: tickets with their threads are deleted (what the member wrote and was
+    # told); compensations and after-sales requests are financial records, kept pseudonymised.
+    erasure.register(
+        Holder(
+            name="service_tickets",
+            export=lambda ctx, member_id: _json_rows(desk.export_member(ctx.conn, member_id)),
+            erase=lambda ctx, member_id, _p: ("delete", desk.forget_member(ctx.conn, member_id)),
+            merge=lambda ctx, source, target: desk.merge_member(ctx.conn, source, target),
+            tables=("service_tickets", "service_events"),
+        )
+    )
+    erasure.register(table_holder(service.service_compensations, policy=keep))  # type: ignore[arg-type]
+    erasure.register(table_holder(service.service_after_sales, policy=keep))  # type: ignore[arg-type]
     # Messages waiting for the platform's webhooks, their deliveries, and campaign exposure:
     # deleted on erasure (nothing more is sent about an erased member), re-keyed on a merge
     # where no key can collide.

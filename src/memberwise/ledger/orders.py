@@ -28,6 +28,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, RowMapping
 
 from memberwise.kit.ids import new_id
@@ -613,3 +614,17 @@ def _record_debt(
         reason="points taken back exceed the refund's money",
     )
     repository.insert_entries(conn, [entry])
+
+
+def lines(conn: Connection, order_id: str) -> tuple[OrderOut, list[OrderItem]]:
+    """An order and its lines as placed (the service desk's after-sales requests name lines).
+
+    Raises OrderNotFound.
+    """
+    row = repository.get_order(conn, order_id)
+    if row is None:
+        raise OrderNotFound(f"no order {order_id!r}")
+    items = row["items"]
+    if isinstance(items, str):  # stored as JSON text by the hot path's raw insert
+        items = orjson.loads(items)
+    return _out(row), [OrderItem.model_validate(i) for i in items]

@@ -787,3 +787,10 @@ def merge_member(
     else:
         repository.delete_member_row(conn, tables.member_managers, source)
     return moved
+
+
+def manager_of(conn: Connection, member_id: str) -> ManagerOut | None:
+    """The member's account manager (None: the member has none): one keyed read, for the
+    service desk's routing of a black-card member's ticket."""
+    row = repository.manager_of(conn, member_id)
+    return ManagerOut(staff_id=row["staff_id"], name=row["name"]) if row is not None else None

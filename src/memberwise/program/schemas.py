@@ -39,6 +39,7 @@ from memberwise.profiles.rules import FieldType, parse_rule
 from memberwise.profiles.segments import LIFECYCLE, NAME_PATTERN, Segment, is_catch_all
 from memberwise.program.base import Problem, Section, problem, problems_error, rule_problem, suggest
 from memberwise.program.benefits import Benefit, benefit_problems
+from memberwise.program.desk import ServiceSettings, service_problems
 from memberwise.program.ledger import CouponTemplate, PointsSettings
 from memberwise.program.membership import (
     BlackCard,
@@ -187,6 +188,8 @@ class Program(Section):
     recommendations: RecommendationSettings = Field(default_factory=RecommendationSettings)
     #: Consent purposes and defaults, request deadlines, retention (see docs/privacy.md).
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    #: The service desk: SLAs, calendar, routing skills, authority, after-sales, auto tickets.
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     def tier_index(self, name: str) -> int:
         """The position of tier ``name`` in the ladder (0 is the floor)."""
@@ -197,6 +200,7 @@ class Program(Section):
         found = [{**p, "at": ["tiers", *p["at"]]} for p in tier_problems(self.tiers, self.score)]
         found += reference_problems(self.tiers, self.plans, self.black_card, self.benefits)
         found += benefit_problems(self)
+        found += service_problems([t.name for t in self.tiers], self.service)
         if found:
             raise problems_error(found)
         return self

@@ -1,7 +1,7 @@
 """consent ledger, member keys, data-subject requests, erasures, identity merges
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0009
 Create Date: 2026-12-06 20:08:15.542846
 """
 
@@ -16,7 +16,7 @@ import memberwise.kit.time
 
 revision: str = "0010"
 # In branch h16 this follows 0006 so it migrates alone; the integrator re-links it to 0009.
-down_revision: str | None = "0006"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
