@@ -25,6 +25,7 @@ from memberwise.events.endpoints import router as events_router
 from memberwise.kit.asgi import AnswerUnexpectedErrors
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
+from memberwise.kit.openapi import document_errors
 from memberwise.ledger.benefit_endpoints import router as benefits_router
 from memberwise.ledger.endpoints import router as ledger_router
 from memberwise.members.endpoints import router as members_router
@@ -122,6 +123,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # every /v1 request is authenticated before its body is read.
     app.add_middleware(AuthenticateFirst, verifier=rt.verifier)
     app.add_middleware(AnswerUnexpectedErrors)
+    fastapi_openapi = app.openapi
+    app.openapi = lambda: document_errors(fastapi_openapi())  # type: ignore[method-assign]
 
     @app.get("/health", tags=["health"], summary="Liveness and store reachability (no key)")
     def health() -> JSONResponse:
