@@ -99,6 +99,8 @@ def test_money_is_a_strict_integer(
 
     assert_refused(client.post("/v1/orders", json=order(items=items), headers=platform))
     assert_refused(client.put("/v1/items/i1", json={"price": price}, headers=platform))
+    quote = {"member_id": "m1", "items": [{"item_id": "i1", "price": price, "quantity": 1}]}
+    assert_refused(client.post("/v1/checkout/quote", json=quote, headers=platform))
     assert client.get("/v1/orders/o1", headers=platform).status_code == 404
 
 
