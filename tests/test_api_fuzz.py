@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import response_schema_conformance
@@ -164,19 +165,41 @@ def _key_for(case: Any) -> str:
     return KEYS[role]
 
 
-@schema.parametrize()
-@settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-    suppress_health_check=list(HealthCheck),
-)
-def test_no_request_gets_a_5xx_or_an_undocumented_answer(case: Any, fuzz_client: Any) -> None:
-    case.call_and_validate(
-        session=fuzz_client,
-        base_url="http://localhost",
-        headers={"Authorization": f"Bearer {_key_for(case)}"},
-        checks=[not_a_server_error, response_schema_conformance],
+def _operations() -> dict[str, Any]:
+    found = {}
+    for result in schema.get_all_operations():
+        operation = result.ok()  # raises on an operation the schema cannot describe
+        found[f"{operation.method.upper()} {operation.path}"] = operation
+    return found
+
+
+#: Every operation of the API, by "METHOD /path". A plain parametrize (not schemathesis'
+#: pytest plugin), so each operation is its own test under xdist and a failure fails the suite.
+OPERATIONS = _operations()
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_no_request_gets_a_5xx_or_an_undocumented_answer(operation: str, fuzz_client: Any) -> None:
+    api = OPERATIONS[operation]
+    cases = st.one_of(
+        api.as_strategy(GenerationMode.POSITIVE, hooks=schema.hooks),
+        api.as_strategy(GenerationMode.NEGATIVE, hooks=schema.hooks),
     )
+
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=cases)
+    def no_5xx(case: Any) -> None:
+        case.call_and_validate(
+            session=fuzz_client,
+            base_url="http://localhost",
+            headers={"Authorization": f"Bearer {_key_for(case)}"},
+            checks=[not_a_server_error, response_schema_conformance],
+        )
+
+    no_5xx()
