@@ -181,8 +181,11 @@ def test_health_needs_no_key(client: TestClient) -> None:
 def test_unknown_routes_and_bad_queries_answer_in_the_error_format(
     client: TestClient, auth: Auth
 ) -> None:
-    missing = client.get("/v1/nothing-here")
+    missing = client.get("/v1/nothing-here", headers=auth(Role.admin))
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+    # Without a key nothing under /v1 is told apart, a route or not.
+    anonymous = client.get("/v1/nothing-here")
+    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "missing_api_key")
     bad = client.get("/v1/members?limit=0", headers=auth(Role.admin))
     assert bad.status_code == 422
     assert bad.json()["code"] == "invalid_request"

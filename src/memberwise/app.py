@@ -26,13 +26,16 @@ from memberwise.campaigns.endpoints import router as campaigns_router
 from memberwise.config import Settings, get_settings
 from memberwise.events.endpoints import router as events_router
 from memberwise.jobs import holders
+from memberwise.kit.asgi import AnswerUnexpectedErrors
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
+from memberwise.kit.openapi import document_errors
 from memberwise.ledger.benefit_endpoints import router as benefits_router
 from memberwise.ledger.endpoints import router as ledger_router
 from memberwise.members.endpoints import router as members_router
 from memberwise.membership.endpoints import router as membership_router
 from memberwise.predict.endpoints import router as predict_router
+from memberwise.privacy.auth import AuthenticateFirst
 from memberwise.privacy.endpoints import consent_router
 from memberwise.privacy.endpoints import router as privacy_router
 from memberwise.profiles.endpoints import router as profiles_router
@@ -65,6 +68,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # One mistake, one code on every route: a body that is not JSON at all is
+        # 400 malformed_json, as POST /v1/events (which parses its body by hand) answers.
+        for e in exc.errors():
+            if e.get("type") == "json_invalid":
+                reason = (e.get("ctx") or {}).get("error", "invalid JSON")
+                return _error(400, "malformed_json", f"the body is not valid JSON: {reason}")
         details = [
             {"loc": list(e.get("loc", ())), "type": e.get("type"), "message": e.get("msg")}
             for e in exc.errors()
@@ -137,6 +146,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = rt
     _install_error_handlers(app)
+    # Outermost last: unexpected errors are answered here (the connection stays open), and
+    # every /v1 request is authenticated before its body is read.
+    app.add_middleware(AuthenticateFirst, verifier=rt.verifier)
+    app.add_middleware(AnswerUnexpectedErrors)
+    fastapi_openapi = app.openapi
+    app.openapi = lambda: document_errors(fastapi_openapi())  # type: ignore[method-assign]
 
     @app.get("/health", tags=["health"], summary="Liveness and store reachability (no key)")
     def health() -> JSONResponse:

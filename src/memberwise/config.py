@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import secrets
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -82,6 +83,17 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, description="Port the API listens on.")
+    # -- the window business times sent to the API must lie in (orders, refunds, payments...)
+    business_time_earliest: datetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="Earliest accepted business time (e.g. the platform's launch); naive = UTC.",
+    )
+    business_time_max_future_seconds: float = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="How far ahead of the server's clock a business time may lie (clock skew).",
+    )
 
     @model_validator(mode="after")
     def _absolute_home(self) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -12,6 +13,7 @@ from memberwise.config import Settings
 from memberwise.kit.cache import BoundedSet
 from memberwise.kit.db import make_engine
 from memberwise.kit.lake import EventLake
+from memberwise.kit.time import BusinessWindow, as_utc, configure_window
 from memberwise.privacy.crypto import FieldCipher
 from memberwise.privacy.service import KeyVerifier
 
@@ -34,6 +36,12 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
         engine = make_engine(settings.db_url)
+        configure_window(
+            BusinessWindow(
+                earliest=as_utc(settings.business_time_earliest),
+                max_future=timedelta(seconds=settings.business_time_max_future_seconds),
+            )
+        )
         return cls(
             settings=settings,
             engine=engine,

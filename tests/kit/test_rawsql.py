@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, select
 
 from memberwise.kit import rawsql
 from memberwise.members.tables import members
@@ -37,3 +37,18 @@ def test_timestamps_go_in_and_come_back_as_the_columns_keep_them(conn: Connectio
         ("m1",)
     ]
     assert rawsql.instant(None) is None
+
+
+def test_a_stamp_of_any_year_reads_back_through_the_table(conn: Connection) -> None:
+    """A year below 1000 once went in as '1-01-01 ...', which SQLAlchemy could never read back:
+    the row broke every later read (issue 13). The stamp is zero-padded like SQLAlchemy's own."""
+    for n, year in enumerate((1, 999, 2026, 9999)):
+        at = datetime(year, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+        rawsql.execute(
+            conn,
+            "INSERT INTO members (member_id, status, source, version, created_at, updated_at) "
+            "VALUES (:id, 'active', 'api', 1, :at, :at)",
+            {"id": f"y{n}", "at": rawsql.stamp(conn, at)},
+        )
+        stored = conn.execute(select(members.c.created_at).where(members.c.member_id == f"y{n}"))
+        assert stored.scalar_one() == at

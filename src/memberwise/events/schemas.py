@@ -16,6 +16,7 @@ import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from memberwise.kit.ids import MemberId
 from memberwise.kit.lake_schema import LAKE_SCHEMA as LAKE_SCHEMA
 
 
@@ -104,7 +105,7 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str = Field(min_length=1, max_length=MAX_ID_LEN)
-    member_id: str = Field(min_length=1, max_length=MAX_ID_LEN)
+    member_id: MemberId
     type: EventType
     ts: datetime = Field(description="ISO-8601 (no zone = UTC) or Unix seconds.")
     item_id: str | None = Field(default=None, max_length=MAX_ID_LEN)

@@ -42,6 +42,7 @@ from memberwise.events.schemas import (
     RejectCode,
     max_ts,
 )
+from memberwise.kit.ids import ID_BODY
 
 #: The column every batch carries: the row's number in its source file (for dead letters).
 ROW = "__row"
@@ -272,6 +273,14 @@ def build_validation(
                 f"strlen({v}) > {limit} AND length({v}) > {limit}",
                 _lit(f"{name} is longer than {limit} characters"),
             )
+            if name == "member_id":  # the one id rule of kit.ids, as the API's EventIn has it
+                add(
+                    RejectCode.invalid_value,
+                    name,
+                    f"NOT regexp_full_match({v}, {_lit(ID_BODY)})",
+                    f"'member_id ' || {_shown(v)} || "
+                    + _lit(" may hold only ASCII letters, digits, '_', '-', ':' and single dots"),
+                )
         elif name == "type":
             allowed = ", ".join(_lit(t) for t in EVENT_TYPES)
             add(

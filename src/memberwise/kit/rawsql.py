@@ -37,7 +37,9 @@ def stamp(conn: Connection, value: datetime | None) -> Any:
     """A timestamp bound as its column stores it (naive UTC text on SQLite)."""
     if value is None or conn.dialect.name == "postgresql":
         return value
-    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # isoformat, not strftime: strftime's %Y does not zero-pad a year below 1000 ('1-01-01'),
+    # and SQLAlchemy could then never read the row back (every later read of it failed).
+    return as_utc(value).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def instant(value: Any) -> datetime | None:

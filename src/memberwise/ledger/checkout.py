@@ -27,7 +27,7 @@ from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 from itertools import combinations
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictInt, model_validator
 from sqlalchemy import Connection
 
 from memberwise.ledger import benefits, coupons, points
@@ -53,15 +53,15 @@ class CartItem(BaseModel):
     category: str | None = Field(default=None, max_length=128)
     brand: str | None = Field(default=None, max_length=128)
     merchant_id: str | None = Field(default=None, max_length=128)
-    price: int = Field(ge=0, le=MAX_FEN)
-    quantity: int = Field(ge=1, le=10_000)
+    price: StrictInt = Field(ge=0, le=MAX_FEN)  # money is a strict integer, as on orders
+    quantity: StrictInt = Field(ge=1, le=10_000)
 
 
 class QuoteIn(BaseModel):
     member_id: str = Field(min_length=1, max_length=128)
     items: list[CartItem] = Field(min_length=1, max_length=500)
     #: The platform's shipping fee for the cart, in fen.
-    shipping_fee: int = Field(default=0, ge=0, le=MAX_FEN)
+    shipping_fee: StrictInt = Field(default=0, ge=0, le=MAX_FEN)
     #: Consider only these of the member's coupons (default: all the member holds).
     coupon_ids: list[str] | None = Field(default=None, max_length=200)
 

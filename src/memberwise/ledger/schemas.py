@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictInt, model_validator
 
+from memberwise.kit.ids import ID_MAX_LEN, ID_PATTERN, MemberId
+from memberwise.kit.money import MAX_AMOUNT, Money, Points, total
 from memberwise.kit.pagination import Page
+from memberwise.kit.time import BusinessTime
 
-_ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
-#: Money and points are bounded so a sum of many never overflows a 64-bit column.
-_MONEY = Field(ge=0, le=10**12)
-_POINTS = Field(ge=0, le=10**12)
+_ID = Field(min_length=1, max_length=ID_MAX_LEN, pattern=ID_PATTERN)
 
 
 class LotStatus(StrEnum):
@@ -119,20 +119,20 @@ class AwardIn(BaseModel):
 
     kind: AwardKind
     source_id: str = _ID
-    at: datetime | None = None
+    at: BusinessTime | None = None
 
 
 class AdjustmentIn(BaseModel):
     """A staff correction of a member's points (positive adds, negative takes), with a reason."""
 
-    points: int = Field(ge=-(10**9), le=10**9)
+    points: StrictInt = Field(ge=-(10**9), le=10**9)
     reason: str = Field(min_length=3, max_length=500)
 
 
 class RedemptionIn(BaseModel):
     """Spend points: on a gift (``reason`` names it) or on a coupon template sold for points."""
 
-    points: int | None = Field(default=None, ge=1, le=10**12)
+    points: StrictInt | None = Field(default=None, ge=1, le=MAX_AMOUNT)
     coupon_template: str | None = Field(default=None, min_length=1, max_length=64)
     reason: str = Field(default="", max_length=500)
 
@@ -171,7 +171,7 @@ class IssueIn(BaseModel):
     """Issue coupons of a template to members: listed ones, or a segment of the published build."""
 
     template: str = Field(min_length=1, max_length=64)
-    member_ids: list[str] = Field(default_factory=list, max_length=10_000)
+    member_ids: list[MemberId] = Field(default_factory=list, max_length=10_000)
     segment: str | None = Field(default=None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
@@ -210,21 +210,27 @@ class OrderItem(BaseModel):
     item_id: str = _ID
     category: str | None = Field(default=None, max_length=128)
     brand: str | None = Field(default=None, max_length=128)
-    price: int = _MONEY
-    quantity: int = Field(default=1, ge=1, le=100_000)
+    price: Money
+    quantity: StrictInt = Field(default=1, ge=1, le=100_000)
 
 
 class OrderIn(BaseModel):
     """An order the platform placed, with the coupons and points the member chose."""
 
     order_id: str = _ID
-    member_id: str = _ID
+    member_id: MemberId
     merchant_id: str | None = Field(default=None, max_length=128)
     items: list[OrderItem] = Field(min_length=1, max_length=500)
-    shipping_fee: int = Field(default=0, ge=0, le=10**9)
+    shipping_fee: StrictInt = Field(default=0, ge=0, le=10**9)
     coupon_ids: list[str] = Field(default_factory=list, max_length=10)
-    points: int = Field(default=0, ge=0, le=10**12, description="Points paying part of it.")
-    placed_at: datetime | None = Field(default=None, description="Default: now.")
+    points: Points = Field(default=0, description="Points paying part of it.")
+    placed_at: BusinessTime | None = Field(default=None, description="Default: now.")
+
+    @model_validator(mode="after")
+    def _bounded_total(self) -> OrderIn:
+        # Each line is in bounds, but 500 of them may not be: the goods total is stored.
+        total((i.price * i.quantity for i in self.items), what="the order's goods amount")
+        return self
 
 
 class OrderOut(BaseModel):
@@ -271,9 +277,9 @@ class RefundIn(BaseModel):
     """A refund of part (``amount`` fen of what was paid) or all (``full``) of an order."""
 
     refund_id: str = _ID
-    amount: int | None = Field(default=None, ge=1, le=10**12)
+    amount: StrictInt | None = Field(default=None, ge=1, le=MAX_AMOUNT)
     full: bool = False
-    at: datetime | None = None
+    at: BusinessTime | None = None
 
     @model_validator(mode="after")
     def _what(self) -> RefundIn:

@@ -7,6 +7,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memberwise.kit.ids import MemberId
+from memberwise.kit.time import BusinessTime
+
 
 class MemberStatus(StrEnum):
     active = "active"
@@ -39,13 +42,13 @@ class MemberFields(BaseModel):
     credit_stars: int | None = Field(
         default=None, ge=0, le=7, description="The platform's credit rating, 0-7 stars."
     )
-    registered_at: datetime | None = None
+    registered_at: BusinessTime | None = None
 
 
 class MemberCreate(MemberFields):
     """Register a member. ``member_id`` is the platform's own id and the idempotency key."""
 
-    member_id: str = Field(min_length=1, max_length=128)
+    member_id: MemberId
 
 
 class MemberUpdate(MemberFields):

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from memberwise.builds import builds_root, previous_builds
 from memberwise.config import get_settings
 from memberwise.kit.db import transaction
-from memberwise.kit.errors import MemberwiseError
+from memberwise.kit.errors import InvalidRequest, MemberwiseError
 from memberwise.kit.time import utcnow
 from memberwise.membership import repository, service, stage, subscriptions
 from memberwise.membership.schemas import TierGrant
@@ -114,14 +115,12 @@ def grant(
     """Give MEMBER_ID the tier TIER by hand; recalculation leaves it alone."""
     rt = Runtime.open(get_settings())
     try:
+        data = TierGrant(tier=tier, until=until, reason=reason)
         with transaction(rt.engine) as conn:
-            out = service.grant(
-                conn,
-                _program(None),
-                member_id,
-                TierGrant(tier=tier, until=until, reason=reason),
-                actor=CLI_ACTOR,
-            )
+            out = service.grant(conn, _program(None), member_id, data, actor=CLI_ACTOR)
+    except ValidationError as exc:  # e.g. an --until in the past or millennia ahead
+        first = exc.errors()[0]
+        raise _fail(InvalidRequest(f"{first['loc'][0]}: {first['msg']}")) from None
     except MemberwiseError as exc:
         raise _fail(exc) from None
     finally:

@@ -8,6 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from memberwise.kit.money import Money
+from memberwise.kit.time import BusinessTime, EndTime
+
 
 class SubscriptionStatus(StrEnum):
     pending = "pending"  # created, waiting for its first payment
@@ -125,9 +128,9 @@ class PaymentIn(BaseModel):
 
     payment_id: str = Field(min_length=1, max_length=128)
     invoice_id: str | None = Field(default=None, max_length=32)
-    amount: int = Field(ge=0, description="minor units (fen)")
+    amount: Money
     outcome: PaymentOutcome = PaymentOutcome.succeeded
-    occurred_at: datetime | None = None
+    occurred_at: BusinessTime | None = None
 
 
 class CancelIn(BaseModel):
@@ -142,7 +145,7 @@ class CancelOut(BaseModel):
 
 class TierGrant(BaseModel):
     tier: str = Field(min_length=1, max_length=64)
-    until: datetime | None = None
+    until: EndTime | None = None
     reason: str = Field(min_length=1, max_length=500)
 
 

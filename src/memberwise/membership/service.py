@@ -473,10 +473,10 @@ def reassign_manager(
 def managed_members(
     conn: Connection, staff_id: str, *, after: str | None, limit: int
 ) -> ManagerMembersOut:
+    cursor = decode_cursor(after)  # a bad cursor is refused first, as on every list
     manager = repository.get_manager(conn, staff_id)
     if manager is None:
         raise ManagerNotFound(f"{staff_id} is not an account manager")
-    cursor = decode_cursor(after)
     rows = repository.page_managed(conn, staff_id, after=cursor, limit=limit + 1)
     items = [ManagedMember.model_validate(dict(r)) for r in rows[:limit]]
     return ManagerMembersOut(

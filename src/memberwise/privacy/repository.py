@@ -55,6 +55,17 @@ def revoke_key(conn: Connection, key_id: str, when: datetime) -> bool:
     return result.rowcount == 1
 
 
+def lock_active_keys(conn: Connection, role: str) -> list[str]:
+    """The ids of the active keys of ``role``, locked until the transaction ends."""
+    query = (
+        select(api_keys.c.key_id)
+        .where(api_keys.c.role == role, api_keys.c.revoked_at.is_(None))
+        .order_by(api_keys.c.key_id)  # one lock order for every caller
+        .with_for_update()
+    )
+    return list(conn.execute(query).scalars())
+
+
 def count_active_keys(conn: Connection, role: str) -> int:
     query = select(func.count()).where(api_keys.c.role == role, api_keys.c.revoked_at.is_(None))
     return int(conn.execute(query).scalar_one())

@@ -53,6 +53,10 @@ class KeyNotFound(NotFound):
     code = "api_key_not_found"
 
 
+class LastAdminKey(Conflict):
+    code = "last_admin_key"
+
+
 class StaffNotFound(NotFound):
     code = "staff_not_found"
 
@@ -122,7 +126,15 @@ def list_keys(conn: Connection) -> list[KeyOut]:
 def revoke_key(
     conn: Connection, key_id: str, *, actor: Principal = SYSTEM, verifier: KeyVerifier | None = None
 ) -> None:
-    """Revoke a key for good. Raises KeyNotFound when there is no active key with that id."""
+    """Revoke a key for good. Raises KeyNotFound when there is no active key with that id,
+    LastAdminKey when it is the last active admin key (revoking it would lock everyone out of
+    key management; create another admin key first)."""
+    row = repository.get_key(conn, key_id)
+    active_admin = row is not None and row["role"] == Role.admin.value and not row["revoked_at"]
+    # The active admin keys are locked (PostgreSQL) so two revocations at once cannot each see
+    # the other's key still active and both go through.
+    if active_admin and repository.lock_active_keys(conn, Role.admin.value) == [key_id]:
+        raise LastAdminKey("this is the last active admin key; create another one first")
     if not repository.revoke_key(conn, key_id, utcnow()):
         raise KeyNotFound(f"no active API key {key_id!r}")
     audit(conn, actor, "api_key.revoke", "api_key", key_id)

@@ -9,6 +9,8 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from memberwise.events.schemas import MAX_ID_LEN
+from memberwise.kit.money import Money
+from memberwise.kit.time import ScheduledTime
 
 Id = str
 
@@ -23,8 +25,8 @@ class ItemIn(BaseModel):
     parent_category_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LEN)
     brand: str | None = Field(default=None, max_length=MAX_ID_LEN)
     merchant_id: str | None = Field(default=None, max_length=MAX_ID_LEN)
-    price: int | None = Field(default=None, ge=0, description="Minor units (fen).")
-    launched_at: datetime | None = Field(
+    price: Money | None = None
+    launched_at: ScheduledTime | None = Field(
         default=None,
         description="Launch time; before it only members whose tier grants early access see it.",
     )
@@ -35,6 +37,10 @@ class ItemIn(BaseModel):
 
 
 class ItemOut(ItemIn):
+    # What was stored is shown as it is: the input bounds (price, launch window) are not
+    # checked again on a read, so a row can never make its own read fail.
+    price: int | None = Field(default=None, description="Minor units (fen).")
+    launched_at: datetime | None = None
     item_id: str
     updated_at: datetime
 
