@@ -25,7 +25,7 @@ from memberwise.events.bulk import BulkResult, fingerprint, ingest_paths
 from memberwise.events.schemas import INPUT_SCHEMA, EventIn, max_ts, time_in_range
 from memberwise.kit.lake import EventLake
 
-TAOBAO = Path("/work/shared/data/taobao_userbehavior_43users.csv")
+TAOBAO = Path(__file__).resolve().parents[3] / "shared" / "data" / "taobao_userbehavior_43users.csv"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 HEADER = ["event_id", "member_id", "type", "ts", "price", "quantity", "rating", "item_id"]
 HEADER += ["properties", "text"]
