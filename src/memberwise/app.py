@@ -22,12 +22,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from memberwise import __version__
 from memberwise.config import Settings, get_settings
 from memberwise.events.endpoints import router as events_router
+from memberwise.feedback.endpoints import router as feedback_router
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
 from memberwise.ledger.benefit_endpoints import router as benefits_router
 from memberwise.ledger.endpoints import router as ledger_router
 from memberwise.members.endpoints import router as members_router
 from memberwise.membership.endpoints import router as membership_router
+from memberwise.merchants import service as merchants_service
+from memberwise.merchants.endpoints import router as merchants_router
 from memberwise.predict.endpoints import router as predict_router
 from memberwise.privacy.endpoints import router as privacy_router
 from memberwise.profiles.endpoints import router as profiles_router
@@ -131,4 +134,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(predict_router)
     app.include_router(privacy_router)
     app.include_router(profiles_router)
+    app.include_router(feedback_router)
+    app.include_router(merchants_router)
+    # Recommendations leave out kept-away merchants' items (the program's merchants section).
+    merchants_service.install_recommendation_hook(lambda: rt.program().merchants)
     return app

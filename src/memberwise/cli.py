@@ -15,6 +15,7 @@ from memberwise import __version__
 from memberwise.config import Settings, get_settings
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
+from memberwise.feedback.commands import app as feedback_app
 from memberwise.jobs.commands import build, execute_build, print_summary
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.secrets import write_secret_file
@@ -23,6 +24,7 @@ from memberwise.ledger.demo_loader import load_demo_command
 from memberwise.members.commands import app as members_app
 from memberwise.members.commands import import_file
 from memberwise.membership.commands import managers_app, subscriptions_app, tiers_app
+from memberwise.merchants.commands import app as merchants_app
 from memberwise.predict.commands import app as clv_app
 from memberwise.privacy import service as privacy
 from memberwise.privacy.commands import app as keys_app
@@ -53,6 +55,8 @@ app.add_typer(items_app, name="items", help="Load the platform's item catalog.")
 app.add_typer(recommend_app, name="recommend", help="Evaluate and export recommendations.")
 app.add_typer(points_app, name="points", help="Points: the periodic run, a member's points.")
 app.add_typer(coupons_app, name="coupons", help="Coupons: issue to members or a segment.")
+app.add_typer(feedback_app, name="feedback", help="Feedback topics, rising complaints, analysis.")
+app.add_typer(merchants_app, name="merchants", help="Merchant scorecards and penalties.")
 app.command("load-demo-ledgers", help="Replay the lake's demo orders through the ledgers.")(
     load_demo_command
 )

@@ -17,6 +17,10 @@ Stages, in order:
   (:mod:`memberwise.predict.stage`).
 - ``tags``: the program's tag rules over the profiles -> ``tags.parquet``.
 - ``segments``: lifecycle segment rules and persona clusters -> ``segments.parquet``.
+- ``feedback``: sentiment and aspects of review/complaint text, recurring problems, the
+  rising-complaint test (:mod:`memberwise.feedback.stage`).
+- ``merchants``: DSR scorecards, refund/dispute/complaint rates, merchant items
+  (:mod:`memberwise.merchants.stage`).
 - ``publish``: everything into the operational store in one transaction.
 """
 
@@ -41,12 +45,16 @@ import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
 from memberwise.config import Engine
+from memberwise.feedback import service as feedback_service
+from memberwise.feedback import stage as feedback_stage
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import InvalidRequest
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
 from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
 from memberwise.members import service as members_service
 from memberwise.membership import stage as membership_stage
+from memberwise.merchants import service as merchants_service
+from memberwise.merchants import stage as merchants_stage
 from memberwise.predict import service as predict_service
 from memberwise.predict import stage as predict_stage
 from memberwise.profiles import service as profiles_service
@@ -66,6 +74,8 @@ STAGES: tuple[str, ...] = (
     "segments",
     "tiers",
     "recommendations",
+    "feedback",
+    "merchants",
     "publish",
 )
 #: What each stage writes (publish writes to the operational store, not a file).
@@ -78,6 +88,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "segments": ("segments.parquet",),
     "tiers": ("tiers.parquet", "invitations.parquet", "program.json"),
     "recommendations": recommend_stage.OUTPUTS,
+    "feedback": feedback_stage.OUTPUTS,
+    "merchants": merchants_stage.OUTPUTS,
     "publish": (),
 }
 #: What each stage reads.
@@ -88,6 +100,8 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "segments": ("profiles.parquet",),
     "tiers": ("profiles.parquet",),
     "recommendations": recommend_stage.INPUTS,
+    "feedback": feedback_stage.INPUTS,
+    "merchants": merchants_stage.INPUTS,
     "publish": (
         "profiles.parquet",
         "details.parquet",
@@ -299,6 +313,8 @@ PUBLISHERS: tuple[tuple[str, Publisher], ...] = (
     ("predictions", predict_service.publish_build),
     ("tiers", membership_stage.publish),
     ("recommendations", recommend_stage.publish),
+    ("feedback", feedback_service.publish_build),
+    ("merchants", merchants_service.publish_build),
 )
 
 
@@ -323,6 +339,8 @@ RUNNERS: dict[str, Callable[[BuildContext], int]] = {
     "segments": stage_segments,
     "tiers": membership_stage.run_stage,
     "recommendations": recommend_stage.stage_recommendations,
+    "feedback": feedback_stage.stage_feedback,
+    "merchants": merchants_stage.stage_merchants,
     "publish": stage_publish,
 }
 

@@ -32,7 +32,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
+from memberwise.feedback.settings import FeedbackSettings
 from memberwise.ledger.settings import CouponTemplate, PointsSettings
+from memberwise.merchants.settings import MerchantSettings
 from memberwise.predict.settings import PredictionSettings
 from memberwise.profiles.fields import FIELD_TYPES
 from memberwise.profiles.personas import DEFAULT_FEATURES
@@ -184,6 +186,10 @@ class Program(Section):
     coupons: dict[str, CouponTemplate] = Field(default_factory=dict)
     predictions: PredictionSettings = Field(default_factory=PredictionSettings)
     recommendations: RecommendationSettings = Field(default_factory=RecommendationSettings)
+    #: Feedback topics and the rising-complaint test (:mod:`memberwise.feedback`).
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    #: Merchant scorecards, penalty points and actions (:mod:`memberwise.merchants`).
+    merchants: MerchantSettings = Field(default_factory=MerchantSettings)
 
     def tier_index(self, name: str) -> int:
         """The position of tier ``name`` in the ladder (0 is the floor)."""
