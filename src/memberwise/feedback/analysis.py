@@ -82,7 +82,7 @@ def score_texts(texts: Sequence[str], model: SentimentModel, segmenter: Segmente
 def negative_mentions(feedback: ir.Table, scored: ir.Table) -> ir.Table:
     """One row per negative feedback event and aspect: complaints and refund reasons always,
     reviews with few stars or negative text, service messages with negative text."""
-    joined = feedback.join(scored, feedback.text == scored.text).drop("text_right")
+    joined = feedback.join(scored, "text")
     negative = (
         joined.type.isin(["complaint", "refund"])
         | ((joined.type == "review") & (joined.rating.fill_null(5) <= NEGATIVE_STARS))

@@ -26,6 +26,7 @@ from memberwise.feedback.schemas import (
 )
 from memberwise.feedback.sentiment import shipped_model
 from memberwise.feedback.stage import RISING, TOPICS
+from memberwise.feedback.tables import feedback_rising
 from memberwise.feedback.text import default_segmenter
 from memberwise.kit.errors import InvalidRequest
 
@@ -85,7 +86,7 @@ def publish_build(conn: Connection, build_dir: Path) -> int:
         return 0
     build_id = build_dir.name
     count = repository.replace_topics(conn, _rows(build_dir / TOPICS, build_id, ("examples",)))
-    columns = {c.name for c in repository.feedback_rising.c}
+    columns = {c.name for c in feedback_rising.c}
     rising_rows = (
         {k: v for k, v in row.items() if k in columns}
         for row in _rows(build_dir / RISING, build_id)

@@ -149,8 +149,9 @@ def scorecards(
 ) -> ir.Table:
     """One row per merchant: DSR averages, each shrunk towards its industry's mean as if it
     had ``shrinkage`` more ratings there (an empirical-Bayes mean), the rates, and industry
-    percentiles (0-100, 100 best) of the shrunk DSR and of a quality score that also counts
-    refund, dispute and complaint rates (lower is better)."""
+    percentiles (0-100, 100 best) of the shrunk DSR and of a quality score: the mean of the
+    percentiles of shrunk DSR and of shrunk refund, dispute and complaint rates (lower is
+    better)."""
     scores = dsr(ratings)
     merchants = rates.select("merchant_id").union(scores.select("merchant_id")).distinct()
     t = (
@@ -185,6 +186,17 @@ def scorecards(
         dispute_rate=t.disputes / orders,
         complaint_rate=t.complaints / orders,
     )
+    # The percentiles rank rates shrunk the same way (as if ``shrinkage`` more orders at the
+    # industry's rate): a shop with 2 orders and 1 refund is not ranked as a 50 % refunder.
+    n = t.orders.cast("float64")
+    ranked = {}
+    for name, count in (("refund", t.refunds), ("dispute", t.disputes),
+                        ("complaint", t.complaints)):  # fmt: skip
+        industry_rate = count.sum().over(by_industry) / ibis.greatest(
+            n.sum().over(by_industry), 1.0
+        )
+        ranked[f"shrunk_{name}"] = (count + industry_rate * shrinkage) / (n + shrinkage)
+    t = t.mutate(**ranked)
 
     def percentile(value: ir.NumericValue) -> ir.FloatingValue:
         rank = ibis.percent_rank().over(group_by=t.industry, order_by=value)
@@ -192,9 +204,9 @@ def scorecards(
 
     t = t.mutate(
         dsr_percentile=percentile(t.dsr_score),
-        p_refund=percentile(-t.refund_rate),
-        p_dispute=percentile(-t.dispute_rate),
-        p_complaint=percentile(-t.complaint_rate),
+        p_refund=percentile(-t.shrunk_refund),
+        p_dispute=percentile(-t.shrunk_dispute),
+        p_complaint=percentile(-t.shrunk_complaint),
     )
     t = t.mutate(quality=(t.dsr_percentile + t.p_refund + t.p_dispute + t.p_complaint) / 4)
     t = t.mutate(quality_percentile=percentile(t.quality))

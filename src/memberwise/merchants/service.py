@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import Connection, RowMapping
+from sqlalchemy import Connection
 
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
@@ -39,6 +39,7 @@ from memberwise.merchants.schemas import (
 )
 from memberwise.merchants.settings import MerchantSettings
 from memberwise.merchants.stage import COMPLAINTS, ITEMS, SCORECARDS
+from memberwise.merchants.tables import merchant_scorecards
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal
 
@@ -96,15 +97,15 @@ class Complaint:
 COMPLAINT_HOOKS: list[Callable[[Connection, Complaint], None]] = []
 
 
-def _penalty(row: RowMapping) -> PenaltyOut:
+def _penalty(row: Mapping[Any, Any]) -> PenaltyOut:
     return PenaltyOut.model_validate(dict(row))
 
 
-def _action(row: RowMapping) -> ActionOut:
+def _action(row: Mapping[Any, Any]) -> ActionOut:
     return ActionOut.model_validate(dict(row))
 
 
-def _appeal(row: RowMapping) -> AppealOut:
+def _appeal(row: Mapping[Any, Any]) -> AppealOut:
     return AppealOut.model_validate(dict(row))
 
 
@@ -156,7 +157,7 @@ def record_violation(
             points=points(conn, settings, merchant_id, now, tz),
             actions=[_action(r) for r in repository.active_actions(conn, merchant_id, now)],
         )
-    row = {
+    row: dict[str, Any] = {
         "entry_id": new_id(),
         "merchant_id": merchant_id,
         "violation": violation,
@@ -199,11 +200,12 @@ def apply_thresholds(
         key = f"{threshold.action.value}:{threshold.points}:{year}"
         if repository.action_by_trigger(conn, merchant_id, key) is not None:
             continue
-        row = {
+        reason = f"{total} penalty points reached the {threshold.points}-point threshold"
+        row: dict[str, Any] = {
             "action_id": new_id(),
             "merchant_id": merchant_id,
             "kind": threshold.action.value,
-            "reason": f"{total} penalty points reached the {threshold.points}-point threshold",
+            "reason": reason,
             "points": total,
             "starts_at": at,
             "ends_at": at + timedelta(days=threshold.days) if threshold.days else None,
@@ -214,8 +216,8 @@ def apply_thresholds(
         repository.insert_action(conn, row)
         privacy.audit(
             conn, actor, f"merchant.{threshold.action.value}", "merchant", merchant_id,
-            reason=row["reason"], details={"action_id": row["action_id"], "points": total,
-                                           "days": threshold.days},
+            reason=reason, details={"action_id": row["action_id"], "points": total,
+                                    "days": threshold.days},
         )  # fmt: skip
         taken.append(_action(row))
     return taken
@@ -333,7 +335,7 @@ def _parquet_rows(
 
 
 def _scorecard_rows(path: Path, build_id: str, as_of: datetime) -> Iterator[dict[str, Any]]:
-    columns = {c.name for c in repository.merchant_scorecards.c}
+    columns = {c.name for c in merchant_scorecards.c}
     for row in _parquet_rows(path, build_id, as_of=as_of):
         yield {k: v for k, v in row.items() if k in columns}
 
@@ -383,16 +385,19 @@ def grant_badges(
             continue
         if repository.action_by_trigger(conn, merchant_id, key) is not None:
             continue
-        row = {
+        reason = (
+            f"{support.badge}: quality at or above the {support.badge_percentile:g}th "
+            "percentile of its industry, no penalty points"
+        )
+        row: dict[str, Any] = {
             "action_id": new_id(), "merchant_id": merchant_id, "kind": "badge",
-            "reason": f"{support.badge}: quality at or above the {support.badge_percentile:g}th "
-                      "percentile of its industry, no penalty points",
+            "reason": reason,
             "points": None, "starts_at": at, "ends_at": at + timedelta(days=31),
             "lifted_at": None, "trigger_key": key, "created_at": at,
         }  # fmt: skip
         repository.insert_action(conn, row)
         privacy.audit(conn, SYSTEM, "merchant.badge", "merchant", merchant_id,
-                      reason=row["reason"], details={"action_id": row["action_id"]})  # fmt: skip
+                      reason=reason, details={"action_id": row["action_id"]})  # fmt: skip
         granted.append(_action(row))
     return granted
 
