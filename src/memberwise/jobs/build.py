@@ -461,7 +461,9 @@ def run_build(
                 rows = RUNNERS[stage](ctx)
                 done = StageResult(stage, time.perf_counter() - started, rows)
                 result.stages.append(done)
-                if stage == "profiles" or result.members == 0:
+                # (Stages that read no profiles, e.g. feedback, may run before any build has.)
+                profiled = ctx.path("profiles.parquet").exists()
+                if profiled and (stage == "profiles" or result.members == 0):
                     result.members, result.events_read = _profile_counts(ctx)
                 if on_stage is not None:
                     on_stage(done)

@@ -171,13 +171,22 @@ def scorecards(
         complaints=t.complaints.fill_null(0),
     )
     by_industry = ibis.window(group_by=t.industry)
+    everyone = ibis.window()
     shrunk = {}
     for n in DSR_FIELDS:
         col = t[f"dsr_{n}"]
         weight = t.ratings.cast("float64")
-        mean = (col * weight).sum().over(by_industry) / weight.sum().over(by_industry)
-        shrunk[f"shrunk_{n}"] = ((col.fill_null(0) * weight + mean * shrinkage)
-                                 / (weight + shrinkage))  # fmt: skip
+        # The industry's rating-weighted mean; an industry without ratings uses everyone's,
+        # and a platform without any rating scores 0 (nothing to rank by).
+        total = col.fill_null(0) * weight
+        mean = ibis.coalesce(
+            total.sum().over(by_industry) / weight.sum().over(by_industry).nullif(0),
+            total.sum().over(everyone) / weight.sum().over(everyone).nullif(0),
+            ibis.literal(0.0),
+        )
+        shrunk[f"shrunk_{n}"] = ibis.coalesce(
+            (total + mean * shrinkage) / (weight + shrinkage).nullif(0), mean
+        )
     t = t.mutate(**shrunk)
     orders = ibis.greatest(t.orders, 1).cast("float64")
     t = t.mutate(
