@@ -366,8 +366,9 @@ def publish_build(conn: Connection, build_dir: Path) -> int:
                 idempotency_key=f"poor_service:{month}", tz=tz, at=as_of,
             )  # fmt: skip
     grant_badges(conn, settings, as_of, tz)
-    if COMPLAINT_HOOKS and (build_dir / COMPLAINTS).exists():
-        _complaints_to_hooks(conn, settings, build_dir / COMPLAINTS, as_of)
+    tiers = set(section.get("ticket_tiers", settings.keep_away.ticket_tiers))
+    if COMPLAINT_HOOKS and tiers and (build_dir / COMPLAINTS).exists():
+        _complaints_to_hooks(conn, settings, tiers, build_dir / COMPLAINTS, as_of)
     clear_exclusion_cache()
     return count
 
@@ -411,11 +412,10 @@ def kept_away_merchants(conn: Connection, settings: MerchantSettings, at: dateti
 
 
 def _complaints_to_hooks(
-    conn: Connection, settings: MerchantSettings, path: Path, at: datetime
+    conn: Connection, settings: MerchantSettings, tiers: set[str], path: Path, at: datetime
 ) -> None:
     from memberwise.membership import service as membership_service
 
-    tiers = set(settings.keep_away.ticket_tiers)
     away = kept_away_merchants(conn, settings, at)
     for row in _parquet_rows(path):
         if row["merchant_id"] not in away:

@@ -60,8 +60,8 @@ class KeepAway(Section):
     under_actions: tuple[ActionKind, ...] = (ActionKind.marketing_ban, ActionKind.shop_block,
                                              ActionKind.closure)  # fmt: skip
     #: Complaints from members of these tiers about kept-away merchants go to the service
-    #: desk's hook (a ticket each), black card first.
-    ticket_tiers: tuple[str, ...] = ("black_card",)
+    #: desk's hook (a ticket each). Empty: the program's black-card tier, if it has one.
+    ticket_tiers: tuple[str, ...] = ()
 
 
 class MerchantSettings(Section):

@@ -36,6 +36,14 @@ def _parents(ctx: BuildContext) -> ibis.Table:
     return ibis.memtable(table.select(["category_id", "parent_id"]))
 
 
+def _ticket_tiers(ctx: BuildContext) -> tuple[str, ...]:
+    """The tiers whose complaints about kept-away merchants open tickets: the program's
+    ``keep_away.ticket_tiers``, or else its black-card tier."""
+    chosen = ctx.program.merchants.keep_away.ticket_tiers
+    black_card = ctx.program.black_card
+    return chosen or ((black_card.tier,) if black_card is not None else ())
+
+
 def stage_merchants(ctx: BuildContext) -> int:
     """Scorecards, merchant items and recent complaints; the number of scorecards."""
     settings = ctx.program.merchants
@@ -52,6 +60,7 @@ def stage_merchants(ctx: BuildContext) -> int:
     ctx.meta.setdefault("sections", {})["merchants"] = {
         "settings": settings.model_dump(mode="json"),
         "timezone": ctx.program.display_timezone,
+        "ticket_tiers": list(_ticket_tiers(ctx)),
         "scorecards": rows,
     }
     ctx.progress("merchants", 1, 3)
