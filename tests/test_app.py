@@ -73,6 +73,16 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/items/x/similar"): READERS | ADMIN,
     ("GET", "/v1/items/x"): READERS | ADMIN,
     ("PUT", "/v1/items/x"): PLATFORM,
+    # feedback and merchants
+    ("POST", "/v1/feedback/analyze"): READERS | ADMIN,
+    ("GET", "/v1/feedback/topics"): READERS | ADMIN,
+    ("GET", "/v1/feedback/rising"): READERS | ADMIN,
+    ("GET", "/v1/merchants/scorecards"): READERS | ADMIN,
+    ("GET", "/v1/merchants/x"): READERS | ADMIN,
+    ("GET", "/v1/merchants/x/penalties"): READERS | ADMIN,
+    ("POST", "/v1/merchants/x/penalties"): ADMIN | {Role.operator},
+    ("POST", "/v1/penalties/x/appeal"): ADMIN | {Role.operator},
+    ("POST", "/v1/appeals/x/decision"): ADMIN | {Role.operator},
 }
 
 

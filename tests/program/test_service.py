@@ -299,7 +299,7 @@ def test_the_allowed_keys_are_listed(tmp_path: Path) -> None:
     assert problem["fix"] == (
         "remove it or fix its spelling; the keys allowed here: "
         "name, display_timezone, tags, segments, personas, score, tiers, plans, black_card, "
-        "benefits, points, coupons, predictions, recommendations"
+        "benefits, points, coupons, predictions, recommendations, feedback, merchants"
     )
 
 
