@@ -148,3 +148,8 @@ def test_the_build_publishes_scorecards_topics_and_rising_items(
     assert [c["merchant_id"] for c in json.loads(out.output)["items"]] == [
         w["merchant_id"] for w in worst[:3]
     ]
+    topics_out = CliRunner().invoke(cli, ["feedback", "topics", "--level", "item", "--json"])
+    assert topics_out.exit_code == 0, topics_out.output
+    assert json.loads(topics_out.output)["topics"][0]["level"] == "item"
+    rising_out = CliRunner().invoke(cli, ["feedback", "rising", "--json"])
+    assert turned["item_id"] in {r["key"] for r in json.loads(rising_out.output)["items"]}

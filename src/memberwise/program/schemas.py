@@ -200,9 +200,22 @@ class Program(Section):
         found = [{**p, "at": ["tiers", *p["at"]]} for p in tier_problems(self.tiers, self.score)]
         found += reference_problems(self.tiers, self.plans, self.black_card, self.benefits)
         found += benefit_problems(self)
+        found += self._merchant_tier_problems()
         if found:
             raise problems_error(found)
         return self
+
+    def _merchant_tier_problems(self) -> list[Problem]:
+        """Tiers the merchants section names must be the program's ("*": every tier)."""
+        names = [t.name for t in self.tiers]
+        keep = self.merchants.keep_away
+        return [
+            problem(["merchants", "keep_away", key, i], f"no tier {tier!r} in the program",
+                    f"{suggest(tier, names)}use one of the program's tiers or \"*\"")
+            for key, tiers in (("tiers", keep.tiers), ("ticket_tiers", keep.ticket_tiers))
+            for i, tier in enumerate(tiers)
+            if tier != "*" and tier not in names
+        ]  # fmt: skip
 
     def tag_rules(self) -> dict[str, str]:
         """Tag name -> rule text, in file order (each already checked against the catalog)."""
