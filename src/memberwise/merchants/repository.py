@@ -175,3 +175,9 @@ def merchants_under(conn: Connection, kinds: Sequence[str], at: datetime) -> lis
     t = merchant_actions
     query = select(t.c.merchant_id).where(t.c.kind.in_(list(kinds)), _active(at)).distinct()
     return [r[0] for r in conn.execute(query)]
+
+
+def merchants_with(conn: Connection, kind: str, at: datetime) -> list[str]:
+    t = merchant_actions
+    query = select(t.c.merchant_id).where(t.c.kind == kind, _active(at)).distinct()
+    return [r[0] for r in conn.execute(query)]

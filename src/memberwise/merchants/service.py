@@ -487,9 +487,27 @@ def excluded_items(
     merchants = sorted(kept_away_merchants(conn, settings, utcnow()))
     items = frozenset(repository.items_of(conn, merchants))
     with _cache_lock:
-        _cache.clear()
         _cache[key] = (now, items)
     return items
+
+
+def boosted_items(conn: Connection, settings: MerchantSettings) -> dict[str, float]:
+    """Score multipliers for the items of merchants holding the support badge now (the
+    program's ``support.recommendation_boost``); cached like :func:`excluded_items`."""
+    factor = settings.support.recommendation_boost
+    if factor == 1.0:
+        return {}
+    key = "boost:" + settings.model_dump_json(include={"support"})
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None and now - hit[0] < EXCLUSION_TTL:
+        return dict.fromkeys(hit[1], factor)
+    merchants = sorted(repository.merchants_with(conn, "badge", utcnow()))
+    items = frozenset(repository.items_of(conn, merchants))
+    with _cache_lock:
+        _cache[key] = (now, items)
+    return dict.fromkeys(items, factor)
 
 
 def clear_exclusion_cache() -> None:
@@ -514,12 +532,21 @@ def _recommendation_hook(conn: Connection, member_id: str) -> frozenset[str]:
     return excluded_items(conn, settings, member_id, tier=tier)
 
 
+def _boost_hook(conn: Connection, member_id: str) -> dict[str, float]:
+    if _settings_source is None:
+        return {}
+    return boosted_items(conn, _settings_source())
+
+
 def install_recommendation_hook(settings: Callable[[], MerchantSettings]) -> None:
-    """Register (once per process) the recommender's exclusion hook, reading the program's
-    merchant section through ``settings`` at each call (a program edit takes effect)."""
+    """Register (once per process) the recommender's exclusion and boost hooks, reading the
+    program's merchant section through ``settings`` at each call (a program edit takes
+    effect)."""
     from memberwise.recommend import service as recommend_service
 
     global _settings_source
     _settings_source = settings
     if _recommendation_hook not in recommend_service.EXCLUSION_HOOKS:
         recommend_service.EXCLUSION_HOOKS.append(_recommendation_hook)
+    if _boost_hook not in recommend_service.BOOST_HOOKS:
+        recommend_service.BOOST_HOOKS.append(_boost_hook)

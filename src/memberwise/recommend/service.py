@@ -566,6 +566,9 @@ def parse_context(text: str) -> Context:
 #: Exclusions registered by higher domains (merchants keeps members away from bad shops):
 #: ``hook(conn, member_id)`` returns item ids the member must not be shown.
 EXCLUSION_HOOKS: list[Callable[[Connection, str], frozenset[str]]] = []
+#: Boosts registered by higher domains (merchants favours badge holders): ``hook(conn,
+#: member_id)`` returns score multipliers by item id; the list is re-ordered by them.
+BOOST_HOOKS: list[Callable[[Connection, str], Mapping[str, float]]] = []
 
 
 def recommend(
@@ -615,6 +618,11 @@ def recommend(
     )
     blocked = frozenset().union(*(hook(conn, member_id) for hook in EXCLUSION_HOOKS))
     chosen = [e for e in chosen if e.item_id not in blocked]
+    boost: dict[str, float] = {}
+    for boost_hook in BOOST_HOOKS:
+        boost.update(boost_hook(conn, member_id))
+    if boost:
+        chosen.sort(key=lambda e: (-e.score * boost.get(e.item_id, 1.0), e.item_id))
     personalized = bool(chosen)
     if len(chosen) < n:
         keys = fallback_keys(region, category or top_category)
