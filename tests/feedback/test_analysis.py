@@ -84,7 +84,7 @@ def test_negative_mentions_and_topics_count_by_level_with_examples() -> None:
     assert found.select(["key", "aspect", "trigger", "mentions", "members", "share",
                          "examples"]).to_pylist() == [
         {"key": "s1", "aspect": "logistics", "trigger": "物流", "mentions": 3, "members": 2,
-         "share": 0.6, "examples": ["物流太慢了"]},
+         "share": 0.6, "examples": ["物流太慢了", None, None]},
     ]  # fmt: skip
 
 

@@ -94,7 +94,7 @@ def negative_mentions(feedback: ir.Table, scored: ir.Table) -> ir.Table:
 def topics(mentions: ir.Table, *, min_mentions: int = 3, examples: int = 3) -> ir.Table:
     """Recurring problems: per level (category, brand, item, merchant), key, aspect and
     trigger, the mentions, distinct members, share of the key's negative mentions, the most
-    frequent phrase and up to ``examples`` most frequent texts."""
+    frequent phrase and the ``examples`` most frequent texts (null-padded)."""
     parts = []
     for level in LEVELS:
         rows = mentions.filter(mentions[level].notnull()).mutate(key=mentions[level])
@@ -113,14 +113,16 @@ def topics(mentions: ir.Table, *, min_mentions: int = 3, examples: int = 3) -> i
                 order_by=[ibis.desc(per_text.n), per_text.text],
             )
         )
+        # One column per example rank (an ordered collect is not portable to Spark).
         top = (
             ranked.filter(ranked.r < examples)
             .group_by(group)
             .aggregate(
-                examples=ranked.text.collect(order_by=ranked.r),
                 label=ranked.phrase.arbitrary(where=ranked.r == 0),
+                **{f"example_{k}": ranked.text.arbitrary(where=ranked.r == k)
+                   for k in range(examples)},
             )
-        )
+        )  # fmt: skip
         made = counts.filter(counts.mentions >= min_mentions).join(total, "key").join(top, group)
         parts.append(
             made.select(
@@ -132,7 +134,8 @@ def topics(mentions: ir.Table, *, min_mentions: int = 3, examples: int = 3) -> i
                 mentions=made.mentions.cast("int64"),
                 members=made.members.cast("int64"),
                 share=(made.mentions / made.key_mentions).cast("float64"),
-                examples=made.examples,
+                # Most frequent first; null where a topic has fewer distinct texts.
+                examples=ibis.array([made[f"example_{k}"] for k in range(examples)]),
                 first_seen=made.first_seen,
                 last_seen=made.last_seen,
             )

@@ -74,7 +74,7 @@ def _rows(
     for batch in pq.ParquetFile(path).iter_batches(batch_size=5_000):
         for row in batch.to_pylist():
             for name in json_columns:
-                row[name] = orjson.dumps(row[name] or []).decode()
+                row[name] = orjson.dumps([v for v in row[name] or [] if v is not None]).decode()
             row["build_id"] = build_id
             yield row
 
