@@ -132,6 +132,16 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/v1/service/after-sales/x/x"): PLATFORM | {Role.service},
     ("POST", "/v1/service/sweep"): ADMIN | {Role.operator},
     ("GET", "/v1/service/reports"): ANALYSTS | {Role.service},
+    # feedback and merchants
+    ("POST", "/v1/feedback/analyze"): READERS | ADMIN,
+    ("GET", "/v1/feedback/topics"): READERS | ADMIN,
+    ("GET", "/v1/feedback/rising"): READERS | ADMIN,
+    ("GET", "/v1/merchants/scorecards"): READERS | ADMIN,
+    ("GET", "/v1/merchants/x"): READERS | ADMIN,
+    ("GET", "/v1/merchants/x/penalties"): READERS | ADMIN,
+    ("POST", "/v1/merchants/x/penalties"): ADMIN | {Role.operator},
+    ("POST", "/v1/penalties/x/appeal"): ADMIN | {Role.operator},
+    ("POST", "/v1/appeals/x/decision"): ADMIN | {Role.operator},
 }
 
 

@@ -25,6 +25,7 @@ from memberwise.campaigns.endpoints import journeys_router
 from memberwise.campaigns.endpoints import router as campaigns_router
 from memberwise.config import Settings, get_settings
 from memberwise.events.endpoints import router as events_router
+from memberwise.feedback.endpoints import router as feedback_router
 from memberwise.jobs import holders
 from memberwise.kit.asgi import AnswerUnexpectedErrors
 from memberwise.kit.db import transaction
@@ -34,6 +35,8 @@ from memberwise.ledger.benefit_endpoints import router as benefits_router
 from memberwise.ledger.endpoints import router as ledger_router
 from memberwise.members.endpoints import router as members_router
 from memberwise.membership.endpoints import router as membership_router
+from memberwise.merchants import service as merchants_service
+from memberwise.merchants.endpoints import router as merchants_router
 from memberwise.predict.endpoints import router as predict_router
 from memberwise.privacy.auth import AuthenticateFirst
 from memberwise.privacy.endpoints import consent_router
@@ -184,4 +187,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(journeys_router)
     app.include_router(webhooks_router)
     app.include_router(service_router)
+    app.include_router(feedback_router)
+    app.include_router(merchants_router)
+    # Recommendations leave out kept-away merchants' items (the program's merchants section).
+    merchants_service.install_recommendation_hook(lambda: rt.program().merchants)
     return app

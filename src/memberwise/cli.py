@@ -22,6 +22,7 @@ from memberwise.campaigns.commands import app as campaigns_app
 from memberwise.config import Settings, get_settings
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
+from memberwise.feedback.commands import app as feedback_app
 from memberwise.jobs.commands import build, execute_build, print_summary, program_for
 from memberwise.jobs.privacy_commands import app as privacy_app
 from memberwise.kit.db import make_engine, transaction
@@ -31,6 +32,7 @@ from memberwise.ledger.demo_loader import load_demo_command
 from memberwise.members.commands import app as members_app
 from memberwise.members.commands import import_file
 from memberwise.membership.commands import managers_app, subscriptions_app, tiers_app
+from memberwise.merchants.commands import app as merchants_app
 from memberwise.predict.commands import app as clv_app
 from memberwise.privacy import service as privacy
 from memberwise.privacy.commands import app as keys_app
@@ -80,6 +82,8 @@ app.add_typer(webhooks_app, name="webhooks", help="Webhook endpoints and the sen
 app.add_typer(campaigns_app, name="campaigns", help="Campaigns: send what is due, read results.")
 app.add_typer(privacy_app, name="privacy", help="Members' data rights, erasure and retention.")
 app.add_typer(service_app, name="service", help="The service desk: SLA sweep, reports, queue.")
+app.add_typer(feedback_app, name="feedback", help="Feedback topics, rising complaints, analysis.")
+app.add_typer(merchants_app, name="merchants", help="Merchant scorecards and penalties.")
 app.command("load-demo-ledgers", help="Replay the lake's demo orders through the ledgers.")(
     load_demo_command
 )

@@ -15,11 +15,13 @@ from sqlalchemy import Engine, create_engine, inspect, make_url
 # Imported for their side effect: each module registers its tables on kit.db.metadata.
 from memberwise.campaigns import tables as _campaigns_tables  # noqa: F401
 from memberwise.events import tables as _events_tables  # noqa: F401
+from memberwise.feedback import tables as _feedback_tables  # noqa: F401
 from memberwise.kit import outbox as _outbox  # noqa: F401
 from memberwise.kit.db import metadata
 from memberwise.ledger import tables as _ledger_tables  # noqa: F401
 from memberwise.members import tables as _members_tables  # noqa: F401
 from memberwise.membership import tables as _membership_tables  # noqa: F401
+from memberwise.merchants import tables as _merchants_tables  # noqa: F401
 from memberwise.predict import tables as _predict_tables  # noqa: F401
 from memberwise.privacy import tables as _privacy_tables  # noqa: F401
 from memberwise.profiles import tables as _profiles_tables  # noqa: F401

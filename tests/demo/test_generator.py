@@ -18,6 +18,7 @@ from memberwise.demo.catalog import TAXONOMY
 from memberwise.demo.commands import app
 from memberwise.demo.generator import (
     BIG_SPEND_FEN,
+    CHINA,
     TAOBAO_FUNNEL,
     DemoSummary,
     generate_platform,
@@ -34,7 +35,13 @@ from memberwise.events.schemas import (
 )
 
 END = date(2024, 12, 1)  # the period ends 2024-11-30 (China date), so Singles' Day is inside
-FILES = ["categories.parquet", "items.parquet", "members.parquet", "merchants.parquet"]
+FILES = [
+    "categories.parquet",
+    "incidents.json",
+    "items.parquet",
+    "members.parquet",
+    "merchants.parquet",
+]
 
 
 def _files(root: Path) -> list[str]:
@@ -97,12 +104,15 @@ def test_same_seed_gives_identical_files_whatever_the_workers(tmp_path: Path) ->
         "events/part-00000.parquet",
         "events/part-00001.parquet",
         "events/part-00002.parquet",
+        "incidents.json",
         "items.parquet",
         "members.parquet",
         "merchants.parquet",
     ]
     assert _files(tmp_path / "b") == names
-    for name in names:
+    incidents = (tmp_path / "a" / "incidents.json").read_bytes()
+    assert incidents == (tmp_path / "b" / "incidents.json").read_bytes()
+    for name in (n for n in names if n.endswith(".parquet")):
         assert pq.read_table(tmp_path / "a" / name).equals(pq.read_table(tmp_path / "b" / name))
     assert (first.events, first.events_by_type) == (second.events, second.events_by_type)
     assert first.parts == 3
@@ -406,3 +416,26 @@ def test_cli_generate_shows_a_summary_and_refuses_a_bad_date(tmp_path: Path) -> 
     assert "members" in shown.output and "purchase" in shown.output
     assert refused.exit_code == 2
     assert "YYYY-MM-DD" in refused.output
+
+
+def test_one_staple_turns_bad_at_the_recorded_date(tmp_path: Path) -> None:
+    generate_platform(tmp_path, members=2_000, days=60, seed=7, end=END, events_per_member=60.0)
+    incidents = orjson.loads((tmp_path / "incidents.json").read_bytes())
+    merchants = pq.read_table(tmp_path / "merchants.parquet").to_pylist()
+    assert sorted(incidents["bad_merchants"]) == sorted(
+        m["merchant_id"] for m in merchants if m["quality"] == "bad"
+    )
+    turned = incidents["turned_bad"]
+    assert turned["date"] == "2024-11-10"  # 21 days before the period ends (1 December)
+    assert turned["merchant_id"] not in incidents["bad_merchants"]
+    events = pq.read_table(tmp_path / "events").to_pylist()
+    mine = [e for e in events if e["item_id"] == turned["item_id"]]
+    day = datetime.fromisoformat(turned["date"]).replace(tzinfo=CHINA)
+    before = [e for e in mine if e["ts"] < day]
+    after = [e for e in mine if e["ts"] >= day]
+
+    def rate(rows: list[dict[str, Any]]) -> float:
+        buys = sum(e["type"] == "purchase" for e in rows)
+        return sum(e["type"] == "complaint" for e in rows) / max(buys, 1)
+
+    assert rate(after) > 0.2 > 0.05 > rate(before)

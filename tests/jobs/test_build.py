@@ -49,6 +49,8 @@ def test_a_build_publishes_every_member_with_tags_and_a_segment(taobao: Runtime)
         "segments",
         "tiers",
         "recommendations",
+        "feedback",
+        "merchants",
         "publish",
     ]
     assert (result.members, result.events_read) == (43, 4321)

@@ -299,7 +299,8 @@ def test_the_allowed_keys_are_listed(tmp_path: Path) -> None:
     assert problem["fix"] == (
         "remove it or fix its spelling; the keys allowed here: "
         "name, display_timezone, tags, segments, personas, score, tiers, plans, black_card, "
-        "benefits, points, coupons, predictions, recommendations, privacy, service"
+        "benefits, points, coupons, predictions, recommendations, privacy, service, feedback, "
+        "merchants"
     )
 
 
@@ -475,3 +476,12 @@ def test_a_program_built_in_python_is_checked_too() -> None:
         Program(name="x", segments=(Segment(name="a", rule="events_90d > 1"),))
     with pytest.raises(ValidationError):
         Program(name="x", colour="red")  # type: ignore[call-arg]
+
+
+def test_merchant_keep_away_tiers_must_be_the_programs(tmp_path: Path) -> None:
+    text = "name: x\nmerchants:\n  keep_away:\n    tiers: [gold]\n"
+    problem = only_problem(refusal(tmp_path, text))
+    assert (problem["path"], problem["message"]) == (
+        "merchants.keep_away.tiers[0]",
+        "no tier 'gold' in the program",
+    )

@@ -143,6 +143,14 @@ _TEXT_START = np.cumsum([0, *(len(g) for g in _TEXT_GROUPS)]).astype(np.int64)
 #: Review stars (1..5) by merchant quality: good merchants mostly 5, bad ones many 1s and 2s.
 RATING_GOOD: FloatArray = np.array([0.03, 0.03, 0.07, 0.25, 0.62])
 RATING_BAD: FloatArray = np.array([0.30, 0.20, 0.15, 0.15, 0.20])
+#: One popular item of a good merchant "turns bad" this many days before the period's end
+#: (a faulty batch): from then on its orders are complained about and refunded at these rates
+#: and reviewed like a bad merchant's. Written to ``incidents.json`` so tests and demos know
+#: what the feedback stage's rising-complaint test should find, and when.
+TURNS_BAD_DAYS_BEFORE_END = 21
+TURNED_BAD_COMPLAINT = 0.5
+TURNED_BAD_SPEEDUP = 3.0
+TURNED_BAD_REFUND = 0.30
 
 VIEW_SOURCES = ("search", "recommend", "homepage", "shop", "live")
 LOGIN_METHODS = ("password", "sms", "qr", "auto")
@@ -270,6 +278,9 @@ class Context:
     staple_cdf: FloatArray
     staple_leaves: IntArray
     events_dir: Path
+    #: The item that turns bad (-1: none, the period is too short) and its first bad day.
+    bad_item: int = -1
+    bad_day: int = -1
 
     @property
     def parts(self) -> int:
@@ -781,8 +792,13 @@ def _after_sales(
     merchant = ctx.catalog.item_merchant[lines.item]
     n = len(merchant)
 
+    # The turned-bad item's orders after its day (no extra draws: the rest stay as they were);
+    # its faults show at once, so its after-sales events come TURNED_BAD_SPEEDUP times sooner.
+    worse = (lines.item == ctx.bad_item) & (lines.day >= ctx.bad_day)
+
     def later(low_days: float, mean_days: float, rows: IntArray) -> IntArray:
         delay = (low_days + rng.exponential(mean_days, len(rows))) * DAY_US
+        delay = np.where(worse[rows], delay / TURNED_BAD_SPEEDUP, delay)
         return lines.ts[rows] + delay.astype(np.int64)
 
     def order_event(kind: int, rows: IntArray, low: float, mean: float, **cols: IntArray) -> None:
@@ -796,12 +812,13 @@ def _after_sales(
             **cols,
         )
 
-    refunded = rng.random(n) < ctx.catalog.merchant_refund[merchant]
+    refund_rate = np.where(worse, TURNED_BAD_REFUND, ctx.catalog.merchant_refund[merchant])
+    refunded = rng.random(n) < refund_rate
     rows = np.flatnonzero(refunded)
     reason = _text(rng, T_REFUND, len(rows))
     order_event(REFUND, rows, 0.5, 3.0, price=price[rows], quantity=lines.quantity[rows],
                 text=reason)  # fmt: skip
-    complaint = ctx.catalog.merchant_complaint[merchant]
+    complaint = np.where(worse, TURNED_BAD_COMPLAINT, ctx.catalog.merchant_complaint[merchant])
     rows = np.flatnonzero(rng.random(n) < complaint)
     order_event(COMPLAINT, rows, 1.0, 4.0, text=_text(rng, T_COMPLAINT, len(rows)))
     rows = np.flatnonzero(rng.random(n) < 0.03 + 2 * complaint)
@@ -809,7 +826,7 @@ def _after_sales(
     # Reviews: fewer after a refund; stars follow the merchant's quality, text the stars.
     chance = persona_param("review", m.persona[lines.member]) * np.where(refunded, 0.5, 1.0)
     rows = np.flatnonzero(rng.random(n) < chance)
-    bad = ctx.catalog.merchant_bad[merchant[rows]]
+    bad = ctx.catalog.merchant_bad[merchant[rows]] | worse[rows]
     cdf = np.cumsum(np.where(bad[:, None], RATING_BAD, RATING_GOOD), axis=1)
     stars = 1 + (rng.random(len(rows))[:, None] >= cdf[:, :4]).sum(axis=1)
     group = np.where(stars >= 4, T_GOOD, np.where(stars == 3, T_MIXED, T_BAD))
@@ -933,6 +950,26 @@ def item_count(members: int) -> int:
     return min(max(members // 2, 2_000), 200_000)
 
 
+def turned_bad_item(
+    catalog: Catalog,
+    calendar: Calendar,
+    staple_cdf: FloatArray,
+    staple_leaves: IntArray,
+    *,
+    seed: int,
+    staples: float,
+) -> int:
+    """The item that turns bad: the staple re-bought most by a sample of members (from a
+    random stream of its own, so the rest of a seed's output does not change) whose merchant
+    is good -- many orders a week, so a faulty batch shows within days."""
+    rng = np.random.default_rng([seed, 3])
+    m = sample_members(rng, 5_000, days=calendar.days, start_us=calendar.start_us)
+    _, _, items, _ = _staples(rng, catalog, staple_cdf, staple_leaves, m, staples)
+    counts = np.bincount(items, minlength=catalog.n_items)
+    counts[catalog.merchant_bad[catalog.item_merchant]] = 0
+    return int(np.argmax(counts)) if counts.any() else -1
+
+
 def build_context(
     out: Path,
     *,
@@ -959,6 +996,7 @@ def build_context(
         events_per_member=events_per_member,
         sample=min(max(members, low), high),
     )
+    bad_day = days - TURNS_BAD_DAYS_BEFORE_END
     return Context(
         seed=seed,
         members=members,
@@ -969,6 +1007,12 @@ def build_context(
         staple_cdf=staple_cdf,
         staple_leaves=staple_leaves,
         events_dir=out / "events",
+        bad_item=turned_bad_item(
+            catalog, calendar, staple_cdf, staple_leaves, seed=seed, staples=rates.staples
+        )
+        if bad_day >= 14
+        else -1,
+        bad_day=bad_day if bad_day >= 14 else -1,
     )
 
 
@@ -1032,6 +1076,7 @@ def generate_platform(
         stale.unlink()
     for name, table in ctx.catalog.tables().items():
         _write_atomic(table, out / f"{name}.parquet")
+    _write_incidents(ctx, out / "incidents.json")
 
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     by_type = [0] * len(EVENT_TYPES)
@@ -1065,6 +1110,28 @@ def generate_platform(
         gmv_fen=gmv,
         seconds=round(time.perf_counter() - began, 3),
     )
+
+
+def _write_incidents(ctx: Context, path: Path) -> None:
+    """``incidents.json``: what the generator made go wrong on purpose (the item turned bad,
+    its merchant and first China date; the bad merchants), for tests and demos to check."""
+    cat = ctx.catalog
+    incidents: dict[str, Any] = {
+        "bad_merchants": [
+            m for m, bad in zip(cat.merchant_ids, cat.merchant_bad, strict=True) if bad
+        ],
+        "turned_bad": None,
+    }
+    if ctx.bad_item >= 0:
+        incidents["turned_bad"] = {
+            "item_id": cat.item_id_array[ctx.bad_item].as_py(),
+            "merchant_id": cat.merchant_ids[int(cat.item_merchant[ctx.bad_item])],
+            "date": (ctx.calendar.start + timedelta(days=ctx.bad_day)).isoformat(),
+            "complaint_rate": TURNED_BAD_COMPLAINT,
+        }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(orjson.dumps(incidents, option=orjson.OPT_INDENT_2))
+    _fsync_rename(tmp, path)
 
 
 def _members_schema() -> pa.Schema:

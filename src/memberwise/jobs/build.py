@@ -17,6 +17,10 @@ Stages, in order:
   (:mod:`memberwise.predict.stage`).
 - ``tags``: the program's tag rules over the profiles -> ``tags.parquet``.
 - ``segments``: lifecycle segment rules and persona clusters -> ``segments.parquet``.
+- ``feedback``: sentiment and aspects of review/complaint text, recurring problems, the
+  rising-complaint test (:mod:`memberwise.feedback.stage`).
+- ``merchants``: DSR scorecards, refund/dispute/complaint rates, merchant items
+  (:mod:`memberwise.merchants.stage`).
 - ``publish``: everything into the operational store in one transaction.
 """
 
@@ -50,12 +54,16 @@ from memberwise.builds import (
     previous_builds,
 )
 from memberwise.config import Engine
+from memberwise.feedback import service as feedback_service
+from memberwise.feedback import stage as feedback_stage
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import InvalidRequest
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
 from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
 from memberwise.members import service as members_service
 from memberwise.membership import stage as membership_stage
+from memberwise.merchants import service as merchants_service
+from memberwise.merchants import stage as merchants_stage
 from memberwise.predict import service as predict_service
 from memberwise.predict import stage as predict_stage
 from memberwise.privacy import lakeview
@@ -69,6 +77,7 @@ from memberwise.profiles.segments import segment_column
 from memberwise.program.schemas import Program
 from memberwise.recommend import stage as recommend_stage
 from memberwise.runtime import Runtime
+from memberwise.service import auto as service_auto
 
 STAGES: tuple[str, ...] = (
     "profiles",
@@ -77,6 +86,8 @@ STAGES: tuple[str, ...] = (
     "segments",
     "tiers",
     "recommendations",
+    "feedback",
+    "merchants",
     "publish",
 )
 #: What each stage writes (publish writes to the operational store, not a file).
@@ -89,6 +100,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "segments": ("segments.parquet",),
     "tiers": ("tiers.parquet", "invitations.parquet", "program.json"),
     "recommendations": recommend_stage.OUTPUTS,
+    "feedback": feedback_stage.OUTPUTS,
+    "merchants": merchants_stage.OUTPUTS,
     "publish": (),
 }
 #: What each stage reads.
@@ -99,6 +112,8 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "segments": ("profiles.parquet",),
     "tiers": ("profiles.parquet",),
     "recommendations": recommend_stage.INPUTS,
+    "feedback": feedback_stage.INPUTS,
+    "merchants": merchants_stage.INPUTS,
     "publish": (
         "profiles.parquet",
         "details.parquet",
@@ -262,6 +277,8 @@ PUBLISHERS: tuple[tuple[str, Publisher], ...] = (
     ("predictions", predict_service.publish_build),
     ("tiers", membership_stage.publish),
     ("recommendations", recommend_stage.publish),
+    ("feedback", feedback_service.publish_build),
+    ("merchants", merchants_service.publish_build),
 )
 
 
@@ -271,10 +288,17 @@ def stage_publish(ctx: BuildContext) -> int:
     ctx.progress("publish", 0, len(PUBLISHERS))
     _write_manifest(ctx, status="built")
     counts: dict[str, int] = {}
-    with transaction(ctx.runtime.engine) as conn:
-        for done, (name, publisher) in enumerate(PUBLISHERS, start=1):
-            counts[name] = publisher(conn, ctx.directory)
-            ctx.progress("publish", done, len(PUBLISHERS))
+    # Complaints of black-card members about kept-away merchants open desk tickets: the desk
+    # sits above merchants, so the build (above both) hands merchants the desk's hook.
+    hook = service_auto.complaint_ticket(ctx.program)
+    merchants_service.COMPLAINT_HOOKS.append(hook)
+    try:
+        with transaction(ctx.runtime.engine) as conn:
+            for done, (name, publisher) in enumerate(PUBLISHERS, start=1):
+                counts[name] = publisher(conn, ctx.directory)
+                ctx.progress("publish", done, len(PUBLISHERS))
+    finally:
+        merchants_service.COMPLAINT_HOOKS.remove(hook)
     ctx.meta["published"] = counts
     return counts[PUBLISHERS[0][0]]
 
@@ -286,6 +310,8 @@ RUNNERS: dict[str, Callable[[BuildContext], int]] = {
     "segments": stage_segments,
     "tiers": membership_stage.run_stage,
     "recommendations": recommend_stage.stage_recommendations,
+    "feedback": feedback_stage.stage_feedback,
+    "merchants": merchants_stage.stage_merchants,
     "publish": stage_publish,
 }
 
@@ -411,7 +437,9 @@ def run_build(
                 rows = RUNNERS[stage](ctx)
                 done = StageResult(stage, time.perf_counter() - started, rows)
                 result.stages.append(done)
-                if stage == "profiles" or result.members == 0:
+                # (Stages that read no profiles, e.g. feedback, may run before any build has.)
+                profiled = ctx.path("profiles.parquet").exists()
+                if profiled and (stage == "profiles" or result.members == 0):
                     result.members, result.events_read = _profile_counts(ctx)
                 if on_stage is not None:
                     on_stage(done)

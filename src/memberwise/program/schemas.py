@@ -40,6 +40,7 @@ from memberwise.profiles.segments import LIFECYCLE, NAME_PATTERN, Segment, is_ca
 from memberwise.program.base import Problem, Section, problem, problems_error, rule_problem, suggest
 from memberwise.program.benefits import Benefit, benefit_problems
 from memberwise.program.desk import ServiceSettings, service_problems
+from memberwise.program.feedback import FeedbackSettings
 from memberwise.program.ledger import CouponTemplate, PointsSettings
 from memberwise.program.membership import (
     BlackCard,
@@ -49,6 +50,7 @@ from memberwise.program.membership import (
     reference_problems,
     tier_problems,
 )
+from memberwise.program.merchants import MerchantSettings
 from memberwise.program.predictions import PredictionSettings
 from memberwise.program.recommendations import RecommendationSettings
 
@@ -190,6 +192,10 @@ class Program(Section):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     #: The service desk: SLAs, calendar, routing skills, authority, after-sales, auto tickets.
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    #: Feedback topics and the rising-complaint test (:mod:`memberwise.feedback`).
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    #: Merchant scorecards, penalty points and actions (:mod:`memberwise.merchants`).
+    merchants: MerchantSettings = Field(default_factory=MerchantSettings)
 
     def tier_index(self, name: str) -> int:
         """The position of tier ``name`` in the ladder (0 is the floor)."""
@@ -201,9 +207,22 @@ class Program(Section):
         found += reference_problems(self.tiers, self.plans, self.black_card, self.benefits)
         found += benefit_problems(self)
         found += service_problems([t.name for t in self.tiers], self.service)
+        found += self._merchant_tier_problems()
         if found:
             raise problems_error(found)
         return self
+
+    def _merchant_tier_problems(self) -> list[Problem]:
+        """Tiers the merchants section names must be the program's ("*": every tier)."""
+        names = [t.name for t in self.tiers]
+        keep = self.merchants.keep_away
+        return [
+            problem(["merchants", "keep_away", key, i], f"no tier {tier!r} in the program",
+                    f"{suggest(tier, names)}use one of the program's tiers or \"*\"")
+            for key, tiers in (("tiers", keep.tiers), ("ticket_tiers", keep.ticket_tiers))
+            for i, tier in enumerate(tiers)
+            if tier != "*" and tier not in names
+        ]  # fmt: skip
 
     def tag_rules(self) -> dict[str, str]:
         """Tag name -> rule text, in file order (each already checked against the catalog)."""

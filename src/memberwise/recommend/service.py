@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -563,6 +563,14 @@ def parse_context(text: str) -> Context:
     return context
 
 
+#: Exclusions registered by higher domains (merchants keeps members away from bad shops):
+#: ``hook(conn, member_id)`` returns item ids the member must not be shown.
+EXCLUSION_HOOKS: list[Callable[[Connection, str], frozenset[str]]] = []
+#: Boosts registered by higher domains (merchants favours badge holders): ``hook(conn,
+#: member_id)`` returns score multipliers by item id; the list is re-ordered by them.
+BOOST_HOOKS: list[Callable[[Connection, str], Mapping[str, float]]] = []
+
+
 def recommend(
     conn: Connection,
     recent: RecentEvents,
@@ -612,13 +620,20 @@ def recommend(
         context=where,
         diversity_share=float(config.get("diversity_share", 0.5)),
     )
+    blocked = frozenset().union(*(hook(conn, member_id) for hook in EXCLUSION_HOOKS))
+    chosen = [e for e in chosen if e.item_id not in blocked]
+    boost: dict[str, float] = {}
+    for boost_hook in BOOST_HOOKS:
+        boost.update(boost_hook(conn, member_id))
+    if boost:
+        chosen.sort(key=lambda e: (-e.score * boost.get(e.item_id, 1.0), e.item_id))
     personalized = bool(chosen)
     if len(chosen) < n:
         keys = fallback_keys(region, category or top_category)
         fallback_model, lists = _fallbacks(conn, cache, model_id, keys)
         model_id = model_id or fallback_model
         facts.update(_facts(conn, [i for _, lst in lists for i, _, _ in lst], cache))
-        exclude = set(strength) & {where.item_id or ""}
+        exclude = (set(strength) & {where.item_id or ""}) | blocked
         exclude |= {i for i in bought if (f := facts.get(i)) is not None and not f.consumable}
         chosen = fill(
             chosen, lists, facts, n=n, now=now, category=category, exclude=frozenset(exclude)

@@ -10,7 +10,7 @@ ticket: the ticket's idempotency key is ``auto:<rule>:<event id>``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,10 +23,11 @@ from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.lake import EventLake
 from memberwise.kit.time import as_utc
 from memberwise.membership import service as membership
+from memberwise.merchants.service import Complaint
 from memberwise.predict import service as predict
 from memberwise.privacy.schemas import SYSTEM, Principal
 from memberwise.profiles.rules import FieldType, compile_rule, parse_rule
-from memberwise.program.desk import AUTO_FIELDS, AutoRule, Channel
+from memberwise.program.desk import AUTO_FIELDS, AutoRule, Channel, Priority, TicketKind
 from memberwise.program.schemas import Program
 from memberwise.service import service
 from memberwise.service.schemas import TicketOpen
@@ -158,3 +159,38 @@ def since(events: Sequence[dict[str, Any]], at: datetime, hours: float) -> list[
     return sorted(
         (e for e in events if as_utc(e["ts"]) >= start), key=lambda e: (e["ts"], e["event_id"])
     )
+
+
+def complaint_ticket(program: Program) -> Callable[[Connection, Complaint], None]:
+    """The desk's answer to a complaint of a ticket-tier member (black card first) about a
+    kept-away merchant, for :data:`memberwise.merchants.service.COMPLAINT_HOOKS`: a high-priority
+    complaint ticket, once per complaint event (a rebuild opens nothing twice)."""
+
+    def open_for(conn: Connection, complaint: Complaint) -> None:
+        text = complaint.text or ""
+        data = TicketOpen(
+            member_id=complaint.member_id,
+            channel=Channel.app,
+            kind=TicketKind.complaint,
+            priority=Priority.high,
+            subject=f"complaint about merchant {complaint.merchant_id}: {text[:60]}".strip(),
+            body=text[:20_000],
+            item_ids=[complaint.item_id] if complaint.item_id else [],
+        )
+        savepoint = conn.begin_nested()
+        try:
+            service.open_ticket(
+                conn,
+                program,
+                data,
+                actor=SYSTEM,
+                at=as_utc(complaint.ts),
+                key=f"merchant-complaint:{complaint.event_id}",
+                source="auto",
+            )
+        except MemberwiseError:
+            savepoint.rollback()  # a member unknown to the store: nothing to open
+            return
+        savepoint.commit()
+
+    return open_for

@@ -1,7 +1,7 @@
 """the outbox, webhook endpoints, secrets, deliveries and attempts
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-06 20:30:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import memberwise.kit.time
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
