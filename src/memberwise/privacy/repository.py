@@ -6,8 +6,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, func, insert, literal, select, true, update
 
+from memberwise.kit.db import string_values
 from memberwise.privacy.tables import api_keys, audit_log, staff
 
 
@@ -72,3 +73,25 @@ def list_audit(
     if action is not None:
         query = query.where(audit_log.c.action == action)
     return conn.execute(query).mappings().all()
+
+
+def insert_member_audits(
+    conn: Connection, keyed_ids: Sequence[str], values: dict[str, Any]
+) -> None:
+    """One audit row per member in ONE statement: ``keyed_ids`` are each row's 32-character
+    audit id followed by its member id (subject and member of the row); ``values`` are the
+    columns every row shares. Set-based, because a bulk ingest audits 100,000s at once."""
+    if not keyed_ids:
+        return
+    ids = string_values(conn, keyed_ids)
+    member = func.substr(ids.c.value, 33)
+    shared = ("ts", "actor", "actor_role", "action", "subject_type", "reason", "details")
+    rows = select(
+        func.substr(ids.c.value, 1, 32),
+        *(literal(values[name], audit_log.c[name].type) for name in shared),
+        member,
+        member,
+    ).where(true())
+    conn.execute(
+        insert(audit_log).from_select(["audit_id", *shared, "subject_id", "member_id"], rows)
+    )
