@@ -55,15 +55,18 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memberwise.events.schemas import LAKE_SCHEMA
+from memberwise.events.schemas import EVENT_FIELDS, LAKE_SCHEMA, RejectCode
 from memberwise.events.sources import (
     Batch,
     Format,
+    JsonLines,
     Malformed,
     ParquetSlice,
     Source,
     SourceError,
     detect_format,
+    json_keys_sql,
+    malformed_json_message,
     open_source,
 )
 from memberwise.events.staging import DeadLetter, IdHashes, PartitionWriter, split_by_day
@@ -507,6 +510,7 @@ class _Checked:
     last_row: int
     members: pa.Array
     sorted_hashes: np.ndarray[Any, Any]
+    keys: frozenset[str] = frozenset()
 
 
 class _FileRun:
@@ -592,6 +596,7 @@ class _FileRun:
         self._sliced_plan = build_validation(source.schema, now=self.now, export_all=True)
         self._candidates = candidates
         self._seen = set()
+        self._keys: set[str] = set()
         writer = PartitionWriter(self.staging)
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="validate") as pool:
@@ -606,6 +611,8 @@ class _FileRun:
         finally:
             writer.abort()
         self._write_bad([], source.take_malformed(), plan)
+        if self._keys:
+            source.extra_columns = sorted(self._keys.difference(EVENT_FIELDS))
         if source.extra_columns:
             self.warnings = [
                 "ignored column(s) not in the event contract: " + ", ".join(source.extra_columns)
@@ -628,6 +635,17 @@ class _FileRun:
         if isinstance(batch, ParquetSlice):
             out = cursor.sql(self._sliced_plan.sql(batch.relation())).to_arrow_table()
             return self._assemble(out, out, self._sliced_plan)
+        if isinstance(batch, JsonLines):
+            name = f"lines_{threading.get_ident()}"
+            cursor.register(name, batch.table)
+            try:
+                out = cursor.sql(self._sliced_plan.sql(batch.relation(name))).to_arrow_table()
+                keys = cursor.sql(json_keys_sql(name)).to_arrow_table().column(0).to_pylist()
+            finally:
+                cursor.unregister(name)
+            checked = self._assemble(out, out, self._sliced_plan)
+            checked.keys = frozenset(k for k in keys if k is not None)
+            return checked
         table = _strip_numbers(pa.Table.from_batches([batch]))
         name = f"batch_{threading.get_ident()}"
         cursor.register(name, table)
@@ -701,6 +719,7 @@ class _FileRun:
                 writer.add(day, part)
         self.rows_read += checked.rows
         self.accepted += good.num_rows
+        self._keys |= checked.keys
         self._write_bad(
             checked.bad.to_pylist() if checked.bad is not None else [],
             source.take_malformed(before=checked.last_row),
@@ -741,7 +760,13 @@ class _FileRun:
         for r in rejected:
             assert plan is not None
             check = plan.checks[r["__check"] - 1]
-            rows.append((r[ROW], check.code.value, check.field, r["__message"], r["__raw"]))
+            raw = r["__raw"].rstrip("\r\n")  # a JSON line comes with its newline
+            if check.code is RejectCode.malformed_row:  # the second pass: failing lines only
+                message = malformed_json_message(raw)
+                raw = orjson.dumps(raw).decode()
+                rows.append((r[ROW], check.code.value, check.field, message, raw))
+            else:
+                rows.append((r[ROW], check.code.value, check.field, r["__message"], raw))
         for m in malformed:
             rows.append((m.row, "malformed_row", "", m.message, orjson.dumps(m.raw).decode()))
         self.rows_read += len(malformed)

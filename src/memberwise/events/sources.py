@@ -28,6 +28,7 @@ from memberwise.events.validation_sql import (
     INT_FIELDS,
     JSON_TYPE_ERROR,
     LINE,
+    MALFORMED_JSON,
     ROW,
     STRING_FIELDS,
 )
@@ -158,7 +159,7 @@ class ParquetSlice:
         )
 
 
-Batch: TypeAlias = pa.RecordBatch | ParquetSlice
+Batch: TypeAlias = "pa.RecordBatch | ParquetSlice | JsonLines"
 
 
 def _parquet(path: Path) -> Source:
@@ -385,6 +386,102 @@ def _taobao_batches(rows: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
 
 _STRING_FIELDS = frozenset(STRING_FIELDS)
 _INT_FIELDS = frozenset(INT_FIELDS)
+#: Bytes of the file per JSON Lines batch (whole lines).
+_JSONL_BLOCK = 48 << 20
+_NEWLINE = ord("\n")
+_OPEN_BRACE = ord("{")
+
+
+@dataclass(frozen=True)
+class JsonLines:
+    """A block of a JSON Lines file for DuckDB to parse and validate in one query: the lines'
+    text (``__line``) and numbers (``__row``); blank lines are left out."""
+
+    table: pa.Table
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.table.num_rows)
+
+    def relation(self, name: str) -> str:
+        """A FROM item giving the contract fields as text (JSON values as pydantic's lax mode
+        reads them), ``__row``, ``__jtype`` and ``__line``, from the registered ``name``."""
+        return f"({_JSON_SQL.replace(_JSON_TABLE, name)})"
+
+
+def _json_text(name: str, raw: str) -> str:
+    """One field's JSON value (``raw``, its JSON text, NULL when absent or null) as the text the
+    validation reads: a string unquoted, a bool as 1/0 for integers, a number as written
+    (DuckDB writes integral floats as ``12.0``, which the integer rule accepts), anything
+    else as its JSON text."""
+    kind = f"left({raw}, 1)"
+    string = (
+        f"(CASE WHEN contains({raw}, '\\') THEN json_extract_string({raw}, '$') "
+        f"ELSE {raw}[2:-2] END)"
+    )
+    if name == "properties":
+        return f"(CASE WHEN {kind} = '{{' THEN {raw} END)"
+    if name in _STRING_FIELDS:
+        return f"(CASE WHEN {kind} = '\"' THEN {string} END)"
+    true, false = ("'1'", "'0'") if name in _INT_FIELDS else ("'true'", "'false'")
+    if name in _INT_FIELDS:  # pydantic strips an integer given as text, e.g. " 12 "
+        string = f"trim({string}, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13))"
+    return (
+        f"(CASE {kind} WHEN '\"' THEN {string} WHEN 't' THEN {true} WHEN 'f' THEN {false} "
+        f"ELSE {raw} END)"
+    )
+
+
+def _json_wrong(name: str, raw: str) -> str | None:
+    """When the JSON kind cannot be the field's (no number is a string), else None."""
+    if name == "properties":
+        return f"{raw} IS NOT NULL AND left({raw}, 1) <> '{{'"
+    if name in _STRING_FIELDS:
+        return f"{raw} IS NOT NULL AND left({raw}, 1) <> '\"'"
+    return None
+
+
+def _json_sql() -> str:
+    struct = "{" + ", ".join(f'"{n}": "JSON"' for n in EVENT_FIELDS) + "}"
+    raws = {n: f'CAST(__j."{n}" AS VARCHAR)' for n in EVENT_FIELDS}
+    texts = ", ".join(f'{_json_text(n, raws[n])} AS "{n}"' for n in EVENT_FIELDS)
+    wrong = " ".join(
+        f"WHEN {cond} THEN '{n}'"
+        for n in EVENT_FIELDS
+        if (cond := _json_wrong(n, raws[n])) is not None
+    )
+    absent = " AND ".join(f"{raws[n]} IS NULL" for n in EVENT_FIELDS)
+    # try(): a line that is not JSON gives NULL instead of failing the query; a valid line
+    # that is not an object gives all-NULL fields, so only those lines are asked their type.
+    malformed = f"__j IS NULL OR ({absent} AND json_type(\"{LINE}\") <> 'OBJECT')"
+    return (
+        f"SELECT {texts}, \"{ROW}\", CASE WHEN {malformed} THEN '{MALFORMED_JSON}' "
+        f'{wrong} END AS "{JSON_TYPE_ERROR}", "{LINE}" FROM ('
+        f'SELECT try(from_json("{LINE}", \'{struct}\')) AS __j, "{ROW}", "{LINE}" '
+        f"FROM {_JSON_TABLE})"
+    )
+
+
+_JSON_TABLE = "__JSON_LINES__"
+_JSON_SQL = _json_sql()
+#: The distinct keys of a registered JSON Lines block (for the unknown-field warning).
+JSON_KEYS_SQL = f'SELECT DISTINCT unnest(try(json_keys("{LINE}"))) AS k FROM {_JSON_TABLE}'
+
+
+def json_keys_sql(name: str) -> str:
+    """The distinct top-level keys of the lines of the registered block ``name``."""
+    return JSON_KEYS_SQL.replace(_JSON_TABLE, name)
+
+
+def malformed_json_message(line: str) -> str:
+    """Why a line is not an event object, found by parsing it again (failing lines only)."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return f"not valid JSON: {exc}"
+    if isinstance(value, dict):
+        return "not valid JSON: a value out of range"  # e.g. an integer beyond 64 bits
+    return f"a line must be a JSON object, not {type(value).__name__}"
 
 
 def _jsonl(path: Path) -> Source:
@@ -400,89 +497,65 @@ def _jsonl(path: Path) -> Source:
     return source
 
 
-def _as_text(name: str, value: Any) -> tuple[str | None, bool]:
-    """A JSON value as the text the SQL validates, and whether its JSON kind is wrong for
-    ``name`` (checked like pydantic's lax mode: no number is a string, a bool is an integer)."""
-    if value is None:
-        return None, False
-    if name == "properties":
-        if isinstance(value, dict):
-            return orjson.dumps(value).decode(), False
-        return None, True
-    if isinstance(value, str):
-        return value, False
-    if name in _STRING_FIELDS:
-        return None, True
-    if isinstance(value, bool):
-        if name in _INT_FIELDS:
-            return ("1" if value else "0"), False
-        return ("true" if value else "false"), False
-    if isinstance(value, float) and name in _INT_FIELDS and value.is_integer():
-        return str(int(value)), False  # 1e16 is an integer to pydantic, "1e+16" is not
-    if isinstance(value, int | float):
-        return repr(value), False
-    return orjson.dumps(value).decode(), False
-
-
-def _jsonl_batches(path: Path, source: Source) -> Iterator[pa.RecordBatch]:
-    """Lines parsed with orjson, a chunk at a time, into text columns (only the keys a line
-    has are touched; a string is taken as it is, anything else goes through ``_as_text``)."""
+def _jsonl_batches(path: Path, source: Source) -> Iterator[Batch]:
+    """Blocks of whole lines, split with NumPy into an Arrow string array without a Python
+    object per line; parsing and checking happen in DuckDB (:class:`JsonLines`). Only lines
+    that are blank or not UTF-8 are looked at in Python."""
     size = max(1, path.stat().st_size)
     done = 0
-    number = 0
-    order = {name: i for i, name in enumerate(EVENT_FIELDS)}
-    extras: set[str] = set()
+    first = 1  # the number of the block's first line
+    carry = b""
     with open(path, "rb") as f:
-        while chunk := f.readlines(_JSONL_CHUNK * 256):
-            n = len(chunk)
-            values: dict[str, list[str | None]] = {name: [None] * n for name in EVENT_FIELDS}
-            jtypes: list[str | None] = [None] * n
-            lines: list[str] = [""] * n
-            rows: list[int] = [0] * n
-            kept = 0
-            for raw in chunk:
-                number += 1
-                done += len(raw)
-                try:
-                    obj = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                    if text.strip():  # a blank line is no row
-                        source.malformed.append(Malformed(number, f"not valid JSON: {exc}", text))
-                    continue
-                if not isinstance(obj, dict):
-                    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                    kind = type(obj).__name__
-                    source.malformed.append(
-                        Malformed(number, f"a line must be a JSON object, not {kind}", text)
-                    )
-                    continue
-                first_wrong = len(order)
-                for key, value in obj.items():
-                    position = order.get(key)
-                    if position is None:
-                        extras.add(key)
-                    elif type(value) is str and key != "properties":
-                        values[key][kept] = value
-                    else:
-                        text_value, wrong = _as_text(key, value)
-                        values[key][kept] = text_value
-                        if wrong and position < first_wrong:
-                            first_wrong = position
-                if first_wrong < len(order):
-                    jtypes[kept] = EVENT_FIELDS[first_wrong]
-                lines[kept] = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                rows[kept] = number
-                kept += 1
+        while True:
+            block = f.read(_JSONL_BLOCK)
+            data = carry + block
+            if not block:
+                if not data:
+                    break
+                data += b"\n"  # the last line has no newline
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data
+                continue
+            data, carry = data[:cut], data[cut:]
+            done += len(data)
+            batch = _json_block(data, first, source)
+            first += data.count(b"\n")
             source.position = min(1.0, done / size)
-            source.extra_columns = sorted(extras)
-            if kept:
-                arrays = [pa.array(values[name][:kept], pa.string()) for name in EVENT_FIELDS]
-                arrays += [
-                    pa.array(rows[:kept], pa.int64()),
-                    pa.array(jtypes[:kept], pa.string()),
-                    pa.array(lines[:kept], pa.string()),
-                ]
-                yield pa.RecordBatch.from_arrays(
-                    arrays, names=[*EVENT_FIELDS, ROW, JSON_TYPE_ERROR, LINE]
+            if batch is not None:
+                yield batch
+            if not block:
+                break
+
+
+def _json_block(data: bytes, first: int, source: Source) -> JsonLines | None:
+    """One block of complete lines (each with its newline) as a :class:`JsonLines`; lines
+    that are not UTF-8 become malformed rows here, blank lines are dropped."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf == _NEWLINE) + 1
+    count = len(ends)
+    offsets = np.concatenate([np.zeros(1, dtype=np.int64), ends.astype(np.int64)])
+    lines = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(data))
+    numbers = np.arange(first, first + count, dtype=np.int64)
+    keep = np.ones(count, dtype=bool)
+    # Only a line that does not start with "{" can be blank; only those are looked at.
+    for i in np.flatnonzero(buf[offsets[:-1]] != _OPEN_BRACE):
+        if not data[offsets[i] : offsets[i + 1]].strip():
+            keep[i] = False
+    try:
+        lines.validate(full=True)
+    except pa.ArrowInvalid:  # some line is not UTF-8: find it (this block only)
+        for line in range(count):
+            raw = data[offsets[line] : offsets[line + 1]]
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                keep[line] = False
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                source.malformed.append(
+                    Malformed(int(numbers[line]), f"not valid JSON: not UTF-8 ({exc.reason})", text)
                 )
+    table = pa.table({LINE: lines, ROW: numbers})
+    if not keep.all():
+        table = table.filter(pa.array(keep))
+    return JsonLines(table) if table.num_rows else None

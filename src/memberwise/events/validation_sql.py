@@ -50,6 +50,9 @@ ROW = "__row"
 JSON_TYPE_ERROR = "__jtype"
 #: JSON Lines only: the original line, used as the dead letter's ``raw``.
 LINE = "__line"
+#: JSON Lines only: the ``__jtype`` of a line that is not a JSON object at all (the reason is
+#: found afterwards, by parsing just those lines again).
+MALFORMED_JSON = "!malformed"
 INTERNAL = (ROW, JSON_TYPE_ERROR, LINE)
 
 #: Fields that must be strings (ids and texts).
@@ -225,6 +228,14 @@ def build_validation(
 
     def add(code: RejectCode, name: str, condition: str, message: str) -> None:
         checks.append(Check(code, name, condition, message))
+
+    if has_jtype:
+        add(
+            RejectCode.malformed_row,
+            "",
+            f"{JSON_TYPE_ERROR} = {_lit(MALFORMED_JSON)}",
+            _lit("not a JSON object"),
+        )
 
     for name in EVENT_FIELDS:
         if name not in names:
