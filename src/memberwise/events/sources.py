@@ -274,6 +274,8 @@ def _csv_reader(
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
                 null_values=[""],
+                # Checked per batch instead (_without_bad_utf8), so one bad byte costs one row.
+                check_utf8=False,
             ),
         )
     except pa.ArrowInvalid as exc:
@@ -290,10 +292,10 @@ def _csv_reader(
             held += batch.num_rows
             if held >= BATCH_ROWS:
                 source.position = min(1.0, stream.tell() / size)
-                yield _numbered(pending, numbers)
+                yield _without_bad_utf8(_numbered(pending, numbers), source)
                 pending, held = [], 0
         if pending:
-            yield _numbered(pending, numbers)
+            yield _without_bad_utf8(_numbered(pending, numbers), source)
         source.position = 1.0
 
 
@@ -303,6 +305,39 @@ def _numbered(batches: list[pa.RecordBatch], numbers: _RowNumbers) -> pa.RecordB
         table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], table.schema)
     )
     return batch.append_column(ROW, pa.array(numbers.assign(batch.num_rows)))
+
+
+def _without_bad_utf8(batch: pa.RecordBatch, source: Source) -> pa.RecordBatch:
+    """The batch without its rows holding bytes that are not UTF-8; those become malformed
+    rows with their numbers. Only a column that fails Arrow's check is scanned in Python."""
+    bad: dict[int, str] = {}
+    for index, name in enumerate(batch.schema.names):
+        column = batch.column(index)
+        if name == ROW or not pa.types.is_string(column.type):
+            continue
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid:
+            for i, value in enumerate(column.cast(pa.binary()).to_pylist()):
+                if value is None or i in bad:
+                    continue
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad[i] = f"{name}: {exc.reason} at byte {exc.start}"
+    if not bad:
+        return batch
+    numbers = batch.column(ROW)
+    cells = [c.cast(pa.binary()) for c in batch.columns if pa.types.is_string(c.type)]
+    for i, reason in sorted(bad.items()):
+        text = ",".join(
+            "" if (v := c[i].as_py()) is None else v.decode("utf-8", errors="replace")
+            for c in cells
+        )
+        source.malformed.append(Malformed(numbers[i].as_py(), f"not valid UTF-8 ({reason})", text))
+    keep = np.ones(batch.num_rows, dtype=bool)
+    keep[list(bad)] = False
+    return batch.filter(pa.array(keep))
 
 
 def _csv_header(path: Path) -> list[str]:
