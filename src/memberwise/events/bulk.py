@@ -248,8 +248,9 @@ def ingest_paths(
     ``now`` fixes the validation clock (events later than ``now + 1 day`` are refused); by
     default the time each file starts. ``ingested_at`` is always the wall clock. A re-run
     after a crash reuses both values recorded when the interrupted run started. ``workers``
-    is the number of batches validated at once (default: one per CPU but the one the Parquet
-    writer needs). A file that fails (unreadable, a required column missing, ``on_members``
+    is the number of batches validated at once (default: one per CPU; the DuckDB queries
+    validating them are most of the work, the reader and the Parquet writer share the
+    cores with them). A file that fails (unreadable, a required column missing, ``on_members``
     raising) is reported in the result and the other files still run.
     """
     started = time.perf_counter()
@@ -271,7 +272,7 @@ def ingest_paths(
                 on_members=on_members,
                 report=report,
                 clock=clock,
-                workers=workers or max(1, (os.cpu_count() or 2) - 1),
+                workers=workers or max(2, os.cpu_count() or 2),
             )
         )
     return BulkResult(files=results, seconds=time.perf_counter() - started)
