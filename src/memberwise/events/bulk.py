@@ -65,13 +65,13 @@ from memberwise.events.sources import (
     Source,
     SourceError,
     detect_format,
-    json_keys_sql,
     malformed_json_message,
     open_source,
 )
 from memberwise.events.staging import DeadLetter, IdHashes, PartitionWriter, split_by_day
 from memberwise.events.validation_sql import (
     INT_FIELDS,
+    JSON_KEYS,
     ROW,
     SchemaMismatch,
     ValidationPlan,
@@ -641,10 +641,10 @@ class _FileRun:
             cursor.register(name, batch.table)
             try:
                 out = cursor.sql(self._sliced_plan.sql(batch.relation(name))).to_arrow_table()
-                keys = cursor.sql(json_keys_sql(name)).to_arrow_table().column(0).to_pylist()
             finally:
                 cursor.unregister(name)
             checked = self._assemble(out, out, self._sliced_plan)
+            keys = pc.unique(pc.list_flatten(out.column(JSON_KEYS))).to_pylist()
             checked.keys = frozenset(k for k in keys if k is not None)
             return checked
         table = _strip_numbers(pa.Table.from_batches([batch]))

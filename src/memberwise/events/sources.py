@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from memberwise.events.schemas import EVENT_FIELDS, REQUIRED_FIELDS, TAOBAO_BEHAVIOR
 from memberwise.events.validation_sql import (
     INT_FIELDS,
+    JSON_KEYS,
     JSON_TYPE_ERROR,
     LINE,
     MALFORMED_JSON,
@@ -444,68 +445,63 @@ class JsonLines:
         return f"({_JSON_SQL.replace(_JSON_TABLE, name)})"
 
 
-def _json_text(name: str, raw: str) -> str:
-    """One field's JSON value (``raw``, its JSON text, NULL when absent or null) as the text the
-    validation reads: a string unquoted, a bool as 1/0 for integers, a number as written
-    (DuckDB writes integral floats as ``12.0``, which the integer rule accepts), anything
-    else as its JSON text."""
-    kind = f"left({raw}, 1)"
-    string = (
-        f"(CASE WHEN contains({raw}, '\\') THEN json_extract_string({raw}, '$') "
-        f"ELSE {raw}[2:-2] END)"
-    )
+_WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
+
+
+def _json_text(name: str, kind: str, text: str) -> str:
+    """One field as the text the validation reads, from its JSON ``kind`` (json_type: NULL
+    when absent) and ``text`` (json_extract_string: a string unquoted, a number or object as
+    JSON): a bool is 1/0 for an integer, an integer given as text is stripped (as pydantic
+    does); DuckDB writes integral floats as ``12.0``, which the integer rule accepts."""
     if name == "properties":
-        return f"(CASE WHEN {kind} = '{{' THEN {raw} END)"
+        return f"CASE WHEN {kind} = 'OBJECT' THEN {text} END"
     if name in _STRING_FIELDS:
-        return f"(CASE WHEN {kind} = '\"' THEN {string} END)"
-    true, false = ("'1'", "'0'") if name in _INT_FIELDS else ("'true'", "'false'")
-    if name in _INT_FIELDS:  # pydantic strips an integer given as text, e.g. " 12 "
-        string = f"trim({string}, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13))"
-    return (
-        f"(CASE {kind} WHEN '\"' THEN {string} WHEN 't' THEN {true} WHEN 'f' THEN {false} "
-        f"ELSE {raw} END)"
-    )
+        return f"CASE WHEN {kind} = 'VARCHAR' THEN {text} END"
+    if name in _INT_FIELDS:
+        return (
+            f"CASE {kind} WHEN 'VARCHAR' THEN trim({text}, {_WHITESPACE}) "
+            f"WHEN 'BOOLEAN' THEN (CASE {text} WHEN 'true' THEN '1' ELSE '0' END) "
+            f"ELSE {text} END"
+        )
+    return text
 
 
-def _json_wrong(name: str, raw: str) -> str | None:
+def _json_wrong(name: str, kind: str) -> str | None:
     """When the JSON kind cannot be the field's (no number is a string), else None."""
     if name == "properties":
-        return f"{raw} IS NOT NULL AND left({raw}, 1) <> '{{'"
+        return f"{kind} NOT IN ('OBJECT', 'NULL')"
     if name in _STRING_FIELDS:
-        return f"{raw} IS NOT NULL AND left({raw}, 1) <> '\"'"
+        return f"{kind} NOT IN ('VARCHAR', 'NULL')"
     return None
 
 
 def _json_sql() -> str:
-    struct = "{" + ", ".join(f'"{n}": "JSON"' for n in EVENT_FIELDS) + "}"
-    raws = {n: f'CAST(__j."{n}" AS VARCHAR)' for n in EVENT_FIELDS}
-    texts = ", ".join(f'{_json_text(n, raws[n])} AS "{n}"' for n in EVENT_FIELDS)
+    paths = "[" + ", ".join(f"'$.\"{n}\"'" for n in EVENT_FIELDS) + "]"
+    line = f'"{LINE}"'
+    fields = list(enumerate(EVENT_FIELDS, start=1))
+    texts = ", ".join(f'{_json_text(n, f"__t[{i}]", f"__s[{i}]")} AS "{n}"' for i, n in fields)
     wrong = " ".join(
-        f"WHEN {cond} THEN '{n}'"
-        for n in EVENT_FIELDS
-        if (cond := _json_wrong(n, raws[n])) is not None
+        f"WHEN {cond} THEN '{n}'" for i, n in fields if (cond := _json_wrong(n, f"__t[{i}]"))
     )
-    absent = " AND ".join(f"{raws[n]} IS NULL" for n in EVENT_FIELDS)
-    # try(): a line that is not JSON gives NULL instead of failing the query; a valid line
-    # that is not an object gives all-NULL fields, so only those lines are asked their type.
-    malformed = f"__j IS NULL OR ({absent} AND json_type(\"{LINE}\") <> 'OBJECT')"
+    # try(): a line that is not JSON gives NULL instead of failing the query; a valid line that
+    # is not an object has no field, so only those lines are asked their type.
+    malformed = f"__t IS NULL OR (list_count(__t) = 0 AND json_type({line}) <> 'OBJECT')"
+    # Unknown keys, without parsing every line again: in a compact line each key is followed by
+    # '":', so a line with as many of those as contract keys present has no other key; only
+    # the rest (spaces, nested objects, '":' inside texts) have their keys listed.
+    colons = f"(strlen({line}) - strlen(replace({line}, '\":', ''))) // 2"
+    keys = f"CASE WHEN {colons} <> list_count(__t) THEN try(json_keys({line})) END"
     return (
         f"SELECT {texts}, \"{ROW}\", CASE WHEN {malformed} THEN '{MALFORMED_JSON}' "
-        f'{wrong} END AS "{JSON_TYPE_ERROR}", "{LINE}" FROM ('
-        f'SELECT try(from_json("{LINE}", \'{struct}\')) AS __j, "{ROW}", "{LINE}" '
+        f'{wrong} END AS "{JSON_TYPE_ERROR}", {line}, {keys} AS "{JSON_KEYS}" FROM ('
+        f"SELECT try(json_type({line}, {paths})) AS __t, "
+        f'try(json_extract_string({line}, {paths})) AS __s, "{ROW}", {line} '
         f"FROM {_JSON_TABLE})"
     )
 
 
 _JSON_TABLE = "__JSON_LINES__"
 _JSON_SQL = _json_sql()
-#: The distinct keys of a registered JSON Lines block (for the unknown-field warning).
-JSON_KEYS_SQL = f'SELECT DISTINCT unnest(try(json_keys("{LINE}"))) AS k FROM {_JSON_TABLE}'
-
-
-def json_keys_sql(name: str) -> str:
-    """The distinct top-level keys of the lines of the registered block ``name``."""
-    return JSON_KEYS_SQL.replace(_JSON_TABLE, name)
 
 
 def malformed_json_message(line: str) -> str:
@@ -523,7 +519,9 @@ def _jsonl(path: Path) -> Source:
     source = Source(
         path=path,
         fmt="jsonl",
-        schema=_strings([*EVENT_FIELDS, ROW, JSON_TYPE_ERROR, LINE]),
+        schema=_strings([*EVENT_FIELDS, ROW, JSON_TYPE_ERROR, LINE]).append(
+            pa.field(JSON_KEYS, pa.list_(pa.string()))
+        ),
         columns=list(EVENT_FIELDS),
         extra_columns=[],
         total_rows=None,
