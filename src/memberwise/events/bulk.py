@@ -29,7 +29,10 @@ hidden by the lake's reader and removed by compaction.
 Speed: Parquet is read and validated by DuckDB in slices of whole row groups (one DuckDB thread
 per slice, several slices at once), and the good rows are encoded by pyarrow's Parquet writer
 in a background thread, so decoding, checking and encoding overlap; CSV and Taobao files are
-parsed by pyarrow's streaming CSV reader and JSON Lines by orjson, then checked the same way.
+parsed by pyarrow's streaming CSV reader, then checked the same way; JSON Lines are split into
+blocks of lines and parsed and checked by DuckDB in the same query, and only the lines that
+fail to parse are parsed again (in Python) for the dead letter's reason. Members are
+registered set-based (``on_members`` gets up to MEMBER_CHUNK distinct ids at once).
 """
 
 from __future__ import annotations

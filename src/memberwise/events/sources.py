@@ -1,10 +1,12 @@
 """Event files read as a stream of Arrow batches with each row's number in the file.
 
-Every source yields batches whose columns are contract fields (plus ``__row``, and for JSON
-Lines ``__jtype``/``__line``) and collects the rows it could not parse at all (a CSV row with
-the wrong number of cells, a line that is not a JSON object) as :class:`Malformed` with their
-row number. Row numbers are what a person finds in the file: for CSV and JSON Lines the record's
-line (a CSV header is row 1; blank lines are not counted), for Parquet the 1-based row index.
+Every source yields batches whose columns are contract fields plus ``__row`` (or, for Parquet
+and JSON Lines, slices and blocks that DuckDB reads and checks itself) and collects the rows it
+could not parse at all (a CSV row with the wrong number of cells or bytes that are not UTF-8, a
+JSON line that is not UTF-8) as :class:`Malformed` with their row number; a JSON line that is
+not a JSON object is found by DuckDB, in the same query that checks the others. Row numbers
+are what a person finds in the file: for CSV the record's line (the header is row 1), for JSON
+Lines the line (blank lines are skipped but counted), for Parquet the 1-based row index.
 Memory is bounded by the batch size whatever the file size.
 """
 
