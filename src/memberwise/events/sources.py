@@ -534,8 +534,9 @@ def _jsonl(path: Path) -> Source:
 
 def _jsonl_batches(path: Path, source: Source) -> Iterator[Batch]:
     """Blocks of whole lines, split with NumPy into an Arrow string array without a Python
-    object per line; parsing and checking happen in DuckDB (:class:`JsonLines`). Only lines
-    that are blank or not UTF-8 are looked at in Python."""
+    object per line (and without copying a block but once); parsing and checking happen in
+    DuckDB (:class:`JsonLines`). Only lines that are blank or not UTF-8 are looked at in
+    Python."""
     size = max(1, path.stat().st_size)
     done = 0
     first = 1  # the number of the block's first line
@@ -543,19 +544,17 @@ def _jsonl_batches(path: Path, source: Source) -> Iterator[Batch]:
     with open(path, "rb") as f:
         while True:
             block = f.read(_JSONL_BLOCK)
-            data = carry + block
-            if not block:
-                if not data:
-                    break
-                data += b"\n"  # the last line has no newline
+            if not block and not carry:
+                break
+            data = carry + block if block else carry + b"\n"  # the last line may lack one
             cut = data.rfind(b"\n") + 1
             if cut == 0:
                 carry = data
                 continue
-            data, carry = data[:cut], data[cut:]
-            done += len(data)
-            batch = _json_block(data, first, source)
-            first += data.count(b"\n")
+            carry = data[cut:]
+            done += cut
+            batch, lines = _json_block(memoryview(data)[:cut], first, source)
+            first += lines
             source.position = min(1.0, done / size)
             if batch is not None:
                 yield batch
@@ -563,9 +562,10 @@ def _jsonl_batches(path: Path, source: Source) -> Iterator[Batch]:
                 break
 
 
-def _json_block(data: bytes, first: int, source: Source) -> JsonLines | None:
-    """One block of complete lines (each with its newline) as a :class:`JsonLines`; lines
-    that are not UTF-8 become malformed rows here, blank lines are dropped."""
+def _json_block(data: memoryview, first: int, source: Source) -> tuple[JsonLines | None, int]:
+    """One block of complete lines (each with its newline) as a :class:`JsonLines`, and its
+    number of lines; lines that are not UTF-8 become malformed rows here, blank lines are
+    dropped."""
     buf = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(buf == _NEWLINE) + 1
     count = len(ends)
@@ -575,13 +575,13 @@ def _json_block(data: bytes, first: int, source: Source) -> JsonLines | None:
     keep = np.ones(count, dtype=bool)
     # Only a line that does not start with "{" can be blank; only those are looked at.
     for i in np.flatnonzero(buf[offsets[:-1]] != _OPEN_BRACE):
-        if not data[offsets[i] : offsets[i + 1]].strip():
+        if not bytes(data[offsets[i] : offsets[i + 1]]).strip():
             keep[i] = False
     try:
         lines.validate(full=True)
     except pa.ArrowInvalid:  # some line is not UTF-8: find it (this block only)
         for line in range(count):
-            raw = data[offsets[line] : offsets[line + 1]]
+            raw = bytes(data[offsets[line] : offsets[line + 1]])
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -593,4 +593,4 @@ def _json_block(data: bytes, first: int, source: Source) -> JsonLines | None:
     table = pa.table({LINE: lines, ROW: numbers})
     if not keep.all():
         table = table.filter(pa.array(keep))
-    return JsonLines(table) if table.num_rows else None
+    return (JsonLines(table) if table.num_rows else None), count
