@@ -13,8 +13,6 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 from rich.console import Console
-from sqlalchemy import make_url
-from sqlalchemy.exc import SQLAlchemyError
 from typer.core import TyperGroup
 
 from memberwise import __version__
@@ -23,6 +21,7 @@ from memberwise.config import Settings, get_settings
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
 from memberwise.feedback.commands import app as feedback_app
+from memberwise.home import not_ready
 from memberwise.jobs.commands import build, execute_build, print_summary, program_for
 from memberwise.jobs.privacy_commands import app as privacy_app
 from memberwise.kit.db import make_engine, transaction
@@ -44,7 +43,7 @@ from memberwise.recommend.item_commands import app as items_app
 from memberwise.recommend.item_commands import import_catalog
 from memberwise.runtime import Runtime
 from memberwise.service.commands import app as service_app
-from memberwise.store import is_set_up, migrate
+from memberwise.store import migrate
 from memberwise.webhooks.commands import app as webhooks_app
 
 
@@ -111,25 +110,9 @@ def _needs_a_home(ctx: typer.Context) -> None:
         return
     if command == "recommend" and rest[:1] == ["evaluate"]:  # a file-based evaluation
         return
-    settings = get_settings()
-    try:
-        ready = is_set_up(settings.db_url)
-    except SQLAlchemyError as exc:
-        cause = type(getattr(exc, "orig", None) or exc).__name__
-        errors.print(
-            f"the operational store does not answer ({cause}): check "
-            "MEMBERWISE_DATABASE_URL and that the database is running",
-            soft_wrap=True,
-        )
-        raise typer.Exit(2) from None
-    if not ready:
-        errors.print(
-            f"memberwise has not been set up in {settings.home} (store "
-            f"{make_url(settings.db_url).render_as_string(hide_password=True)}): run "
-            "`memberwise init` first, or `memberwise run` for the demo platform",
-            soft_wrap=True,
-            highlight=False,
-        )
+    problem = not_ready(get_settings())
+    if problem is not None:
+        errors.print(problem, soft_wrap=True, highlight=False)
         raise typer.Exit(2)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, inspect, make_url
+from sqlalchemy import Engine
 
 # Imported for their side effect: each module registers its tables on kit.db.metadata.
 from memberwise.campaigns import tables as _campaigns_tables  # noqa: F401
@@ -31,7 +31,7 @@ from memberwise.webhooks import tables as _webhooks_tables  # noqa: F401
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
-__all__ = ["alembic_config", "is_set_up", "metadata", "migrate"]
+__all__ = ["alembic_config", "metadata", "migrate"]
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -49,22 +49,3 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
-
-
-def is_set_up(url: str) -> bool:
-    """Whether the store at ``url`` holds memberwise's schema (``memberwise init`` or
-    ``memberwise migrate`` ran on it). A SQLite file that does not exist is not created.
-
-    Raises sqlalchemy's OperationalError when the store does not answer.
-    """
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database in ("", ":memory:") or not Path(database).exists():
-            return False
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return inspect(conn).has_table("alembic_version")
-    finally:
-        engine.dispose()

@@ -710,3 +710,40 @@ def test_a_second_process_on_the_same_file_is_refused_while_the_first_runs(
     assert busy.failed_files == [(source, "another ingest of events.csv is running")]
     assert run.ids() == []
     assert run.ingest(source).accepted == 1
+
+
+def test_a_csv_row_with_a_byte_that_is_not_utf8_is_dead_lettered_and_the_rest_land(
+    run: Run, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "events.csv", [good_row("e1"), good_row("e2"), good_row("e4")])
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"i1", b"i\xff1")  # row 3 (the header is row 1): e2's item
+    path.write_bytes(b"".join(lines))
+
+    result = run.ingest(path)
+
+    assert (result.rows_read, result.accepted, result.rejected) == (3, 2, 1)
+    [letter] = deadletter(result)
+    assert (letter["row"], letter["code"], letter["field"]) == ("3", "malformed_row", "")
+    assert letter["message"] == "not valid UTF-8 (item_id: invalid start byte at byte 1)"
+    assert json.loads(letter["raw"]).startswith("e2,m1,purchase,")
+    assert run.ids() == ["e1", "e4"]
+
+
+def test_a_json_line_that_is_not_utf8_is_dead_lettered_with_its_line_number(
+    run: Run, tmp_path: Path
+) -> None:
+    good = {"event_id": "j1", "member_id": "m1", "type": "view", "ts": "2026-05-01T10:00:00Z"}
+    path = write_jsonl(tmp_path / "events.jsonl", [good, {**good, "event_id": "j2"}, "", good])
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b"j2", b"j\xfe2")
+    lines[3] = orjson.dumps({**good, "event_id": "j4"}) + b"\n"
+    path.write_bytes(b"".join(lines))
+
+    result = run.ingest(path)
+
+    assert (result.rows_read, result.accepted, result.rejected) == (3, 2, 1)
+    [letter] = deadletter(result)
+    assert (letter["row"], letter["code"]) == ("2", "malformed_row")
+    assert letter["message"].startswith("not valid JSON: not UTF-8")
+    assert run.ids() == ["j1", "j4"]

@@ -29,7 +29,10 @@ hidden by the lake's reader and removed by compaction.
 Speed: Parquet is read and validated by DuckDB in slices of whole row groups (one DuckDB thread
 per slice, several slices at once), and the good rows are encoded by pyarrow's Parquet writer
 in a background thread, so decoding, checking and encoding overlap; CSV and Taobao files are
-parsed by pyarrow's streaming CSV reader and JSON Lines by orjson, then checked the same way.
+parsed by pyarrow's streaming CSV reader, then checked the same way; JSON Lines are split into
+blocks of lines and parsed and checked by DuckDB in the same query, and only the lines that
+fail to parse are parsed again (in Python) for the dead letter's reason. Members are
+registered set-based (``on_members`` gets up to MEMBER_CHUNK distinct ids at once).
 """
 
 from __future__ import annotations
@@ -55,20 +58,23 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memberwise.events.schemas import LAKE_SCHEMA
+from memberwise.events.schemas import EVENT_FIELDS, LAKE_SCHEMA, RejectCode
 from memberwise.events.sources import (
     Batch,
     Format,
+    JsonLines,
     Malformed,
     ParquetSlice,
     Source,
     SourceError,
     detect_format,
+    malformed_json_message,
     open_source,
 )
 from memberwise.events.staging import DeadLetter, IdHashes, PartitionWriter, split_by_day
 from memberwise.events.validation_sql import (
     INT_FIELDS,
+    JSON_KEYS,
     ROW,
     SchemaMismatch,
     ValidationPlan,
@@ -245,8 +251,9 @@ def ingest_paths(
     ``now`` fixes the validation clock (events later than ``now + 1 day`` are refused); by
     default the time each file starts. ``ingested_at`` is always the wall clock. A re-run
     after a crash reuses both values recorded when the interrupted run started. ``workers``
-    is the number of batches validated at once (default: one per CPU but the one the Parquet
-    writer needs). A file that fails (unreadable, a required column missing, ``on_members``
+    is the number of batches validated at once (default: one per CPU; the DuckDB queries
+    validating them are most of the work, the reader and the Parquet writer share the
+    cores with them). A file that fails (unreadable, a required column missing, ``on_members``
     raising) is reported in the result and the other files still run.
     """
     started = time.perf_counter()
@@ -268,7 +275,7 @@ def ingest_paths(
                 on_members=on_members,
                 report=report,
                 clock=clock,
-                workers=workers or max(1, (os.cpu_count() or 2) - 1),
+                workers=workers or max(2, os.cpu_count() or 2),
             )
         )
     return BulkResult(files=results, seconds=time.perf_counter() - started)
@@ -507,6 +514,7 @@ class _Checked:
     last_row: int
     members: pa.Array
     sorted_hashes: np.ndarray[Any, Any]
+    keys: frozenset[str] = frozenset()
 
 
 class _FileRun:
@@ -592,6 +600,7 @@ class _FileRun:
         self._sliced_plan = build_validation(source.schema, now=self.now, export_all=True)
         self._candidates = candidates
         self._seen = set()
+        self._keys: set[str] = set()
         writer = PartitionWriter(self.staging)
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="validate") as pool:
@@ -606,6 +615,8 @@ class _FileRun:
         finally:
             writer.abort()
         self._write_bad([], source.take_malformed(), plan)
+        if self._keys:
+            source.extra_columns = sorted(self._keys.difference(EVENT_FIELDS))
         if source.extra_columns:
             self.warnings = [
                 "ignored column(s) not in the event contract: " + ", ".join(source.extra_columns)
@@ -628,6 +639,17 @@ class _FileRun:
         if isinstance(batch, ParquetSlice):
             out = cursor.sql(self._sliced_plan.sql(batch.relation())).to_arrow_table()
             return self._assemble(out, out, self._sliced_plan)
+        if isinstance(batch, JsonLines):
+            name = f"lines_{threading.get_ident()}"
+            cursor.register(name, batch.table)
+            try:
+                out = cursor.sql(self._sliced_plan.sql(batch.relation(name))).to_arrow_table()
+            finally:
+                cursor.unregister(name)
+            checked = self._assemble(out, out, self._sliced_plan)
+            keys = pc.unique(pc.list_flatten(out.column(JSON_KEYS))).to_pylist()
+            checked.keys = frozenset(k for k in keys if k is not None)
+            return checked
         table = _strip_numbers(pa.Table.from_batches([batch]))
         name = f"batch_{threading.get_ident()}"
         cursor.register(name, table)
@@ -701,6 +723,7 @@ class _FileRun:
                 writer.add(day, part)
         self.rows_read += checked.rows
         self.accepted += good.num_rows
+        self._keys |= checked.keys
         self._write_bad(
             checked.bad.to_pylist() if checked.bad is not None else [],
             source.take_malformed(before=checked.last_row),
@@ -741,7 +764,13 @@ class _FileRun:
         for r in rejected:
             assert plan is not None
             check = plan.checks[r["__check"] - 1]
-            rows.append((r[ROW], check.code.value, check.field, r["__message"], r["__raw"]))
+            raw = r["__raw"].rstrip("\r\n")  # a JSON line comes with its newline
+            if check.code is RejectCode.malformed_row:  # the second pass: failing lines only
+                message = malformed_json_message(raw)
+                raw = orjson.dumps(raw).decode()
+                rows.append((r[ROW], check.code.value, check.field, message, raw))
+            else:
+                rows.append((r[ROW], check.code.value, check.field, r["__message"], raw))
         for m in malformed:
             rows.append((m.row, "malformed_row", "", m.message, orjson.dumps(m.raw).decode()))
         self.rows_read += len(malformed)

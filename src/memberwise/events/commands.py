@@ -94,6 +94,19 @@ def ingest(
     raise typer.Exit(0 if result.ok else 1)
 
 
+#: ``memberwise ingest`` on its own, so the command starts without importing every domain
+#: (see :mod:`memberwise.entry`); ``memberwise.cli`` mounts the same function.
+ingest_app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+ingest_app.command("ingest", help="Load event files (CSV, JSONL, Parquet, Taobao) into the lake.")(
+    ingest
+)
+
+
+@ingest_app.callback()
+def _ingest_root() -> None:
+    """memberwise (ingest only)."""
+
+
 def _summary(result: BulkResult) -> Table:
     """One row per file, then the totals (rate in events read per second)."""
     table = Table(title="ingest", show_footer=True)

@@ -1,10 +1,12 @@
 """Event files read as a stream of Arrow batches with each row's number in the file.
 
-Every source yields batches whose columns are contract fields (plus ``__row``, and for JSON
-Lines ``__jtype``/``__line``) and collects the rows it could not parse at all (a CSV row with
-the wrong number of cells, a line that is not a JSON object) as :class:`Malformed` with their
-row number. Row numbers are what a person finds in the file: for CSV and JSON Lines the record's
-line (a CSV header is row 1; blank lines are not counted), for Parquet the 1-based row index.
+Every source yields batches whose columns are contract fields plus ``__row`` (or, for Parquet
+and JSON Lines, slices and blocks that DuckDB reads and checks itself) and collects the rows it
+could not parse at all (a CSV row with the wrong number of cells or bytes that are not UTF-8, a
+JSON line that is not UTF-8) as :class:`Malformed` with their row number; a JSON line that is
+not a JSON object is found by DuckDB, in the same query that checks the others. Row numbers
+are what a person finds in the file: for CSV the record's line (the header is row 1), for JSON
+Lines the line (blank lines are skipped but counted), for Parquet the 1-based row index.
 Memory is bounded by the batch size whatever the file size.
 """
 
@@ -26,8 +28,10 @@ import pyarrow.parquet as pq
 from memberwise.events.schemas import EVENT_FIELDS, REQUIRED_FIELDS, TAOBAO_BEHAVIOR
 from memberwise.events.validation_sql import (
     INT_FIELDS,
+    JSON_KEYS,
     JSON_TYPE_ERROR,
     LINE,
+    MALFORMED_JSON,
     ROW,
     STRING_FIELDS,
 )
@@ -158,7 +162,7 @@ class ParquetSlice:
         )
 
 
-Batch: TypeAlias = pa.RecordBatch | ParquetSlice
+Batch: TypeAlias = "pa.RecordBatch | ParquetSlice | JsonLines"
 
 
 def _parquet(path: Path) -> Source:
@@ -273,6 +277,8 @@ def _csv_reader(
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
                 null_values=[""],
+                # Checked per batch instead (_without_bad_utf8), so one bad byte costs one row.
+                check_utf8=False,
             ),
         )
     except pa.ArrowInvalid as exc:
@@ -289,10 +295,10 @@ def _csv_reader(
             held += batch.num_rows
             if held >= BATCH_ROWS:
                 source.position = min(1.0, stream.tell() / size)
-                yield _numbered(pending, numbers)
+                yield _without_bad_utf8(_numbered(pending, numbers), source)
                 pending, held = [], 0
         if pending:
-            yield _numbered(pending, numbers)
+            yield _without_bad_utf8(_numbered(pending, numbers), source)
         source.position = 1.0
 
 
@@ -302,6 +308,39 @@ def _numbered(batches: list[pa.RecordBatch], numbers: _RowNumbers) -> pa.RecordB
         table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], table.schema)
     )
     return batch.append_column(ROW, pa.array(numbers.assign(batch.num_rows)))
+
+
+def _without_bad_utf8(batch: pa.RecordBatch, source: Source) -> pa.RecordBatch:
+    """The batch without its rows holding bytes that are not UTF-8; those become malformed
+    rows with their numbers. Only a column that fails Arrow's check is scanned in Python."""
+    bad: dict[int, str] = {}
+    for index, name in enumerate(batch.schema.names):
+        column = batch.column(index)
+        if name == ROW or not pa.types.is_string(column.type):
+            continue
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid:
+            for i, value in enumerate(column.cast(pa.binary()).to_pylist()):
+                if value is None or i in bad:
+                    continue
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad[i] = f"{name}: {exc.reason} at byte {exc.start}"
+    if not bad:
+        return batch
+    numbers = batch.column(ROW)
+    cells = [c.cast(pa.binary()) for c in batch.columns if pa.types.is_string(c.type)]
+    for i, reason in sorted(bad.items()):
+        text = ",".join(
+            "" if (v := c[i].as_py()) is None else v.decode("utf-8", errors="replace")
+            for c in cells
+        )
+        source.malformed.append(Malformed(numbers[i].as_py(), f"not valid UTF-8 ({reason})", text))
+    keep = np.ones(batch.num_rows, dtype=bool)
+    keep[list(bad)] = False
+    return batch.filter(pa.array(keep))
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -385,13 +424,106 @@ def _taobao_batches(rows: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
 
 _STRING_FIELDS = frozenset(STRING_FIELDS)
 _INT_FIELDS = frozenset(INT_FIELDS)
+#: Bytes of the file per JSON Lines batch (whole lines).
+_JSONL_BLOCK = 48 << 20
+_NEWLINE = ord("\n")
+_OPEN_BRACE = ord("{")
+
+
+@dataclass(frozen=True)
+class JsonLines:
+    """A block of a JSON Lines file for DuckDB to parse and validate in one query: the lines'
+    text (``__line``) and numbers (``__row``); blank lines are left out."""
+
+    table: pa.Table
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.table.num_rows)
+
+    def relation(self, name: str) -> str:
+        """A FROM item giving the contract fields as text (JSON values as pydantic's lax mode
+        reads them), ``__row``, ``__jtype`` and ``__line``, from the registered ``name``."""
+        return f"({_JSON_SQL.replace(_JSON_TABLE, name)})"
+
+
+_WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
+
+
+def _json_text(name: str, kind: str, text: str) -> str:
+    """One field as the text the validation reads, from its JSON ``kind`` (json_type: NULL
+    when absent) and ``text`` (json_extract_string: a string unquoted, a number or object as
+    JSON): a bool is 1/0 for an integer, an integer given as text is stripped (as pydantic
+    does); DuckDB writes integral floats as ``12.0``, which the integer rule accepts."""
+    if name == "properties":
+        return f"CASE WHEN {kind} = 'OBJECT' THEN {text} END"
+    if name in _STRING_FIELDS:
+        return f"CASE WHEN {kind} = 'VARCHAR' THEN {text} END"
+    if name in _INT_FIELDS:
+        return (
+            f"CASE {kind} WHEN 'VARCHAR' THEN trim({text}, {_WHITESPACE}) "
+            f"WHEN 'BOOLEAN' THEN (CASE {text} WHEN 'true' THEN '1' ELSE '0' END) "
+            f"ELSE {text} END"
+        )
+    return text
+
+
+def _json_wrong(name: str, kind: str) -> str | None:
+    """When the JSON kind cannot be the field's (no number is a string), else None."""
+    if name == "properties":
+        return f"{kind} NOT IN ('OBJECT', 'NULL')"
+    if name in _STRING_FIELDS:
+        return f"{kind} NOT IN ('VARCHAR', 'NULL')"
+    return None
+
+
+def _json_sql() -> str:
+    paths = "[" + ", ".join(f"'$.\"{n}\"'" for n in EVENT_FIELDS) + "]"
+    line = f'"{LINE}"'
+    fields = list(enumerate(EVENT_FIELDS, start=1))
+    texts = ", ".join(f'{_json_text(n, f"__t[{i}]", f"__s[{i}]")} AS "{n}"' for i, n in fields)
+    wrong = " ".join(
+        f"WHEN {cond} THEN '{n}'" for i, n in fields if (cond := _json_wrong(n, f"__t[{i}]"))
+    )
+    # try(): a line that is not JSON gives NULL instead of failing the query; a valid line that
+    # is not an object has no field, so only those lines are asked their type.
+    malformed = f"__t IS NULL OR (list_count(__t) = 0 AND json_type({line}) <> 'OBJECT')"
+    # Unknown keys, without parsing every line again: in a compact line each key is followed by
+    # '":', so a line with as many of those as contract keys present has no other key; only
+    # the rest (spaces, nested objects, '":' inside texts) have their keys listed.
+    colons = f"(strlen({line}) - strlen(replace({line}, '\":', ''))) // 2"
+    keys = f"CASE WHEN {colons} <> list_count(__t) THEN try(json_keys({line})) END"
+    return (
+        f"SELECT {texts}, \"{ROW}\", CASE WHEN {malformed} THEN '{MALFORMED_JSON}' "
+        f'{wrong} END AS "{JSON_TYPE_ERROR}", {line}, {keys} AS "{JSON_KEYS}" FROM ('
+        f"SELECT try(json_type({line}, {paths})) AS __t, "
+        f'try(json_extract_string({line}, {paths})) AS __s, "{ROW}", {line} '
+        f"FROM {_JSON_TABLE})"
+    )
+
+
+_JSON_TABLE = "__JSON_LINES__"
+_JSON_SQL = _json_sql()
+
+
+def malformed_json_message(line: str) -> str:
+    """Why a line is not an event object, found by parsing it again (failing lines only)."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return f"not valid JSON: {exc}"
+    if isinstance(value, dict):
+        return "not valid JSON: a value out of range"  # e.g. an integer beyond 64 bits
+    return f"a line must be a JSON object, not {type(value).__name__}"
 
 
 def _jsonl(path: Path) -> Source:
     source = Source(
         path=path,
         fmt="jsonl",
-        schema=_strings([*EVENT_FIELDS, ROW, JSON_TYPE_ERROR, LINE]),
+        schema=_strings([*EVENT_FIELDS, ROW, JSON_TYPE_ERROR, LINE]).append(
+            pa.field(JSON_KEYS, pa.list_(pa.string()))
+        ),
         columns=list(EVENT_FIELDS),
         extra_columns=[],
         total_rows=None,
@@ -400,89 +532,65 @@ def _jsonl(path: Path) -> Source:
     return source
 
 
-def _as_text(name: str, value: Any) -> tuple[str | None, bool]:
-    """A JSON value as the text the SQL validates, and whether its JSON kind is wrong for
-    ``name`` (checked like pydantic's lax mode: no number is a string, a bool is an integer)."""
-    if value is None:
-        return None, False
-    if name == "properties":
-        if isinstance(value, dict):
-            return orjson.dumps(value).decode(), False
-        return None, True
-    if isinstance(value, str):
-        return value, False
-    if name in _STRING_FIELDS:
-        return None, True
-    if isinstance(value, bool):
-        if name in _INT_FIELDS:
-            return ("1" if value else "0"), False
-        return ("true" if value else "false"), False
-    if isinstance(value, float) and name in _INT_FIELDS and value.is_integer():
-        return str(int(value)), False  # 1e16 is an integer to pydantic, "1e+16" is not
-    if isinstance(value, int | float):
-        return repr(value), False
-    return orjson.dumps(value).decode(), False
-
-
-def _jsonl_batches(path: Path, source: Source) -> Iterator[pa.RecordBatch]:
-    """Lines parsed with orjson, a chunk at a time, into text columns (only the keys a line
-    has are touched; a string is taken as it is, anything else goes through ``_as_text``)."""
+def _jsonl_batches(path: Path, source: Source) -> Iterator[Batch]:
+    """Blocks of whole lines, split with NumPy into an Arrow string array without a Python
+    object per line (and without copying a block but once); parsing and checking happen in
+    DuckDB (:class:`JsonLines`). Only lines that are blank or not UTF-8 are looked at in
+    Python."""
     size = max(1, path.stat().st_size)
     done = 0
-    number = 0
-    order = {name: i for i, name in enumerate(EVENT_FIELDS)}
-    extras: set[str] = set()
+    first = 1  # the number of the block's first line
+    carry = b""
     with open(path, "rb") as f:
-        while chunk := f.readlines(_JSONL_CHUNK * 256):
-            n = len(chunk)
-            values: dict[str, list[str | None]] = {name: [None] * n for name in EVENT_FIELDS}
-            jtypes: list[str | None] = [None] * n
-            lines: list[str] = [""] * n
-            rows: list[int] = [0] * n
-            kept = 0
-            for raw in chunk:
-                number += 1
-                done += len(raw)
-                try:
-                    obj = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                    if text.strip():  # a blank line is no row
-                        source.malformed.append(Malformed(number, f"not valid JSON: {exc}", text))
-                    continue
-                if not isinstance(obj, dict):
-                    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                    kind = type(obj).__name__
-                    source.malformed.append(
-                        Malformed(number, f"a line must be a JSON object, not {kind}", text)
-                    )
-                    continue
-                first_wrong = len(order)
-                for key, value in obj.items():
-                    position = order.get(key)
-                    if position is None:
-                        extras.add(key)
-                    elif type(value) is str and key != "properties":
-                        values[key][kept] = value
-                    else:
-                        text_value, wrong = _as_text(key, value)
-                        values[key][kept] = text_value
-                        if wrong and position < first_wrong:
-                            first_wrong = position
-                if first_wrong < len(order):
-                    jtypes[kept] = EVENT_FIELDS[first_wrong]
-                lines[kept] = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                rows[kept] = number
-                kept += 1
+        while True:
+            block = f.read(_JSONL_BLOCK)
+            if not block and not carry:
+                break
+            data = carry + block if block else carry + b"\n"  # the last line may lack one
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data
+                continue
+            carry = data[cut:]
+            done += cut
+            batch, lines = _json_block(memoryview(data)[:cut], first, source)
+            first += lines
             source.position = min(1.0, done / size)
-            source.extra_columns = sorted(extras)
-            if kept:
-                arrays = [pa.array(values[name][:kept], pa.string()) for name in EVENT_FIELDS]
-                arrays += [
-                    pa.array(rows[:kept], pa.int64()),
-                    pa.array(jtypes[:kept], pa.string()),
-                    pa.array(lines[:kept], pa.string()),
-                ]
-                yield pa.RecordBatch.from_arrays(
-                    arrays, names=[*EVENT_FIELDS, ROW, JSON_TYPE_ERROR, LINE]
+            if batch is not None:
+                yield batch
+            if not block:
+                break
+
+
+def _json_block(data: memoryview, first: int, source: Source) -> tuple[JsonLines | None, int]:
+    """One block of complete lines (each with its newline) as a :class:`JsonLines`, and its
+    number of lines; lines that are not UTF-8 become malformed rows here, blank lines are
+    dropped."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf == _NEWLINE) + 1
+    count = len(ends)
+    offsets = np.concatenate([np.zeros(1, dtype=np.int64), ends.astype(np.int64)])
+    lines = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(data))
+    numbers = np.arange(first, first + count, dtype=np.int64)
+    keep = np.ones(count, dtype=bool)
+    # Only a line that does not start with "{" can be blank; only those are looked at.
+    for i in np.flatnonzero(buf[offsets[:-1]] != _OPEN_BRACE):
+        if not bytes(data[offsets[i] : offsets[i + 1]]).strip():
+            keep[i] = False
+    try:
+        lines.validate(full=True)
+    except pa.ArrowInvalid:  # some line is not UTF-8: find it (this block only)
+        for line in range(count):
+            raw = bytes(data[offsets[line] : offsets[line + 1]])
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                keep[line] = False
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                source.malformed.append(
+                    Malformed(int(numbers[line]), f"not valid JSON: not UTF-8 ({exc.reason})", text)
                 )
+    table = pa.table({LINE: lines, ROW: numbers})
+    if not keep.all():
+        table = table.filter(pa.array(keep))
+    return (JsonLines(table) if table.num_rows else None), count

@@ -51,7 +51,13 @@ ROW = "__row"
 JSON_TYPE_ERROR = "__jtype"
 #: JSON Lines only: the original line, used as the dead letter's ``raw``.
 LINE = "__line"
-INTERNAL = (ROW, JSON_TYPE_ERROR, LINE)
+#: JSON Lines only: the ``__jtype`` of a line that is not a JSON object at all (the reason is
+#: found afterwards, by parsing just those lines again).
+MALFORMED_JSON = "!malformed"
+#: JSON Lines only: the keys of a line that may have keys not in the contract (else NULL),
+#: passed through to the output for the unknown-field warning.
+JSON_KEYS = "__keys"
+INTERNAL = (ROW, JSON_TYPE_ERROR, LINE, JSON_KEYS)
 
 #: Fields that must be strings (ids and texts).
 STRING_FIELDS: tuple[str, ...] = (*ID_FIELDS, *TEXT_FIELDS)
@@ -227,6 +233,14 @@ def build_validation(
     def add(code: RejectCode, name: str, condition: str, message: str) -> None:
         checks.append(Check(code, name, condition, message))
 
+    if has_jtype:
+        add(
+            RejectCode.malformed_row,
+            "",
+            f"{JSON_TYPE_ERROR} = {_lit(MALFORMED_JSON)}",
+            _lit("not a JSON object"),
+        )
+
     for name in EVENT_FIELDS:
         if name not in names:
             absent.append(name)
@@ -348,7 +362,7 @@ def build_validation(
     carried = [n for n in EVENT_FIELDS if n not in absent]
     carried += [c for c in shown if c not in EVENT_FIELDS]
     sources = [f"{_q(c)} AS {_q('__s_' + c)}" for c in carried]
-    extra = [_q(c) for c in (JSON_TYPE_ERROR, LINE) if c in names]
+    extra = [_q(c) for c in (JSON_TYPE_ERROR, LINE, JSON_KEYS) if c in names]
     level1 = ", ".join([_q(ROW), *sources, *extra])
     typed = ", ".join(f"{values[n]} AS {_q(n)}" for n in EVENT_FIELDS)
     case = " ".join(f"WHEN {c.condition} THEN {i}" for i, c in enumerate(checks, start=1))
@@ -370,6 +384,8 @@ def build_validation(
     )
     outputs.append(f"CASE WHEN __check IS NOT NULL THEN {raw} END AS __raw")
     outputs.append('hash("event_id") AS __hash')
+    if JSON_KEYS in names:
+        outputs.append(_q(JSON_KEYS))
     sql = (
         f"SELECT {', '.join(outputs)} FROM ("
         f"SELECT *, CASE {case} END AS __check FROM ("

@@ -260,10 +260,7 @@ def ensure_members(
         # until commit (members are never deleted, so an existing id stays true).
         new = set(created)
         known.add_all(m for m in wanted if m not in new)
-    privacy.audit_many(
-        conn,
-        [privacy.audit_row(actor, "member.autocreate", "member", m, member_id=m) for m in created],
-    )
+    privacy.audit_members(conn, actor, "member.autocreate", created)
     return len(created)
 
 

@@ -16,12 +16,14 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
+    true,
     update,
 )
 
-from memberwise.kit.db import insert_ignore
+from memberwise.kit.db import insert_ignore, string_values
 from memberwise.privacy.tables import (
     api_keys,
     audit_log,
@@ -340,3 +342,25 @@ def pseudonymise_requests(conn: Connection, member_id: str, pseudonym: str) -> i
 
 def any_erasure(conn: Connection) -> bool:
     return conn.execute(select(erasures.c.member_hash).limit(1)).first() is not None
+
+
+def insert_member_audits(
+    conn: Connection, keyed_ids: Sequence[str], values: dict[str, Any]
+) -> None:
+    """One audit row per member in ONE statement: ``keyed_ids`` are each row's 32-character
+    audit id followed by its member id (subject and member of the row); ``values`` are the
+    columns every row shares. Set-based, because a bulk ingest audits 100,000s at once."""
+    if not keyed_ids:
+        return
+    ids = string_values(conn, keyed_ids)
+    member = func.substr(ids.c.value, 33)
+    shared = ("ts", "actor", "actor_role", "action", "subject_type", "reason", "details")
+    rows = select(
+        func.substr(ids.c.value, 1, 32),
+        *(literal(values[name], audit_log.c[name].type) for name in shared),
+        member,
+        member,
+    ).where(true())
+    conn.execute(
+        insert(audit_log).from_select(["audit_id", *shared, "subject_id", "member_id"], rows)
+    )
