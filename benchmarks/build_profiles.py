@@ -1,21 +1,26 @@
-"""Benchmark the build: the profile stage against one hand-written DuckDB query, and the whole
-``memberwise build`` (wall time, peak memory) on a demo platform.
+"""Benchmark the build: the profile stage against one hand-written DuckDB query, on the lake as
+``memberwise ingest`` leaves it and on the same lake compacted, and the whole ``memberwise
+build`` (wall time, peak memory) on a demo platform.
 
-    python benchmarks/build_profiles.py --events 100000000 --home /tmp/bench-build
+    python benchmarks/build_profiles.py --members 200000 --days 120 --home /tmp/bench-build
 
-The home is made once (demo generation, ingest, ``lake compact``, members import) and reused.
+The home is made once, as a user would: ``demo generate``, ``init``, ``ingest`` of the demo's
+event files (one lake file per source file and day: 40 a day for 200,000 members) and
+``members import``. A copy of it, ``<home>-compacted``, then gets ``memberwise lake compact``.
 Then, alternating, ``--runs`` times each:
 
-- ``hand SQL``: one DuckDB query over the lake's Parquet files computing RFM and the count
-  features per member (counts per type and window, units, spend, hour and weekday histograms,
-  first/last times, distinct orders per window, recency and the R/F/M quintile scores),
-  written to Parquet;
-- ``ibis RFM+counts``: the same features from the profile stage's own Ibis functions
-  (``member_activity``, ``member_orders``, the quintile scores), written the same way;
-- ``profile stage``: ``memberwise build --only profiles`` (all fields, details, breadth,
-  affinity, price bands), in a subprocess.
+- ``hand SQL``: one DuckDB query over a lake's Parquet files, ``DISTINCT ON (event_id)`` over
+  the whole lake, computing RFM and the count features per member (counts per type and
+  window, units, spend, hour and weekday histograms, first/last times, distinct orders per
+  window, recency and the R/F/M quintile scores), written to Parquet;
+- ``profile stage``: ``memberwise build --only profiles`` (all 93 fields, details, breadth,
+  affinity, price bands), in a subprocess; on the fresh lake the readers' record of which days
+  overlap is deleted first, so every run pays the check a first build after ingest pays;
+- ``ibis RFM+counts`` (compacted lake only): the hand query's features from the profile
+  stage's own Ibis functions, written the same way.
 
-Finally one full ``memberwise build`` in a subprocess, with its peak memory.
+Both builds' profiles are compared (they must be identical). Finally one full
+``memberwise build`` on the fresh home, with its peak memory.
 """
 
 from __future__ import annotations
@@ -24,18 +29,20 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import ibis
 import pyarrow.parquet as pq
 
-from memberwise.kit.lake import EventLake
-from memberwise.kit.warehouse import duckdb_backend, read_parquet, write_parquet
+from memberwise.kit.lake import OVERLAPS_FILE, EventLake
+from memberwise.kit.warehouse import duckdb_backend, write_parquet
 from memberwise.profiles import features as feat
 
 BIN = Path(sys.executable).parent / "memberwise"
@@ -47,22 +54,33 @@ def run(cmd: list[str], env: dict[str, str]) -> str:
     return done.stdout
 
 
-def prepare(home: Path, events: int, env: dict[str, str]) -> None:
-    if (home / ".bench-ready").exists():
-        return
+def prepare(home: Path, members: int, days: int, env: dict[str, str]) -> Path:
+    """The fresh home (``ingest``, no compaction) and its compacted copy; made once."""
+    compacted = home.with_name(home.name + "-compacted")
+    if (home / ".bench-ready").exists() and (compacted / ".bench-ready").exists():
+        return compacted
     demo = home / "demo"
-    members = max(1, events // 100)
-    print(f"preparing {home}: {members:,} members, ~{events:,} events", flush=True)
-    run([str(BIN), "demo", "generate", "--members", str(members), "--out", str(demo)], env)
+    print(f"preparing {home}: {members:,} members, {days} days", flush=True)
+    gen = ["demo", "generate", "--members", str(members), "--days", str(days), "--out", str(demo)]
+    run([str(BIN), *gen], env)
     run([str(BIN), "init"], env)
+    started = time.perf_counter()
     run([str(BIN), "ingest", str(demo / "events"), "--json"], env)
-    run([str(BIN), "lake", "compact"], env)
+    print(f"ingest {time.perf_counter() - started:.1f} s", flush=True)
     run([str(BIN), "members", "import", str(demo / "members.parquet")], env)
+    shutil.rmtree(compacted, ignore_errors=True)
+    shutil.copytree(home, compacted, symlinks=True)
+    started = time.perf_counter()
+    run([str(BIN), "lake", "compact"], {**env, "MEMBERWISE_HOME": str(compacted)})
+    print(f"lake compact {time.perf_counter() - started:.1f} s", flush=True)
     (home / ".bench-ready").touch()
+    (compacted / ".bench-ready").touch()
+    return compacted
 
 
 def hand_sql(files: list[Path], as_of: datetime, offset_hours: int) -> str:
-    """The hand-written query: one pass of conditional aggregates, distinct orders, quintiles."""
+    """The hand-written query: the whole lake deduplicated by ``event_id`` (any copy), one pass
+    of conditional aggregates, distinct orders, quintiles."""
     listed = ", ".join(f"'{p}'" for p in files)
     clock = f"TIMESTAMPTZ '{as_of.isoformat()}'"
     aggs = []
@@ -95,7 +113,8 @@ def hand_sql(files: list[Path], as_of: datetime, offset_hours: int) -> str:
                (epoch({clock}) - epoch(ts))::BIGINT // 86400 AS age,
                hour(ts + INTERVAL {offset_hours} HOUR) AS hour,
                isodow(ts + INTERVAL {offset_hours} HOUR) - 1 AS dow
-        FROM read_parquet([{listed}]) WHERE ts <= {clock}
+        FROM (SELECT DISTINCT ON (event_id) * FROM read_parquet([{listed}]))
+        WHERE ts <= {clock}
     ),
     a AS (SELECT member_id, {", ".join(aggs)} FROM e GROUP BY member_id),
     o AS (
@@ -124,7 +143,7 @@ def ibis_rfm(con: ibis.BaseBackend, lake: EventLake, as_of: datetime, offset: in
     """The same features from the profile stage's functions."""
     e = feat.prepare_events(lake.events_table(con), as_of=as_of, utc_offset=timedelta(hours=offset))
     a = feat.member_activity(e)
-    orders = feat.member_orders(e)
+    orders = feat.member_orders(feat.member_purchases(e))
     counts = orders.group_by("member_id").aggregate(**feat._window_counts(orders, "orders"))
     j = a.left_join(counts, "member_id").drop("member_id_right")
     j = j.mutate(
@@ -145,23 +164,17 @@ def timed(fn: object) -> float:
     return time.perf_counter() - started
 
 
-def compare(times: dict[str, list[float]], files: list[Path], out: Path, as_of: datetime) -> None:
-    """Check both outputs have every member, then print medians and ratios."""
-    con = duckdb_backend()
-    hand_rows = read_parquet(con, [out / "hand.parquet"]).count().to_pyarrow().as_py()
-    ours_rows = read_parquet(con, [out / "ibis.parquet"]).count().to_pyarrow().as_py()
-    assert hand_rows == ours_rows, (hand_rows, ours_rows)
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    base = medians["hand SQL"]
-    events = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
-    print(f"\n{events:,} events, {hand_rows:,} members, as of {as_of.isoformat()}")
-    for name, value in medians.items():
-        print(f"{name:>16}: median {value:6.1f} s   ratio to hand SQL {value / base:4.2f} x")
+def same_profiles(one: Path, other: Path) -> None:
+    """Two builds' profiles hold the same rows (compared in member order)."""
+    tables = [pq.read_table(d / "profiles.parquet").sort_by("member_id") for d in (one, other)]
+    assert tables[0].equals(tables[1]), f"{one} and {other} differ"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--members", type=int, default=None, help="Default: events / 100.")
+    parser.add_argument("--events", type=int, default=20_000_000)
+    parser.add_argument("--days", type=int, default=120)
     parser.add_argument("--home", type=Path, default=Path("/tmp/bench-build"))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-full", action="store_true", help="Skip the full build run.")
@@ -172,38 +185,71 @@ def main() -> None:
     program = Path(__file__).resolve().parents[1] / "programs" / "demo.yaml"
     env.setdefault("MEMBERWISE_PROGRAM_FILE", str(program))
     env.pop("MEMBERWISE_DATABASE_URL", None)
-    prepare(home, args.events, env)
-    lake = EventLake(home / "lake")
-    latest = lake.latest_ts()
-    assert latest is not None
+    members = args.members or max(1, args.events // 100)
+    compacted = prepare(home, members, args.days, env)
+    lakes = {"fresh": EventLake(home / "lake"), "compacted": EventLake(compacted / "lake")}
+    latest = lakes["fresh"].latest_ts()
+    assert latest is not None and latest == lakes["compacted"].latest_ts()
     as_of = latest
-    files = lake.files()
+    files = {name: lake.files() for name, lake in lakes.items()}
     out = home / "bench-out"
     out.mkdir(exist_ok=True)
+    builds: dict[str, Path] = {}
 
-    def hand() -> None:
+    def hand(name: str) -> None:
         con = duckdb_backend(temp_dir=home / "tmp")
-        sql = hand_sql(files, as_of, 8)
+        sql = hand_sql(files[name], as_of, 8)
         con.con.execute(f"COPY ({sql}) TO '{out / 'hand.parquet'}' (FORMAT parquet)")
         con.disconnect()
 
     def ours() -> None:
         con = duckdb_backend(temp_dir=home / "tmp")
-        write_parquet(con, ibis_rfm(con, lake, as_of, 8), out / "ibis.parquet")
+        write_parquet(con, ibis_rfm(con, lakes["compacted"], as_of, 8), out / "ibis.parquet")
         con.disconnect()
 
-    def stage() -> None:
+    def stage(name: str) -> None:
+        lake_home = home if name == "fresh" else compacted
+        (lake_home / "lake" / "_manifest" / OVERLAPS_FILE).unlink(missing_ok=True)
         cmd = [str(BIN), "build", "--only", "profiles", "--as-of", as_of.isoformat(), "--json"]
-        run(cmd, env)
+        summary = json.loads(run(cmd, {**env, "MEMBERWISE_HOME": str(lake_home)}))
+        builds[name] = Path(summary["directory"])
 
-    times: dict[str, list[float]] = {"hand SQL": [], "ibis RFM+counts": [], "profile stage": []}
+    jobs: dict[str, Any] = {
+        "hand SQL, fresh": lambda: hand("fresh"),
+        "stage, fresh": lambda: stage("fresh"),
+        "hand SQL, compacted": lambda: hand("compacted"),
+        "stage, compacted": lambda: stage("compacted"),
+        "ibis RFM+counts, compacted": ours,
+    }
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    loads: list[float] = []
     for n in range(args.runs):
-        times["hand SQL"].append(timed(hand))
-        times["ibis RFM+counts"].append(timed(ours))
-        times["profile stage"].append(timed(stage))
-        print(f"run {n + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
+        for name, job in jobs.items():
+            times[name].append(timed(job))
+        loads.append(os.getloadavg()[0])
+        print(
+            f"run {n + 1} (load {loads[-1]:.1f}): "
+            + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()),
+            flush=True,
+        )
     if args.runs:
-        compare(times, files, out, as_of)
+        same_profiles(builds["fresh"], builds["compacted"])
+        counts = [
+            pq.ParquetFile(out / n).metadata.num_rows for n in ("hand.parquet", "ibis.parquet")
+        ]
+        assert counts[0] == counts[1], counts
+        medians = {k: statistics.median(v) for k, v in times.items()}
+        events = sum(pq.ParquetFile(p).metadata.num_rows for p in files["compacted"])
+        print(
+            f"\n{events:,} events; {len(files['fresh']):,} files fresh, "
+            f"{len(files['compacted']):,} compacted; as of {as_of.isoformat()}; "
+            f"load {min(loads):.1f}-{max(loads):.1f}"
+        )
+        for name, value in medians.items():
+            base = medians["hand SQL, fresh" if "fresh" in name else "hand SQL, compacted"]
+            print(
+                f"{name:>27}: median {value:6.1f} s   ratio to its hand SQL {value / base:4.2f} x"
+            )
     if not args.skip_full:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         started = time.perf_counter()

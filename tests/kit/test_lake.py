@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -145,6 +146,59 @@ def test_the_ibis_reader_deduplicates_the_same_way(tmp_path: Path) -> None:
         {"event_id": "b", "item_id": "early"},
         {"event_id": "c", "item_id": "early"},
     ]
+
+
+def test_disjoint_files_of_a_day_are_read_plainly_and_the_check_is_recorded(
+    tmp_path: Path,
+) -> None:
+    lake = EventLake(tmp_path)
+    lake.append(rows(["a", "b"], ingested=5, item="x"), prefix="api")
+    lake.append(rows(["c"], ingested=2, item="y"), prefix="api")
+    lake.append(rows(["d"], ingested=2, item="z", day=2), prefix="api")
+
+    plain, overlapping = lake.read_plan()
+
+    assert (plain, overlapping) == (lake.files(), [])
+    record = json.loads((tmp_path / "_manifest" / "overlaps.json").read_text())
+    day = lake.partition_dir(date(2026, 3, 1))
+    assert record == {
+        "date=2026-03-01": {
+            "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in lake.files()[:2]],
+            "overlap": False,
+        }
+    }
+    assert sorted(p.parent for p in plain[:2]) == [day, day]
+    assert read(lake) == [("a", "x"), ("b", "x"), ("c", "y"), ("d", "z")]
+
+
+def test_a_file_added_to_a_checked_day_is_checked_again_and_its_copies_hidden(
+    tmp_path: Path,
+) -> None:
+    lake = EventLake(tmp_path)
+    lake.append(rows(["a"], ingested=5, item="late"), prefix="api")
+    lake.append(rows(["b"], ingested=5, item="late"), prefix="api")
+    assert lake.read_plan()[1] == []
+    lake.append(rows(["b"], ingested=2, item="early"), prefix="api")
+
+    plain, overlapping = lake.read_plan()
+
+    assert (plain, overlapping) == ([], [lake.files()])
+    assert read(lake) == [("a", "late"), ("b", "early")]
+    assert events_table(ibis.duckdb.connect(), lake).count().to_pyarrow().as_py() == 2
+    record = json.loads((tmp_path / "_manifest" / "overlaps.json").read_text())
+    assert record["date=2026-03-01"]["overlap"] is True
+
+
+def test_a_stale_or_unreadable_overlap_record_is_never_trusted(tmp_path: Path) -> None:
+    lake = EventLake(tmp_path)
+    lake.append(rows(["a"], ingested=5, item="late"), prefix="api")
+    lake.append(rows(["a"], ingested=2, item="early"), prefix="api")
+    record = tmp_path / "_manifest" / "overlaps.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text('{"date=2026-03-01": {"files": [], "overlap": false}}')
+    assert read(lake) == [("a", "early")]
+    record.write_text("not json")
+    assert read(lake) == [("a", "early")]
 
 
 def test_an_empty_lake_reads_as_no_rows_with_the_lake_columns(tmp_path: Path) -> None:

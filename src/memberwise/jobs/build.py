@@ -178,7 +178,10 @@ def _write_table(path: Path, table: pa.Table, schema: pa.Schema) -> int:
 def stage_profiles(ctx: BuildContext) -> int:
     """Profiles and details from the lake, as of the build's clock."""
     runtime, as_of = ctx.runtime, ctx.result.as_of
-    steps = ("categories", "brands", "days", "orders", "details", "activity", "profiles")
+    steps = (
+        *("interests", "categories", "brands", "days", "purchases", "details", "activity"),
+        "profiles",
+    )
     ctx.progress("profiles", 0, len(steps))
     with runtime.engine.connect() as conn:
         attributes = members_service.analytics_attributes(conn)

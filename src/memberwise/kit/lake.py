@@ -14,20 +14,35 @@ The same ``event_id`` may be stored more than once (client retries, a re-run bul
 compaction in progress); every reader here returns one row per ``event_id`` and day: the copy
 ingested first, ties broken by the row's values so the answer never depends on file names.
 
-Two facts keep reading cheap. No single file holds an ``event_id`` twice (the API claims a
+Three facts keep reading cheap. No single file holds an ``event_id`` twice (the API claims a
 receipt per id before writing, bulk ingest drops repeats within its source file, compaction
-writes one copy), so a day stored in one file needs no deduplication at all. And copies of an
-event carry its time, so they land in the same day: the readers deduplicate each multi-file day
-on its own, never the whole lake at once. (A whole-lake ``row_number() OVER (PARTITION BY
-event_id)`` took 168 s and 20 GiB for 100 M events on 2 cores; reading a compacted lake takes a
-tenth of that. An id a client reuses for an event on another day is kept on both days; the API
-still refuses it as a duplicate through its receipts.)
+writes one copy), so a day stored in one file needs no deduplication at all. Copies of an
+event carry its time, so they land in the same day: the readers deduplicate each day on its
+own, never the whole lake at once. (A whole-lake ``row_number() OVER (PARTITION BY event_id)``
+took 168 s and 20 GiB for 100 M events on 2 cores; reading a compacted lake takes a tenth of
+that. An id a client reuses for an event on another day is kept on both days; the API still
+refuses it as a duplicate through its receipts.) And the files of a day usually do not overlap
+at all: ``memberwise ingest`` of N source files leaves N files in every day they cover (40 a
+day for the 200,000-member demo), each with its own events. So before deduplicating a
+multi-file day the readers check whether any id occurs twice in it, one hash aggregation of
+the ids of all unchecked days at once, and record the answer in ``_manifest/overlaps.json``
+keyed by the day's files (name, size, mtime): a day whose files are disjoint is read as plainly
+as a compacted one, and the check runs again only when that day's files change.
+
+Why a check at read time rather than compaction inside ``ingest`` (measured on the
+200,000-member demo, 20 M events, 2 shared cores): compacting every touched day costs more than
+the ingest itself (37 s for a 60 s ingest on a quiet machine), which issue 20's ingest target
+cannot afford; the id check costs about one plain scan of ``event_id`` (a few seconds, once per
+change), while the per-day ``row_number()`` over 40 files made every pass over the events about
+twenty times slower than over the compacted lake. ``memberwise lake compact`` is still the way
+to remove the copies of a day that does overlap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import time
@@ -67,6 +82,8 @@ PARQUET_OPTIONS: dict[str, Any] = {
     "use_dictionary": ["type", "channel", "region", "category_id", "brand", "merchant_id"],
     "write_statistics": ["ts", "ingested_at"],
 }
+#: The readers' record of which multi-file days hold an ``event_id`` twice (see the module doc).
+OVERLAPS_FILE = "overlaps.json"
 #: A temp file older than this is a crash's leftover, which compaction deletes.
 STALE_TEMP_SECONDS = 3600
 #: Rows per row group in lake files (big enough for fast scans, small enough to buffer).
@@ -285,21 +302,73 @@ class EventLake:
         groups = [self.files([day]) for day in self.partitions()]
         return [group for group in groups if group]
 
+    def read_plan(self) -> tuple[list[Path], list[list[Path]]]:
+        """How to read the deduplicated events now: (files read as they are, groups of files
+        to deduplicate together).
+
+        Single-file days and multi-file days whose files share no ``event_id`` are read as
+        they are; every other day is one group. Multi-file days not checked before (or whose
+        files changed since) are checked now, all in one query, and the answers recorded.
+        """
+        groups = self.files_by_day()
+        plain = [group[0] for group in groups if len(group) == 1]
+        multi = [group for group in groups if len(group) > 1]
+        if not multi:
+            return plain, []
+        known = self._read_overlaps()
+        answers: dict[str, bool] = {}
+        unchecked = []
+        for group in multi:
+            day, signature = group[0].parent.name, _signature(group)
+            entry = known.get(day)
+            if entry is not None and entry.get("files") == signature:
+                answers[day] = bool(entry["overlap"])
+            else:
+                unchecked.append(group)
+        if unchecked:
+            found = _overlapping_days(unchecked)
+            for group in unchecked:
+                day = group[0].parent.name
+                answers[day] = day in found
+                known[day] = {"files": _signature(group), "overlap": day in found}
+            self._write_overlaps(known)
+        overlapping = []
+        for group in multi:
+            if answers[group[0].parent.name]:
+                overlapping.append(group)
+            else:
+                plain.extend(group)
+        return sorted(plain), overlapping
+
+    def _read_overlaps(self) -> dict[str, Any]:
+        path = self.manifest_dir / OVERLAPS_FILE
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return recorded if isinstance(recorded, dict) else {}
+
+    def _write_overlaps(self, known: dict[str, Any]) -> None:
+        """Record the checks (only for days that still exist); a read-only lake just checks
+        again next time."""
+        live = {partition_name(day) for day in self.partitions()}
+        kept = {day: entry for day, entry in sorted(known.items()) if day in live}
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(self.manifest_dir / OVERLAPS_FILE, json.dumps(kept).encode("utf-8"))
+
     def events_sql(self) -> str:
         """DuckDB SQL for the deduplicated events (LAKE_SCHEMA columns), over today's files.
 
         The file list is taken now: files added later are not seen by this SQL text.
         """
-        groups = self.files_by_day()
-        if not groups:
+        plain, overlapping = self.read_plan()
+        if not plain and not overlapping:
             return _empty_sql()
-        single = [group[0] for group in groups if len(group) == 1]
-        parts = [f"SELECT {_COLUMNS} FROM {_read_sql(single)}"] if single else []
+        parts = [f"SELECT {_COLUMNS} FROM {_read_sql(plain)}"] if plain else []
         parts += [
             f"SELECT {_COLUMNS} FROM {_read_sql(group)} QUALIFY row_number() OVER "
             f"(PARTITION BY event_id ORDER BY {_WINNER_ORDER}) = 1"
-            for group in groups
-            if len(group) > 1
+            for group in overlapping
         ]
         return "\nUNION ALL\n".join(f"({part})" for part in parts)
 
@@ -435,8 +504,8 @@ def events_table(con: ibis.BaseBackend, lake: EventLake) -> ibis.Table:
     ``read_parquet``): one row per ``event_id`` and day, the first-ingested copy."""
     import ibis
 
-    groups = lake.files_by_day()
-    if not groups:
+    plain, overlapping = lake.read_plan()
+    if not plain and not overlapping:
         return ibis.memtable(LAKE_SCHEMA.empty_table())
 
     from memberwise.kit.warehouse import read_parquet
@@ -444,21 +513,15 @@ def events_table(con: ibis.BaseBackend, lake: EventLake) -> ibis.Table:
     def read(paths: list[Path]) -> ibis.Table:
         return read_parquet(con, paths).select(*LAKE_SCHEMA.names)
 
-    parts = []
-    single = [group[0] for group in groups if len(group) == 1]
-    if single:
-        parts.append(read(single))
-    for group in groups:
-        if len(group) > 1:
-            raw = read(group)
-            order = [raw.ingested_at] + [
-                raw[name].asc(nulls_first=True)
-                for name in LAKE_SCHEMA.names
-                if name != "ingested_at"
-            ]
-            rank = ibis.row_number().over(group_by="event_id", order_by=order)
-            ranked = raw.mutate(_rank=rank)
-            parts.append(ranked.filter(ranked._rank == 0).select(*LAKE_SCHEMA.names))
+    parts = [read(plain)] if plain else []
+    for group in overlapping:
+        raw = read(group)
+        order = [raw.ingested_at] + [
+            raw[name].asc(nulls_first=True) for name in LAKE_SCHEMA.names if name != "ingested_at"
+        ]
+        rank = ibis.row_number().over(group_by="event_id", order_by=order)
+        ranked = raw.mutate(_rank=rank)
+        parts.append(ranked.filter(ranked._rank == 0).select(*LAKE_SCHEMA.names))
     return parts[0] if len(parts) == 1 else ibis.union(*parts)
 
 
@@ -536,3 +599,34 @@ def drop_days(lake: EventLake, days: Sequence[date]) -> RemoveResult:
             directory.rmdir()
             fsync_dir(directory.parent)
     return RemoveResult(files, rows)
+
+
+def _signature(files: Sequence[Path]) -> list[list[Any]]:
+    """What identifies a day's files for the overlap record: name, size and mtime of each."""
+    signature = []
+    for path in files:
+        stat = path.stat()
+        signature.append([path.name, stat.st_size, stat.st_mtime_ns])
+    return signature
+
+
+def _overlapping_days(groups: Sequence[Sequence[Path]]) -> set[str]:
+    """Partition names (``date=...``) of the groups in which some ``event_id`` occurs twice.
+
+    One aggregation of 64-bit id hashes per day over all the groups' files: cheaper than
+    grouping the strings, and a hash collision only marks a day for deduplication it did not
+    need.
+    """
+    scans = " UNION ALL ".join(
+        f"SELECT {index} AS day, hash(event_id) AS h FROM {_read_sql(group)}"
+        for index, group in enumerate(groups)
+    )
+    con = duckdb.connect()
+    try:
+        con.execute("SET preserve_insertion_order = false")
+        found = con.sql(
+            f"SELECT DISTINCT day FROM ({scans}) GROUP BY day, h HAVING count(*) > 1"
+        ).fetchall()
+    finally:
+        con.close()
+    return {groups[index][0].parent.name for (index,) in found}

@@ -7,12 +7,16 @@ names and meanings are the catalog in :mod:`memberwise.profiles.fields`.
 How it stays fast on 100 M events: no ``COUNT(DISTINCT ...)`` runs over the events (DuckDB
 keeps a hash set per group and distinct aggregate; a first version with fifteen of them needed
 more than 19 GiB). Instead each distinct count is two plain aggregations: events grouped by
-(member, key) with the key's youngest age, then the keys counted per member per window. The
-passes over the events are: the conditional counts per member (:func:`member_activity`), the
-(member, category) and (member, brand) interests, the (member, day, channel) days, the
-(member, order) orders and the year's purchases for price bands; everything after works on
-their far smaller results. ``member_profiles`` takes a ``materialize`` hook so a build can
-store each intermediate once (the engines would otherwise recompute a result used twice).
+(member, key) with the key's youngest age, then the keys counted per member per window.
+
+The events are read four times, once per grain the families need, and everything after works
+on those far smaller results: the conditional counts per member (:func:`member_activity`), the
+(member, category, brand) of browsing (:func:`browse_interests`, which feeds both category and
+brand breadth and affinity), the (member, day, channel) days (active days, channels, channel
+mix) and the purchases (:func:`member_purchases`: orders and price bands). Earlier versions
+grouped categories, brands, orders and price bands straight from the events, six reads in all.
+``member_profiles`` takes a ``materialize`` hook so a build can store each intermediate once
+(the engines would otherwise recompute a result used twice).
 """
 
 from __future__ import annotations
@@ -157,15 +161,24 @@ def member_activity(e: ir.Table) -> ir.Table:
     return raw.mutate(**{name: raw[name].fill_null(0) for name in money})
 
 
-def member_interests(e: ir.Table, column: str) -> ir.Table:
-    """(member, key) of browsing events, the key being ``column`` (category or brand): the
-    youngest age and the affinity weight in the habit window. Feeds browse breadth and
-    affinity, so each is one aggregation of the events."""
-    browse = e.filter(e.type.isin(BROWSE_TYPES) & e[column].notnull())
+def browse_interests(e: ir.Table) -> ir.Table:
+    """(member, category, brand) of browsing events: the youngest age and the affinity weight
+    in the habit window. One aggregation of the events feeds both :func:`member_interests`."""
+    browse = e.filter(e.type.isin(BROWSE_TYPES) & (e.category_id.notnull() | e.brand.notnull()))
     weight = ibis.cases(*((browse.type == t, w) for t, w in AFFINITY_WEIGHTS.items()), else_=0)
-    return browse.group_by(["member_id", browse[column].name("key")]).aggregate(
+    return browse.group_by(["member_id", "category_id", "brand"]).aggregate(
         first_age=browse.age_days.min(),
-        weight=weight.sum(where=browse.age_days < HABIT_DAYS),
+        weight=weight.sum(where=browse.age_days < HABIT_DAYS).fill_null(0),
+    )
+
+
+def member_interests(interests: ir.Table, column: str) -> ir.Table:
+    """(member, key) from :func:`browse_interests`, the key being ``column`` (``category_id``
+    or ``brand``): the youngest age and the habit window's affinity weight. Feeds browse
+    breadth and affinity."""
+    known = interests.filter(interests[column].notnull())
+    return known.group_by(["member_id", known[column].name("key")]).aggregate(
+        first_age=known.first_age.min(), weight=known.weight.sum()
     )
 
 
@@ -176,10 +189,17 @@ def member_days(e: ir.Table) -> ir.Table:
     )
 
 
-def member_orders(e: ir.Table) -> ir.Table:
-    """(member, order) of purchases with the youngest line's age."""
+def member_purchases(e: ir.Table) -> ir.Table:
+    """The purchase lines, with what orders and price bands read (a small share of events)."""
     bought = e.filter(e.type == "purchase")
-    return bought.group_by(["member_id", "order_key"]).aggregate(first_age=bought.age_days.min())
+    return bought.select("member_id", "order_key", "category_id", "amount", "age_days")
+
+
+def member_orders(purchases: ir.Table) -> ir.Table:
+    """(member, order) of purchases (:func:`member_purchases`) with the youngest line's age."""
+    return purchases.group_by(["member_id", "order_key"]).aggregate(
+        first_age=purchases.age_days.min()
+    )
 
 
 def _window_counts(table: ir.Table, stem: str) -> dict[str, ir.IntegerValue]:
@@ -209,12 +229,12 @@ def _shares(per_key: ir.Table, detail: str, *, top: int | None) -> ir.Table:
     return ranked if top is None else ranked.filter(ranked.rank <= top)
 
 
-def price_bands(e: ir.Table) -> ir.Table:
+def price_bands(purchases: ir.Table) -> ir.Table:
     """Band 1-5 per member and category: the member's mean price percentile among the year's
-    purchases in that category (``percent_rank``: ties share a rank on every engine)."""
-    bought = e.filter(
-        (e.type == "purchase") & (e.age_days < 365) & e.category_id.notnull() & e.amount.notnull()
-    )
+    purchases (:func:`member_purchases`) in that category (``percent_rank``: ties share a rank
+    on every engine)."""
+    p = purchases
+    bought = p.filter((p.age_days < 365) & p.category_id.notnull() & p.amount.notnull())
     pct = ibis.percent_rank().over(group_by="category_id", order_by=bought.amount.asc())
     ranked = bought.mutate(pct=pct)
     per = ranked.group_by(["member_id", ranked.category_id.name("key")]).aggregate(
@@ -305,16 +325,21 @@ def member_profiles(
     utc_offset
         The program time zone's offset, for hours, weekdays and 11 November.
     materialize
-        Called with each intermediate result used more than once (``categories``, ``brands``,
-        ``days``, ``orders``, ``details``, ``activity``); returns the table to use in its place.
+        Called with each intermediate result used more than once, in this order
+        (``interests``, ``categories``, ``brands``, ``days``, ``purchases``, ``details``,
+        ``activity``); returns the table to use in its place.
     """
     e = prepare_events(events, as_of=as_of, utc_offset=utc_offset)
     as_of_ts = _ts(as_of)
-    categories = materialize("categories", member_interests(e, "category_id"))
-    brands = materialize("brands", member_interests(e, "brand"))
+    interests = materialize("interests", browse_interests(e))
+    categories = materialize("categories", member_interests(interests, "category_id"))
+    brands = materialize("brands", member_interests(interests, "brand"))
     days = materialize("days", member_days(e))
-    orders = materialize("orders", member_orders(e))
-    details = materialize("details", profile_details(categories, brands, days, price_bands(e)))
+    purchases = materialize("purchases", member_purchases(e))
+    orders = member_orders(purchases)
+    details = materialize(
+        "details", profile_details(categories, brands, days, price_bands(purchases))
+    )
     a = materialize("activity", member_activity(e))
 
     breadth = _per_member(categories, **_window_counts(categories, "distinct_categories"))
