@@ -40,7 +40,7 @@ def not_refunded(data: Interactions, members: IntArray, pos: IntArray, item: Int
     if not hit.any():
         return np.ones(len(pos), bool)
     bought = _baskets_with(data, members, pos, item)
-    return ~hit | (bought > refunds[idx])
+    return np.asarray(~hit | (bought > refunds[idx]), bool)
 
 
 def _baskets_with(data: Interactions, members: IntArray, pos: IntArray, item: IntArray) -> IntArray:
