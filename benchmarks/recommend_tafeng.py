@@ -225,7 +225,7 @@ def main() -> int:
     section: dict[str, Any] = {}
     if builds:
         meta = json.loads(builds[-1].read_text())
-        section = meta.get("sections", {}).get("recommendations", {})
+        section = meta.get("recommendations") or {}
     members = int(next(iter(results.values()))["members"])
     print()
     print(f"{args.dataset}: {members:,} members scored on their next basket; "
