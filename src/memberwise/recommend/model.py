@@ -397,12 +397,21 @@ class Recommender:
     ) -> tuple[IntArray, IntArray, PairHistory, FloatArray, FloatArray]:
         """Candidates of the own-history policy (own purchases and popular items) with their
         purchase history, category re-buy rate and popular score."""
-        pos, item, scores, _, _ = self._candidates(fitted, members, only=OWN_SOURCES)
+        pos, item, hist, rate, scores, _ = self._own_candidates(fitted, members)
+        return pos, item, hist, rate, scores["popular"]
+
+    def _own_candidates(
+        self, fitted: Fitted, members: IntArray
+    ) -> tuple[
+        IntArray, IntArray, PairHistory, FloatArray, dict[str, FloatArray], dict[str, Candidates]
+    ]:
+        """:meth:`_own_inputs` plus every source's scores and reason arguments (for ranking)."""
+        pos, item, scores, _, aligned = self._candidates(fitted, members, only=OWN_SOURCES)
         own = own_pairs(fitted.data, members, pos, item)
         now = np.where(members >= 0, fitted.data.now[np.maximum(members, 0)], 0.0)[pos]
         hist = PairHistory(own.baskets, now - own.last, own.member_max)
         rate = fitted.repeat.rebuy_rate(fitted.data, item)
-        return pos, item, hist, rate, scores["popular"]
+        return pos, item, hist, rate, scores, aligned
 
     def map_batches(self, fn: Callable[[int, int], T], n_members: int) -> list[T]:
         """``fn(lo, hi)`` for consecutive batches ``lo:hi`` of ``n_members``, results in order.
@@ -469,10 +478,14 @@ class Recommender:
         if own_history is None:
             own_history = cfg.policy == "own_history"
         if own_history:
-            pos, item, hist, rate, popular = self._own_inputs(fitted, members)
-            _, _, scores, _, aligned = self._candidates(fitted, members, only=OWN_SOURCES)
+            pos, item, hist, rate, scores, aligned = self._own_candidates(fitted, members)
             score = policy_scores(
-                self.own_policy, pos, hist, rate, popular, half_life=self._own_half_life(data)
+                self.own_policy,
+                pos,
+                hist,
+                rate,
+                scores["popular"],
+                half_life=self._own_half_life(data),
             )
         else:
             pos, item, scores, ranks, aligned = self._candidates(fitted, members)
