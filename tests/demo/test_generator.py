@@ -439,3 +439,31 @@ def test_one_staple_turns_bad_at_the_recorded_date(tmp_path: Path) -> None:
         return sum(e["type"] == "complaint" for e in rows) / max(buys, 1)
 
     assert rate(after) > 0.2 > 0.05 > rate(before)
+
+
+def _rebuy_share(events_dir: Path) -> float:
+    """Share of purchases whose item the member had bought before (in an earlier order)."""
+    con = duckdb.connect()
+    try:
+        share: float = con.execute(
+            f"""SELECT avg((n > 0)::INT) FROM (
+                  SELECT count(*) OVER (PARTITION BY member_id, item_id ORDER BY ts
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS n
+                  FROM read_parquet('{events_dir}/*.parquet') WHERE type = 'purchase')"""
+        ).fetchone()[0]  # type: ignore[index]
+    finally:
+        con.close()
+    return share
+
+
+def test_a_repeat_heavy_shop_rebuys_far_more_and_a_bad_share_is_refused(tmp_path: Path) -> None:
+    options: dict[str, Any] = {"members": 1_500, "days": 60, "end": END, "workers": 1}
+    generate_platform(tmp_path / "base", **options)
+    generate_platform(tmp_path / "repeat", rebuy_share=0.8, **options)
+
+    base = _rebuy_share(tmp_path / "base" / "events")
+    heavy = _rebuy_share(tmp_path / "repeat" / "events")
+    assert 0.1 < base < 0.35
+    assert heavy > 0.5 and heavy > 2 * base
+    with pytest.raises(ValueError, match="rebuy_share"):
+        generate_platform(tmp_path / "bad", rebuy_share=1.0, **options)

@@ -110,4 +110,6 @@ def test_the_build_command_prints_a_json_summary(
     assert result.exit_code == 0, result.output
     summary = orjson.loads(result.output)
     assert summary["members"] == 43 and summary["as_of"] == "2017-12-03T15:59:13+00:00"
+    # What orders the recommendation lists, and why, is part of the summary.
+    assert summary["recommendations"].startswith("recommendations: ")
     assert refused.exit_code == 2 and "unknown stage nope" in refused.output

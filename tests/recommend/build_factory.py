@@ -67,7 +67,7 @@ def write_build(
     fallbacks: Mapping[str, Sequence[tuple[str, float, str]]] = {},
     profiles: Sequence[dict[str, Any]] = (),
     coupons: Sequence[dict[str, Any]] = (),
-    metrics: Mapping[str, float | None] | None = None,
+    metrics: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> Path:
     """A build directory holding exactly the given lists (ranks in the given order)."""

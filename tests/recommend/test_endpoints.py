@@ -311,6 +311,50 @@ def test_a_model_worse_than_the_serving_one_is_rejected_and_the_old_lists_keep_s
     assert now == [("snack-2", "popular")]
 
 
+def test_models_say_whether_the_ranker_or_the_members_own_history_orders_the_lists(
+    runtime: Runtime, tmp_path: Path, client: TestClient, auth: Auth, published: Runtime
+) -> None:
+    decision = (
+        "the ranker (recall@10 0.1800, ndcg@10 0.1000) did not beat the best own-history "
+        "baseline (own most frequent recall@10 0.2100, ndcg@10 0.1200); published the learned "
+        "own-history blend (recall@10 0.2200, ndcg@10 0.1300)"
+    )
+    own = write_build(
+        tmp_path / "b2",
+        build_id="b2",
+        lists={"m1": [("milk-1", 1.0, "bought 3 times", "repeat")]},
+        metrics={
+            "recall@10": 0.22,
+            "ndcg@10": 0.13,
+            "method": "own_history",
+            "published_method": "policy: own-history blend",
+            "decision": decision,
+            "evaluation": [
+                {"method": "blend (lambdarank)", "k": 10, "recall": 0.18, "ndcg": 0.1},
+                {"method": "baseline: own most frequent", "k": 10, "recall": 0.21, "ndcg": 0.12},
+            ],
+        },
+    )
+    with transaction(runtime.engine) as conn:
+        publish(conn, own)
+    response = client.get("/v1/recommendations/models?limit=5", headers=auth(Role.analyst))
+    refused = client.get("/v1/recommendations/models", headers=auth(Role.platform))
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["serving"] == "b2"
+    assert [(m["model_id"], m["status"], m["method"]) for m in body["models"]] == [
+        ("b2", "serving", "own_history"),
+        ("b1", "retired", "ranker"),
+    ]
+    latest = body["models"][0]
+    assert latest["published_method"] == "policy: own-history blend"
+    assert latest["method_decision"] == decision
+    assert latest["metrics"] == {"recall@10": 0.22, "ndcg@10": 0.13}
+    assert latest["baselines"] == {"own most frequent": {"recall@10": 0.21, "ndcg@10": 0.12}}
+    assert refused.status_code == 403
+
+
 def test_export_writes_every_members_list_without_unavailable_items(
     runtime: Runtime, tmp_path: Path, published: Runtime
 ) -> None:

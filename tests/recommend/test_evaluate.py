@@ -16,6 +16,7 @@ from memberwise.recommend.evaluate import (
     hit_rate_at_k,
     ndcg_at_k,
     own_frequent,
+    own_recent,
     own_then_popular,
     recall_at_k,
     repeat_share_at_k,
@@ -71,6 +72,9 @@ def test_baselines_on_a_tiny_history() -> None:
         ["a", "c", "b", "d"],
         ["b", "d", "a", "c"],
     ]
+    # u1: c (last basket), then a (basket 2, before b's basket 1); u2: b and d both in its
+    # last basket, b bought twice.
+    assert as_names(own_recent(data, members, 3)) == [["c", "a", "b"], ["b", "d"]]
 
 
 def test_evaluate_reports_every_method_at_every_k() -> None:
@@ -81,7 +85,15 @@ def test_evaluate_reports_every_method_at_every_k() -> None:
     scores, timings = evaluate(history, labels, (1, 2), config=cfg)
     methods = {s.method for s in scores}
     assert "blend (fallback)" in methods
-    assert {"baseline: global popular", "baseline: own most frequent"} <= methods
+    assert {
+        "baseline: global popular",
+        "baseline: own most frequent",
+        "baseline: own most recent",
+        "baseline: own then popular",
+    } <= methods
+    # The own-history policy through the same rank() path (its weights by default here: too
+    # few members to learn them).
+    assert "policy: own most frequent, then popular" in methods
     assert "source: repeat" in methods and "source: als" in methods
     own = next(s for s in scores if s.method == "baseline: own most frequent" and s.k == 2)
     # Each member re-buys both of their items: own frequent finds the whole next basket.

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pytest
 
 from memberwise.recommend.model import RESULT_SCHEMA, Recommender, RecommenderConfig
+from memberwise.recommend.policy import GRID, OwnHistory
 from tests.recommend import categories, checkerboard, group_of, item_id, member_id
 
 CONFIG = RecommenderConfig(als_factors=8, als_iterations=8, threads=1, neighbours_k=5)
@@ -158,3 +159,31 @@ def test_save_load_round_trip_gives_identical_recommendations(
     assert loaded.recommend(n=6).equals(model.recommend(n=6))
     assert loaded.similar_items(n=4).equals(model.similar_items(n=4))
     assert loaded.config == model.config
+
+
+def test_the_own_history_policy_lists_own_staples_first_and_round_trips(
+    events: pa.Table, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(CONFIG, policy="own_history", label_days=14, min_train_groups=10)
+    model = Recommender(config).fit(events, categories=categories())
+    lists = model.recommend(n=6)
+    # Only the policy's sources were fitted; no ranker was trained.
+    assert sorted(model.fitted.sources) == ["cooc", "popular", "repeat"]
+    assert model.ranker.kind == "fallback" and model.info["policy"] == "own_history"
+    # Learned on the split: every grid point finds the staples (Recall@10 1.0); recency,
+    # the categories' re-buy rates and popular items between own ones give the best NDCG@10.
+    assert len(model.policy_trials) == len(GRID)
+    assert {t.recall for t in model.policy_trials} == {1.0}
+    assert model.own_policy == OwnHistory(1.0, 1.0, 1.0)
+    first = [r for r in lists.to_pylist() if r["rank"] == 1]
+    # Every member's weekly staple (item 0 of their group) leads their list.
+    assert {(r["member_id"], r["item_id"], r["source"]) for r in first} == {
+        (member_id(g, i), item_id(g, 0), "repeat") for g in range(4) for i in range(12)
+    }
+    model.save(tmp_path / "policy")
+    loaded = Recommender.load(tmp_path / "policy")
+    assert loaded.own_policy == model.own_policy
+    assert loaded.recommend(n=6).equals(lists)
+    assert loaded.similar_items(n=4).equals(model.similar_items(n=4))
+    with pytest.raises(ValueError, match="unknown policy"):
+        Recommender(dataclasses.replace(CONFIG, policy="nope"))

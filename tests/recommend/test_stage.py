@@ -202,3 +202,67 @@ def test_time_split_metrics_are_none_without_held_out_buyers(tmp_path: Path) -> 
     )
 
     assert metrics["members"] == 0 and metrics["recall@10"] is None
+
+
+def _staples_shop(members: int = 80, days: int = 42) -> pa.Table:
+    """A shop where every member re-buys their own three staples every 3 days and views
+    other members' staples: the member's own history is the whole answer."""
+    rows: list[dict[str, Any]] = []
+    for m in range(members):
+        own = [f"s{m:03d}-{j}" for j in range(3)]
+        for d in range(m % 3, days, 3):
+            ts = END - timedelta(days=days - d, hours=2)
+            for item in own:
+                rows.append({"member_id": f"m{m:03d}", "type": "purchase", "ts": ts,
+                             "item_id": item, "order_id": f"o{m}-{d}"})  # fmt: skip
+            other = f"s{(m + d) % members:03d}-0"
+            rows.append({"member_id": f"m{m:03d}", "type": "view", "ts": ts,
+                         "item_id": other, "order_id": None})  # fmt: skip
+    table = pa.Table.from_pylist(rows)
+    return table.set_column(
+        table.schema.get_field_index("ts"), "ts", table.column("ts").cast(pa.timestamp("us", "UTC"))
+    )
+
+
+def test_a_ranker_that_cannot_beat_the_members_own_history_is_not_published() -> None:
+    metrics = stage.time_split_metrics(
+        _staples_shop(), as_of=END, items=None, config=stage.RecommenderConfig(), label_days=7.0
+    )
+    at10 = {e["method"]: e for e in metrics["evaluation"] if e["k"] == 10}
+
+    # Own most frequent finds every staple: nothing can beat it, so the own history serves.
+    assert at10["baseline: own most frequent"]["recall"] == 1.0
+    assert metrics["method"] == "own_history"
+    assert metrics["published_method"].startswith("policy: ")
+    assert metrics["recall@10"] == 1.0
+    assert metrics["decision"].startswith("the ranker (recall@10 ")
+    assert (
+        "did not beat the best own-history baseline (own most frequent recall@10 1.0000"
+        in (metrics["decision"])
+    )
+    config = stage.serving_config(stage.RecommenderConfig(), metrics)
+    assert (config.policy, config.learn_policy) == ("own_history", True)
+
+
+def test_the_build_publishes_the_own_history_lists_and_says_why(runtime: Runtime) -> None:
+    events = _staples_shop()
+    events = events.append_column("event_id", pa.array([f"e{i}" for i in range(len(events))]))
+    runtime.lake.append(_lake_table(events), prefix="bulk")
+
+    result = run_build(runtime, PROGRAM, as_of=END)
+
+    section = json.loads((result.directory / "build.json").read_text())["recommendations"]
+    assert section["method"] == "own_history"
+    assert section["config"]["model"]["policy"] == "own_history"
+    assert section["info"]["ranker"] == "fallback"  # no ranker trained for the policy
+    assert service.build_note(result.directory) == f"recommendations: {section['decision']}"
+    lists = pq.read_table(result.directory / service.RECOMMENDATIONS).to_pylist()
+    firsts = {(r["member_id"], r["item_id"]) for r in lists if r["rank"] <= 3}
+    # Every member's first three items are their own three staples, with the repeat reason.
+    assert firsts == {(f"m{m:03d}", f"s{m:03d}-{j}") for m in range(80) for j in range(3)}
+    assert {r["source"] for r in lists if r["rank"] <= 3} == {"repeat"}
+    with transaction(runtime.engine) as conn:
+        models = service.list_models(conn)
+    assert models.serving == result.build_id
+    assert models.models[0].method == "own_history"
+    assert models.models[0].metrics["recall@10"] == 1.0

@@ -12,7 +12,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from memberwise.demo.generator import MEMBERS_PER_PART, DemoSummary, generate_platform
+from memberwise.demo.generator import (
+    MEMBERS_PER_PART,
+    REBUY_SHARE,
+    DemoSummary,
+    generate_platform,
+)
 
 app = typer.Typer(
     help="Generate a synthetic platform for demos and benchmarks.", no_args_is_help=True
@@ -72,6 +77,15 @@ def generate(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Worker processes (default: up to 2).")
     ] = None,
+    rebuy_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.95,
+            help="Share of purchases that are staple re-buys on each member's own cycle "
+            "(0.8: a repeat-heavy grocery-like shop).",
+        ),
+    ] = REBUY_SHARE,
     json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON only.")] = False,
 ) -> None:
     """Write a synthetic platform: events, members, items, categories, merchants (the same
@@ -103,6 +117,7 @@ def generate(
                 events_per_member=events_per_member,
                 progress=advance,
                 workers=workers,
+                rebuy_share=rebuy_share,
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc

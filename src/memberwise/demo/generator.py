@@ -389,10 +389,11 @@ def calibrate(
     seed: int,
     events_per_member: float,
     sample: int = CALIBRATION_MEMBERS[0],
+    rebuy_share: float = REBUY_SHARE,
 ) -> Rates:
     """Fit the global rates on a sample of members so that the expected event count is
     ``events_per_member`` a member, the view/cart/favorite/purchase shares are Taobao's, and
-    staple re-buys are :data:`REBUY_SHARE` of purchases.
+    staple re-buys are ``rebuy_share`` (default :data:`REBUY_SHARE`) of purchases.
 
     Expectations are sums over ``sample`` members (sessions, views, re-buys), so the only error
     is the sample's.
@@ -414,10 +415,10 @@ def calibrate(
     extras = P_LOGIN + P_GENERAL_SERVICE + persona_param("search", m.persona)
     # With re-buys a fixed share of purchases, views = scale * MEAN_VIEWS * sum(sessions) / (1 -
     # REBUY_SHARE * r_buy), and events = views * per_view + scale * sum(sessions * extras).
-    session_views = MEAN_VIEWS * sessions.sum() / (1 - REBUY_SHARE * r_buy)
+    session_views = MEAN_VIEWS * sessions.sum() / (1 - rebuy_share * r_buy)
     target = events_per_member * len(m)
     scale = target / (session_views * per_view + float((sessions * extras).sum()))
-    wanted = REBUY_SHARE * r_buy * scale * session_views
+    wanted = rebuy_share * r_buy * scale * session_views
     state = rng.bit_generator.state
     unit = len(_staples(rng, catalog, staple_cdf, staple_leaves, m, 1.0)[0])
     staples = wanted / max(unit, 1)
@@ -979,6 +980,7 @@ def build_context(
     end: date,
     events_per_member: float,
     members_per_part: int = MEMBERS_PER_PART,
+    rebuy_share: float = REBUY_SHARE,
 ) -> Context:
     """Catalog, calendar and calibrated rates for a run (everything but the events)."""
     calendar = build_calendar(end, days)
@@ -995,6 +997,7 @@ def build_context(
         seed=seed,
         events_per_member=events_per_member,
         sample=min(max(members, low), high),
+        rebuy_share=rebuy_share,
     )
     bad_day = days - TURNS_BAD_DAYS_BEFORE_END
     return Context(
@@ -1039,6 +1042,7 @@ def generate_platform(
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
     members_per_part: int = MEMBERS_PER_PART,
+    rebuy_share: float = REBUY_SHARE,
 ) -> DemoSummary:
     """Generate the demo platform into ``out`` and say what was made.
 
@@ -1048,7 +1052,9 @@ def generate_platform(
     run in ``out`` are removed first. The period is the ``days`` China dates before ``end``
     (default: today's UTC date), i.e. ``end`` itself is not generated. The output depends only
     on the arguments other than ``workers`` (default: up to 2 processes) and ``progress``
-    (called with parts done and parts in all).
+    (called with parts done and parts in all). ``rebuy_share`` is the share of purchases that
+    are staple re-buys on each member's own cycle (0.35 by default; 0.8 makes a repeat-heavy
+    grocery-like shop).
 
     Raises ValueError when an argument is out of range or ``end`` would stamp events later
     than the event contract accepts.
@@ -1057,6 +1063,8 @@ def generate_platform(
     end = end or datetime.now(UTC).date()
     if members < 1 or days < 1 or events_per_member <= 0 or members_per_part < 1:
         raise ValueError("members, days, events_per_member and members_per_part must be positive")
+    if not 0.0 <= rebuy_share < 1.0:
+        raise ValueError("rebuy_share must be at least 0 and below 1")
     last = datetime(end.year, end.month, end.day, tzinfo=CHINA)
     if last > max_ts():
         raise ValueError(f"end {end} is in the future: events would be rejected by ingest")
@@ -1070,6 +1078,7 @@ def generate_platform(
         end=end,
         events_per_member=events_per_member,
         members_per_part=members_per_part,
+        rebuy_share=rebuy_share,
     )
     ctx.events_dir.mkdir(parents=True, exist_ok=True)
     for stale in (*ctx.events_dir.glob("part-*.parquet"), *ctx.events_dir.glob(".part-*.tmp")):

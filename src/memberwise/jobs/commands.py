@@ -17,6 +17,7 @@ from memberwise.jobs.build import STAGES, BuildError, run_build
 from memberwise.kit.errors import InvalidRequest
 from memberwise.program.schemas import Program
 from memberwise.program.service import default_program, load_program
+from memberwise.recommend.service import build_note
 from memberwise.runtime import Runtime
 
 console = Console()
@@ -60,6 +61,10 @@ def print_summary(result: BuildResult) -> None:
         f"members {result.members:,} · events read {result.events_read:,} · as of "
         f"{result.as_of.isoformat()} · engine {result.engine} · {result.seconds:.1f} s"
     )
+    # What orders the recommendation lists (the ranker or the member's own history), and why.
+    note = build_note(result.directory)
+    if note:
+        console.print(note, highlight=False)
 
 
 def summary_dict(result: BuildResult) -> dict[str, object]:
@@ -72,6 +77,7 @@ def summary_dict(result: BuildResult) -> dict[str, object]:
         "events_read": result.events_read,
         "seconds": round(result.seconds, 3),
         "stages": {s.name: {"rows": s.rows, "seconds": round(s.seconds, 3)} for s in result.stages},
+        "recommendations": build_note(result.directory),
     }
 
 

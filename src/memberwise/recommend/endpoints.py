@@ -16,6 +16,7 @@ from memberwise.recommend.schemas import (
     CouponSuggestionsOut,
     ItemIn,
     ItemOut,
+    RecModelsOut,
     RecommendationsOut,
     SimilarOut,
 )
@@ -31,6 +32,8 @@ Reader = Annotated[
 ]
 CouponReader = Annotated[Principal, Depends(Authorize(Role.platform, Role.operator, Role.analyst))]
 CatalogWriter = Annotated[Principal, Depends(Authorize(Role.platform))]
+# Model diagnostics are for the people who run the program, as the predictions' models.
+ModelReader = Annotated[Principal, Depends(Authorize(Role.operator, Role.analyst))]
 MAX_N = 100
 #: The purposes of marketing messages, one a channel.
 MARKETING = (Purpose.marketing_sms, Purpose.marketing_email, Purpose.marketing_push)
@@ -71,6 +74,19 @@ async def get_recommendations(
             personalize=personalize,
         )
     return Response(out.model_dump_json(), media_type="application/json")
+
+
+@router.get(
+    "/recommendations/models",
+    summary="Recommendation models: ranker or own-history lists, metrics against the baselines",
+)
+def get_models(
+    rt: RuntimeDep,
+    principal: ModelReader,
+    limit: Annotated[int, Query(ge=1, le=100, description="How many models, newest first.")] = 20,
+) -> RecModelsOut:
+    with transaction(rt.engine) as conn:
+        return service.list_models(conn, limit=limit)
 
 
 @router.get("/items/{item_id}/similar", summary="Items bought or browsed with this one")

@@ -27,6 +27,15 @@ from memberwise.recommend.interactions import FloatArray, IntArray, Interactions
 from memberwise.recommend.model import Recommender, RecommenderConfig
 from memberwise.recommend.ranker import SOURCES
 
+#: Method name prefix of the own-history policy's lists (see :mod:`.policy`).
+POLICY_PREFIX = "policy: "
+#: The simple baselines the build's ranker must beat to be published.
+OWN_BASELINES: tuple[str, ...] = (
+    "baseline: own most frequent",
+    "baseline: own most recent",
+    "baseline: own then popular",
+)
+
 
 @dataclass(frozen=True)
 class Lists:
@@ -196,6 +205,18 @@ def own_frequent(data: Interactions, members: IntArray, n: int) -> Lists:
     )
 
 
+def own_recent(data: Interactions, members: IntArray, n: int) -> Lists:
+    """Each member's most recently bought items (ties: most often bought first)."""
+    pos, item, counts, last = _bought(data, members)
+    # Score = rank of (last purchase, count) over all pairs: recency first, then count.
+    score = np.empty(len(pos))
+    score[np.lexsort((counts, last))] = np.arange(len(pos), dtype=np.float64)
+    z = np.zeros(len(pos), np.int64)
+    return Lists.from_candidates(
+        top_per_member(Candidates(pos, item, score, z, np.zeros(len(z))), n)
+    )
+
+
 def own_then_popular(data: Interactions, members: IntArray, n: int) -> Lists:
     """Own most frequent items, then globally popular items not already listed."""
     own = own_frequent(data, members, n)
@@ -245,23 +266,28 @@ def evaluate(
     began = time.perf_counter()
     single = 1 if rec.config.scoring_threads > 1 else None
 
-    def ranked_batch(lo: int, hi: int) -> Candidates:
-        ranked = rec.rank(members[lo:hi], n, predict_threads=single)
-        return Candidates(ranked.pos + lo, ranked.item, ranked.score, ranked.arg, ranked.arg2)
+    def ranked(own_history: bool) -> Lists:
+        def batch(lo: int, hi: int) -> Candidates:
+            r = rec.rank(members[lo:hi], n, predict_threads=single, own_history=own_history)
+            return Candidates(r.pos + lo, r.item, r.score, r.arg, r.arg2)
 
-    parts = rec.map_batches(ranked_batch, len(members))
-    blend = (
-        Candidates(
-            *(
-                np.concatenate([getattr(p, f) for p in parts])
-                for f in ("pos", "item", "score", "arg", "arg2")
+        parts = rec.map_batches(batch, len(members))
+        merged = (
+            Candidates(
+                *(
+                    np.concatenate([getattr(p, f) for p in parts])
+                    for f in ("pos", "item", "score", "arg", "arg2")
+                )
             )
+            if parts
+            else Candidates.empty()
         )
-        if parts
-        else Candidates.empty()
-    )
-    methods[f"blend ({rec.ranker.kind})"] = Lists.from_candidates(blend)
+        return Lists.from_candidates(merged)
+
+    if rec.config.policy == "ranker":
+        methods[f"blend ({rec.ranker.kind})"] = ranked(False)
     timings["recommend"] = time.perf_counter() - began
+    methods[f"{POLICY_PREFIX}{rec.own_policy.name}"] = ranked(True)
     for s in SOURCES:
 
         def source_batch(lo: int, hi: int, s: str = s) -> Candidates:
@@ -283,6 +309,7 @@ def evaluate(
             methods[f"source: {s}"] = Lists.from_candidates(merged)
     methods["baseline: global popular"] = global_popular(train, len(members), n)
     methods["baseline: own most frequent"] = own_frequent(train, members, n)
+    methods["baseline: own most recent"] = own_recent(train, members, n)
     methods["baseline: own then popular"] = own_then_popular(train, members, n)
     scores = [
         Scores(

@@ -57,12 +57,15 @@ from memberwise.recommend.interactions import (
     StrArray,
     from_events,
 )
+from memberwise.recommend.policy import OwnHistory, PairHistory, Trial, learn
+from memberwise.recommend.policy import scores as policy_scores
 from memberwise.recommend.ranker import (
     FALLBACK_WEIGHTS,
     SOURCES,
     ItemStats,
     Ranker,
     features,
+    own_pairs,
     source_tables,
 )
 from memberwise.recommend.rules import (
@@ -72,8 +75,12 @@ from memberwise.recommend.rules import (
     not_refunded,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 T = TypeVar("T")
+#: The sources the own-history policy reads (its candidates: own purchases, popular items),
+#: and those its serving model fits (co-occurrence too, for the similar items).
+OWN_SOURCES: tuple[str, ...] = ("repeat", "popular")
+OWN_SERVING_SOURCES: tuple[str, ...] = ("repeat", "popular", "cooc")
 RESULT_SCHEMA = pa.schema(
     [
         pa.field("member_id", pa.string(), nullable=False),
@@ -134,6 +141,15 @@ class RecommenderConfig:
     max_train_members: int = 20_000
     min_train_groups: int = 50
     ranker_rounds: int = 300
+    #: What orders the lists: ``ranker`` (LambdaRank, or the fallback blend) or
+    #: ``own_history`` (the member's own purchases, then popular items: :mod:`.policy`).
+    policy: str = "ranker"
+    #: The own-history policy's weights; ``learn_policy`` replaces them by the best of
+    #: :data:`memberwise.recommend.policy.GRID` on the fit's time split.
+    own_recency: float = 0.0
+    own_category_power: float = 0.0
+    own_explore: float = 0.0
+    learn_policy: bool = True
     #: Business rules.
     durable_cooldown: float = 90.0
     max_per_category: int = 4
@@ -224,6 +240,12 @@ class Recommender:
         self._fitted: Fitted | None = None
         self._item_ids_arrow: pa.Array | None = None
         self.info: dict[str, Any] = {}
+        cfg = self.config
+        if cfg.policy not in ("ranker", "own_history"):
+            raise ValueError(f"unknown policy {cfg.policy!r}: ranker or own_history")
+        #: The own-history policy (learned by ``fit`` unless ``learn_policy`` is off).
+        self.own_policy = OwnHistory(cfg.own_recency, cfg.own_category_power, cfg.own_explore)
+        self.policy_trials: list[Trial] = []
 
     # -- training ------------------------------------------------------------------------
     @property
@@ -237,9 +259,14 @@ class Recommender:
             raise RuntimeError("the recommender is not fitted: call fit() or load() first")
         return self._fitted
 
-    def _fit_sources(self, data: Interactions, start: Fitted | None = None) -> Fitted:
-        """Fit every source on ``data``; ALS starts from ``start``'s factors when given."""
+    def _fit_sources(
+        self, data: Interactions, start: Fitted | None = None, *, only: tuple[str, ...] = ()
+    ) -> Fitted:
+        """Fit every source on ``data`` (or ``only`` those; the others are left out); ALS
+        starts from ``start``'s factors when given."""
         sources = _make_sources(self.config)
+        if only:
+            sources = {name: src for name, src in sources.items() if name in only}
         refit = self.config.als_refit_iterations
         for name, src in sources.items():
             if name == "als" and start is not None and refit > 0:
@@ -273,7 +300,8 @@ class Recommender:
         cfg = self.config
         trained = False
         past: Fitted | None = None
-        if cfg.use_ranker:
+        ranker_wanted = cfg.use_ranker and cfg.policy == "ranker"
+        if ranker_wanted or cfg.learn_policy:
             history, labels = data.split_last(label_days=cfg.label_days)
             members = np.array(sorted(labels), np.int64)
             has_history = np.zeros(data.n_members, bool)
@@ -282,8 +310,13 @@ class Recommender:
             if len(members) > cfg.max_train_members:
                 rng = np.random.default_rng(cfg.seed)
                 members = np.sort(rng.choice(members, cfg.max_train_members, replace=False))
-            if len(members) >= cfg.min_train_groups:
+            if len(members) >= cfg.min_train_groups and not ranker_wanted:
+                # Only the own-history policy is wanted: its two sources suffice.
+                self._learn_policy(self._fit_sources(history, only=OWN_SOURCES), members, labels)
+            elif len(members) >= cfg.min_train_groups:
                 prior = past = self._fit_sources(history)
+                if cfg.learn_policy:
+                    self._learn_policy(prior, members, labels)
 
                 def training_rows(
                     lo: int, hi: int
@@ -308,8 +341,11 @@ class Recommender:
         if not trained:
             self.ranker.booster = None
         ranker_seconds = time.perf_counter() - began
-        self._fitted = self._fit_sources(data, start=past)
+        serving_sources = () if cfg.policy == "ranker" else OWN_SERVING_SOURCES
+        self._fitted = self._fit_sources(data, start=past, only=serving_sources)
         self.info = {
+            "policy": cfg.policy,
+            "own_policy": {**self.own_policy.as_dict(), "name": self.own_policy.name},
             "ranker": self.ranker.kind,
             "ranker_training": self.ranker.train_info,
             "members": data.n_members,
@@ -320,6 +356,62 @@ class Recommender:
             "fit_seconds": round(time.perf_counter() - began, 3),
         }
         return self
+
+    def _learn_policy(self, prior: Fitted, members: IntArray, labels: dict[int, IntArray]) -> None:
+        """Choose the own-history policy's weights on the split (``prior`` fitted before it,
+        ``labels`` what ``members`` bought after it)."""
+
+        def rows(
+            lo: int, hi: int
+        ) -> tuple[IntArray, IntArray, PairHistory, FloatArray, FloatArray]:
+            batch = members[lo:hi]
+            pos, item, hist, rate, pop = self._own_inputs(prior, batch)
+            return pos + lo, item, hist, rate, pop
+
+        parts = self.map_batches(rows, len(members))
+        if not parts:
+            return
+        pos = np.concatenate([p[0] for p in parts])
+        hist = PairHistory(
+            np.concatenate([p[2].baskets for p in parts]),
+            np.concatenate([p[2].since for p in parts]),
+            np.concatenate([p[2].member_max for p in parts]),
+        )
+        truth = {i: labels[int(m)] for i, m in enumerate(members.tolist())}
+        self.own_policy, self.policy_trials = learn(
+            pos,
+            np.concatenate([p[1] for p in parts]),
+            hist,
+            np.concatenate([p[3] for p in parts]),
+            np.concatenate([p[4] for p in parts]),
+            truth,
+            half_life=self._own_half_life(prior.data),
+        )
+
+    def _own_half_life(self, data: Interactions) -> float:
+        """Recency half-life of the own-history policy, in the data's time unit."""
+        return self.config.half_life if data.unit == "day" else 3.0
+
+    def _own_inputs(
+        self, fitted: Fitted, members: IntArray
+    ) -> tuple[IntArray, IntArray, PairHistory, FloatArray, FloatArray]:
+        """Candidates of the own-history policy (own purchases and popular items) with their
+        purchase history, category re-buy rate and popular score."""
+        pos, item, hist, rate, scores, _ = self._own_candidates(fitted, members)
+        return pos, item, hist, rate, scores["popular"]
+
+    def _own_candidates(
+        self, fitted: Fitted, members: IntArray
+    ) -> tuple[
+        IntArray, IntArray, PairHistory, FloatArray, dict[str, FloatArray], dict[str, Candidates]
+    ]:
+        """:meth:`_own_inputs` plus every source's scores and reason arguments (for ranking)."""
+        pos, item, scores, _, aligned = self._candidates(fitted, members, only=OWN_SOURCES)
+        own = own_pairs(fitted.data, members, pos, item)
+        now = np.where(members >= 0, fitted.data.now[np.maximum(members, 0)], 0.0)[pos]
+        hist = PairHistory(own.baskets, now - own.last, own.member_max)
+        rate = fitted.repeat.rebuy_rate(fitted.data, item)
+        return pos, item, hist, rate, scores, aligned
 
     def map_batches(self, fn: Callable[[int, int], T], n_members: int) -> list[T]:
         """``fn(lo, hi)`` for consecutive batches ``lo:hi`` of ``n_members``, results in order.
@@ -344,7 +436,7 @@ class Recommender:
 
     # -- candidates and ranking ----------------------------------------------------------------
     def _candidates(
-        self, fitted: Fitted, members: IntArray
+        self, fitted: Fitted, members: IntArray, *, only: tuple[str, ...] = ()
     ) -> tuple[
         IntArray, IntArray, dict[str, FloatArray], dict[str, FloatArray], dict[str, Candidates]
     ]:
@@ -353,12 +445,15 @@ class Recommender:
         by_source = {
             name: src.candidates(fitted.data, members, per.get(name, cfg.candidates))
             for name, src in fitted.sources.items()
+            if not only or name in only
         }
         return source_tables(by_source, fitted.data.n_items)
 
     def source_candidates(self, members: IntArray, source: str, n: int) -> Candidates:
         """One source's own top ``n`` per member (row numbers), for per-source evaluation."""
         fitted = self.fitted
+        if source not in fitted.sources:
+            return Candidates.empty()
         return fitted.sources[source].candidates(fitted.data, members, n)
 
     def rank(
@@ -369,21 +464,37 @@ class Recommender:
         hidden: IntArray | None = None,
         rules: bool = True,
         predict_threads: int | None = None,
+        own_history: bool | None = None,
     ) -> Ranked:
         """The final top ``n`` of the given members (row numbers; -1 = unknown, gets none).
 
         ``predict_threads`` overrides LightGBM's threads (1 when batches run concurrently).
+        ``own_history`` orders by the own-history policy instead of the ranker (default: the
+        configured ``policy``).
         """
         fitted = self.fitted
         data = fitted.data
         cfg = self.config
-        pos, item, scores, ranks, aligned = self._candidates(fitted, members)
-        x = (
-            features(data, members, pos, item, scores, ranks, fitted.stats, fitted.repeat)
-            if self.ranker.booster is not None
-            else np.zeros((0, 0), np.float32)
-        )
-        score = self.ranker.score(x, pos, scores, len(members), threads=predict_threads)
+        if own_history is None:
+            own_history = cfg.policy == "own_history"
+        if own_history:
+            pos, item, hist, rate, scores, aligned = self._own_candidates(fitted, members)
+            score = policy_scores(
+                self.own_policy,
+                pos,
+                hist,
+                rate,
+                scores["popular"],
+                half_life=self._own_half_life(data),
+            )
+        else:
+            pos, item, scores, ranks, aligned = self._candidates(fitted, members)
+            x = (
+                features(data, members, pos, item, scores, ranks, fitted.stats, fitted.repeat)
+                if self.ranker.booster is not None
+                else np.zeros((0, 0), np.float32)
+            )
+            score = self.ranker.score(x, pos, scores, len(members), threads=predict_threads)
         keep = np.ones(len(pos), bool)
         if hidden is not None:
             keep &= not_hidden(item, hidden)
@@ -640,6 +751,7 @@ class Recommender:
             "info": self.info,
             "ranker": self.ranker.kind,
             "ranker_training": self.ranker.train_info,
+            "own_policy": self.own_policy.as_dict(),
         }
         fitted.data.save(directory / "interactions.npz")
         for name, src in fitted.sources.items():
@@ -661,7 +773,11 @@ class Recommender:
             raise ValueError(f"unsupported model format {meta.get('format')!r} in {directory}")
         rec = cls(RecommenderConfig.from_json(meta["config"]))
         data = Interactions.load(directory / "interactions.npz")
-        sources = _make_sources(rec.config)
+        sources = {
+            name: src
+            for name, src in _make_sources(rec.config).items()
+            if (directory / f"source-{name}.npz").exists()
+        }
         for name, src in sources.items():
             with np.load(directory / f"source-{name}.npz", allow_pickle=False) as npz:
                 src.load_state({k: npz[k] for k in npz.files})
@@ -675,6 +791,7 @@ class Recommender:
         ranker_path = directory / "ranker.txt"
         rec.ranker.load_text(ranker_path.read_text() if ranker_path.exists() else None)
         rec.ranker.train_info = meta.get("ranker_training", {})
+        rec.own_policy = OwnHistory(**meta.get("own_policy", {}))
         rec._fitted = Fitted(data, sources, stats)
         rec.info = meta.get("info", {})
         return rec

@@ -24,6 +24,7 @@ from memberwise.recommend.candidates import (
     RepeatSource,
     category_shares,
     member_rows,
+    personal_vectors,
     price_bands,
 )
 from memberwise.recommend.interactions import (
@@ -65,6 +66,17 @@ FEATURES: tuple[str, ...] = (
     "member_baskets",
     "member_items",
     "band_match",
+    # Repeat behaviour (issue 21): personalized frequency, TIFU-KNN's decayed frequency for
+    # every candidate (not only the repeat source's), recency in the member's own baskets,
+    # the member's own interval for the item against the time since, basket size and how
+    # much of the member's buying is re-buying.
+    "pair_share",
+    "pair_tifu",
+    "pair_baskets_since",
+    "pair_own_interval",
+    "pair_own_due",
+    "member_basket_size",
+    "member_repeat_ratio",
 )
 
 
@@ -116,6 +128,84 @@ def _pair_max(keys: IntArray, values: FloatArray, query: IntArray, default: floa
     uk, uv = k[last], v[last]
     idx = np.minimum(np.searchsorted(uk, query), len(uk) - 1)
     return np.where(uk[idx] == query, uv[idx], default)
+
+
+@dataclass
+class OwnPairs:
+    """The member × item purchase history of candidate pairs and the members' buying habits.
+
+    Per pair: ``baskets`` (the member's baskets with the item), ``first`` / ``last``
+    (purchase times, NaN when never bought), ``baskets_since`` (the member's baskets after
+    the last purchase of the item, NaN when never bought). Per member (indexed like
+    ``members``): ``member_baskets``, ``member_basket_size`` (mean distinct items a basket),
+    ``member_repeat_ratio`` (share of bought basket lines whose item the member had bought in
+    an earlier basket) and ``member_max`` (most baskets of any one item).
+    """
+
+    baskets: FloatArray
+    first: FloatArray
+    last: FloatArray
+    baskets_since: FloatArray
+    member_baskets: FloatArray
+    member_basket_size: FloatArray
+    member_repeat_ratio: FloatArray
+    member_max: FloatArray
+
+
+def own_pairs(data: Interactions, members: IntArray, pos: IntArray, item: IntArray) -> OwnPairs:
+    """:class:`OwnPairs` of the candidate pairs (``pos`` indexes ``members``)."""
+    n, n_m = len(pos), len(members)
+    rows, rpos = member_rows(data, members)
+    buy = data.is_purchase[rows]
+    rows, rpos = rows[buy], rpos[buy]
+    grp = data.group[rows]
+    # One line per (member position, basket, item).
+    if len(rows):
+        first_line = distinct_pairs(rpos * (int(data.group.max()) + 1) + grp, data.item[rows])
+        rows, rpos, grp = rows[first_line], rpos[first_line], grp[first_line]
+    n_items = data.n_items
+    key = rpos * n_items + data.item[rows].astype(np.int64)
+    ts = data.ts[rows]
+    query = pos * n_items + item
+    uk, counts = np.unique(key, return_counts=True)
+    idx = np.minimum(np.searchsorted(uk, query), max(len(uk) - 1, 0))
+    found = (uk[idx] == query) if len(uk) else np.zeros(n, bool)
+    baskets = np.where(found, counts[idx] if len(uk) else 0, 0).astype(np.float64)
+    last = _pair_max(key, ts, query, np.nan)
+    first = -_pair_max(key, -ts, query, np.nan)
+    # The member's baskets (position, time), sorted, to count baskets after a time.
+    bfirst = distinct_pairs(rpos, grp) if len(rows) else np.zeros(0, np.int64)
+    bpos, btime = rpos[bfirst], ts[bfirst]
+    member_baskets = np.bincount(bpos, minlength=n_m).astype(np.float64)
+    span = float(np.max(np.abs(btime), initial=0.0)) + 2.0
+    bkey = np.sort(bpos * span + btime)
+    after = np.searchsorted(bkey, pos * span + span - 1.0, side="right") - np.searchsorted(
+        bkey, pos * span + np.nan_to_num(last, nan=0.0), side="right"
+    )
+    baskets_since = np.where(baskets > 0, after, np.nan).astype(np.float64)
+    lines = np.bincount(rpos, minlength=n_m).astype(np.float64)
+    distinct_items = np.bincount(
+        (uk // n_items).astype(np.int64) if len(uk) else np.zeros(0, np.int64), minlength=n_m
+    ).astype(np.float64)
+    basket_size = np.divide(
+        lines, member_baskets, out=np.full(n_m, np.nan), where=member_baskets > 0
+    )
+    repeat_ratio = np.divide(
+        lines - distinct_items, lines, out=np.full(n_m, np.nan), where=lines > 0
+    )
+    member_max = np.zeros(n_m)
+    if len(uk):
+        np.maximum.at(member_max, uk // n_items, counts.astype(np.float64))
+    return OwnPairs(
+        baskets,
+        first,
+        last,
+        baskets_since,
+        member_baskets,
+        basket_size,
+        repeat_ratio,
+        member_max,
+    )
 
 
 def features(
@@ -197,6 +287,26 @@ def features(
     band_match = np.where(
         (band[item] >= 0) & (member_band[pos] >= 0), -np.abs(band[item] - member_band[pos]), np.nan
     )
+    own = own_pairs(data, members, pos, item)
+    tifu = personal_vectors(
+        data, members, half_life=repeat.half_life, basket_decay=repeat.basket_decay
+    )
+    pair_tifu = np.asarray(tifu[pos, item]).ravel() if n else np.zeros(0)
+    own_interval = np.divide(
+        own.last - own.first,
+        own.baskets - 1.0,
+        out=np.full(n, np.nan),
+        where=own.baskets > 1,
+    )
+    own_due = np.divide(
+        now - own.last, own_interval, out=np.full(n, np.nan), where=own_interval > 0
+    )
+    pair_share = np.divide(
+        own.baskets,
+        own.member_baskets[pos],
+        out=np.zeros(n),
+        where=own.member_baskets[pos] > 0,
+    )
     cols += [
         pair_baskets,
         pair_weight,
@@ -211,6 +321,13 @@ def features(
         member_baskets[pos],
         member_items[pos],
         band_match,
+        pair_share,
+        pair_tifu,
+        own.baskets_since,
+        own_interval,
+        own_due,
+        own.member_basket_size[pos],
+        own.member_repeat_ratio[pos],
     ]
     return _stack(cols, n)
 

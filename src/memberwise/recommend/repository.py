@@ -130,6 +130,16 @@ def serving_model(conn: Connection) -> RowMapping | None:
     return conn.execute(query).mappings().first()
 
 
+def recent_models(conn: Connection, limit: int) -> Sequence[RowMapping]:
+    """The latest ``limit`` models, newest first (serving, retired and rejected)."""
+    query = (
+        select(rec_models)
+        .order_by(rec_models.c.created_at.desc(), rec_models.c.model_id.desc())
+        .limit(limit)
+    )
+    return conn.execute(query).mappings().all()
+
+
 def get_model(conn: Connection, model_id: str) -> RowMapping | None:
     return (
         conn.execute(select(rec_models).where(rec_models.c.model_id == model_id)).mappings().first()

@@ -23,11 +23,41 @@ def not_hidden(item: IntArray, hidden: IntArray) -> BoolArray:
 
 
 def not_refunded(data: Interactions, members: IntArray, pos: IntArray, item: IntArray) -> BoolArray:
-    """Rows whose item the member never refunded."""
+    """Rows whose item the member did not refund every time they bought it.
+
+    A member who bought an item in more baskets than they refunded it kept buying it after
+    a refund (a staple re-bought after one damaged delivery): it stays, as their own history
+    says.
+    """
     if len(data.refund_member) == 0 or len(pos) == 0:
         return np.ones(len(pos), bool)
-    refunded = data.refund_member.astype(np.int64) * data.n_items + data.refund_item
-    return ~np.isin(members[pos] * data.n_items + item, refunded)
+    n = data.n_items
+    refunded = data.refund_member.astype(np.int64) * n + data.refund_item
+    keys, refunds = np.unique(refunded, return_counts=True)
+    query = np.where(members[pos] >= 0, members[pos], -1) * n + item
+    idx = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    hit = keys[idx] == query
+    if not hit.any():
+        return np.ones(len(pos), bool)
+    bought = _baskets_with(data, members, pos, item)
+    return np.asarray(~hit | (bought > refunds[idx]), bool)
+
+
+def _baskets_with(data: Interactions, members: IntArray, pos: IntArray, item: IntArray) -> IntArray:
+    """The member's purchase baskets holding the item, per candidate row."""
+    rows, rpos = member_rows(data, members)
+    buy = data.is_purchase[rows]
+    rows, rpos = rows[buy], rpos[buy]
+    n = data.n_items
+    key = np.unique(
+        np.stack([rpos * n + data.item[rows].astype(np.int64), data.group[rows]], 1), axis=0
+    )[:, 0]
+    keys, counts = np.unique(key, return_counts=True)
+    query = pos * n + item
+    if len(keys) == 0:
+        return np.zeros(len(pos), np.int64)
+    idx = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return np.where(keys[idx] == query, counts[idx], 0)
 
 
 def not_durable_just_bought(
@@ -42,7 +72,9 @@ def not_durable_just_bought(
     """Rows that are not a durable of a category the member bought within ``cooldown``.
 
     A member who just bought a phone is not shown phones (the same or another) for
-    ``cooldown`` time units; consumables are exempt — re-buying them is the point.
+    ``cooldown`` time units; consumables are exempt — re-buying them is the point — and so is
+    an item the member has bought in two baskets or more (their own re-buying outweighs the
+    category's).
     """
     if len(pos) == 0:
         return np.ones(0, bool)
@@ -63,7 +95,10 @@ def not_durable_just_bought(
     cand_key = np.where(cand_cat >= 0, n + cand_cat, item)
     width = n + max(data.n_categories, 1)
     hit = np.isin(pos * width + cand_key, rpos * width + bought_key)
-    return ~(durable & hit)
+    blocked = durable & hit
+    if blocked.any():
+        blocked[blocked] = _baskets_with(data, members, pos[blocked], item[blocked]) < 2
+    return ~blocked
 
 
 def diverse(

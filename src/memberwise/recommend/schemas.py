@@ -119,3 +119,28 @@ class ItemsImportResult(BaseModel):
     created: int
     updated: int
     unchanged: int
+
+
+class RecModelOut(BaseModel):
+    """A recommendation model a build made: what orders its lists (``method``: ``ranker`` or
+    ``own_history``), its offline metrics on the build's time split, the best own-history
+    baseline's, and why it serves or was rejected."""
+
+    model_id: str
+    status: str
+    as_of: datetime
+    created_at: datetime
+    published_at: datetime | None
+    method: str
+    published_method: str | None
+    method_decision: str | None
+    metrics: dict[str, float | None]
+    baselines: dict[str, dict[str, float]]
+    decision: str
+
+
+class RecModelsOut(BaseModel):
+    """Recommendation models, newest first; ``serving`` is the id of the one serving."""
+
+    serving: str | None
+    models: list[RecModelOut]

@@ -34,6 +34,8 @@ from memberwise.recommend.schemas import (
     ItemIn,
     ItemOut,
     ItemsImportResult,
+    RecModelOut,
+    RecModelsOut,
     RecommendationsOut,
     RecommendedItem,
     SimilarItem,
@@ -293,6 +295,56 @@ def decide(
         f"{m} {new.get(m) or 0:.4f} >= {serving.get(m) or 0:.4f}" for m in metrics if m in serving
     )
     return True, f"at least as good as the serving model ({compared or 'no metric to compare'})"
+
+
+def _model_out(row: RowMapping) -> RecModelOut:
+    stored: dict[str, Any] = orjson.loads(row["metrics"]) if row["metrics"] else {}
+    flat = {
+        k: (float(v) if isinstance(v, int | float) else None) for k, v in stored.items() if "@" in k
+    }
+    baselines: dict[str, dict[str, float]] = {}
+    for entry in stored.get("evaluation") or []:
+        method = str(entry.get("method", ""))
+        if method.startswith("baseline: "):
+            name = method.removeprefix("baseline: ")
+            scores = baselines.setdefault(name, {})
+            scores[f"recall@{entry['k']}"] = float(entry["recall"])
+            scores[f"ndcg@{entry['k']}"] = float(entry["ndcg"])
+    return RecModelOut(
+        model_id=row["model_id"],
+        status=row["status"],
+        as_of=as_utc(row["as_of"]),
+        created_at=as_utc(row["created_at"]),
+        published_at=as_utc(row["published_at"]) if row["published_at"] else None,
+        method=str(stored.get("method") or "ranker"),
+        published_method=stored.get("published_method"),
+        method_decision=stored.get("decision"),
+        metrics=flat,
+        baselines=baselines,
+        decision=row["decision"],
+    )
+
+
+def list_models(conn: Connection, *, limit: int = 20) -> RecModelsOut:
+    """The latest recommendation models with what orders their lists (the ranker or the
+    member's own history), their metrics against the own-history baselines and the publish
+    decisions."""
+    serving = repository.serving_model(conn)
+    return RecModelsOut(
+        serving=serving["model_id"] if serving is not None else None,
+        models=[_model_out(r) for r in repository.recent_models(conn, limit)],
+    )
+
+
+def build_note(build_dir: Path) -> str | None:
+    """One line for a build's summary: what orders the recommendation lists and why (None
+    when the build made none)."""
+    path = build_dir / "build.json"
+    if not path.is_file():
+        return None
+    section = json.loads(path.read_text(encoding="utf-8")).get(SECTION) or {}
+    decision = section.get("decision")
+    return f"recommendations: {decision}" if decision else None
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,11 @@ good) is applied by the publisher, in the publish transaction, against the model
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +43,10 @@ from sqlalchemy import Connection
 
 from memberwise.kit.lake import fsync_file
 from memberwise.recommend import service
-from memberwise.recommend.evaluate import evaluate
+from memberwise.recommend.evaluate import OWN_BASELINES, POLICY_PREFIX, Scores, evaluate
 from memberwise.recommend.interactions import from_events
 from memberwise.recommend.model import Recommender, RecommenderConfig
+from memberwise.recommend.policy import OWN_FREQUENT, OWN_RECENT, OwnHistory
 from memberwise.recommend.targeting import PROFILE_FIELDS, target
 
 if TYPE_CHECKING:
@@ -291,6 +294,69 @@ def fallback_lists(
     )
 
 
+@dataclass(frozen=True)
+class Choice:
+    """What the build publishes: ``method`` ``ranker`` or ``own_history`` (with ``policy``
+    fixed, or re-learned on all the data when ``learn``), the evaluated method whose metrics
+    it carries, and why, in a sentence."""
+
+    method: str
+    evaluated: str
+    policy: OwnHistory | None
+    learn: bool
+    decision: str
+
+
+def choose(scores: Sequence[Scores], k: int = 10) -> Choice:
+    """The ranker when it beats the best own-history baseline (own most frequent, own most
+    recent, own then popular) on both Recall@k and NDCG@k; else the learned own-history
+    policy when it is at least as good as that baseline on Recall@k; else that baseline
+    itself (own most frequent or own most recent, then popular items)."""
+    at_k = {s.method: s for s in scores if s.k == k}
+    baselines = [at_k[m] for m in OWN_BASELINES if m in at_k]
+    blend = next((s for m, s in at_k.items() if m.startswith("blend")), None)
+    policy = next((s for m, s in at_k.items() if m.startswith(POLICY_PREFIX)), None)
+    if not baselines:
+        return Choice("ranker", blend.method if blend else "", None, False, "no baseline scored")
+    best = max(baselines, key=lambda s: (s.recall, s.ndcg))
+    versus = (
+        f"{best.method.removeprefix('baseline: ')} recall@{k} {best.recall:.4f}, "
+        f"ndcg@{k} {best.ndcg:.4f}"
+    )
+    if blend is not None and blend.recall > best.recall and blend.ndcg > best.ndcg:
+        return Choice(
+            "ranker",
+            blend.method,
+            None,
+            False,
+            f"ranker published: recall@{k} {blend.recall:.4f}, ndcg@{k} {blend.ndcg:.4f} beat "
+            f"the best own-history baseline ({versus})",
+        )
+    lost = (
+        f"the ranker (recall@{k} {blend.recall:.4f}, ndcg@{k} {blend.ndcg:.4f}) did not beat "
+        f"the best own-history baseline ({versus})"
+        if blend is not None
+        else f"no ranker was evaluated (best own-history baseline: {versus})"
+    )
+    if policy is not None and policy.recall >= best.recall:
+        return Choice(
+            "own_history",
+            policy.method,
+            None,
+            True,
+            f"{lost}; published the learned own-history blend (recall@{k} "
+            f"{policy.recall:.4f}, ndcg@{k} {policy.ndcg:.4f})",
+        )
+    fixed = OWN_RECENT if best.method == "baseline: own most recent" else OWN_FREQUENT
+    return Choice(
+        "own_history",
+        best.method,
+        fixed,
+        False,
+        f"{lost}; published that baseline ({fixed.name})",
+    )
+
+
 def time_split_metrics(
     events: pa.Table,
     *,
@@ -300,22 +366,32 @@ def time_split_metrics(
     config: RecommenderConfig,
     label_days: float,
 ) -> dict[str, Any]:
-    """The blend's Recall@k, NDCG@k, hit rate@k and coverage@k (flat keys such as
-    ``recall@10``, what the publish gate compares) of a model trained on all but the last
-    ``label_days`` and asked for the members who bought in them, plus every source's and
-    baseline's scores under ``evaluation`` (:func:`memberwise.recommend.evaluate.evaluate`,
-    the protocol of ``memberwise recommend evaluate --dataset lake``). The flat metrics are
-    None when no member bought in the held-out days."""
+    """Recall@k, NDCG@k, hit rate@k and coverage@k (flat keys such as ``recall@10``, what
+    the publish gate compares) of the method the build publishes (:func:`choose`), from a
+    model trained on all but the last ``label_days`` and asked for the members who bought in
+    them, plus the ranker's, the own-history policy's, every source's and every baseline's
+    scores under ``evaluation`` (:func:`memberwise.recommend.evaluate.evaluate`, the protocol
+    of ``memberwise recommend evaluate --dataset lake``), the choice under ``method``,
+    ``published_method`` and ``decision``. The flat metrics are None, and the ranker is
+    kept, when no member bought in the held-out days."""
     data = from_events(events, now=as_of, items=items, categories=categories)
     history, labels = data.split_last(label_days=label_days)
     flat: dict[str, Any] = {
         f"{m}@{k}": None for k in KS for m in ("recall", "ndcg", "hit", "coverage")
     }
     if not labels:
-        return {**flat, "members": 0, "evaluation": []}
+        return {
+            **flat,
+            "members": 0,
+            "evaluation": [],
+            "method": "ranker",
+            "published_method": "ranker",
+            "decision": "ranker kept: nobody bought in the held-out days, nothing to compare",
+        }
     scores, _ = evaluate(history, labels, KS, config=config)
+    choice = choose(scores)
     for s in scores:
-        if s.method.startswith("blend"):
+        if s.method == choice.evaluated:
             flat[f"recall@{s.k}"] = round(s.recall, 6)
             flat[f"ndcg@{s.k}"] = round(s.ndcg, 6)
             flat[f"hit@{s.k}"] = round(s.hit_rate, 6)
@@ -330,7 +406,34 @@ def time_split_metrics(
         }
         for s in scores
     ]
-    return {**flat, "members": len(labels), "evaluation": evaluation}
+    return {
+        **flat,
+        "members": len(labels),
+        "evaluation": evaluation,
+        "method": choice.method,
+        "published_method": choice.evaluated,
+        "fixed_policy": choice.policy.as_dict() if choice.policy else None,
+        "learn_policy": choice.learn,
+        "decision": choice.decision,
+    }
+
+
+def serving_config(config: RecommenderConfig, metrics: Mapping[str, Any]) -> RecommenderConfig:
+    """The config of the model the build publishes: the ranker's, or the own-history
+    policy's (fixed weights, or learned again on all the data)."""
+    if metrics.get("method") != "own_history":
+        return config
+    fixed = metrics.get("fixed_policy")
+    if fixed:
+        return dataclasses.replace(
+            config,
+            policy="own_history",
+            learn_policy=False,
+            own_recency=float(fixed["recency"]),
+            own_category_power=float(fixed["category_power"]),
+            own_explore=float(fixed["explore"]),
+        )
+    return dataclasses.replace(config, policy="own_history", learn_policy=True)
 
 
 def stage_recommendations(ctx: BuildContext) -> int:
@@ -381,6 +484,7 @@ def stage_recommendations(ctx: BuildContext) -> int:
         label_days=label_days,
     )
     ctx.progress("recommendations", 2, steps)
+    config = serving_config(config, metrics)
     model = Recommender(config).fit(
         events, now=as_of, items=known_items, categories=known_categories
     )
@@ -431,6 +535,10 @@ def stage_recommendations(ctx: BuildContext) -> int:
     sections[service.SECTION] = {
         "model_id": ctx.result.build_id,
         "metrics": metrics,
+        "method": metrics["method"],
+        "published_method": metrics["published_method"],
+        "decision": metrics["decision"],
+        "own_policy": model.info.get("own_policy"),
         "gate_metrics": list(service.GATE_METRICS),
         "label_days": label_days,
         "config": {
