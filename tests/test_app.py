@@ -75,6 +75,7 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/members/x/coupons/suggested"): ANALYSTS | PLATFORM,
     ("GET", "/v1/items/x/similar"): READERS | ADMIN,
     ("GET", "/v1/items/x"): READERS | ADMIN,
+    ("GET", "/v1/recommendations/models"): ANALYSTS,
     ("GET", "/v1/webhooks/event-types"): PLATFORM,
     ("POST", "/v1/webhooks/endpoints"): PLATFORM,
     ("GET", "/v1/webhooks/endpoints"): PLATFORM,
