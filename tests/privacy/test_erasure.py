@@ -164,7 +164,7 @@ def test_an_erased_member_is_nowhere_under_the_home_nor_in_the_store(
     assert _found_in_files(rt.settings.home) == {}
 
 
-def test_a_re_ingested_old_file_is_scrubbed_by_the_tombstone_job(
+def test_a_re_ingested_old_file_is_scrubbed_by_its_ingest(
     runtime: Runtime, tmp_path: Path
 ) -> None:
     holders.install()
@@ -184,9 +184,11 @@ def test_a_re_ingested_old_file_is_scrubbed_by_the_tombstone_job(
     with transaction(runtime.engine) as conn:
         records = conn.execute(select(members_table.c.member_id)).scalars().all()
     assert sorted(records) == ["other"]  # the erased member got no record again
-    assert _found_in_files(runtime.settings.home)  # bulk ingest wrote them again
+    assert _found_in_files(runtime.settings.home)  # the files' rows landed first
+    assert registrar.erased_seen
 
-    removed = erasure.finish_scrubs(runtime.engine, runtime.lake, secret, everyone=True)
+    # What `memberwise ingest` does when the files end: the tombstone scrubs them again.
+    removed = registrar.scrub_erased(runtime.lake)
 
     assert removed == 3
     assert _found_in_files(runtime.settings.home) == {}

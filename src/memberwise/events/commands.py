@@ -80,6 +80,9 @@ def ingest(
             on_members=on_members,
             progress=show,
         )
+    scrubbed = on_members.scrub_erased(lake)
+    if scrubbed and not json:
+        console.print(f"removed {scrubbed:,} events of erased members again (their tombstones)")
     if json:
         typer.echo(jsonlib.dumps(result.to_dict(), indent=2))
     else:
