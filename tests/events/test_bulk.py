@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -650,10 +649,16 @@ def test_the_cli_ingests_prints_json_and_exits_1_on_a_failed_file(
     monkeypatch.setenv("MEMBERWISE_HOME", str(tmp_path / "home"))
     registered: list[str] = []
 
-    def registrar(_: Any) -> Callable[[list[str]], None]:
-        return registered.extend
+    class Registrar:
+        """Stands in for the store's registrar: this test has no store."""
 
-    monkeypatch.setattr(bulk_hooks, "member_registrar", registrar)
+        def __call__(self, member_ids: list[str]) -> None:
+            registered.extend(member_ids)
+
+        def scrub_erased(self, lake: Any) -> int:
+            return 0
+
+    monkeypatch.setattr(bulk_hooks, "member_registrar", lambda _: Registrar())
     good = write_csv(tmp_path / "good.csv", [good_row("e1"), good_row("e2", price="-5")])
     app = typer.Typer()
     app.command()(commands.ingest)

@@ -164,9 +164,7 @@ def test_an_erased_member_is_nowhere_under_the_home_nor_in_the_store(
     assert _found_in_files(rt.settings.home) == {}
 
 
-def test_a_re_ingested_old_file_is_scrubbed_by_its_ingest(
-    runtime: Runtime, tmp_path: Path
-) -> None:
+def test_a_re_ingested_old_file_is_scrubbed_by_its_ingest(runtime: Runtime, tmp_path: Path) -> None:
     holders.install()
     secret = erasure.tombstone_secret(runtime.settings.pii_key_bytes)
     source = tmp_path / "old.jsonl"
