@@ -74,6 +74,7 @@ def test_run_builds_the_demo_platform_and_a_second_run_reuses_it(env: Settings) 
     assert first.exit_code == 0, first.output
     assert "memberwise is ready" in first.output
     assert "service desk:" in first.output
+    assert "campaigns: campaign 'win back the at-risk' to segment" in first.output
     engine = make_engine(env.db_url)
     with transaction(engine) as conn:
         count = conn.execute(select(func.count()).select_from(members)).scalar_one()
@@ -87,6 +88,7 @@ def test_run_builds_the_demo_platform_and_a_second_run_reuses_it(env: Settings) 
     assert "reusing" in second.output
     assert "0 created, 0 registered, 400 unchanged" in second.output
     assert "build: reusing build" in second.output  # nothing changed: no second build
+    assert "1 campaign(s) already there" in second.output
 
 
 def test_the_program_a_home_was_set_up_with_is_the_servers(

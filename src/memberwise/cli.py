@@ -383,6 +383,9 @@ def run(
         f"service desk: {desk['tickets']:,} tickets, {desk['queued']} queued, "
         f"{desk['breached']} breached and escalated, {desk['approvals']} awaiting approval"
     )
+    from memberwise.campaigns.demo import seed as seed_campaigns
+
+    console.print(f"campaigns: {seed_campaigns(rt, program)}", soft_wrap=True)
     rt.close()
     base = f"http://{settings.host}:{settings.port}"
     key_line = key or "(not kept here; make one: memberwise keys create --role admin)"
@@ -400,6 +403,7 @@ def run(
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/invitations"',
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/service/queue"',
         f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/service/reports?by=agent"',
+        f'           curl -H "Authorization: Bearer $KEY" "{base}/v1/campaigns"',
     ]
     console.rule("memberwise is ready")
     for line in lines:
