@@ -15,7 +15,6 @@ from sqlalchemy import Connection
 
 from memberwise.campaigns.schemas import Channel, Offer, OfferKind
 from memberwise.kit import outbox
-from memberwise.kit.errors import MemberwiseError
 from memberwise.ledger import coupons as ledger_coupons
 from memberwise.ledger import points as ledger_points
 from memberwise.privacy import consent
@@ -71,66 +70,42 @@ def deliver(
     Runs in a savepoint: a refusal rolls back only this member's writes. Raises the ledger's
     refusals (a coupon's budget or limit, an unknown member) unchanged, so the caller records
     them as the reason a member was skipped."""
-    savepoint = conn.begin_nested()
-    try:
-        message_id = _deliver(
-            conn, program, event_type, key, member_id, offer, channels, context, reason, now, actor
-        )
-    except MemberwiseError:
-        savepoint.rollback()
-        raise
-    savepoint.commit()
-    return message_id
-
-
-def _deliver(
-    conn: Connection,
-    program: Program,
-    event_type: str,
-    key: str,
-    member_id: str,
-    offer: Offer,
-    channels: Sequence[Channel],
-    context: Mapping[str, Any],
-    reason: str,
-    now: datetime,
-    actor: Principal,
-) -> str:
-    given: dict[str, object] = {"kind": offer.kind.value}
-    if offer.kind is OfferKind.coupon:
-        issued = ledger_coupons.issue(
+    with conn.begin_nested():  # a refusal rolls back this member's writes, and only them
+        given: dict[str, object] = {"kind": offer.kind.value}
+        if offer.kind is OfferKind.coupon:
+            issued = ledger_coupons.issue(
+                conn,
+                program,
+                offer.coupon_template or "",
+                [member_id],
+                key=key,
+                source="campaign",
+                at=now,
+                actor=actor,
+                strict=True,
+            )
+            given["coupon_id"] = issued.coupons[0].coupon_id
+        elif offer.kind is OfferKind.points:
+            ledger_points.adjust(
+                conn,
+                program,
+                member_id,
+                offer.points or 0,
+                reason=reason,
+                key=f"{key}:{member_id}",
+                at=now,
+                actor=actor,
+            )
+            given["points"] = offer.points
+        return outbox.emit(
             conn,
-            program,
-            offer.coupon_template or "",
-            [member_id],
-            key=key,
-            source="campaign",
+            event_type,
+            {
+                **context,
+                "channels": [c.value for c in channels],
+                "message": offer.message,
+                "offer": given,
+            },
+            member_id=member_id,
             at=now,
-            actor=actor,
-            strict=True,
         )
-        given["coupon_id"] = issued.coupons[0].coupon_id
-    elif offer.kind is OfferKind.points:
-        ledger_points.adjust(
-            conn,
-            program,
-            member_id,
-            offer.points or 0,
-            reason=reason,
-            key=f"{key}:{member_id}",
-            at=now,
-            actor=actor,
-        )
-        given["points"] = offer.points
-    return outbox.emit(
-        conn,
-        event_type,
-        {
-            **context,
-            "channels": [c.value for c in channels],
-            "message": offer.message,
-            "offer": given,
-        },
-        member_id=member_id,
-        at=now,
-    )
