@@ -12,7 +12,7 @@ clocks, routes and audits the ticket, then answers the full ticket), then
 ``sweep``: ``--tickets`` open tickets with two running clocks each (first response, resolution;
 a third on business hours) whose next alerts are spread uniformly over the next ``--spread-hours``
 hours, bulk-inserted into a fresh store (SQLite, or ``--db-url`` PostgreSQL); then
-``service.sweep`` at now + 1 minute, + 1 hour and + 6 hours (what comes due between two sweeps
+``sweeps.sweep`` at now + 1 minute, + 1 hour and + 6 hours (what comes due between two sweeps
 run every minute, and a sweep after an hour-long outage). Baseline in the same run: one full
 scan counting the clock rows.
 
@@ -46,7 +46,7 @@ from memberwise.membership.schemas import TierGrant
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, KeyCreate, Role, StaffCreate
 from memberwise.program.service import load_program
-from memberwise.service import service
+from memberwise.service import agents, sweeps
 from memberwise.service.schemas import AgentIn
 from memberwise.service.tables import service_clocks
 from memberwise.store import migrate
@@ -88,7 +88,7 @@ def setup_api(home: Path, members_n: int, black_card: int) -> tuple[str, str]:
             )
             skills = ["after_sales"] if n % 2 else []
             data = AgentIn(skills=skills, capacity=50)
-            service.put_agent(conn, program, staff_id, data, actor=SYSTEM)
+            agents.put_agent(conn, program, staff_id, data, actor=SYSTEM)
         staff_key = privacy.create_key(conn, KeyCreate(role=Role.service, staff_id="cs-00")).key
     with transaction(engine) as conn:
         for i in range(black_card):
@@ -276,7 +276,7 @@ def sweep(args: argparse.Namespace) -> None:
             at = now + timedelta(seconds=offset)
             t = time.perf_counter()
             with transaction(engine) as conn:
-                out = service.sweep(conn, program, at=at)
+                out = sweeps.sweep(conn, program, at=at)
             took = time.perf_counter() - t
             print(
                 f"sweep {label:7s}: {took:6.2f} s  warnings {out.warnings:,}  breaches "

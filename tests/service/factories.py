@@ -17,7 +17,7 @@ from memberwise.privacy.schemas import SYSTEM, Principal, Role, StaffCreate
 from memberwise.program.desk import Channel, TicketKind
 from memberwise.program.schemas import Program
 from memberwise.program.service import parse_program
-from memberwise.service import service
+from memberwise.service import agents, service
 from memberwise.service.schemas import AgentIn, TicketOpen, TicketOut
 
 #: Monday 2 March 2026, 10:00 in Shanghai (a working day, inside working hours).
@@ -94,7 +94,7 @@ def add_agent(
         authority=authority,
         supervisor_id=supervisor,
     )
-    service.put_agent(conn, program, staff_id, data, actor=SYSTEM, at=T0)
+    agents.put_agent(conn, program, staff_id, data, actor=SYSTEM, at=T0)
 
 
 def add_manager(conn: Connection, program: Program, staff_id: str) -> None:

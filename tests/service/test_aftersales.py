@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from memberwise.ledger import benefits, orders
 from memberwise.program.schemas import Program
-from memberwise.service import aftersales, service
+from memberwise.service import aftersales, service, sweeps
 from memberwise.service.aftersales import LineNotInOrder, ReasonRequired, StepNotAllowed
 from memberwise.service.schemas import AfterSalesIn, AfterSalesLine, AfterSalesStep, TicketState
 from memberwise.service.service import OrderNotOfMember
@@ -187,9 +187,9 @@ def test_the_sweep_records_a_late_step_once(conn: Connection, program: Program) 
     add_members(conn, program, m1="member")
     place_order(conn, program, "o1", "m1")
     out = aftersales.create(conn, program, _request("r1", "m1"), actor=PLATFORM, at=LATER)
-    assert service.sweep(conn, program, at=LATER + timedelta(minutes=1439)).late_steps == 0
-    assert service.sweep(conn, program, at=LATER + timedelta(minutes=1500)).late_steps == 1
-    assert service.sweep(conn, program, at=LATER + timedelta(minutes=1600)).late_steps == 0
+    assert sweeps.sweep(conn, program, at=LATER + timedelta(minutes=1439)).late_steps == 0
+    assert sweeps.sweep(conn, program, at=LATER + timedelta(minutes=1500)).late_steps == 1
+    assert sweeps.sweep(conn, program, at=LATER + timedelta(minutes=1600)).late_steps == 0
     ticket = service.get_ticket(conn, program, out.ticket_id)
     late = next(e for e in ticket.events if e.kind == "after_sales.late")
     assert (late.metric, late.late_seconds) == ("approve", 60 * 60)

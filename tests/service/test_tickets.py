@@ -14,7 +14,7 @@ from memberwise.privacy.schemas import SYSTEM
 from memberwise.privacy.tables import audit_log
 from memberwise.program.desk import Priority, TicketKind
 from memberwise.program.schemas import Program
-from memberwise.service import service
+from memberwise.service import agents, service, sweeps
 from memberwise.service.schemas import MessageIn, TicketChange, TicketOut, TicketState
 from memberwise.service.service import (
     InvalidTransition,
@@ -235,11 +235,11 @@ def test_sweep_warns_breaches_once_and_escalates_to_the_supervisor(
     t = open_ticket(conn, program, "m1", key="second")
     assert t.assignee == "a1"
     add_agent(conn, program, "boss", capacity=1, authority="supervisor")
-    out = service.sweep(conn, program, at=T0 + timedelta(minutes=30))
+    out = sweeps.sweep(conn, program, at=T0 + timedelta(minutes=30))
     assert (out.warnings, out.breaches) == (2, 0)  # half of 60 minutes, for both tickets
-    out = service.sweep(conn, program, at=T0 + timedelta(minutes=61))
+    out = sweeps.sweep(conn, program, at=T0 + timedelta(minutes=61))
     assert (out.warnings, out.breaches, out.escalations) == (0, 2, 2)
-    again = service.sweep(conn, program, at=T0 + timedelta(minutes=90))
+    again = sweeps.sweep(conn, program, at=T0 + timedelta(minutes=90))
     assert (again.warnings, again.breaches) == (0, 0)
     tk = service.get_ticket(conn, program, t.ticket_id)
     assert (tk.escalated_to, tk.priority) == ("boss", Priority.urgent.value)
@@ -332,7 +332,7 @@ def test_a_leaving_manager_hands_over_members_and_tickets(
     t = open_ticket(conn, program, "b1").ticket_id
     assert service.get_ticket(conn, program, t).assignee == "mgr1"
     add_manager(conn, program, "mgr2")
-    out = service.agent_leaves(conn, program, "mgr1", actor=SYSTEM, at=T0 + timedelta(hours=1))
+    out = agents.agent_leaves(conn, program, "mgr1", actor=SYSTEM, at=T0 + timedelta(hours=1))
     assert (out.tickets, out.reassigned, out.queued) == (1, 1, 0)
     tk = service.get_ticket(conn, program, t)
     assert tk.assignee == "mgr2"
@@ -362,7 +362,7 @@ def test_a_program_change_keeps_paused_time_on_live_tickets(
             "hours: '24x7'}",
         )
     )
-    assert service.reapply_policies(conn, longer, at=T0 + timedelta(days=3)) == 1
+    assert sweeps.reapply_policies(conn, longer, at=T0 + timedelta(days=3)) == 1
     tk = service.get_ticket(conn, longer, t, at=T0 + timedelta(days=4))
     resolution = next(c for c in tk.clocks if c.metric == "resolution")
     assert (resolution.target_seconds, resolution.hours) == (960 * 60, "24x7")

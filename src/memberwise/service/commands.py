@@ -19,7 +19,7 @@ from memberwise.privacy.schemas import Principal, Role
 from memberwise.program.schemas import Program
 from memberwise.program.service import current_program, load_program
 from memberwise.runtime import Runtime
-from memberwise.service import auto, reports, service
+from memberwise.service import agents, auto, reports, service, sweeps
 from memberwise.service.schemas import AgentIn
 
 console = Console()
@@ -50,7 +50,7 @@ def sweep_(program_file: ProgramOption = None) -> None:
     rt = Runtime.open(get_settings())
     try:
         program = _program(program_file)
-        out = ledger.write(rt.engine, lambda conn: service.sweep(conn, program))
+        out = ledger.write(rt.engine, lambda conn: sweeps.sweep(conn, program))
     except MemberwiseError as exc:
         raise _fail(exc) from None
     finally:
@@ -163,7 +163,7 @@ def agent_(
         program = _program(program_file)
         out = ledger.write(
             rt.engine,
-            lambda conn: service.put_agent(conn, program, staff_id, data, actor=CLI_ACTOR),
+            lambda conn: agents.put_agent(conn, program, staff_id, data, actor=CLI_ACTOR),
         )
     except MemberwiseError as exc:
         raise _fail(exc) from None
@@ -180,7 +180,7 @@ def reapply_(program_file: ProgramOption = None) -> None:
     try:
         program = _program(program_file)
         changed = ledger.write(
-            rt.engine, lambda conn: service.reapply_policies(conn, program, actor=CLI_ACTOR)
+            rt.engine, lambda conn: sweeps.reapply_policies(conn, program, actor=CLI_ACTOR)
         )
     finally:
         rt.close()

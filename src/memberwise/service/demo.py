@@ -20,7 +20,7 @@ from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import Principal, Role, StaffCreate
 from memberwise.program.schemas import Program
 from memberwise.runtime import Runtime
-from memberwise.service import auto, compensation, repository, service
+from memberwise.service import agents, auto, compensation, repository, service, sweeps
 from memberwise.service.schemas import (
     AgentIn,
     CompensationIn,
@@ -70,7 +70,7 @@ def seed(runtime: Runtime, program: Program) -> dict[str, int]:
                 authority=authority if authority in program.service.authority else "agent",
                 supervisor_id=None if staff_id == SUPERVISOR[0] else SUPERVISOR[0],
             )
-            service.put_agent(conn, program, staff_id, data, actor=DEMO_PLATFORM, at=now)
+            agents.put_agent(conn, program, staff_id, data, actor=DEMO_PLATFORM, at=now)
         for staff_id in MANAGERS:
             if repository.get_agent(conn, staff_id) is None and any(
                 s.staff_id == staff_id for s in privacy.list_staff(conn)
@@ -81,7 +81,7 @@ def seed(runtime: Runtime, program: Program) -> dict[str, int]:
                     authority="manager" if "manager" in program.service.authority else "agent",
                     supervisor_id=SUPERVISOR[0],
                 )
-                service.put_agent(conn, program, staff_id, manager, actor=DEMO_PLATFORM, at=now)
+                agents.put_agent(conn, program, staff_id, manager, actor=DEMO_PLATFORM, at=now)
     events = _recent_events(runtime, program)
     with transaction(runtime.engine) as conn:
         opened = auto.open_for_events(conn, program, events, actor=DEMO_PLATFORM)
@@ -141,7 +141,7 @@ def _work(runtime: Runtime, program: Program, opened: list[str]) -> None:
                     score = CsatIn(score=rng.choice([3, 4, 5, 5, 5, 2]))
                     service.rate(conn, program, ticket_id, score, actor=DEMO_PLATFORM, at=done_at)
     with transaction(runtime.engine) as conn:
-        service.sweep(conn, program, at=now)
+        sweeps.sweep(conn, program, at=now)
 
 
 def _counts(runtime: Runtime, program: Program, *, seeded: bool) -> dict[str, int]:

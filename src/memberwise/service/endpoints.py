@@ -20,7 +20,7 @@ from memberwise.ledger import service as ledger
 from memberwise.privacy.auth import Authorize
 from memberwise.privacy.schemas import Principal, Role
 from memberwise.runtime import Runtime, get_runtime
-from memberwise.service import aftersales, compensation, reports, service
+from memberwise.service import aftersales, agents, compensation, reports, service, sweeps
 from memberwise.service.schemas import (
     AfterSalesIn,
     AfterSalesOut,
@@ -171,7 +171,7 @@ def agent_tickets(staff_id: str, rt: RuntimeDep, principal: Staff, limit: Limit 
 @router.get("/service/agents", summary="Desk agents: skills, capacity, load, authority")
 def list_agents(rt: RuntimeDep, principal: Reader) -> list[AgentOut]:
     with transaction(rt.engine) as conn:
-        return service.list_agents(conn)
+        return agents.list_agents(conn)
 
 
 @router.put("/service/agents/{staff_id}", summary="Make a service staff member a desk agent")
@@ -179,7 +179,7 @@ def put_agent(staff_id: str, body: AgentIn, rt: RuntimeDep, principal: Operator)
     program = rt.program()
     return ledger.write(
         rt.engine,
-        lambda conn: service.put_agent(conn, program, staff_id, body, actor=principal),
+        lambda conn: agents.put_agent(conn, program, staff_id, body, actor=principal),
     )
 
 
@@ -190,7 +190,7 @@ def agent_leaves(staff_id: str, rt: RuntimeDep, principal: Operator) -> Handover
     program = rt.program()
     return ledger.write(
         rt.engine,
-        lambda conn: service.agent_leaves(conn, program, staff_id, actor=principal),
+        lambda conn: agents.agent_leaves(conn, program, staff_id, actor=principal),
     )
 
 
@@ -264,7 +264,7 @@ def advance(
 @router.post("/service/sweep", summary="Record due SLA warnings and breaches (each once)")
 def sweep(rt: RuntimeDep, principal: Operator) -> SweepOut:
     program = rt.program()
-    return ledger.write(rt.engine, lambda conn: service.sweep(conn, program))
+    return ledger.write(rt.engine, lambda conn: sweeps.sweep(conn, program))
 
 
 @router.get("/service/reports", summary="SLA attainment, FCR, handle time, backlog, compensation")

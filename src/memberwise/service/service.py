@@ -9,7 +9,6 @@ the reports' source) and an audit row (who, what, when, why). Nothing here commi
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,22 +24,18 @@ from memberwise.membership import service as membership
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal, Role
 from memberwise.program.benefits import AccountManager, PriorityService
-from memberwise.program.desk import Hours, Metric, Priority, SlaPolicy, TicketKind
+from memberwise.program.desk import Hours, Metric, SlaPolicy, TicketKind
 from memberwise.program.schemas import Program
 from memberwise.service import repository, routing, sla
 from memberwise.service.calendar import Calendar
 from memberwise.service.schemas import (
     LIVE_STATES,
-    AgentIn,
-    AgentOut,
     ClockOut,
     CsatIn,
     EventOut,
-    HandoverOut,
     MessageIn,
     MessageOut,
     QueueOut,
-    SweepOut,
     TicketChange,
     TicketOpen,
     TicketOut,
@@ -69,14 +64,6 @@ class NotSameMember(InvalidRequest):
 
 class OrderNotOfMember(InvalidRequest):
     code = "order_not_of_member"
-
-
-class AgentNotFound(NotFound):
-    code = "agent_not_found"
-
-
-class NotStaff(InvalidRequest):
-    code = "not_service_staff"
 
 
 class TicketKeyReused(Conflict):
@@ -894,224 +881,6 @@ def rate(
     ticket.event("csat", at, details={"score": data.score})
     ticket.save(at)
     return get_ticket(conn, program, ticket_id, staff=False, at=at)
-
-
-# -- the sweep -----------------------------------------------------------------------------------
-
-
-def sweep(
-    conn: Connection, program: Program, *, at: datetime | None = None, batch: int = 5000
-) -> SweepOut:
-    """Record the warnings and breaches that have come by ``at`` (each once), escalate breached
-    tickets to the assignee's supervisor, and mark late after-sales steps. Reads only the clocks
-    whose ``alert_at`` has come (an index range), so its cost follows what is due, not how many
-    tickets are open."""
-    at = sla.second(as_utc(at or utcnow()))
-    warn_at = program.service.warn_at
-    warnings = breaches = escalations = 0
-    supervisors = {r["staff_id"]: r["supervisor_id"] for r in repository.list_agents(conn)}
-    while True:
-        rows = repository.due_clocks(conn, at, batch)
-        if not rows:
-            break
-        saved: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        audits: list[dict[str, Any]] = []
-        escalated: list[dict[str, Any]] = []
-        for row in rows:
-            clock = _clock(row)
-            cal = calendar(program, clock.hours)
-            checked, alerts = sla.check(clock, at, cal, warn_at)
-            saved.append(
-                {
-                    "k_ticket": row["ticket_id"],
-                    "k_metric": row["metric"],
-                    "warned": checked.warned,
-                    "breached": checked.breached,
-                    "alert_at": sla.alert_at(checked, cal, warn_at),
-                }
-            )
-            for alert in alerts:
-                kind = f"sla.{alert.kind}"
-                events.append(
-                    {
-                        "event_id": new_id(),
-                        "ticket_id": row["ticket_id"],
-                        "member_id": row["member_id"],
-                        "kind": kind,
-                        "metric": alert.metric,
-                        "late_seconds": alert.late if alert.kind == "breach" else None,
-                        "actor": SYSTEM.key_id,
-                        "details": {"fraction": alert.fraction} if alert.fraction else None,
-                        "at": at,
-                    }
-                )
-                if alert.kind == "warning":
-                    warnings += 1
-                    continue
-                breaches += 1
-                audits.append(
-                    privacy.audit_row(
-                        SYSTEM,
-                        "ticket.sla_breach",
-                        "ticket",
-                        row["ticket_id"],
-                        member_id=row["member_id"],
-                        details={"metric": alert.metric, "late_seconds": alert.late},
-                    )
-                )
-                if row["escalated_to"] is None:
-                    to = supervisors.get(row["assignee"]) if row["assignee"] else None
-                    escalated.append(
-                        {
-                            "k_ticket": row["ticket_id"],
-                            "escalated_to": to or "supervisors",
-                            "priority": Priority.urgent.value,
-                            "updated_at": at,
-                        }
-                    )
-                    events.append(
-                        {
-                            **events[-1],
-                            "event_id": new_id(),
-                            "kind": "escalated",
-                            "late_seconds": None,
-                            "details": {"to": to or "supervisors"},
-                        }
-                    )
-                    escalations += 1
-        repository.save_swept(conn, saved)
-        repository.escalate(conn, list({e["k_ticket"]: e for e in escalated}.values()))
-        repository.insert_events(conn, events)
-        privacy.audit_many(conn, audits)
-        if len(rows) < batch:
-            break
-    late = _late_steps(conn, at)
-    return SweepOut(warnings=warnings, breaches=breaches, escalations=escalations, late_steps=late)
-
-
-def _late_steps(conn: Connection, at: datetime) -> int:
-    rows = repository.late_steps(conn, at)
-    events = []
-    for row in rows:
-        events.append(
-            {
-                "event_id": new_id(),
-                "ticket_id": row["ticket_id"],
-                "member_id": row["member_id"],
-                "kind": "after_sales.late",
-                "metric": row["step"],
-                "late_seconds": int((at - row["step_due_at"]).total_seconds()),
-                "actor": SYSTEM.key_id,
-                "details": {"request_id": row["request_id"]},
-                "at": at,
-            }
-        )
-        repository.update_after_sales(conn, row["request_id"], {"step_due_at": None})
-    repository.insert_events(conn, events)
-    return len(rows)
-
-
-# -- agents --------------------------------------------------------------------------------------
-
-
-def _agent_out(row: RowMapping) -> AgentOut:
-    return AgentOut.model_validate({**dict(row), "skills": list(row["skills"] or [])})
-
-
-def put_agent(
-    conn: Connection,
-    program: Program,
-    staff_id: str,
-    data: AgentIn,
-    *,
-    actor: Principal,
-    at: datetime | None = None,
-) -> AgentOut:
-    """Make a service staff member a desk agent (or change their skills, capacity, authority);
-    they take queued tickets at once.
-
-    Raises AgentNotFound (no such staff), NotStaff (not the service role), InvalidRequest (an
-    authority role the program does not list).
-    """
-    at = as_utc(at or utcnow())
-    staff = next((s for s in privacy.list_staff(conn) if s.staff_id == staff_id), None)
-    if staff is None:
-        raise AgentNotFound(
-            f"no staff member {staff_id}; create them with `memberwise staff create`"
-        )
-    if staff.role is not Role.service:
-        raise NotStaff(f"{staff_id} has role {staff.role.value}; desk agents have the service role")
-    if data.authority not in program.service.authority:
-        names = ", ".join(program.service.authority)
-        raise InvalidRequest(f"unknown authority {data.authority!r}; the program lists {names}")
-    repository.upsert_agent(
-        conn,
-        {"staff_id": staff_id, **data.model_dump(), "active": True, "updated_at": at},
-    )
-    privacy.audit(conn, actor, "service.agent", "staff", staff_id, details=data.model_dump())
-    dispatch(conn, program, staff_id, at=at)
-    row = repository.get_agent(conn, staff_id)
-    assert row is not None
-    return _agent_out(row)
-
-
-def list_agents(conn: Connection) -> list[AgentOut]:
-    return [_agent_out(r) for r in repository.list_agents(conn)]
-
-
-def agent_leaves(
-    conn: Connection,
-    program: Program,
-    staff_id: str,
-    *,
-    actor: Principal,
-    at: datetime | None = None,
-) -> HandoverOut:
-    """A staff member leaves the desk: if they manage black-card members those go to other
-    managers (the membership domain), and each open ticket of theirs is routed again -- to the
-    member's new manager, another agent, or the queue.
-
-    Raises AgentNotFound.
-    """
-    at = sla.second(as_utc(at or utcnow()))
-    if not repository.deactivate_agent(conn, staff_id, at):
-        raise AgentNotFound(f"{staff_id} is not an active desk agent")
-    with contextlib.suppress(membership.ManagerNotFound):  # not an account manager
-        membership.remove_manager(conn, program, staff_id, actor=actor)
-    privacy.audit(conn, actor, "service.agent_leaves", "staff", staff_id)
-    reassigned = queued = 0
-    ticket_ids = repository.live_ticket_ids_of(conn, staff_id, LIVE)
-    for ticket_id in ticket_ids:
-        ticket = _load(conn, program, ticket_id, actor)
-        ticket.set(assignee=None)
-        _route(ticket, at)
-        ticket.event("handover", at, details={"from": staff_id, "to": ticket.row["assignee"]})
-        ticket.save(at)
-        if ticket.row["assignee"] is None:
-            queued += 1
-        else:
-            reassigned += 1
-    return HandoverOut(
-        staff_id=staff_id, tickets=len(ticket_ids), reassigned=reassigned, queued=queued
-    )
-
-
-def reapply_policies(
-    conn: Connection, program: Program, *, actor: Principal = SYSTEM, at: datetime | None = None
-) -> int:
-    """Move every live ticket's clocks to the policies of ``program`` (after an operator
-    changed the program's SLAs): each clock keeps its elapsed time, running or paused, under
-    the new target and calendar. Returns how many tickets changed."""
-    at = sla.second(as_utc(at or utcnow()))
-    changed = 0
-    for ticket_id in repository.live_ticket_ids(conn, LIVE):
-        ticket = _load(conn, program, ticket_id, actor)
-        apply_policy(ticket, at)
-        if ticket.clocks_changed:
-            changed += 1
-        ticket.save(at)
-    return changed
 
 
 def export_member(conn: Connection, member_id: str) -> dict[str, list[dict[str, Any]]]:
