@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Connection, func, insert, select
 
-from memberwise.campaigns import service
+from memberwise.campaigns import outcomes, service
 from memberwise.campaigns.assignment import assign
 from memberwise.campaigns.schemas import CampaignCreate
 from memberwise.kit.outbox import outbox
@@ -108,7 +108,7 @@ def test_launch_send_cap_and_measure(conn: Connection) -> None:
     bought = launched_at + timedelta(days=2)
     for m in [*treated[:120], *sorted(set(MEMBERS) - set(treated))[:5]]:
         orders.place(conn, program, order(f"o-{m}", m, price=20_000, at=bought))
-    res = service.results(conn, made.campaign_id, now=utcnow())
+    res = outcomes.results(conn, made.campaign_id, now=utcnow())
     assert not res.srm.mismatch
     by_metric = {r.metric: r for r in res.metrics}
     spend = by_metric["spend_per_member_fen"]
@@ -135,7 +135,7 @@ def test_refusals(conn: Connection) -> None:
     with pytest.raises(service.EmptyAudience):
         service.launch(conn, program, made.campaign_id, actor=SYSTEM)
     with pytest.raises(service.CampaignNotLaunched):
-        service.results(conn, made.campaign_id)
+        outcomes.results(conn, made.campaign_id)
     with pytest.raises(service.CampaignNotFound):
         service.get(conn, "cmp_none")
     with pytest.raises(ValueError, match="exactly one"):

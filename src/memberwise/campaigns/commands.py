@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from memberwise.campaigns import journeys, service
+from memberwise.campaigns import journeys, outcomes, service
 from memberwise.config import get_settings
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
@@ -48,7 +48,7 @@ def results(campaign_id: str) -> None:
     rt = Runtime.open(get_settings())
     try:
         with transaction(rt.engine) as conn:
-            out = service.results(conn, campaign_id)
+            out = outcomes.results(conn, campaign_id)
     except MemberwiseError as exc:
         console.print(f"[red]{exc.code}[/red]: {exc.message}")
         raise typer.Exit(2) from exc

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from memberwise.campaigns import journeys, service
+from memberwise.campaigns import journeys, outcomes, service
 from memberwise.campaigns.schemas import (
     CampaignCreate,
     CampaignMemberOut,
@@ -79,7 +79,7 @@ def members(
 @router.get("/{campaign_id}/results", summary="Treatment vs holdout: SRM, effects, intervals")
 def results(campaign_id: str, rt: RuntimeDep, principal: Reader) -> CampaignResults:
     with transaction(rt.engine) as conn:
-        return service.results(conn, campaign_id)
+        return outcomes.results(conn, campaign_id)
 
 
 @journeys_router.post("", status_code=201, summary="Define a journey (active at once)")
