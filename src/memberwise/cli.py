@@ -22,7 +22,7 @@ from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
 from memberwise.feedback.commands import app as feedback_app
 from memberwise.home import not_ready
-from memberwise.jobs.commands import build, execute_build, print_summary, program_for
+from memberwise.jobs.commands import build, execute_build, print_summary
 from memberwise.jobs.privacy_commands import app as privacy_app
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.secrets import write_secret_file
@@ -37,7 +37,7 @@ from memberwise.privacy import service as privacy
 from memberwise.privacy.commands import app as keys_app
 from memberwise.privacy.commands import staff_app
 from memberwise.privacy.schemas import KeyCreate, Role
-from memberwise.program.service import ProgramError, load_program
+from memberwise.program.service import ProgramError, current_program, load_program
 from memberwise.recommend.commands import app as recommend_app
 from memberwise.recommend.item_commands import app as items_app
 from memberwise.recommend.item_commands import import_catalog
@@ -255,7 +255,7 @@ def _inputs_fingerprint(settings: Settings, rt: Runtime) -> str:
     (path, size, modification time), the program as loaded (an edit of its comments or layout
     changes nothing), the engine and the version."""
     digest = hashlib.sha256(f"{__version__}|{settings.engine}\n".encode())
-    digest.update(program_for(settings).model_dump_json().encode())
+    digest.update(current_program(settings.program_file).model_dump_json().encode())
     for path in rt.lake.files():
         stat = path.stat()
         name = path.relative_to(settings.lake_root)
@@ -352,7 +352,7 @@ def run(
         _remember_build(settings, rt, done.build_id)
     from memberwise.membership.demo import seed as seed_memberships
 
-    made = seed_memberships(rt, program_for(settings))
+    made = seed_memberships(rt, current_program(settings.program_file))
     console.print(
         f"memberships: {made['subscriptions']:,} paid subscriptions, {made['managers']} account "
         f"managers, {made['accepted']} black-card invitations accepted"
@@ -366,7 +366,7 @@ def run(
         load_demo,
     )
 
-    program = program_for(settings)
+    program = current_program(settings.program_file)
     console.print(describe(load_demo(rt.engine, program, rt.lake)))
     held = issue_demo_coupons(rt.engine, program)
     if held:

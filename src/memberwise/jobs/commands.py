@@ -15,8 +15,7 @@ from memberwise.builds import BuildResult
 from memberwise.config import Engine, Settings
 from memberwise.jobs.build import STAGES, BuildError, run_build
 from memberwise.kit.errors import InvalidRequest
-from memberwise.program.schemas import Program
-from memberwise.program.service import default_program, load_program
+from memberwise.program.service import current_program
 from memberwise.recommend.service import build_note
 from memberwise.runtime import Runtime
 
@@ -40,13 +39,6 @@ def parse_as_of(value: str | None, runtime: Runtime) -> datetime | None:
             f"{value!r} is not a time: use YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS][+HH:MM], now or latest"
         ) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def program_for(settings: Settings) -> Program:
-    """The configured program file, or the built-in default program."""
-    if settings.program_file is None:
-        return default_program()
-    return load_program(settings.program_file)
 
 
 def print_summary(result: BuildResult) -> None:
@@ -90,7 +82,7 @@ def execute_build(
     quiet: bool = False,
 ) -> BuildResult:
     """Run the build with a Rich progress bar per stage (none when ``quiet``)."""
-    program = program_for(runtime.settings)
+    program = current_program(runtime.settings.program_file)
     if quiet:
         return run_build(runtime, program, only=only, as_of=as_of, engine=engine)
     columns = (

@@ -17,13 +17,13 @@ from rich.table import Table
 
 from memberwise.config import get_settings
 from memberwise.jobs import holders
-from memberwise.jobs.commands import program_for
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.time import utcnow
 from memberwise.members import service as members
 from memberwise.privacy import erasure, retention, rights
 from memberwise.privacy.schemas import SYSTEM, RequestStatus
+from memberwise.program.service import current_program
 from memberwise.runtime import Runtime
 
 app = typer.Typer(help="Members' data rights and retention.", no_args_is_help=True)
@@ -88,7 +88,7 @@ def retention_events(
     """Drop events older than the retention period (daily counts kept, no member in them)."""
     rt = _runtime()
     try:
-        policy = program_for(rt.settings).privacy.retention
+        policy = current_program(rt.settings.program_file).privacy.retention
         keep = days or policy.events_days
         if keep is None:
             console.print("no retention period: set --days or privacy.retention.events_days")
@@ -117,7 +117,7 @@ def retention_members(
     """Erase the members with no event and no change of their record for the period."""
     rt = _runtime()
     try:
-        policy = program_for(rt.settings).privacy.retention
+        policy = current_program(rt.settings.program_file).privacy.retention
         period = days or policy.inactive_member_days
         if period is None:
             console.print("no period: set --days or privacy.retention.inactive_member_days")
