@@ -29,6 +29,7 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("PATCH", "/v1/members/x"): PLATFORM,
     ("GET", "/v1/members/x/profile"): READERS | ADMIN,
     ("GET", "/v1/members/x/membership"): READERS | ADMIN,
+    ("GET", "/v1/members/x/tier-notices"): READERS | ADMIN,
     ("POST", "/v1/members/x/tier"): ADMIN | {Role.operator},
     ("POST", "/v1/members/x/subscriptions"): PLATFORM,
     ("GET", "/v1/subscriptions"): READERS | ADMIN,

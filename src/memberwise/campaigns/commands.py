@@ -36,7 +36,7 @@ def run_journeys() -> None:
     rt = Runtime.open(get_settings())
     try:
         with transaction(rt.engine) as conn:
-            report = journeys.run(conn, rt.program())
+            report = journeys.run(conn, rt.program(), lake=rt.lake)
     finally:
         rt.close()
     console.print(report.model_dump())

@@ -64,7 +64,7 @@ def seed(runtime: Runtime, program: Program) -> str:
             service.launch(conn, program, campaign.campaign_id, actor=SYSTEM)
             service.send_due(conn, program)
             journeys.create(conn, program, CHURN_RISK, actor=SYSTEM)
-            stepped = journeys.run(conn, program)
+            stepped = journeys.run(conn, program, lake=runtime.lake)
             counts = service.get(conn, campaign.campaign_id).members
         except MemberwiseError as exc:  # e.g. a program without these templates or segments
             return f"no demo campaign ({exc.code}: {exc.message})"

@@ -103,7 +103,7 @@ def get_journey(journey_id: str, rt: RuntimeDep, principal: Reader) -> JourneyOu
 @journeys_router.post("/run", summary="Enroll new triggers and run every due step now")
 def run_journeys(rt: RuntimeDep, principal: Operator) -> JourneyRun:
     with transaction(rt.engine) as conn:
-        return journeys.run(conn, rt.program(), actor=principal)
+        return journeys.run(conn, rt.program(), actor=principal, lake=rt.lake)
 
 
 @journeys_router.get("/{journey_id}/enrollments", summary="Each member's progress")

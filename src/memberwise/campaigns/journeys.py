@@ -1,7 +1,9 @@
 """Journeys: members enter when the stores show a trigger (points about to expire, a failed
-renewal, a pending black-card invitation, churn risk crossed), then receive each step's offer
-after its wait, until the steps run out or an exit applies (they ordered, or the trigger went
-away: the points were spent, the renewal paid, the invitation decided).
+renewal, a pending black-card invitation, churn risk crossed, a tier nearly reached, a downgrade
+notice, a cart abandoned), then receive each step's offer after its wait, until the steps run
+out or an exit applies (they ordered, or the trigger went away: the points were spent, the
+renewal paid, the invitation decided, the tier reached, the tier requalified for, the item
+bought).
 
 ``run`` is idempotent: an occurrence of a trigger (a lot, a subscription, an invitation, a
 model version) enrolls a member once; a step is claimed by moving the enrollment on in the
@@ -15,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from memberwise.campaigns import delivery, repository
+from memberwise.campaigns import carts, delivery, repository
 from memberwise.campaigns.schemas import (
     EnrollmentOut,
     JourneyCreate,
@@ -25,10 +27,12 @@ from memberwise.campaigns.schemas import (
 )
 from memberwise.kit.errors import MemberwiseError, NotFound
 from memberwise.kit.ids import new_id
+from memberwise.kit.lake import EventLake
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.ledger import coupons as ledger_coupons
 from memberwise.ledger import service as ledger
+from memberwise.membership import notices
 from memberwise.membership import service as membership
 from memberwise.predict import service as predict
 from memberwise.privacy import service as privacy
@@ -86,31 +90,69 @@ def list_all(conn: Connection) -> list[JourneyOut]:
     return [_out(conn, r) for r in repository.list_journeys(conn)]
 
 
-def _hits(conn: Connection, body: JourneyCreate, now: datetime) -> list[tuple[str, str]]:
+def _hits(
+    conn: Connection,
+    program: Program,
+    body: JourneyCreate,
+    now: datetime,
+    lake: EventLake | None,
+) -> list[tuple[str, str]]:
     """(member, trigger key) of every current occurrence of the journey's trigger."""
     trigger = body.trigger
-    if trigger.kind is TriggerKind.points_expiring:
+    kind = trigger.kind
+    if kind is TriggerKind.points_expiring:
         lots = ledger.points_expiring(conn, now, now + timedelta(days=trigger.days))
         return [(m, f"lot:{lot}") for m, lot, _ in lots]
-    if trigger.kind is TriggerKind.renewal_failed:
+    if kind is TriggerKind.renewal_failed:
         return [(m, f"sub:{s}") for m, s in membership.past_due_subscriptions(conn)]
-    if trigger.kind is TriggerKind.invitation_pending:
+    if kind is TriggerKind.invitation_pending:
         return [(m, f"inv:{i}") for m, i in membership.pending_invitations(conn)]
+    if kind is TriggerKind.tier_near:
+        near = notices.near_next_tier(
+            conn, program, within_fen=trigger.within_fen, within_points=trigger.within_points
+        )
+        return [(n.member_id, n.key) for n in near]
+    if kind is TriggerKind.downgrade_notice:
+        pending = notices.pending_notices(conn, now)
+        return sorted(notices.notices_standing(conn, pending)) if pending else []
+    if kind is TriggerKind.cart_abandoned:
+        if lake is None:
+            return []
+        return carts.abandoned(lake, now, hours=trigger.hours, days=trigger.days)
     return [(m, f"model:{v}") for m, v in predict.churn_at_least(conn, trigger.threshold)]
 
 
-def _still_triggered(conn: Connection, body: JourneyCreate, rows: list[RowMapping]) -> set[str]:
-    """Trigger keys (of ``rows``) whose cause still stands."""
-    keys = {r["trigger_key"] for r in rows}
+def _still_triggered(
+    conn: Connection,
+    program: Program,
+    body: JourneyCreate,
+    rows: list[RowMapping],
+    now: datetime,
+    lake: EventLake | None,
+) -> set[tuple[str, str]]:
+    """(member, trigger key) of ``rows`` whose cause still stands."""
+    pairs = {(r["member_id"], r["trigger_key"]) for r in rows}
+    keys = {k for _, k in pairs}
     kind = body.trigger.kind
     if kind is TriggerKind.points_expiring:
         held = ledger.lots_still_held(conn, [k.removeprefix("lot:") for k in keys])
-        return {f"lot:{lot}" for lot in held}
-    if kind is TriggerKind.renewal_failed:
-        return {f"sub:{s}" for _, s in membership.past_due_subscriptions(conn)} & keys
-    if kind is TriggerKind.invitation_pending:
-        return {f"inv:{i}" for _, i in membership.pending_invitations(conn)} & keys
-    return keys  # a crossing of churn risk stays a reason until the member orders
+        standing = {f"lot:{lot}" for lot in held}
+    elif kind is TriggerKind.renewal_failed:
+        standing = {f"sub:{s}" for _, s in membership.past_due_subscriptions(conn)}
+    elif kind is TriggerKind.invitation_pending:
+        standing = {f"inv:{i}" for _, i in membership.pending_invitations(conn)}
+    elif kind is TriggerKind.tier_near:  # until the member holds the tier they were near
+        return pairs - notices.tiers_reached(conn, program, sorted(pairs))
+    elif kind is TriggerKind.downgrade_notice:  # until they requalify (or the date passes)
+        return notices.notices_standing(conn, sorted(pairs))
+    elif kind is TriggerKind.cart_abandoned:  # until they buy the item
+        if lake is None:
+            return pairs
+        since = min(as_utc(r["entered_at"]) for r in rows) - timedelta(days=body.trigger.days)
+        return pairs - carts.bought(lake, sorted(pairs), since, now)
+    else:
+        return pairs  # a crossing of churn risk stays a reason until the member orders
+    return {(m, k) for m, k in pairs if k in standing}
 
 
 def run(
@@ -119,8 +161,10 @@ def run(
     *,
     now: datetime | None = None,
     actor: Principal = SYSTEM,
+    lake: EventLake | None = None,
 ) -> JourneyRun:
-    """Enroll new triggers of every active journey and run every due step."""
+    """Enroll new triggers of every active journey and run every due step. ``lake`` is read by
+    cart triggers (without it they find nothing)."""
     now = as_utc(now or utcnow())
     report = JourneyRun()
     for row in repository.list_journeys(conn, status="active"):
@@ -141,13 +185,13 @@ def run(
                     "exit_reason": None,
                     "updated_at": now,
                 }
-                for member_id, key in _hits(conn, body, now)
+                for member_id, key in _hits(conn, program, body, now, lake)
             ],
         )
         due = repository.due_enrollments(conn, journey_id, now)
         if not due:
             continue
-        standing = _still_triggered(conn, body, due)
+        standing = _still_triggered(conn, program, body, due, now, lake)
         ordered: set[tuple[str, datetime]] = set()
         if body.exit_on_order:
             groups: dict[datetime, list[str]] = {}
@@ -180,7 +224,7 @@ def _step(
     journey: RowMapping,
     body: JourneyCreate,
     enrollment: dict[str, Any],
-    standing: set[str],
+    standing: set[tuple[str, str]],
     ordered: set[tuple[str, datetime]],
     reach: delivery.Reach,
     now: datetime,
@@ -190,7 +234,7 @@ def _step(
     """Exit, or claim and run the enrollment's next step."""
     member_id, step = enrollment["member_id"], int(enrollment["step"])
     exit_reason = None
-    if enrollment["trigger_key"] not in standing:
+    if (member_id, enrollment["trigger_key"]) not in standing:
         exit_reason = "trigger_resolved"
     elif (member_id, enrollment["entered_at"]) in ordered:
         exit_reason = "ordered"

@@ -149,6 +149,9 @@ class TriggerKind(StrEnum):
     renewal_failed = "renewal_failed"
     invitation_pending = "invitation_pending"
     churn_risk = "churn_risk"
+    tier_near = "tier_near"
+    downgrade_notice = "downgrade_notice"
+    cart_abandoned = "cart_abandoned"
 
 
 class Trigger(BaseModel):
@@ -157,8 +160,31 @@ class Trigger(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: TriggerKind
-    days: int = Field(default=7, ge=1, le=365, description="points_expiring: within N days.")
+    days: int = Field(
+        default=7,
+        ge=1,
+        le=365,
+        description="points_expiring: within N days; cart_abandoned: carts of the last N days.",
+    )
     threshold: float = Field(default=0.7, gt=0, le=1, description="churn_risk: at least.")
+    within_fen: int = Field(
+        default=50_000,
+        ge=0,
+        le=10**12,
+        description="tier_near: net spend missing for the next tier, at most (fen).",
+    )
+    within_points: int = Field(
+        default=0,
+        ge=0,
+        le=10**9,
+        description="tier_near: score or points missing, at most (0: spend only).",
+    )
+    hours: float = Field(
+        default=24,
+        gt=0,
+        le=24 * 30,
+        description="cart_abandoned: hours since the cart without buying the item.",
+    )
 
 
 class Step(BaseModel):

@@ -61,6 +61,7 @@ from memberwise.kit.errors import InvalidRequest
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
 from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
 from memberwise.members import service as members_service
+from memberwise.membership import notices as membership_notices
 from memberwise.membership import stage as membership_stage
 from memberwise.merchants import service as merchants_service
 from memberwise.merchants import stage as merchants_stage
@@ -295,6 +296,8 @@ def stage_publish(ctx: BuildContext) -> int:
     # sits above merchants, so the build (above both) hands merchants the desk's hook.
     hook = service_auto.complaint_ticket(ctx.program)
     merchants_service.COMPLAINT_HOOKS.append(hook)
+    # New downgrade notices feed the desk's automatic tickets the same way.
+    membership_notices.NOTICE_HOOKS.append(service_auto.downgrade_notice_tickets)
     try:
         with transaction(ctx.runtime.engine) as conn:
             for done, (name, publisher) in enumerate(PUBLISHERS, start=1):
@@ -302,6 +305,7 @@ def stage_publish(ctx: BuildContext) -> int:
                 ctx.progress("publish", done, len(PUBLISHERS))
     finally:
         merchants_service.COMPLAINT_HOOKS.remove(hook)
+        membership_notices.NOTICE_HOOKS.remove(service_auto.downgrade_notice_tickets)
     ctx.meta["published"] = counts
     return counts[PUBLISHERS[0][0]]
 

@@ -111,6 +111,7 @@ def install() -> None:
         (membership.subscriptions, keep),
         (membership.member_tiers, "delete"),
         (membership.tier_history, "delete"),
+        (membership.tier_notices, "delete"),
         (membership.invitations, "delete"),
         (membership.member_managers, "delete"),
         (profiles.member_profiles, "delete"),

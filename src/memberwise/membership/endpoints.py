@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from memberwise.kit.db import transaction
 from memberwise.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from memberwise.kit.time import utcnow
-from memberwise.membership import service, subscriptions
+from memberwise.membership import notices, service, subscriptions
 from memberwise.membership.schemas import (
     CancelIn,
     CancelOut,
@@ -25,6 +25,7 @@ from memberwise.membership.schemas import (
     SubscriptionOut,
     SubscriptionStatus,
     TierGrant,
+    TierNoticeOut,
 )
 from memberwise.privacy.auth import Authorize
 from memberwise.privacy.schemas import Principal, Role
@@ -52,6 +53,15 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 def get_membership(member_id: str, rt: RuntimeDep, principal: Reader) -> MembershipOut:
     with transaction(rt.engine) as conn:
         return service.membership(conn, rt.program(), member_id)
+
+
+@router.get(
+    "/members/{member_id}/tier-notices",
+    summary="Every downgrade notice given to the member, newest first",
+)
+def get_tier_notices(member_id: str, rt: RuntimeDep, principal: Reader) -> list[TierNoticeOut]:
+    with transaction(rt.engine) as conn:
+        return notices.notices_of(conn, member_id)
 
 
 @router.post(

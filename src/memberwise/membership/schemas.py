@@ -63,6 +63,16 @@ class Notice(BaseModel):
     text: str
 
 
+class TierNoticeOut(BaseModel):
+    """A downgrade notice given to the member (each once, when a build first found it)."""
+
+    tier: str = Field(description="the tier at risk")
+    to_tier: str
+    downgrade_on: datetime
+    noticed_at: datetime
+    build_id: str
+
+
 class TierOut(BaseModel):
     name: str
     description: str

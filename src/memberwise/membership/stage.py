@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine
 from memberwise.kit.lake import atomic_write_bytes
 from memberwise.kit.time import utcnow
 from memberwise.kit.warehouse import open_backend, read_parquet
-from memberwise.membership import invitations, ledger_facts, repository
+from memberwise.membership import invitations, ledger_facts, notices, repository
 from memberwise.membership import service as membership_service
 from memberwise.membership.score import (
     PART_PREFIX,
@@ -512,4 +512,6 @@ def publish(conn: Connection, build_dir: Path) -> int:
     if not path.exists():
         return 0
     program = Program.model_validate_json(path.read_text())
-    return membership_service.publish_tiers(conn, program, build_dir)
+    written = membership_service.publish_tiers(conn, program, build_dir)
+    notices.record(conn, program, build_dir)  # each downgrade notice once, with its message
+    return written

@@ -169,3 +169,19 @@ member_managers = Table(
     Column("reason", Text, nullable=False),
     Index("ix_member_managers_staff_member", "staff_id", "member_id"),
 )
+
+tier_notices = Table(
+    "tier_notices",
+    metadata,
+    # One notice per member, tier at risk and downgrade date: a rebuild that finds the same
+    # pending downgrade gives no second notice; a new period at risk gives a new one.
+    Column("member_id", String(128), primary_key=True),
+    Column("tier", String(64), primary_key=True),
+    Column("downgrade_on", UTCDateTime, primary_key=True),
+    Column("to_tier", String(64), nullable=False),
+    Column("build_id", String(64), nullable=False),
+    Column("noticed_at", UTCDateTime, nullable=False),
+    # The ``member.downgrade_notice`` outbox message that told the platform.
+    Column("message_id", String(40), nullable=False),
+    Index("ix_tier_notices_downgrade_on", "downgrade_on"),
+)

@@ -23,6 +23,7 @@ from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.lake import EventLake
 from memberwise.kit.time import as_utc
 from memberwise.membership import service as membership
+from memberwise.membership.notices import GivenNotice
 from memberwise.merchants.service import Complaint
 from memberwise.predict import service as predict
 from memberwise.privacy.schemas import SYSTEM, Principal
@@ -194,3 +195,25 @@ def complaint_ticket(program: Program) -> Callable[[Connection, Complaint], None
         savepoint.commit()
 
     return open_for
+
+
+def downgrade_notice_tickets(
+    conn: Connection, program: Program, notices: Sequence[GivenNotice]
+) -> None:
+    """The desk's answer to downgrade notices, for
+    :data:`memberwise.membership.notices.NOTICE_HOOKS`: each new notice is a
+    ``downgrade_notice`` event for the program's ``service.auto`` rules (e.g. call a platinum
+    member before they drop), once per notice (the event id names it)."""
+    if not any(rule.event == "downgrade_notice" for rule in program.service.auto):
+        return
+    events = [
+        {
+            "event_id": f"{n.member_id}:{n.key}",
+            "member_id": n.member_id,
+            "type": "downgrade_notice",
+            "ts": n.noticed_at,
+            "text": f"{n.tier} will be downgraded to {n.to_tier} on {n.downgrade_on.date()}",
+        }
+        for n in notices
+    ]
+    open_for_events(conn, program, events)

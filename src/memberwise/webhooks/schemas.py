@@ -12,6 +12,7 @@ class EventType(StrEnum):
     """What the platform can subscribe to; the payload's ``type``."""
 
     tier_changed = "member.tier_changed"
+    downgrade_notice = "member.downgrade_notice"
     invitation_created = "invitation.created"
     subscription_updated = "subscription.updated"
     coupon_issued = "coupon.issued"
@@ -22,6 +23,9 @@ class EventType(StrEnum):
 
 EVENT_DESCRIPTIONS: dict[EventType, str] = {
     EventType.tier_changed: "A member moved up or down a tier (first placements are not sent).",
+    EventType.downgrade_notice: (
+        "A member's next evaluation will downgrade them unless they requalify (once a notice)."
+    ),
     EventType.invitation_created: "A member was invited to an invitation-only tier.",
     EventType.subscription_updated: "A paid subscription changed state.",
     EventType.coupon_issued: "A coupon was issued to a member.",
