@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Connection, func, insert, select
+from statsmodels.stats.multitest import multipletests
 
 from memberwise.campaigns import outcomes, service
 from memberwise.campaigns.assignment import assign
@@ -210,3 +211,118 @@ def test_marketing_goes_only_on_the_channels_a_member_consented_to(conn: Connect
         select(outbox.c.payload).where(outbox.c.event_type == "campaign.send")
     ).scalars()
     assert json.loads(payload)["channels"] == ["push"]
+
+
+ARMS = [
+    {"name": "coupon_a", "weight": 2, "offer": {"kind": "coupon", "coupon_template": "ten_off"}},
+    {"name": "coupon_b", "weight": 1, "offer": {"kind": "coupon", "coupon_template": "pct"}},
+    {"name": "points", "weight": 1, "offer": {"kind": "points", "points": 50}},
+]
+MANY = [f"n{i:04d}" for i in range(1000)]
+
+
+def test_several_offer_arms_are_assigned_sent_and_measured_per_arm(conn: Connection) -> None:
+    program = make_program()
+    add_members(conn, *MANY)
+    publish_profiles(conn, MANY, "loyal", [])
+    launched_at = utcnow() - timedelta(days=10)
+    body = campaign(audience={"segment": "loyal"}, offer=None, arms=ARMS, holdout_percent=20)
+    assert body.ratios() == {"holdout": 20.0, "coupon_a": 40.0, "coupon_b": 20.0, "points": 20.0}
+    made = service.create(conn, program, body, actor=SYSTEM)
+    out = service.launch(conn, program, made.campaign_id, now=launched_at, actor=SYSTEM)
+    salt = conn.execute(
+        select(service.repository.C.c.salt).where(
+            service.repository.C.c.campaign_id == made.campaign_id
+        )
+    ).scalar_one()
+    arms = assign(salt, MANY, body.ratios())
+    by_arm = {a: sorted(m for m in MANY if arms[m] == a) for a in body.ratios()}
+    assert out.arms == {
+        "holdout": {"held_out": len(by_arm["holdout"])},
+        **{a: {"scheduled": len(by_arm[a])} for a in ("coupon_a", "coupon_b", "points")},
+    }
+
+    report = service.send_due(conn, program, now=launched_at)
+    assert (report.sent, report.skipped) == (1000 - len(by_arm["holdout"]), 0)
+    issued = conn.execute(
+        select(coupons.c.member_id, coupons.c.template).where(coupons.c.source == "campaign")
+    ).all()
+    assert sorted(m for m, t in issued if t == "ten_off") == by_arm["coupon_a"]
+    assert sorted(m for m, t in issued if t == "pct") == by_arm["coupon_b"]
+    payloads = [
+        json.loads(p)
+        for p in conn.execute(
+            select(outbox.c.payload).where(outbox.c.event_type == "campaign.send")
+        ).scalars()
+    ]
+    assert {
+        a: sum(p["arm"] == a for p in payloads) for a in ("coupon_a", "coupon_b", "points")
+    } == {a: len(by_arm[a]) for a in ("coupon_a", "coupon_b", "points")}
+    assert {p["offer"]["points"] for p in payloads if p["arm"] == "points"} == {50}
+    log = service.members(conn, made.campaign_id, after=None, limit=1000, arm="coupon_b").items
+    assert [m.member_id for m in log] == by_arm["coupon_b"]
+
+    # coupon_a's members order 200 CNY each; the others do not order.
+    bought = launched_at + timedelta(days=1)
+    for m in by_arm["coupon_a"][:150]:
+        orders.place(conn, program, order(f"o-{m}", m, price=20_000, at=bought))
+    res = outcomes.results(conn, made.campaign_id, now=utcnow())
+    assert res.control == "holdout" and not res.srm.mismatch
+    assert res.srm.observed == {a: len(v) for a, v in by_arm.items()}
+    assert res.srm.expected == {a: 1000 * r / 100 for a, r in body.ratios().items()}
+    assert [(r.arm, r.metric) for r in res.metrics] == [
+        (a, m)
+        for a in ("coupon_a", "coupon_b", "points")
+        for m in ("spend_per_member_fen", "conversion", "orders_per_member")
+    ]
+    # Benjamini-Hochberg over the nine (arm, metric) tests at once, as statsmodels does it.
+    expected = multipletests([r.p_value for r in res.metrics], method="fdr_bh")[1]
+    assert [r.p_adjusted for r in res.metrics] == pytest.approx(list(expected), abs=1e-12)
+    spend = {r.arm: r for r in res.metrics if r.metric == "spend_per_member_fen"}
+    assert spend["coupon_a"].treatment == pytest.approx(150 * 20_000 / len(by_arm["coupon_a"]))
+    assert spend["coupon_a"].ci_low > 0 and spend["coupon_a"].p_adjusted < 0.001
+    assert spend["coupon_b"].difference == 0 and spend["points"].difference == 0
+
+
+def test_an_arm_lost_from_the_exposure_log_is_flagged_as_a_sample_ratio_mismatch(
+    conn: Connection,
+) -> None:
+    program = make_program()
+    add_members(conn, *MANY)
+    publish_profiles(conn, MANY, "loyal", [])
+    body = campaign(
+        audience={"segment": "loyal"},
+        offer=None,
+        arms=[{**a, "offer": {"kind": "message", "message": "hi"}} for a in ARMS],
+        holdout_percent=20,
+    )
+    made = service.create(conn, program, body, actor=SYSTEM)
+    service.launch(conn, program, made.campaign_id, actor=SYSTEM)
+    assert not outcomes.results(conn, made.campaign_id).srm.mismatch
+    # A logging bug loses a third of coupon_b's exposures.
+    table = service.repository.M
+    lost = conn.execute(
+        select(table.c.member_id)
+        .where(table.c.campaign_id == made.campaign_id, table.c.arm == "coupon_b")
+        .order_by(table.c.member_id)
+    ).scalars()
+    gone = list(lost)[::3]
+    conn.execute(table.delete().where(table.c.member_id.in_(gone)))
+    res = outcomes.results(conn, made.campaign_id)
+    assert res.srm.mismatch and res.srm.p_value is not None and res.srm.p_value < 0.001
+    assert res.note.startswith("sample ratio mismatch")
+
+
+def test_arm_definitions_are_refused_when_they_cannot_be_measured() -> None:
+    with pytest.raises(ValueError, match="either one offer or arms"):
+        campaign(arms=ARMS)
+    with pytest.raises(ValueError, match="arm names must differ"):
+        campaign(offer=None, arms=[ARMS[0], ARMS[0]])
+    with pytest.raises(ValueError, match="names the members kept out"):
+        campaign(offer=None, arms=[{**ARMS[0], "name": "holdout"}])
+    with pytest.raises(ValueError, match="compares nothing"):
+        campaign(offer=None, arms=ARMS[:1], holdout_percent=0)
+    # Without a holdout, the first arm is the control.
+    body = campaign(offer=None, arms=ARMS[:2], holdout_percent=0)
+    assert body.control() == "coupon_a"
+    assert body.ratios() == pytest.approx({"coupon_a": 200 / 3, "coupon_b": 100 / 3})

@@ -70,7 +70,7 @@ def members(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     after: str | None = None,
     status: Annotated[str | None, Query(pattern="^(scheduled|sent|held_out|skipped)$")] = None,
-    arm: Annotated[str | None, Query(pattern="^(holdout|treatment)$")] = None,
+    arm: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = None,
 ) -> Page[CampaignMemberOut]:
     with transaction(rt.engine) as conn:
         return service.members(conn, campaign_id, after=after, limit=limit, status=status, arm=arm)

@@ -1,5 +1,6 @@
-"""A campaign's measured effect: treatment against holdout, as assigned, from the ledger's
-orders since launch (:mod:`memberwise.campaigns.analysis` does the statistics)."""
+"""A campaign's measured effect: each offer arm against the control (the holdout), as
+assigned, from the ledger's orders since launch (:mod:`memberwise.campaigns.analysis` does the
+statistics)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from sqlalchemy import Connection
 
 from memberwise.campaigns import analysis, repository
 from memberwise.campaigns.schemas import CampaignCreate, CampaignResults, MetricResult, SRMOut
-from memberwise.campaigns.service import HOLDOUT, TREATMENT, CampaignNotLaunched, _get
+from memberwise.campaigns.service import CampaignNotLaunched, _get
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.ledger import service as ledger
 
 
 def results(conn: Connection, campaign_id: str, *, now: datetime | None = None) -> CampaignResults:
-    """Treatment against holdout since launch, as assigned: the split's SRM check, spend per
-    member (Welch, CUPED on the pre-period, and an always-valid interval for daily reads),
-    conversion and orders per member, with Benjamini-Hochberg across the metrics.
+    """Each offer arm against the control since launch, as assigned: the split's SRM check over
+    every arm at the configured ratios, then per arm spend per member (Welch, CUPED on the
+    pre-period, and an always-valid interval for daily reads), conversion and orders per member,
+    with Benjamini-Hochberg across every arm and metric (more arms, more chances of a false
+    lift). The control is the holdout, or the first arm without one.
 
     Raises CampaignNotFound, CampaignNotLaunched."""
     now = as_utc(now or utcnow())
@@ -39,12 +42,12 @@ def results(conn: Connection, campaign_id: str, *, now: datetime | None = None) 
             [source.get(m, (0, 0))[part] for m, a in assigned if a == arm], dtype=np.float64
         )
 
-    counts = {HOLDOUT: 0, TREATMENT: 0}
+    ratios = body.ratios()
+    control = body.control()
+    counts = dict.fromkeys(ratios, 0)
     for _, a in assigned:
-        counts[a] += 1
-    srm = analysis.srm_check(
-        counts, {HOLDOUT: body.holdout_percent, TREATMENT: 100.0 - body.holdout_percent}
-    )
+        counts[a] = counts.get(a, 0) + 1
+    srm = analysis.srm_check(counts, ratios)
     out = SRMOut(
         observed=srm.observed,
         expected=srm.expected,
@@ -52,34 +55,42 @@ def results(conn: Connection, campaign_id: str, *, now: datetime | None = None) 
         mismatch=srm.mismatch,
         note=srm.note,
     )
-    if min(counts.values()) < 2:
+    if min(counts[a] for a in ratios) < 2:
         return CampaignResults(
             campaign_id=campaign_id,
             as_of=now,
+            control=control,
             srm=out,
             metrics=[],
             note="too few members in an arm to compare",
         )
-    spend_c, spend_t = column(HOLDOUT, after, 1), column(TREATMENT, after, 1)
-    orders_c, orders_t = column(HOLDOUT, after, 0), column(TREATMENT, after, 0)
-    spend = analysis.cuped(
-        spend_c, column(HOLDOUT, before, 1), spend_t, column(TREATMENT, before, 1)
-    )
-    estimates = [
-        ("spend_per_member_fen", spend),
-        ("conversion", analysis.difference_in_means(orders_c > 0, orders_t > 0)),
-        ("orders_per_member", analysis.difference_in_means(orders_c, orders_t)),
-    ]
-    adjusted, _ = analysis.benjamini_hochberg([e.p_value for _, e in estimates])
+    spend_c, orders_c = column(control, after, 1), column(control, after, 0)
+    pre_c = column(control, before, 1)
+    estimates: list[tuple[str, str, analysis.Estimate]] = []
+    for arm in ratios:
+        if arm == control:
+            continue
+        spend_t, orders_t = column(arm, after, 1), column(arm, after, 0)
+        estimates += [
+            (
+                arm,
+                "spend_per_member_fen",
+                analysis.cuped(spend_c, pre_c, spend_t, column(arm, before, 1)),
+            ),
+            (arm, "conversion", analysis.difference_in_means(orders_c > 0, orders_t > 0)),
+            (arm, "orders_per_member", analysis.difference_in_means(orders_c, orders_t)),
+        ]
+    adjusted, _ = analysis.benjamini_hochberg([e.p_value for _, _, e in estimates])
     mde = float(row["mde_fen"] or 100.0)
     metrics = []
-    for (name, est), p_adj in zip(estimates, adjusted, strict=True):
+    for (arm, name, est), p_adj in zip(estimates, adjusted, strict=True):
         low = high = p_seq = None
         if name == "spend_per_member_fen":
             low, high, p_seq = analysis.confidence_sequence(est, mixing_variance=mde**2)
         metrics.append(
             MetricResult(
                 metric=name,
+                arm=arm,
                 method=est.method,
                 control=est.control,
                 treatment=est.treatment,
@@ -102,4 +113,6 @@ def results(conn: Connection, campaign_id: str, *, now: datetime | None = None) 
             "only at a horizon chosen in advance"
         )
     )
-    return CampaignResults(campaign_id=campaign_id, as_of=now, srm=out, metrics=metrics, note=note)
+    return CampaignResults(
+        campaign_id=campaign_id, as_of=now, control=control, srm=out, metrics=metrics, note=note
+    )

@@ -53,7 +53,7 @@ def insert_members(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
 
 def due(conn: Connection, now: datetime, limit: int) -> list[RowMapping]:
     query = (
-        select(M.c.campaign_id, M.c.member_id)
+        select(M.c.campaign_id, M.c.member_id, M.c.arm)
         .where(M.c.status == "scheduled", M.c.send_at <= now)
         .order_by(M.c.send_at, M.c.campaign_id, M.c.member_id)
         .limit(limit)
@@ -104,9 +104,27 @@ def mark(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     )
 
 
-def points_sent(conn: Connection, campaign_id: str) -> int:
-    query = select(func.count()).where(M.c.campaign_id == campaign_id, M.c.status == "sent")
-    return int(conn.execute(query).scalar_one())
+def sent_by_arm(conn: Connection, campaign_id: str) -> dict[str, int]:
+    """Sends so far per arm (the points budget counts each arm's points)."""
+    query = (
+        select(M.c.arm, func.count())
+        .where(M.c.campaign_id == campaign_id, M.c.status == "sent")
+        .group_by(M.c.arm)
+    )
+    return {a: int(n) for a, n in conn.execute(query)}
+
+
+def arm_status_counts(conn: Connection, campaign_id: str) -> dict[str, dict[str, int]]:
+    """The exposure log by arm: members per status."""
+    query = (
+        select(M.c.arm, M.c.status, func.count())
+        .where(M.c.campaign_id == campaign_id)
+        .group_by(M.c.arm, M.c.status)
+    )
+    out: dict[str, dict[str, int]] = {}
+    for arm, status, n in conn.execute(query):
+        out.setdefault(arm, {})[status] = int(n)
+    return out
 
 
 def arms(conn: Connection, campaign_id: str) -> list[tuple[str, str]]:

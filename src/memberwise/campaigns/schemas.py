@@ -58,12 +58,34 @@ class Offer(BaseModel):
         return self
 
 
+#: The arm of the members kept out (the control of every comparison when there is one).
+HOLDOUT = "holdout"
+#: The one arm of a campaign with a single ``offer``.
+TREATMENT = "treatment"
+
+
+class Arm(BaseModel):
+    """One offer of an A/B/n campaign and its share of the members not held out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="e.g. coupon_a.")
+    weight: float = Field(default=1.0, gt=0, le=1000, description="Relative to the other arms.")
+    offer: Offer
+
+
 class CampaignCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     audience: Audience
-    offer: Offer
+    offer: Offer | None = Field(default=None, description="The one offer (or give arms).")
+    arms: list[Arm] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10,
+        description="Several offers (A/B/n), each with its weight; the holdout is apart.",
+    )
     channels: list[Channel] = Field(default_factory=lambda: [Channel.push], min_length=1)
     holdout_percent: float = Field(
         default=10.0, ge=0, le=50, description="Members kept out to measure the effect."
@@ -84,7 +106,36 @@ class CampaignCreate(BaseModel):
     def _hours(self) -> Self:
         if not all(0 <= h <= 23 for h in self.quiet_hours):
             raise ValueError("quiet_hours are hours of the day, 0-23")
+        if (self.offer is None) == (self.arms is None):
+            raise ValueError("give either one offer or arms")
+        names = [a.name for a in self.arms or []]
+        if len(set(names)) != len(names):
+            raise ValueError("arm names must differ")
+        if HOLDOUT in names:
+            raise ValueError(f"{HOLDOUT!r} names the members kept out; choose another arm name")
+        if self.holdout_percent == 0 and len(names) == 1:
+            raise ValueError("one arm without a holdout compares nothing: give an offer")
         return self
+
+    def offers(self) -> dict[str, Offer]:
+        """Each treatment arm's offer, in declaration order."""
+        if self.arms is None:
+            assert self.offer is not None  # the validator allows only one of them
+            return {TREATMENT: self.offer}
+        return {a.name: a.offer for a in self.arms}
+
+    def ratios(self) -> dict[str, float]:
+        """Every arm's share of the audience in percent (the holdout's when it has one): what
+        assignment draws and the sample-ratio check expects."""
+        rest = 100.0 - self.holdout_percent
+        weights = {a.name: a.weight for a in self.arms} if self.arms else {TREATMENT: 1.0}
+        total = sum(weights.values())
+        shares = {name: rest * w / total for name, w in weights.items()}
+        return {HOLDOUT: self.holdout_percent, **shares} if self.holdout_percent else shares
+
+    def control(self) -> str:
+        """The arm every other is compared with: the holdout, else the first arm."""
+        return HOLDOUT if self.holdout_percent else next(iter(self.offers()))
 
 
 class CampaignOut(BaseModel):
@@ -95,6 +146,9 @@ class CampaignOut(BaseModel):
     created_at: datetime
     launched_at: datetime | None
     members: dict[str, int] = Field(description="Targeted members by status.")
+    arms: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="The exposure log by arm: members by status."
+    )
 
 
 class CampaignMemberOut(BaseModel):
@@ -114,15 +168,16 @@ class SendReport(BaseModel):
 
 class MetricResult(BaseModel):
     metric: str
+    arm: str = Field(default=TREATMENT, description="The arm compared with the control.")
     method: str
     control: float
-    treatment: float
+    treatment: float = Field(description="The arm's value.")
     difference: float
     relative: float | None
     ci_low: float
     ci_high: float
     p_value: float
-    p_adjusted: float = Field(description="Benjamini-Hochberg across the metrics.")
+    p_adjusted: float = Field(description="Benjamini-Hochberg across the arms and metrics.")
     always_valid_low: float | None = None
     always_valid_high: float | None = None
     always_valid_p: float | None = None
@@ -139,6 +194,7 @@ class SRMOut(BaseModel):
 class CampaignResults(BaseModel):
     campaign_id: str
     as_of: datetime
+    control: str = Field(default=HOLDOUT, description="The arm each other arm is compared with.")
     srm: SRMOut
     metrics: list[MetricResult]
     note: str

@@ -1,6 +1,7 @@
-"""Campaigns: an audience from the published build, a holdout by deterministic assignment, an
-offer sent at each member's best hour through the ledgers and the platform's webhooks, and the
-measured effect. Nothing here commits: callers own the transaction.
+"""Campaigns: an audience from the published build, a holdout and one offer or several offer
+arms (A/B/n) by deterministic salted assignment, each offer sent at each member's best hour
+through the ledgers and the platform's webhooks, and the measured effect. Nothing here
+commits: callers own the transaction.
 
 The send is a webhook (``campaign.send`` in the outbox): the platform owns the push, SMS and app
 channels. Every targeted member's arm and send is kept (the exposure log), so the analysis
@@ -18,6 +19,7 @@ from sqlalchemy import Connection, RowMapping
 from memberwise.campaigns import delivery, repository
 from memberwise.campaigns.assignment import assign
 from memberwise.campaigns.schemas import (
+    HOLDOUT,
     CampaignCreate,
     CampaignMemberOut,
     CampaignOut,
@@ -35,8 +37,6 @@ from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal
 from memberwise.profiles import service as profiles
 from memberwise.program.schemas import Program
-
-HOLDOUT, TREATMENT = "holdout", "treatment"
 
 
 class CampaignNotFound(NotFound):
@@ -71,16 +71,18 @@ def _out(conn: Connection, row: RowMapping) -> CampaignOut:
         created_at=row["created_at"],
         launched_at=row["launched_at"],
         members=repository.status_counts(conn, row["campaign_id"]),
+        arms=repository.arm_status_counts(conn, row["campaign_id"]),
     )
 
 
 def create(
     conn: Connection, program: Program, body: CampaignCreate, *, actor: Principal
 ) -> CampaignOut:
-    """A draft campaign. Raises CouponTemplateNotFound when the offer names no template of
+    """A draft campaign. Raises CouponTemplateNotFound when an offer names no template of
     the program."""
-    if body.offer.kind is OfferKind.coupon:
-        ledger_coupons.template_of(program, body.offer.coupon_template or "")
+    for offer in body.offers().values():
+        if offer.kind is OfferKind.coupon:
+            ledger_coupons.template_of(program, offer.coupon_template or "")
     campaign_id = f"cmp_{new_id()}"
     repository.insert_campaign(
         conn,
@@ -155,9 +157,8 @@ def launch(
     members = profiles.audience(conn, segment=aud.segment, persona=aud.persona, tag=aud.tag)
     if not members:
         raise EmptyAudience("the audience has no member in the published build")
-    ratios = {HOLDOUT: body.holdout_percent, TREATMENT: 100.0 - body.holdout_percent}
-    arms = assign(row["salt"], members, ratios)
-    treated = [m for m in members if arms[m] == TREATMENT]
+    arms = assign(row["salt"], members, body.ratios())
+    treated = [m for m in members if arms[m] != HOLDOUT]
     hours = predict.best_hours(conn, treated) if body.send_at_best_hour else {}
     zone = ZoneInfo(program.display_timezone)
     repository.insert_members(
@@ -167,11 +168,11 @@ def launch(
                 "campaign_id": campaign_id,
                 "member_id": m,
                 "arm": arms[m],
-                "status": "scheduled" if arms[m] == TREATMENT else "held_out",
+                "status": "held_out" if arms[m] == HOLDOUT else "scheduled",
                 "reason": None,
-                "send_at": send_time(now, hours.get(m), body.quiet_hours, zone)
-                if arms[m] == TREATMENT
-                else None,
+                "send_at": None
+                if arms[m] == HOLDOUT
+                else send_time(now, hours.get(m), body.quiet_hours, zone),
                 "sent_at": None,
                 "message_id": None,
             }
@@ -196,7 +197,11 @@ def launch(
         "campaign.launch",
         "campaign",
         campaign_id,
-        details={"members": len(members), "treatment": len(treated)},
+        details={
+            "members": len(members),
+            "treatment": len(treated),
+            "arms": {a: sum(v == a for v in arms.values()) for a in body.ratios()},
+        },
     )
     return _out(conn, _get(conn, campaign_id))
 
@@ -218,8 +223,10 @@ def send_due(
     report = SendReport()
     due = repository.due(conn, now, limit)
     by_campaign: dict[str, list[str]] = {}
+    arm_of: dict[tuple[str, str], str] = {}
     for r in due:
         by_campaign.setdefault(r["campaign_id"], []).append(r["member_id"])
+        arm_of[r["campaign_id"], r["member_id"]] = r["arm"]
     for campaign_id, member_ids in by_campaign.items():
         row = _get(conn, campaign_id)
         body = CampaignCreate.model_validate_json(row["definition"])
@@ -228,13 +235,25 @@ def send_due(
             if body.frequency_cap_days
             else set()
         )
+        offers = body.offers()
         budget_left = None
-        if body.offer.kind is OfferKind.points and body.points_budget is not None:
-            spent = repository.points_sent(conn, campaign_id) * (body.offer.points or 0)
+        if body.points_budget is not None:
+            # The budget counts the points of every arm's sends so far.
+            sent = repository.sent_by_arm(conn, campaign_id)
+            spent = sum(
+                n * (offers[a].points or 0)
+                for a, n in sent.items()
+                if a in offers and offers[a].kind is OfferKind.points
+            )
             budget_left = body.points_budget - spent
         reach = delivery.Reach(conn, program, body.channels)
         marks = []
         for member_id in member_ids:
+            offer = offers.get(arm_of[campaign_id, member_id])
+            if offer is None:  # an arm no longer defined: nothing to give
+                marks.append(_skip(campaign_id, member_id, "unknown_arm"))
+                continue
+            points = (offer.points or 0) if offer.kind is OfferKind.points else 0
             if member_id in capped:
                 marks.append(_skip(campaign_id, member_id, "frequency_cap"))
                 continue
@@ -242,7 +261,7 @@ def send_due(
             if not channels:
                 marks.append(_skip(campaign_id, member_id, "consent_withheld"))
                 continue
-            if budget_left is not None and budget_left < (body.offer.points or 0):
+            if budget_left is not None and budget_left < points:
                 marks.append(_skip(campaign_id, member_id, "points_budget_exhausted"))
                 continue
             try:
@@ -252,9 +271,13 @@ def send_due(
                     event_type="campaign.send",
                     key=f"campaign:{campaign_id}",
                     member_id=member_id,
-                    offer=body.offer,
+                    offer=offer,
                     channels=channels,
-                    context={"campaign_id": campaign_id, "campaign": row["name"]},
+                    context={
+                        "campaign_id": campaign_id,
+                        "campaign": row["name"],
+                        "arm": arm_of[campaign_id, member_id],
+                    },
                     reason=f"campaign {row['name']}",
                     now=now,
                     actor=actor,
@@ -263,7 +286,7 @@ def send_due(
                 marks.append(_skip(campaign_id, member_id, exc.code))
                 continue
             if budget_left is not None:
-                budget_left -= body.offer.points or 0
+                budget_left -= points
             capped.add(member_id)
             marks.append(
                 {
