@@ -154,3 +154,41 @@ def test_verify_webhook_accepts_what_memberwise_signs_and_refuses_the_rest() -> 
         verify_webhook(secret, body, headers, now=1_800_009_999)
     with pytest.raises(WebhookVerificationError, match="no signature"):
         verify_webhook(signing.new_secret(), body, headers, now=1_800_000_010)
+
+
+def test_a_campaign_with_offer_arms_through_the_sdk(
+    client: TestClient, auth: Auth, runtime: Runtime
+) -> None:
+    from memberwise.kit.db import transaction
+    from tests.campaigns.test_service import publish_profiles
+    from tests.ledger.factories import add_members
+
+    members = [f"a{i:03d}" for i in range(60)]
+    with transaction(runtime.engine) as conn:
+        add_members(conn, *members)
+        publish_profiles(conn, members, "loyal", [])
+    key = auth(Role.operator)["Authorization"].removeprefix("Bearer ")
+    mw = Client("http://testserver", key, http=client, retry=FAST)
+    made = mw.create_campaign(
+        {
+            "name": "three offers",
+            "audience": {"segment": "loyal"},
+            "arms": [
+                {"name": "msg_a", "weight": 1, "offer": {"kind": "message", "message": "a"}},
+                {"name": "msg_b", "weight": 1, "offer": {"kind": "message", "message": "b"}},
+            ],
+            "channels": ["app"],
+            "holdout_percent": 20,
+            "send_at_best_hour": False,
+            "quiet_hours": [0, 0],
+        }
+    )
+    launched = mw.launch_campaign(made.campaign_id)
+    assert sum(sum(s.values()) for s in launched.arms.values()) == 60
+    assert set(launched.arms) <= {"holdout", "msg_a", "msg_b"}
+    results = mw.campaign_results(made.campaign_id)
+    assert results.control == "holdout"
+    assert results.srm.observed == {a: sum(s.values()) for a, s in launched.arms.items()}
+    with pytest.raises(ApiError) as refused:
+        mw.launch_campaign(made.campaign_id)
+    assert refused.value.code == "campaign_already_launched"

@@ -201,6 +201,25 @@ class Client(_Base):
         out: models.WebhookEndpoint = self._run(ops.create_webhook_endpoint(url, event_types))
         return out
 
+    def create_campaign(self, definition: Mapping[str, Any]) -> models.Campaign:
+        """Define a draft campaign (one ``offer`` or several ``arms``)."""
+        out: models.Campaign = self._run(ops.create_campaign(definition))
+        return out
+
+    def launch_campaign(self, campaign_id: str) -> models.Campaign:
+        """Assign the audience to the holdout and the arms and schedule the sends."""
+        out: models.Campaign = self._run(ops.launch_campaign(campaign_id))
+        return out
+
+    def campaign(self, campaign_id: str) -> models.Campaign:
+        out: models.Campaign = self._run(ops.campaign(campaign_id))
+        return out
+
+    def campaign_results(self, campaign_id: str) -> models.CampaignResults:
+        """Each arm against the control: SRM, effects, intervals, BH-adjusted p-values."""
+        out: models.CampaignResults = self._run(ops.campaign_results(campaign_id))
+        return out
+
 
 class AsyncClient(_Base):
     """The memberwise API for asyncio: the same methods as :class:`Client`, awaited."""
@@ -298,4 +317,20 @@ class AsyncClient(_Base):
         self, member_id: str, *, n: int = 20, category: str | None = None
     ) -> models.Recommendations:
         out: models.Recommendations = await self._run(ops.recommendations(member_id, n, category))
+        return out
+
+    async def create_campaign(self, definition: Mapping[str, Any]) -> models.Campaign:
+        out: models.Campaign = await self._run(ops.create_campaign(definition))
+        return out
+
+    async def launch_campaign(self, campaign_id: str) -> models.Campaign:
+        out: models.Campaign = await self._run(ops.launch_campaign(campaign_id))
+        return out
+
+    async def campaign(self, campaign_id: str) -> models.Campaign:
+        out: models.Campaign = await self._run(ops.campaign(campaign_id))
+        return out
+
+    async def campaign_results(self, campaign_id: str) -> models.CampaignResults:
+        out: models.CampaignResults = await self._run(ops.campaign_results(campaign_id))
         return out

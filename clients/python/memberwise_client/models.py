@@ -104,3 +104,51 @@ class WebhookEndpoint(_Model):
     event_types: list[str]
     status: str
     secret: str | None = None
+
+
+class Campaign(_Model):
+    """A campaign with its targeted members by status and, per arm, by status (the exposure
+    log)."""
+
+    campaign_id: str
+    name: str
+    status: str
+    created_at: datetime
+    launched_at: datetime | None = None
+    members: dict[str, int]
+    arms: dict[str, dict[str, int]] = {}
+
+
+class SampleRatio(_Model):
+    observed: dict[str, int]
+    expected: dict[str, float]
+    p_value: float | None = None
+    mismatch: bool
+    note: str
+
+
+class MetricResult(_Model):
+    """One arm against the control for one metric; ``p_adjusted`` is Benjamini-Hochberg across
+    every arm and metric."""
+
+    metric: str
+    arm: str
+    method: str
+    control: float
+    treatment: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    p_adjusted: float
+    always_valid_low: float | None = None
+    always_valid_high: float | None = None
+
+
+class CampaignResults(_Model):
+    campaign_id: str
+    as_of: datetime
+    control: str
+    srm: SampleRatio
+    metrics: list[MetricResult]
+    note: str

@@ -58,6 +58,10 @@ OPERATIONS: list[tuple[str, str, tuple[str, ...], type[BaseModel] | None]] = [
     ("POST", "/v1/orders/{order_id}/refunds", (), None),
     ("GET", "/v1/members/{member_id}/recommendations", ("n", "category"), models.Recommendations),
     ("POST", "/v1/webhooks/endpoints", (), models.WebhookEndpoint),
+    ("POST", "/v1/campaigns", (), models.Campaign),
+    ("POST", "/v1/campaigns/{campaign_id}/launch", (), models.Campaign),
+    ("GET", "/v1/campaigns/{campaign_id}", (), models.Campaign),
+    ("GET", "/v1/campaigns/{campaign_id}/results", (), models.CampaignResults),
 ]
 
 
@@ -142,3 +146,28 @@ def create_webhook_endpoint(url: str, event_types: Sequence[str]) -> Request:
         model=models.WebhookEndpoint,
         retry=Retry.never,
     )
+
+
+def create_campaign(definition: Mapping[str, Any]) -> Request:
+    """A draft campaign: one ``offer``, or ``arms`` (A/B/n) with weights, plus the holdout."""
+    return Request(
+        "POST", "/v1/campaigns", json=dict(definition), model=models.Campaign, retry=Retry.never
+    )
+
+
+def launch_campaign(campaign_id: str) -> Request:
+    # Never retried blindly: a launch that did happen answers 409 the second time.
+    return Request(
+        "POST",
+        f"/v1/campaigns/{_id(campaign_id)}/launch",
+        model=models.Campaign,
+        retry=Retry.never,
+    )
+
+
+def campaign(campaign_id: str) -> Request:
+    return Request("GET", f"/v1/campaigns/{_id(campaign_id)}", model=models.Campaign)
+
+
+def campaign_results(campaign_id: str) -> Request:
+    return Request("GET", f"/v1/campaigns/{_id(campaign_id)}/results", model=models.CampaignResults)
