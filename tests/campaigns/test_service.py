@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Connection, func, insert, select
 from statsmodels.stats.multitest import multipletests
 
-from memberwise.campaigns import outcomes, service
+from memberwise.campaigns import analysis, outcomes, service
 from memberwise.campaigns.assignment import assign
 from memberwise.campaigns.schemas import CampaignCreate
 from memberwise.kit.outbox import outbox
@@ -21,6 +21,7 @@ from memberwise.ledger.tables import coupons
 from memberwise.privacy import consent
 from memberwise.privacy.schemas import SYSTEM, ConsentIn
 from memberwise.profiles.tables import member_profiles
+from memberwise.recommend.tables import coupon_suggestions
 from tests.ledger.factories import add_members, make_program, order
 
 MEMBERS = [f"m{i:03d}" for i in range(400)]
@@ -282,6 +283,48 @@ def test_several_offer_arms_are_assigned_sent_and_measured_per_arm(conn: Connect
     assert spend["coupon_a"].treatment == pytest.approx(150 * 20_000 / len(by_arm["coupon_a"]))
     assert spend["coupon_a"].ci_low > 0 and spend["coupon_a"].p_adjusted < 0.001
     assert spend["coupon_b"].difference == 0 and spend["points"].difference == 0
+
+    # The coupon targeting scored coupon_a's buyers and 20 held-out members for ten_off: its
+    # Qini on this experiment is positive and equals the analysis on the same arrays.
+    scored = dict.fromkeys(by_arm["coupon_a"][:150], 0.5) | dict.fromkeys(
+        by_arm["holdout"][:20], 0.4
+    )
+    conn.execute(
+        insert(coupon_suggestions),
+        [
+            {
+                "member_id": m,
+                "campaign": "ten_off_push",
+                "build_id": "b1",
+                "template": "ten_off",
+                "value": 1000,
+                "uplift": u,
+                "p_purchase": 0.1,
+                "best_hour": None,
+                "reason": "test",
+            }
+            for m, u in scored.items()
+        ],
+    )
+    res = outcomes.results(conn, made.campaign_id, now=utcnow())
+    assert [(t.arm, t.members_scored) for t in res.targeting] == [
+        ("coupon_a", 170),
+        ("coupon_b", 0),
+    ]
+    target = res.targeting[0]
+    ids = sorted(m for m in MANY if arms[m] in ("coupon_a", "holdout"))
+    score = [scored.get(m, -0.6) for m in ids]
+    treated = [arms[m] == "coupon_a" for m in ids]
+    converted = [float(m in by_arm["coupon_a"][:150]) for m in ids]
+    assert (target.arm, target.template, target.members, target.members_scored) == (
+        "coupon_a",
+        "ten_off",
+        len(ids),
+        170,
+    )
+    assert target.qini == pytest.approx(analysis.qini_coefficient(score, treated, converted))
+    assert target.auuc == pytest.approx(analysis.auuc(score, treated, converted))
+    assert target.qini > 0 and target.auuc > target.auuc_random
 
 
 def test_an_arm_lost_from_the_exposure_log_is_flagged_as_a_sample_ratio_mismatch(

@@ -10,10 +10,18 @@ import numpy as np
 from sqlalchemy import Connection
 
 from memberwise.campaigns import analysis, repository
-from memberwise.campaigns.schemas import CampaignCreate, CampaignResults, MetricResult, SRMOut
+from memberwise.campaigns.schemas import (
+    CampaignCreate,
+    CampaignResults,
+    MetricResult,
+    OfferKind,
+    SRMOut,
+    TargetingResult,
+)
 from memberwise.campaigns.service import CampaignNotLaunched, _get
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.ledger import service as ledger
+from memberwise.recommend import service as recommend
 
 
 def results(conn: Connection, campaign_id: str, *, now: datetime | None = None) -> CampaignResults:
@@ -113,6 +121,46 @@ def results(conn: Connection, campaign_id: str, *, now: datetime | None = None) 
             "only at a horizon chosen in advance"
         )
     )
+    targeting = [
+        _targeting(conn, arm, offer.coupon_template, assigned, control, after)
+        for arm, offer in body.offers().items()
+        if arm != control and offer.kind is OfferKind.coupon and offer.coupon_template
+    ]
     return CampaignResults(
-        campaign_id=campaign_id, as_of=now, control=control, srm=out, metrics=metrics, note=note
+        campaign_id=campaign_id,
+        as_of=now,
+        control=control,
+        srm=out,
+        metrics=metrics,
+        targeting=targeting,
+        note=note,
+    )
+
+
+def _targeting(
+    conn: Connection,
+    arm: str,
+    template: str,
+    assigned: list[tuple[str, str]],
+    control: str,
+    after: dict[str, tuple[int, int]],
+) -> TargetingResult:
+    """Qini / AUUC of the published uplift for ``template`` on the arm and the control."""
+    members = [(m, a == arm) for m, a in assigned if a in (arm, control)]
+    ids = [m for m, _ in members]
+    scores = recommend.coupon_uplifts(conn, template, ids)
+    # Unscored members were not chosen by the targeting: ranked after every scored one.
+    floor = min(scores.values(), default=0.0) - 1.0
+    uplift = np.array([scores.get(m, floor) for m in ids], dtype=np.float64)
+    treated = np.array([t for _, t in members], dtype=bool)
+    converted = np.array([after.get(m, (0, 0))[0] > 0 for m in ids], dtype=np.float64)
+    _, gain = analysis.qini_curve(uplift, treated, converted)
+    return TargetingResult(
+        arm=arm,
+        template=template,
+        members=len(ids),
+        members_scored=len(scores),
+        qini=analysis.qini_coefficient(uplift, treated, converted),
+        auuc=analysis.auuc(uplift, treated, converted),
+        auuc_random=float(gain[-1]) / 2 / max(len(ids), 1),
     )

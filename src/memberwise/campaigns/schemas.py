@@ -191,12 +191,30 @@ class SRMOut(BaseModel):
     note: str
 
 
+class TargetingResult(BaseModel):
+    """The coupon targeting's uplift scores judged on a coupon arm's experiment data: members
+    of the arm and the control ranked by their published uplift for the arm's template (the
+    unscored last), the outcome being conversion. A positive Qini coefficient means the
+    targeting finds the members the coupon moves better than chance."""
+
+    arm: str
+    template: str
+    members: int = Field(description="Members of the arm and the control.")
+    members_scored: int = Field(description="Of them, those the targeting scored.")
+    qini: float = Field(description="Area between the Qini curve and random, per member.")
+    auuc: float = Field(description="Area under the Qini curve, per member.")
+    auuc_random: float = Field(description="The same area when targeting at random.")
+
+
 class CampaignResults(BaseModel):
     campaign_id: str
     as_of: datetime
     control: str = Field(default=HOLDOUT, description="The arm each other arm is compared with.")
     srm: SRMOut
     metrics: list[MetricResult]
+    targeting: list[TargetingResult] = Field(
+        default_factory=list, description="Qini / AUUC of the coupon targeting, per coupon arm."
+    )
     note: str
 
 

@@ -7,7 +7,17 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from memberwise.kit import rawsql
 from memberwise.kit.db import string_values, upsert
@@ -256,3 +266,20 @@ def coupon_suggestions_of(conn: Connection, member_id: str) -> Sequence[RowMappi
         .order_by(coupon_suggestions.c.uplift.desc(), coupon_suggestions.c.campaign)
     )
     return conn.execute(query).mappings().all()
+
+
+def coupon_uplifts(conn: Connection, template: str, member_ids: Sequence[str]) -> dict[str, float]:
+    """The highest published uplift of ``template`` for each of ``member_ids`` that has one."""
+    out: dict[str, float] = {}
+    ids = list(member_ids)
+    for i in range(0, len(ids), 1000):
+        query = (
+            select(coupon_suggestions.c.member_id, func.max(coupon_suggestions.c.uplift))
+            .where(
+                coupon_suggestions.c.template == template,
+                coupon_suggestions.c.member_id.in_(ids[i : i + 1000]),
+            )
+            .group_by(coupon_suggestions.c.member_id)
+        )
+        out.update((m, float(u)) for m, u in conn.execute(query))
+    return out

@@ -768,6 +768,13 @@ def similar_items(conn: Connection, item_id: str, *, n: int = 20) -> SimilarOut:
     )
 
 
+def coupon_uplifts(conn: Connection, template: str, member_ids: Sequence[str]) -> dict[str, float]:
+    """The coupon targeting's published uplift of ``template`` for the members it scored (the
+    others were not targeted with it): campaigns evaluate the targeting by Qini / AUUC on an
+    experiment's arms with these scores."""
+    return repository.coupon_uplifts(conn, template, member_ids)
+
+
 def suggested_coupons(conn: Connection, member_id: str) -> CouponSuggestionsOut:
     """The coupons the latest build's targeting chose for the member (maybe none)."""
     rows = repository.coupon_suggestions_of(conn, member_id)
