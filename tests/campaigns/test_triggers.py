@@ -185,11 +185,21 @@ def test_tier_nearly_reached_from_the_published_score_exits_when_the_tier_is_rea
             ("a", f"near:gold:{AS_OF.date()}", "100 more score for gold"),
             ("b", f"near:platinum:{AS_OF.date()}", "800 more score for platinum"),
         ]
-        made = journeys.create(conn, p, journey(trigger), actor=SYSTEM)
+        made = journeys.create(conn, p, journey(trigger, "Only {detail}"), actor=SYSTEM)
         now = AS_OF + timedelta(hours=1)
         report = journeys.run(conn, p, now=now)
         assert (report.enrolled, report.stepped) == (2, 2)
         assert journeys.run(conn, p, now=now) == type(report)()
+        sent = conn.execute(
+            select(outbox.c.member_id, outbox.c.payload).where(
+                outbox.c.event_type == "journey.step"
+            )
+        ).all()
+        told = {m: (json.loads(x)["message"], json.loads(x)["detail"]) for m, x in sent}
+        assert told == {
+            "a": ("Only 100 more score for gold", "100 more score for gold"),
+            "b": ("Only 800 more score for platinum", "800 more score for platinum"),
+        }
     # b reaches platinum in the next build; a does not move.
     build(runtime, tmp_path, "b2", AS_OF + timedelta(days=1), {**spend, "b": 520_000})
     with transaction(runtime.engine) as conn:

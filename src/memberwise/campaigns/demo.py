@@ -19,11 +19,25 @@ WIN_BACK = CampaignCreate.model_validate(
     {
         "name": "win back the at-risk",
         "audience": {"segment": "at_risk"},
-        "offer": {
-            "kind": "coupon",
-            "coupon_template": "save_30_over_300",
-            "message": "30 CNY off your next order of 300 CNY",
-        },
+        # Two offers against the holdout (A/B/n): which brings the at-risk back, if any?
+        "arms": [
+            {
+                "name": "save_30",
+                "offer": {
+                    "kind": "coupon",
+                    "coupon_template": "save_30_over_300",
+                    "message": "30 CNY off your next order of 300 CNY",
+                },
+            },
+            {
+                "name": "free_shipping",
+                "offer": {
+                    "kind": "coupon",
+                    "coupon_template": "ship_free",
+                    "message": "Free shipping on your next order",
+                },
+            },
+        ],
         "channels": ["app", "push"],
         "holdout_percent": 10,
         "send_at_best_hour": False,
@@ -41,6 +55,14 @@ CHURN_RISK = JourneyCreate.model_validate(
                 "offer": {"kind": "coupon", "coupon_template": "ship_free", "message": "On us"},
             },
         ],
+    }
+)
+NEAR_TIER = JourneyCreate.model_validate(
+    {
+        "name": "almost there",
+        "trigger": {"kind": "tier_near", "within_fen": 50_000},
+        "channels": ["app"],
+        "steps": [{"offer": {"kind": "message", "message": "Only {detail}"}}],
     }
 )
 
@@ -64,12 +86,18 @@ def seed(runtime: Runtime, program: Program) -> str:
             service.launch(conn, program, campaign.campaign_id, actor=SYSTEM)
             service.send_due(conn, program)
             journeys.create(conn, program, CHURN_RISK, actor=SYSTEM)
+            near = journeys.create(conn, program, NEAR_TIER, actor=SYSTEM)
             stepped = journeys.run(conn, program, lake=runtime.lake)
-            counts = service.get(conn, campaign.campaign_id).members
+            counts = service.get(conn, campaign.campaign_id).arms
+            close = journeys.get(conn, near.journey_id).enrollments
         except MemberwiseError as exc:  # e.g. a program without these templates or segments
             return f"no demo campaign ({exc.code}: {exc.message})"
-    shown = ", ".join(f"{n:,} {status}" for status, n in sorted(counts.items()))
+    shown = "; ".join(
+        f"{arm} " + ", ".join(f"{n:,} {status}" for status, n in sorted(by_status.items()))
+        for arm, by_status in sorted(counts.items())
+    )
     return (
         f"campaign '{WIN_BACK.name}' to segment {target}: {shown} (quiet hours respected); "
-        f"journey '{CHURN_RISK.name}': {stepped.enrolled:,} enrolled, {stepped.stepped:,} sent"
+        f"journeys '{CHURN_RISK.name}' and '{NEAR_TIER.name}': {stepped.enrolled:,} enrolled "
+        f"({sum(close.values()):,} close to their next tier), {stepped.stepped:,} sent"
     )
