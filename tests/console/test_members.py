@@ -168,3 +168,11 @@ def test_pages_render_without_a_build(signed_in: SignIn, runtime: Runtime) -> No
     for path in ("/console/", f"/console/members/{mid}", "/console/program"):
         page = client.get(path)
         assert page.status_code == 200, (path, page.text[-500:])
+
+
+def test_search_by_phone_or_email_opens_the_member(signed_in: SignIn, runtime: Runtime) -> None:
+    client, _ = signed_in(Role.service)
+    mid = _member(runtime)
+    for query in ("139 1234 5678", "WF@example.com"):
+        found = client.get("/console/members", params={"q": query}, follow_redirects=False)
+        assert (found.status_code, found.headers["location"]) == (303, f"/console/members/{mid}")
