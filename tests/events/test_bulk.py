@@ -19,7 +19,7 @@ import typer
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from memberwise.events import bulk_hooks, commands
+from memberwise.events import bulk_hooks, commands, sources
 from memberwise.events.bulk import BulkResult, fingerprint, ingest_paths
 from memberwise.events.schemas import INPUT_SCHEMA, EventIn, max_ts, time_in_range
 from memberwise.kit.lake import EventLake
@@ -752,3 +752,77 @@ def test_a_json_line_that_is_not_utf8_is_dead_lettered_with_its_line_number(
     assert (letter["row"], letter["code"]) == ("2", "malformed_row")
     assert letter["message"].startswith("not valid JSON: not UTF-8")
     assert run.ids() == ["j1", "j4"]
+
+
+def test_json_blocks_keep_line_numbers_across_block_edges(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks of 64 bytes: most lines cross a block's end, one is longer than a block, blank
+    # lines fall on both sides of an edge and the file's last line has no newline.
+    monkeypatch.setattr(sources, "_JSONL_BLOCK", 64)
+    good = {"event_id": "j1", "member_id": "m1", "type": "view", "ts": "2026-05-01T10:00:00Z"}
+    lines = [
+        orjson.dumps(good),
+        b"",
+        orjson.dumps({**good, "event_id": "j3", "text": "x" * 200}),
+        b"   ",
+        b'{"event_id": "j5", "member_id": 5}',
+        b"",
+        b"",
+        orjson.dumps({**good, "event_id": "j8"}),
+        b"nope",
+        orjson.dumps({**good, "event_id": "j10"}),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines))
+
+    result = run.ingest(path)
+
+    assert (result.rows_read, result.accepted, result.rejected) == (6, 4, 2)
+    assert [(r["row"], r["code"], r["field"]) for r in deadletter(result)] == [
+        ("5", "wrong_type", "member_id"),
+        ("9", "malformed_row", ""),
+    ]
+    assert run.ids() == ["j1", "j10", "j3", "j8"]
+    assert result.files[0].warnings == []
+
+
+@pytest.mark.parametrize(
+    ("line", "warned"),
+    [
+        (b'{"event_id":"k2","member_id":"m1","type":"view","ts":1777629600,"utm":"x"}', True),
+        (b'{"event_id" : "k2", "member_id" : "m1", "type" : "view", "ts" : 1777629600}', False),
+        (b'{"event_id" : "k2", "member_id" : "m1", "type":"view", "ts":1777629600, "utm":1}', True),
+        (
+            b'{"event_id":"k2","member_id":"m1","type":"view","ts":1777629600,'
+            b'"properties":{"a":{"b":"c\\":"}}}',
+            False,
+        ),
+        (
+            b'{"event_id":"k2","member_id":"m1","type":"view","ts":1777629600,'
+            b'"properties":{"a":1},"utm":{"b":1}}',
+            True,
+        ),
+        (
+            b'{"event_id":"k2","member_id":"m1","type":"view","ts":1777629600,'
+            b'"text":"say \\"utm\\": 1"}',
+            False,
+        ),
+        (
+            b'{"event_id":"k2","member_id":"m1","type":"view","ts":1777629600,"event_id":"k3"}',
+            False,
+        ),
+    ],
+)
+def test_keys_outside_the_contract_are_warned_about_whatever_the_spacing(
+    run: Run, tmp_path: Path, line: bytes, warned: bool
+) -> None:
+    good = {"event_id": "k1", "member_id": "m1", "type": "view", "ts": "2026-05-01T10:00:00Z"}
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(orjson.dumps(good) + b"\n" + line + b"\n")
+
+    result = run.ingest(path)
+
+    assert (result.accepted, result.rejected) == (2, 0)
+    expected = ["ignored column(s) not in the event contract: utm"] if warned else []
+    assert result.files[0].warnings == expected

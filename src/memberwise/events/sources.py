@@ -13,6 +13,8 @@ Memory is bounded by the batch size whatever the file size.
 from __future__ import annotations
 
 import csv
+import mmap
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ import pyarrow.parquet as pq
 from memberwise.events.schemas import EVENT_FIELDS, REQUIRED_FIELDS, TAOBAO_BEHAVIOR
 from memberwise.events.validation_sql import (
     INT_FIELDS,
-    JSON_KEYS,
+    JSON_KEY_COUNT,
     JSON_TYPE_ERROR,
     LINE,
     MALFORMED_JSON,
@@ -428,14 +430,19 @@ _INT_FIELDS = frozenset(INT_FIELDS)
 _JSONL_BLOCK = 48 << 20
 _NEWLINE = ord("\n")
 _OPEN_BRACE = ord("{")
+#: ``":`` as one 16-bit word: what follows each key of a compact JSON object.
+_KEY_END = np.frombuffer(b'":', dtype=np.uint16)[0]
 
 
 @dataclass(frozen=True)
 class JsonLines:
     """A block of a JSON Lines file for DuckDB to parse and validate in one query: the lines'
-    text (``__line``) and numbers (``__row``); blank lines are left out."""
+    text (``__line``) and numbers (``__row``); blank lines are left out. ``data`` is the
+    block's bytes; ``complete`` is False when lines other than blank ones were left out."""
 
     table: pa.Table
+    data: np.ndarray[Any, Any]
+    complete: bool = True
 
     @property
     def num_rows(self) -> int:
@@ -443,8 +450,24 @@ class JsonLines:
 
     def relation(self, name: str) -> str:
         """A FROM item giving the contract fields as text (JSON values as pydantic's lax mode
-        reads them), ``__row``, ``__jtype`` and ``__line``, from the registered ``name``."""
+        reads them), ``__row``, ``__jtype``, ``__line`` and ``__keycount``, from the registered
+        ``name``."""
         return f"({_JSON_SQL.replace(_JSON_TABLE, name)})"
+
+    def key_ends(self) -> int | None:
+        """How many ``":`` the block holds (None when some line was left out): two 16-bit
+        compares over the bytes, instead of a search per line."""
+        if not self.complete:
+            return None
+        data, n = self.data, len(self.data)
+        even = data[: n - n % 2].view(np.uint16)
+        odd = data[1 : n - (n - 1) % 2].view(np.uint16) if n > 1 else even[:0]
+        return int(np.count_nonzero(even == _KEY_END) + np.count_nonzero(odd == _KEY_END))
+
+    def keys_sql(self, name: str) -> str:
+        """The distinct keys of the lines of ``name`` (for a block that may have keys outside
+        the contract)."""
+        return f'SELECT DISTINCT unnest(try(json_keys("{LINE}"))) AS k FROM {name}'
 
 
 _WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
@@ -488,14 +511,18 @@ def _json_sql() -> str:
     # try(): a line that is not JSON gives NULL instead of failing the query; a valid line that
     # is not an object has no field, so only those lines are asked their type.
     malformed = f"__t IS NULL OR (list_count(__t) = 0 AND json_type({line}) <> 'OBJECT')"
-    # Unknown keys, without parsing every line again: in a compact line each key is followed by
-    # '":', so a line with as many of those as contract keys present has no other key; only
-    # the rest (spaces, nested objects, '":' inside texts) have their keys listed.
-    colons = f"(strlen({line}) - strlen(replace({line}, '\":', ''))) // 2"
-    keys = f"CASE WHEN {colons} <> list_count(__t) THEN try(json_keys({line})) END"
+    # Keys outside the contract, without a search per line: in a compact line each key is
+    # followed by '":', so a line holds as many of those as contract keys present (plus the
+    # pairs inside properties, counted in its text, 1 line in 100 in a typical file); the block's
+    # total is compared with the bytes' (JsonLines.key_ends) and only a block that holds more
+    # has its keys listed.
+    i = EVENT_FIELDS.index("properties") + 1
+    props = f"CASE WHEN __t[{i}] = 'OBJECT' THEN __s[{i}] END"
+    nested = f"coalesce((strlen({props}) - strlen(replace({props}, '\":', ''))) // 2, 0)"
     return (
         f"SELECT {texts}, \"{ROW}\", CASE WHEN {malformed} THEN '{MALFORMED_JSON}' "
-        f'{wrong} END AS "{JSON_TYPE_ERROR}", {line}, {keys} AS "{JSON_KEYS}" FROM ('
+        f'{wrong} END AS "{JSON_TYPE_ERROR}", {line}, list_count(__t) + {nested} '
+        f'AS "{JSON_KEY_COUNT}" FROM ('
         f"SELECT try(json_type({line}, {paths})) AS __t, "
         f'try(json_extract_string({line}, {paths})) AS __s, "{ROW}", {line} '
         f"FROM {_JSON_TABLE})"
@@ -522,7 +549,7 @@ def _jsonl(path: Path) -> Source:
         path=path,
         fmt="jsonl",
         schema=_strings([*EVENT_FIELDS, ROW, JSON_TYPE_ERROR, LINE]).append(
-            pa.field(JSON_KEYS, pa.list_(pa.string()))
+            pa.field(JSON_KEY_COUNT, pa.int64())
         ),
         columns=list(EVENT_FIELDS),
         extra_columns=[],
@@ -533,41 +560,44 @@ def _jsonl(path: Path) -> Source:
 
 
 def _jsonl_batches(path: Path, source: Source) -> Iterator[Batch]:
-    """Blocks of whole lines, split with NumPy into an Arrow string array without a Python
-    object per line (and without copying a block but once); parsing and checking happen in
-    DuckDB (:class:`JsonLines`). Only lines that are blank or not UTF-8 are looked at in
-    Python."""
-    size = max(1, path.stat().st_size)
-    done = 0
-    first = 1  # the number of the block's first line
-    carry = b""
+    """Blocks of whole lines of the file mapped in memory, split with NumPy into an Arrow
+    string array over the mapped bytes (no copy, no Python object per line); parsing and
+    checking happen in DuckDB (:class:`JsonLines`). Only lines that are blank or not UTF-8 are
+    looked at in Python."""
     with open(path, "rb") as f:
-        while True:
-            block = f.read(_JSONL_BLOCK)
-            if not block and not carry:
-                break
-            data = carry + block if block else carry + b"\n"  # the last line may lack one
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                carry = data
-                continue
-            carry = data[cut:]
-            done += cut
-            batch, lines = _json_block(memoryview(data)[:cut], first, source)
-            first += lines
-            source.position = min(1.0, done / size)
-            if batch is not None:
-                yield batch
-            if not block:
-                break
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return
+        # The mapping outlives the file object; it is unmapped once no block refers to it.
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mapped)
+    first = 1  # the number of the block's first line
+    start = 0
+    while start < size:
+        stop = start + _JSONL_BLOCK
+        if stop >= size:
+            stop = size
+        else:
+            cut = mapped.rfind(b"\n", start, stop)
+            if cut < 0:  # a line longer than a block: the block ends with it
+                cut = mapped.find(b"\n", stop)
+            stop = size if cut < 0 else cut + 1
+        batch, lines = _json_block(view[start:stop], first, source)
+        first += lines
+        start = stop
+        source.position = start / size
+        if batch is not None:
+            yield batch
 
 
 def _json_block(data: memoryview, first: int, source: Source) -> tuple[JsonLines | None, int]:
-    """One block of complete lines (each with its newline) as a :class:`JsonLines`, and its
-    number of lines; lines that are not UTF-8 become malformed rows here, blank lines are
-    dropped."""
+    """One block of complete lines (each with its newline, but maybe the file's last) as a
+    :class:`JsonLines`, and its number of lines; lines that are not UTF-8 become malformed rows
+    here, blank lines are dropped."""
     buf = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(buf == _NEWLINE) + 1
+    if buf[-1] != _NEWLINE:  # the file's last line, without a newline
+        ends = np.append(ends, len(buf))
     count = len(ends)
     offsets = np.concatenate([np.zeros(1, dtype=np.int64), ends.astype(np.int64)])
     lines = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(data))
@@ -577,6 +607,7 @@ def _json_block(data: memoryview, first: int, source: Source) -> tuple[JsonLines
     for i in np.flatnonzero(buf[offsets[:-1]] != _OPEN_BRACE):
         if not bytes(data[offsets[i] : offsets[i + 1]]).strip():
             keep[i] = False
+    blank = int(count - np.count_nonzero(keep))
     try:
         lines.validate(full=True)
     except pa.ArrowInvalid:  # some line is not UTF-8: find it (this block only)
@@ -591,6 +622,9 @@ def _json_block(data: memoryview, first: int, source: Source) -> tuple[JsonLines
                     Malformed(int(numbers[line]), f"not valid JSON: not UTF-8 ({exc.reason})", text)
                 )
     table = pa.table({LINE: lines, ROW: numbers})
-    if not keep.all():
+    kept = int(np.count_nonzero(keep))
+    if kept < count:
         table = table.filter(pa.array(keep))
-    return (JsonLines(table) if table.num_rows else None), count
+    # Blank lines hold no '":', so the block's bytes still count the kept lines' keys.
+    complete = kept + blank == count
+    return (JsonLines(table, buf, complete) if kept else None), count

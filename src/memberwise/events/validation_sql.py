@@ -54,10 +54,11 @@ LINE = "__line"
 #: JSON Lines only: the ``__jtype`` of a line that is not a JSON object at all (the reason is
 #: found afterwards, by parsing just those lines again).
 MALFORMED_JSON = "!malformed"
-#: JSON Lines only: the keys of a line that may have keys not in the contract (else NULL),
-#: passed through to the output for the unknown-field warning.
-JSON_KEYS = "__keys"
-INTERNAL = (ROW, JSON_TYPE_ERROR, LINE, JSON_KEYS)
+#: JSON Lines only: how many ``":`` a line holds when it has no key outside the contract (its
+#: contract keys present, plus the pairs inside ``properties``), passed through to the output;
+#: a block whose lines hold more has its keys listed (the unknown-field warning).
+JSON_KEY_COUNT = "__keycount"
+INTERNAL = (ROW, JSON_TYPE_ERROR, LINE, JSON_KEY_COUNT)
 
 #: Fields that must be strings (ids and texts).
 STRING_FIELDS: tuple[str, ...] = (*ID_FIELDS, *TEXT_FIELDS)
@@ -362,7 +363,7 @@ def build_validation(
     carried = [n for n in EVENT_FIELDS if n not in absent]
     carried += [c for c in shown if c not in EVENT_FIELDS]
     sources = [f"{_q(c)} AS {_q('__s_' + c)}" for c in carried]
-    extra = [_q(c) for c in (JSON_TYPE_ERROR, LINE, JSON_KEYS) if c in names]
+    extra = [_q(c) for c in (JSON_TYPE_ERROR, LINE, JSON_KEY_COUNT) if c in names]
     level1 = ", ".join([_q(ROW), *sources, *extra])
     typed = ", ".join(f"{values[n]} AS {_q(n)}" for n in EVENT_FIELDS)
     case = " ".join(f"WHEN {c.condition} THEN {i}" for i, c in enumerate(checks, start=1))
@@ -384,8 +385,8 @@ def build_validation(
     )
     outputs.append(f"CASE WHEN __check IS NOT NULL THEN {raw} END AS __raw")
     outputs.append('hash("event_id") AS __hash')
-    if JSON_KEYS in names:
-        outputs.append(_q(JSON_KEYS))
+    if JSON_KEY_COUNT in names:
+        outputs.append(_q(JSON_KEY_COUNT))
     sql = (
         f"SELECT {', '.join(outputs)} FROM ("
         f"SELECT *, CASE {case} END AS __check FROM ("
