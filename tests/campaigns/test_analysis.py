@@ -291,3 +291,12 @@ def test_srm_over_several_arms_matches_scipy_at_the_configured_ratios() -> None:
     assert not check.mismatch
     lost = analysis.srm_check({**observed, "b": 1700}, ratios)  # 200 of b's exposures lost
     assert lost.mismatch
+
+
+def test_the_delta_method_survives_a_ratio_without_variance() -> None:
+    """Every order of the same amount: the variance is 0 exactly, slightly negative in floating
+    point; the estimate is a zero-width interval, not a math domain error."""
+    orders_c = np.array([1.0, 2.0, 0.0, 3.0, 1.0] * 40)
+    orders_t = np.array([2.0, 1.0, 1.0, 0.0, 3.0] * 41)
+    est = analysis.ratio_difference(orders_c * 20_000.0, orders_c, orders_t * 20_000.0, orders_t)
+    assert (est.difference, est.std_error, est.p_value) == (0.0, 0.0, 1.0)

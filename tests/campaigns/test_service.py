@@ -16,7 +16,7 @@ from memberwise.campaigns.assignment import assign
 from memberwise.campaigns.schemas import CampaignCreate
 from memberwise.kit.outbox import outbox
 from memberwise.kit.time import utcnow
-from memberwise.ledger import orders
+from memberwise.ledger import orders, points
 from memberwise.ledger.tables import coupons
 from memberwise.privacy import consent
 from memberwise.privacy.schemas import SYSTEM, ConsentIn
@@ -214,6 +214,15 @@ def test_marketing_goes_only_on_the_channels_a_member_consented_to(conn: Connect
     assert json.loads(payload)["channels"] == ["push"]
 
 
+def fix_salt(conn: Connection, campaign_id: str) -> None:
+    """A fixed salt instead of the random one, so the split (and its SRM p-value) is the same
+    on every run of the test."""
+    table = service.repository.C
+    conn.execute(
+        table.update().where(table.c.campaign_id == campaign_id).values(salt="test-salt-17")
+    )
+
+
 ARMS = [
     {"name": "coupon_a", "weight": 2, "offer": {"kind": "coupon", "coupon_template": "ten_off"}},
     {"name": "coupon_b", "weight": 1, "offer": {"kind": "coupon", "coupon_template": "pct"}},
@@ -230,6 +239,7 @@ def test_several_offer_arms_are_assigned_sent_and_measured_per_arm(conn: Connect
     body = campaign(audience={"segment": "loyal"}, offer=None, arms=ARMS, holdout_percent=20)
     assert body.ratios() == {"holdout": 20.0, "coupon_a": 40.0, "coupon_b": 20.0, "points": 20.0}
     made = service.create(conn, program, body, actor=SYSTEM)
+    fix_salt(conn, made.campaign_id)
     out = service.launch(conn, program, made.campaign_id, now=launched_at, actor=SYSTEM)
     salt = conn.execute(
         select(service.repository.C.c.salt).where(
@@ -271,12 +281,18 @@ def test_several_offer_arms_are_assigned_sent_and_measured_per_arm(conn: Connect
     assert res.control == "holdout" and not res.srm.mismatch
     assert res.srm.observed == {a: len(v) for a, v in by_arm.items()}
     assert res.srm.expected == {a: 1000 * r / 100 for a, r in body.ratios().items()}
+    # The control never ordered: no spend per order; nobody bought before: no retention.
     assert [(r.arm, r.metric) for r in res.metrics] == [
         (a, m)
         for a in ("coupon_a", "coupon_b", "points")
-        for m in ("spend_per_member_fen", "conversion", "orders_per_member")
+        for m in (
+            "spend_per_member_fen",
+            "conversion",
+            "orders_per_member",
+            "points_redeemed_per_member",
+        )
     ]
-    # Benjamini-Hochberg over the nine (arm, metric) tests at once, as statsmodels does it.
+    # Benjamini-Hochberg over the twelve (arm, metric) tests at once, as statsmodels does it.
     expected = multipletests([r.p_value for r in res.metrics], method="fdr_bh")[1]
     assert [r.p_adjusted for r in res.metrics] == pytest.approx(list(expected), abs=1e-12)
     spend = {r.arm: r for r in res.metrics if r.metric == "spend_per_member_fen"}
@@ -340,16 +356,17 @@ def test_an_arm_lost_from_the_exposure_log_is_flagged_as_a_sample_ratio_mismatch
         holdout_percent=20,
     )
     made = service.create(conn, program, body, actor=SYSTEM)
+    fix_salt(conn, made.campaign_id)
     service.launch(conn, program, made.campaign_id, actor=SYSTEM)
     assert not outcomes.results(conn, made.campaign_id).srm.mismatch
-    # A logging bug loses a third of coupon_b's exposures.
+    # A logging bug loses half of coupon_b's exposures.
     table = service.repository.M
     lost = conn.execute(
         select(table.c.member_id)
         .where(table.c.campaign_id == made.campaign_id, table.c.arm == "coupon_b")
         .order_by(table.c.member_id)
     ).scalars()
-    gone = list(lost)[::3]
+    gone = list(lost)[::2]
     conn.execute(table.delete().where(table.c.member_id.in_(gone)))
     res = outcomes.results(conn, made.campaign_id)
     assert res.srm.mismatch and res.srm.p_value is not None and res.srm.p_value < 0.001
@@ -369,3 +386,60 @@ def test_arm_definitions_are_refused_when_they_cannot_be_measured() -> None:
     body = campaign(offer=None, arms=ARMS[:2], holdout_percent=0)
     assert body.control() == "coupon_a"
     assert body.ratios() == pytest.approx({"coupon_a": 200 / 3, "coupon_b": 100 / 3})
+
+
+def test_retention_points_redeemed_and_spend_per_order_by_the_delta_method(
+    conn: Connection,
+) -> None:
+    program = make_program()
+    add_members(conn, *MEMBERS)
+    publish_profiles(conn, MEMBERS, "at_risk", [])
+    launched_at = utcnow() - timedelta(days=10)
+    for m in MEMBERS:  # everyone bought in the pre-period and holds 1,000 points
+        orders.place(conn, program, order(f"pre-{m}", m, at=launched_at - timedelta(days=5)))
+        points.adjust(conn, program, m, 1000, reason="t", key=f"k-{m}", at=launched_at)
+    body = campaign(offer={"kind": "message", "message": "hi"}, holdout_percent=50)
+    made = service.create(conn, program, body, actor=SYSTEM)
+    service.launch(conn, program, made.campaign_id, now=launched_at, actor=SYSTEM)
+    log = service.members(conn, made.campaign_id, after=None, limit=1000).items
+    treated = [m.member_id for m in log if m.arm == "treatment"]
+    held = [m.member_id for m in log if m.arm == "holdout"]
+    after = launched_at + timedelta(days=1)
+    for i, m in enumerate(treated[:60]):  # 60 come back, two orders each of 100 or 300 CNY
+        orders.place(conn, program, order(f"a-{m}", m, price=10_000 + 20_000 * (i % 2), at=after))
+        orders.place(conn, program, order(f"b-{m}", m, price=10_000, at=after))
+        points.spend(conn, m, 400, reason="gift", key=f"g-{m}", at=after)
+    for m in held[:20]:
+        orders.place(conn, program, order(f"a-{m}", m, price=10_000, at=after))
+    res = outcomes.results(conn, made.campaign_id, now=utcnow())
+    by_metric = {r.metric: r for r in res.metrics}
+    assert list(by_metric) == [
+        "spend_per_member_fen",
+        "conversion",
+        "orders_per_member",
+        "points_redeemed_per_member",
+        "spend_per_order_fen",
+        "retention",
+    ]
+    n_t, n_c = len(treated), len(held)
+    assert by_metric["retention"].treatment == pytest.approx(60 / n_t)
+    assert by_metric["retention"].control == pytest.approx(20 / n_c)
+    assert by_metric["points_redeemed_per_member"].treatment == pytest.approx(60 * 400 / n_t)
+    assert by_metric["points_redeemed_per_member"].control == 0
+    ratio = by_metric["spend_per_order_fen"]
+    assert ratio.method == "delta"
+    # 60 members' 120 orders: 30 x (100 + 100) + 30 x (300 + 100) CNY; the holdout's 100 each.
+    assert ratio.treatment == pytest.approx((30 * 20_000 + 30 * 40_000) / 120)
+    assert ratio.control == pytest.approx(10_000)
+    spend = service.ledger.spend_by_member(conn, MEMBERS, launched_at, utcnow())
+
+    def arrays(ids: list[str]) -> tuple[list[float], list[float]]:
+        return (
+            [float(spend.get(m, (0, 0))[1]) for m in ids],
+            [float(spend.get(m, (0, 0))[0]) for m in ids],
+        )
+
+    reference = analysis.ratio_difference(*arrays(held), *arrays(treated))
+    assert ratio.ci_low == pytest.approx(reference.ci_low)
+    assert ratio.ci_high == pytest.approx(reference.ci_high)
+    assert ratio.ci_low > 0  # the 300 CNY orders lift spend per order

@@ -188,7 +188,9 @@ def _ratio_and_variance(num: NDArray[np.float64], den: NDArray[np.float64]) -> t
     cov = np.cov(num, den, ddof=1)[0, 1]
     ratio = mu_n / mu_d
     var = (var_n / mu_d**2 - 2 * mu_n * cov / mu_d**3 + mu_n**2 * var_d / mu_d**4) / n
-    return float(ratio), float(var)
+    # Exactly proportional num and den (every order the same amount) make the variance 0 in
+    # exact arithmetic and a hair below 0 in floating point.
+    return float(ratio), max(float(var), 0.0)
 
 
 def ratio_difference(

@@ -27,7 +27,9 @@ from memberwise.recommend import service as recommend
 def results(conn: Connection, campaign_id: str, *, now: datetime | None = None) -> CampaignResults:
     """Each offer arm against the control since launch, as assigned: the split's SRM check over
     every arm at the configured ratios, then per arm spend per member (Welch, CUPED on the
-    pre-period, and an always-valid interval for daily reads), conversion and orders per member,
+    pre-period, and an always-valid interval for daily reads), conversion, orders per member,
+    points redeemed per member, spend per order (the delta method; when both sides ordered) and
+    retention (of the pre-period's buyers, those who bought again; when both sides have two),
     with Benjamini-Hochberg across every arm and metric (more arms, more chances of a false
     lift). The control is the holdout, or the first arm without one.
 
@@ -72,13 +74,16 @@ def results(conn: Connection, campaign_id: str, *, now: datetime | None = None) 
             metrics=[],
             note="too few members in an arm to compare",
         )
+    redeemed = ledger.points_redeemed_by_member(conn, ids, launched, now)
+    points = {m: (0, n) for m, n in redeemed.items()}  # shaped like the spend columns
     spend_c, orders_c = column(control, after, 1), column(control, after, 0)
-    pre_c = column(control, before, 1)
+    pre_c, bought_before_c = column(control, before, 1), column(control, before, 0) > 0
     estimates: list[tuple[str, str, analysis.Estimate]] = []
     for arm in ratios:
         if arm == control:
             continue
         spend_t, orders_t = column(arm, after, 1), column(arm, after, 0)
+        bought_before_t = column(arm, before, 0) > 0
         estimates += [
             (
                 arm,
@@ -87,7 +92,32 @@ def results(conn: Connection, campaign_id: str, *, now: datetime | None = None) 
             ),
             (arm, "conversion", analysis.difference_in_means(orders_c > 0, orders_t > 0)),
             (arm, "orders_per_member", analysis.difference_in_means(orders_c, orders_t)),
+            (
+                arm,
+                "points_redeemed_per_member",
+                analysis.difference_in_means(column(control, points, 1), column(arm, points, 1)),
+            ),
         ]
+        if orders_c.sum() > 0 and orders_t.sum() > 0:
+            # A ratio of two per-member sums: the member is the unit, so the delta method.
+            estimates.append(
+                (
+                    arm,
+                    "spend_per_order_fen",
+                    analysis.ratio_difference(spend_c, orders_c, spend_t, orders_t),
+                )
+            )
+        if bought_before_c.sum() >= 2 and bought_before_t.sum() >= 2:
+            # Retention: of the pre-period's buyers, the share who bought again since launch.
+            estimates.append(
+                (
+                    arm,
+                    "retention",
+                    analysis.difference_in_means(
+                        orders_c[bought_before_c] > 0, orders_t[bought_before_t] > 0
+                    ),
+                )
+            )
     adjusted, _ = analysis.benjamini_hochberg([e.p_value for _, _, e in estimates])
     mde = float(row["mde_fen"] or 100.0)
     metrics = []

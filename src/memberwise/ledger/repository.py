@@ -1330,3 +1330,26 @@ def add_to_counter(
         conn.execute(
             update(table).where(*where).values({column: table.c[column] + amount, **(extra or {})})
         )
+
+
+def points_redeemed_by_member(
+    conn: Connection, member_ids: Sequence[str], since: datetime, until: datetime
+) -> dict[str, int]:
+    """Points spent (on orders or coupons) per member in [since, until), net of nothing: a
+    refund's restored points are a separate entry."""
+    out: dict[str, int] = {}
+    ids = list(member_ids)
+    e = points_entries.c
+    for i in range(0, len(ids), 1000):
+        query = (
+            select(e.member_id, func.sum(-e.available_delta))
+            .where(
+                e.member_id.in_(ids[i : i + 1000]),
+                e.kind.in_(("spend_order", "spend_redeem")),
+                e.created_at >= since,
+                e.created_at < until,
+            )
+            .group_by(e.member_id)
+        )
+        out.update({m: int(s or 0) for m, s in conn.execute(query)})
+    return out

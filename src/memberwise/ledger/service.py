@@ -218,6 +218,14 @@ def spend_by_member(
     return repository.spend_by_member(conn, member_ids, since, until)
 
 
+def points_redeemed_by_member(
+    conn: Connection, member_ids: Sequence[str], since: datetime, until: datetime
+) -> dict[str, int]:
+    """Points each member spent (on orders or coupons) in [since, until): an experiment's
+    "points redeemed" metric."""
+    return repository.points_redeemed_by_member(conn, member_ids, since, until)
+
+
 def points_expiring(conn: Connection, now: datetime, until: datetime) -> list[tuple[str, str, int]]:
     """(member, lot, points left) of available points expiring in (now, until]: a journey's
     "your points are about to expire" trigger."""
