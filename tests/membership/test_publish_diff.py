@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from memberwise.builds import BuildContext, BuildResult
+from memberwise.config import Engine
 from memberwise.kit import diffpublish
 from memberwise.kit.db import transaction
 from memberwise.kit.outbox import outbox
@@ -42,7 +43,9 @@ def write_build(root: Path, name: str, rows: list[tuple[str, int, int]]) -> Path
 
 def evaluate(runtime: Runtime, p: Program, directory: Path) -> None:
     """The build's tiers stage (against the tiers stored now)."""
-    result = BuildResult(build_id=directory.name, directory=directory, as_of=AS_OF, engine="duckdb")
+    result = BuildResult(
+        build_id=directory.name, directory=directory, as_of=AS_OF, engine=Engine.duckdb
+    )
     with open_backend("duckdb", temp_dir=directory / "tmp") as con:
         stage.run_stage(BuildContext(runtime, p, con, directory, result, lambda *a: None, {}))
 
