@@ -449,6 +449,7 @@ def run_build(
     directory.mkdir(parents=True)
     chosen = engine or runtime.settings.engine
     result = BuildResult(build_id=build_id, directory=directory, as_of=clock, engine=chosen)
+    publishing = False
     try:
         _link_inputs(directory, stages, root)
         if "profiles" not in stages:
@@ -465,6 +466,7 @@ def run_build(
         with open_backend(chosen, temp_dir=runtime.settings.home / "warehouse" / "tmp") as con:
             ctx = BuildContext(private, program, con, directory, result, progress, meta)
             for stage in stages:
+                publishing = stage == "publish"
                 started = time.perf_counter()
                 rows = RUNNERS[stage](ctx)
                 done = StageResult(stage, time.perf_counter() - started, rows)
@@ -477,7 +479,11 @@ def run_build(
                     on_stage(done)
             _write_manifest(ctx, status="published" if "publish" in stages else "built")
     except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
+        # A publish cut short may have committed batches: its directory stays (build.json
+        # says "built"), so `memberwise build --only publish` takes these artifacts and
+        # converges on them instead of an older build's.
+        if not publishing:
+            shutil.rmtree(directory, ignore_errors=True)
         raise
     _prune(root, KEEP_BUILDS)
     return result
