@@ -281,6 +281,11 @@ def main() -> None:
         print(f"load {load()}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if args.store != "sqlite":
+            admin = create_engine(args.store, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "bench_publish_{os.getpid()}"'))
+            admin.dispose()
 
 
 if __name__ == "__main__":
