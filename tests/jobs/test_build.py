@@ -10,14 +10,19 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import Connection, func, select
 from typer.testing import CliRunner
 
+from memberwise.builds import builds_root, previous_builds
 from memberwise.cli import app
 from memberwise.config import Settings
 from memberwise.events.bulk import ingest_paths
+from memberwise.jobs import build
 from memberwise.jobs.build import BuildError, run_build
 from memberwise.kit.db import transaction
+from memberwise.kit.diffpublish import Commit
 from memberwise.profiles import service as profiles
+from memberwise.profiles.tables import member_profiles
 from memberwise.program.service import parse_program
 from memberwise.runtime import Runtime
 from tests.profiles.test_features import TAOBAO
@@ -113,3 +118,49 @@ def test_the_build_command_prints_a_json_summary(
     # What orders the recommendation lists, and why, is part of the summary.
     assert summary["recommendations"].startswith("recommendations: ")
     assert refused.exit_code == 2 and "unknown stage nope" in refused.output
+
+
+class Killed(Exception):
+    """A publisher failing mid-publish (the store going away, say)."""
+
+
+def test_a_publish_cut_short_keeps_its_build_and_a_publish_alone_converges(
+    taobao: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run_build(taobao, PROGRAM, as_of=AS_OF)
+
+    def fail(conn: Connection, build_dir: Path, commit: Commit) -> int:
+        raise Killed("after the profiles were committed")
+
+    publishers = dict(build.PUBLISHERS)
+    monkeypatch.setattr(
+        build, "PUBLISHERS", (("profiles", publishers["profiles"]), ("predictions", fail))
+    )
+    later = datetime(2017, 12, 5, tzinfo=UTC)
+    with pytest.raises(Killed):
+        run_build(taobao, PROGRAM, as_of=later)
+    monkeypatch.undo()
+
+    cut = [b for b in previous_builds(builds_root(taobao)) if b != first.directory]
+    assert len(cut) == 1  # kept, with the artifacts its committed batches came from
+    with transaction(taobao.engine) as conn:
+        assert profiles.list_segments(conn).build_id == cut[0].name
+        by_cut = conn.execute(
+            select(func.count()).where(member_profiles.c.build_id == cut[0].name)
+        ).scalar_one()
+    assert by_cut > 0
+
+    again = run_build(taobao, PROGRAM, only=["publish"])
+
+    assert (again.directory / "profiles.parquet").samefile(cut[0] / "profiles.parquet")
+    assert again.as_of == later
+    with transaction(taobao.engine) as conn:
+        assert profiles.list_segments(conn).build_id == again.build_id
+        # Nothing left to write: every profile is still the row the cut publish wrote.
+        assert (
+            conn.execute(
+                select(func.count()).where(member_profiles.c.build_id == again.build_id)
+            ).scalar_one()
+            == 0
+        )
+        assert profiles.get_profile(conn, "1").build_id == again.build_id

@@ -21,7 +21,10 @@ Stages, in order:
   rising-complaint test (:mod:`memberwise.feedback.stage`).
 - ``merchants``: DSR scorecards, refund/dispute/complaint rates, merchant items
   (:mod:`memberwise.merchants.stage`).
-- ``publish``: everything into the operational store in one transaction.
+- ``publish``: everything into the operational store, by difference: each domain writes
+  only the members whose published rows change, in transactions of
+  :data:`~memberwise.kit.diffpublish.BATCH_ROWS` rows, and flips its own "published" pointer
+  (build, model version) in its last one (see :func:`stage_publish`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from memberwise.config import Engine
 from memberwise.feedback import service as feedback_service
 from memberwise.feedback import stage as feedback_stage
 from memberwise.kit.db import transaction
+from memberwise.kit.diffpublish import Commit
 from memberwise.kit.errors import InvalidRequest
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
 from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
@@ -267,28 +271,52 @@ def stage_segments(ctx: BuildContext) -> int:
     return written
 
 
-#: Called as ``publisher(conn, build_dir)`` in the publish transaction, in this order; each
-#: domain publishes its own artifacts. The first (profiles) gives the stage's row count.
-Publisher = Callable[[Connection, Path], int]
+#: Called as ``publisher(conn, build_dir, commit)`` in this order; each domain publishes its
+#: own artifacts, calling ``commit`` between the batches it writes (the step commits after each
+#: publisher too). The first (profiles) gives the stage's row count.
+Publisher = Callable[[Connection, Path, Commit], int]
 
 
-def _publish_profiles(conn: Connection, build_dir: Path) -> int:
-    return profiles_service.publish_build(conn, build_dir).members
+def _publish_profiles(conn: Connection, build_dir: Path, commit: Commit) -> int:
+    return profiles_service.publish_build(conn, build_dir, commit=commit).members
+
+
+def _publish_predictions(conn: Connection, build_dir: Path, commit: Commit) -> int:
+    return predict_service.publish_build(conn, build_dir, commit=commit)
+
+
+def _in_one_transaction(publish: Callable[[Connection, Path], int]) -> Publisher:
+    """A publisher of small tables (merchant-sized, or replaced wholesale): one transaction."""
+
+    def publisher(conn: Connection, build_dir: Path, commit: Commit) -> int:
+        return publish(conn, build_dir)
+
+    return publisher
 
 
 PUBLISHERS: tuple[tuple[str, Publisher], ...] = (
     ("profiles", _publish_profiles),
-    ("predictions", predict_service.publish_build),
+    ("predictions", _publish_predictions),
     ("tiers", membership_stage.publish),
-    ("recommendations", recommend_stage.publish),
-    ("feedback", feedback_service.publish_build),
-    ("merchants", merchants_service.publish_build),
+    # Lists name the model whose similar items and fallbacks serve them, and those are replaced
+    # wholesale: a list is rewritten whenever the model changes, so it stays one transaction.
+    ("recommendations", _in_one_transaction(recommend_stage.publish)),
+    ("feedback", _in_one_transaction(feedback_service.publish_build)),
+    ("merchants", _in_one_transaction(merchants_service.publish_build)),
 )
 
 
 def stage_publish(ctx: BuildContext) -> int:
-    """Every domain's artifacts into the operational store, in one transaction: the API never
-    shows profiles of one build beside tiers or predictions of another."""
+    """Every domain's artifacts into the operational store, by difference and in batches.
+
+    What readers see meanwhile: every member's row whole, from the previous build or this one
+    (a row is written in one statement of one transaction); the previous build's id, groups
+    and model version until each domain flips its pointer in its last transaction. A crash
+    leaves the batches committed so far; publishing again (``memberwise build --only
+    publish``, or the next build) compares with what the store holds, so it writes only what
+    is still different and fires each change's side effects (tier history, audit, outbox)
+    once. One publish at a time: two concurrent publishes interleave their batches.
+    """
     ctx.progress("publish", 0, len(PUBLISHERS))
     _write_manifest(ctx, status="built")
     counts: dict[str, int] = {}
@@ -299,9 +327,10 @@ def stage_publish(ctx: BuildContext) -> int:
     # New downgrade notices feed the desk's automatic tickets the same way.
     membership_notices.NOTICE_HOOKS.append(service_auto.downgrade_notice_tickets)
     try:
-        with transaction(ctx.runtime.engine) as conn:
+        with ctx.runtime.engine.connect() as conn:
             for done, (name, publisher) in enumerate(PUBLISHERS, start=1):
-                counts[name] = publisher(conn, ctx.directory)
+                counts[name] = publisher(conn, ctx.directory, conn.commit)
+                conn.commit()
                 ctx.progress("publish", done, len(PUBLISHERS))
     finally:
         merchants_service.COMPLAINT_HOOKS.remove(hook)
@@ -424,6 +453,7 @@ def run_build(
     directory.mkdir(parents=True)
     chosen = engine or runtime.settings.engine
     result = BuildResult(build_id=build_id, directory=directory, as_of=clock, engine=chosen)
+    publishing = False
     try:
         _link_inputs(directory, stages, root)
         if "profiles" not in stages:
@@ -440,6 +470,7 @@ def run_build(
         with open_backend(chosen, temp_dir=runtime.settings.home / "warehouse" / "tmp") as con:
             ctx = BuildContext(private, program, con, directory, result, progress, meta)
             for stage in stages:
+                publishing = stage == "publish"
                 started = time.perf_counter()
                 rows = RUNNERS[stage](ctx)
                 done = StageResult(stage, time.perf_counter() - started, rows)
@@ -452,7 +483,11 @@ def run_build(
                     on_stage(done)
             _write_manifest(ctx, status="published" if "publish" in stages else "built")
     except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
+        # A publish cut short may have committed batches: its directory stays (build.json
+        # says "built"), so `memberwise build --only publish` takes these artifacts and
+        # converges on them instead of an older build's.
+        if not publishing:
+            shutil.rmtree(directory, ignore_errors=True)
         raise
     _prune(root, KEEP_BUILDS)
     return result

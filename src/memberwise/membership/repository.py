@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import duckdb
+import pyarrow as pa
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -22,7 +25,7 @@ from sqlalchemy import (
     update,
 )
 
-from memberwise.kit import rawsql
+from memberwise.kit import diffpublish, rawsql
 from memberwise.kit.db import insert_ignore, upsert
 from memberwise.kit.time import UTCDateTime
 from memberwise.members.tables import members
@@ -110,6 +113,60 @@ def update_scores(conn: Connection, rows: list[dict[str, Any]]) -> None:
         )
     )
     conn.execute(stmt, rows)
+
+
+#: The stored tier rows as the publisher compares them (times as epoch microseconds, the
+#: details text as its MD5).
+STORED_TIERS_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.string()),
+        pa.field("tier", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("since_us", pa.int64()),
+        pa.field("until_us", pa.int64()),
+        pa.field("score", pa.int64()),
+        pa.field("details", pa.string()),
+    ]
+)
+
+
+def load_tiers(conn: Connection, con: duckdb.DuckDBPyConnection, name: str) -> int:
+    """Copy every stored tier row into the DuckDB table ``name`` (:data:`STORED_TIERS_SCHEMA`);
+    the rows copied."""
+    query = select(
+        member_tiers.c.member_id,
+        member_tiers.c.tier,
+        member_tiers.c.source,
+        epoch_us(conn, member_tiers.c.since),
+        epoch_us(conn, member_tiers.c.until),
+        member_tiers.c.score,
+        member_tiers.c.details,
+    )
+    return diffpublish.load_published(
+        conn, query, con, name, STORED_TIERS_SCHEMA, digest=["details"]
+    )
+
+
+def changed_tiers_sql(path: Path, stored: str) -> str:
+    """DuckDB query of the rows of ``tiers.parquet`` at ``path`` that differ from the stored
+    ones in table ``stored`` (or have none), in member_id order, with ``score_changed``: whether
+    the score or details differ too (all a locked member may take from a build)."""
+    return f"""
+        SELECT t.member_id, t.tier, t.source, t.since, t.until, t.score, t.change,
+               t.from_tier, t.reason, t.details,
+               (s.member_id IS NULL OR t.score IS DISTINCT FROM s.score
+                OR md5(t.details) IS DISTINCT FROM s.details) AS score_changed
+        FROM read_parquet({diffpublish.quote(str(path))}) t
+        LEFT JOIN "{stored}" s USING (member_id)
+        WHERE s.member_id IS NULL
+           OR t.tier IS DISTINCT FROM s.tier
+           OR t.source IS DISTINCT FROM s.source
+           OR epoch_us(t.since) IS DISTINCT FROM s.since_us
+           OR epoch_us(t.until) IS DISTINCT FROM s.until_us
+           OR t.score IS DISTINCT FROM s.score
+           OR md5(t.details) IS DISTINCT FROM s.details
+        ORDER BY t.member_id
+    """
 
 
 def locked_members(conn: Connection) -> set[str]:

@@ -9,10 +9,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
-from memberwise.kit import outbox
+from memberwise.kit import diffpublish, outbox
+from memberwise.kit.diffpublish import Commit, no_commit
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
@@ -40,8 +42,6 @@ from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal, Role
 from memberwise.program.benefits import BenefitKind
 from memberwise.program.schemas import Program
-
-_CHUNK = 20_000
 
 
 class MembershipNotFound(NotFound):
@@ -142,10 +142,20 @@ def _needs_manager(program: Program) -> set[str]:
     return names
 
 
-def publish_tiers(conn: Connection, program: Program, build_dir: Path) -> int:
-    """Apply ``tiers.parquet`` and ``invitations.parquet``: tier rows, history and audit for
-    every change, new invitations, and manager assignments. Members made manual or invited since
-    the build ran keep their tier (only their score is refreshed). Returns the members written."""
+def publish_tiers(
+    conn: Connection, program: Program, build_dir: Path, *, commit: Commit = no_commit
+) -> int:
+    """Apply ``tiers.parquet`` and ``invitations.parquet`` by difference: only members whose
+    stored tier row differs from the build's (tier, source, since, until, score or details)
+    are written, :data:`~memberwise.kit.diffpublish.BATCH_ROWS` a transaction (``commit``
+    after each), with their history, audit and outbox rows in the same transaction; then new
+    invitations and manager assignments. Members made manual or invited since the build ran
+    keep their tier (only their score is refreshed). A member absent from the build keeps their
+    row, as before. Returns the members written.
+
+    A crash between batches loses nothing: publishing the build again skips the members already
+    written (their rows now equal the build's), so each change is announced once.
+    """
     path = build_dir / "tiers.parquet"
     if not path.exists():
         return 0
@@ -153,90 +163,107 @@ def publish_tiers(conn: Connection, program: Program, build_dir: Path) -> int:
     build_id = manifest["build_id"]
     now = utcnow()
     locked = repository.locked_members(conn)
-    written = initial = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_CHUNK):
-        rows, scores, history, audits = [], [], [], []
-        messages: list[dict[str, Any]] = []
-        for r in batch.to_pylist():
-            details = r["details"]  # JSON text, stored as it is
-            if r["member_id"] in locked and r["source"] == Source.auto:
-                scores.append(
-                    {
-                        "m_id": r["member_id"],
-                        "score": r["score"],
-                        "details": details,
-                        "build_id": build_id,
-                        "updated_at": now,
-                    }
-                )
-                continue
-            rows.append(
+    written = 0
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        repository.load_tiers(conn, con, "stored")
+        for batch in diffpublish.batches(con, repository.changed_tiers_sql(path, "stored")):
+            written += _publish_tier_batch(conn, batch.to_pylist(), locked, build_id, now)
+            commit()
+    _publish_invitations(conn, program, build_dir, build_id, now)
+    assign_managers(conn, program, at=now)
+    return written
+
+
+def _publish_tier_batch(
+    conn: Connection, batch: list[dict[str, Any]], locked: set[str], build_id: str, now: datetime
+) -> int:
+    """Write one batch of changed tier rows and what hangs on each change; the rows written."""
+    rows, scores, history, audits = [], [], [], []
+    messages: list[dict[str, Any]] = []
+    initial = 0
+    for r in batch:
+        details = r["details"]  # JSON text, stored as it is
+        if r["member_id"] in locked and r["source"] == Source.auto:
+            if not r["score_changed"]:
+                continue  # only the (kept) tier differs: nothing of the build's to write
+            scores.append(
                 {
-                    "member_id": r["member_id"],
-                    "tier": r["tier"],
-                    "source": r["source"],
-                    "since": r["since"],
-                    "until": r["until"],
+                    "m_id": r["member_id"],
                     "score": r["score"],
                     "details": details,
                     "build_id": build_id,
                     "updated_at": now,
                 }
             )
-            if r["change"] in ("initial", "upgrade", "downgrade"):
-                history.append(
+            continue
+        rows.append(
+            {
+                "member_id": r["member_id"],
+                "tier": r["tier"],
+                "source": r["source"],
+                "since": r["since"],
+                "until": r["until"],
+                "score": r["score"],
+                "details": details,
+                "build_id": build_id,
+                "updated_at": now,
+            }
+        )
+        if r["change"] in ("initial", "upgrade", "downgrade"):
+            history.append(
+                {
+                    "change_id": new_id(),
+                    "member_id": r["member_id"],
+                    "at": r["since"],
+                    "from_tier": r["from_tier"],
+                    "to_tier": r["tier"],
+                    "reason": r["reason"],
+                    "build_id": build_id,
+                    "actor": "build",
+                }
+            )
+            if r["change"] == "initial":
+                initial += 1
+                continue  # one audit row for the batch's placements, below
+            # A first placement is not announced (a million messages on a first build);
+            # the platform reads it from the API. Moves are.
+            messages.append(
+                outbox.message_row(
+                    "member.tier_changed",
                     {
-                        "change_id": new_id(),
                         "member_id": r["member_id"],
-                        "at": r["since"],
+                        "change": r["change"],
                         "from_tier": r["from_tier"],
                         "to_tier": r["tier"],
                         "reason": r["reason"],
-                        "build_id": build_id,
-                        "actor": "build",
-                    }
+                        "since": r["since"],
+                        "until": r["until"],
+                    },
+                    member_id=r["member_id"],
+                    at=now,
                 )
-                if r["change"] == "initial":
-                    initial += 1
-                    continue  # one audit row for the whole placement, below
-                # A first placement is not announced (a million messages on a first build);
-                # the platform reads it from the API. Moves are.
-                messages.append(
-                    outbox.message_row(
-                        "member.tier_changed",
-                        {
-                            "member_id": r["member_id"],
-                            "change": r["change"],
-                            "from_tier": r["from_tier"],
-                            "to_tier": r["tier"],
-                            "reason": r["reason"],
-                            "since": r["since"],
-                            "until": r["until"],
-                        },
-                        member_id=r["member_id"],
-                        at=now,
-                    )
+            )
+            audits.append(
+                privacy.audit_row(
+                    SYSTEM,
+                    f"tier.{r['change']}",
+                    "member",
+                    r["member_id"],
+                    member_id=r["member_id"],
+                    reason=r["reason"],
+                    details={"from": r["from_tier"], "to": r["tier"], "build_id": build_id},
                 )
-                audits.append(
-                    privacy.audit_row(
-                        SYSTEM,
-                        f"tier.{r['change']}",
-                        "member",
-                        r["member_id"],
-                        member_id=r["member_id"],
-                        reason=r["reason"],
-                        details={"from": r["from_tier"], "to": r["tier"], "build_id": build_id},
-                    )
-                )
-        repository.upsert_tiers(conn, rows)
-        repository.update_scores(conn, scores)
-        repository.insert_history(conn, history)
-        privacy.audit_many(conn, audits)
-        outbox.emit_many(conn, messages)
-        written += len(rows) + len(scores)
+            )
+    repository.upsert_tiers(conn, rows)
+    repository.update_scores(conn, scores)
+    repository.insert_history(conn, history)
+    privacy.audit_many(conn, audits)
+    outbox.emit_many(conn, messages)
     if initial:
         # A member's first tier is in their history with its reason; the audit log records the
-        # placement once per build (a million identical "entered member" rows say nothing more).
+        # placement once per committed batch (a million identical "entered member" rows say
+        # nothing more; one per batch stays exact when a publish is resumed after a crash).
         privacy.audit(
             conn,
             SYSTEM,
@@ -246,9 +273,7 @@ def publish_tiers(conn: Connection, program: Program, build_dir: Path) -> int:
             reason=f"first tiers of {initial:,} members",
             details={"members": initial},
         )
-    _publish_invitations(conn, program, build_dir, build_id, now)
-    assign_managers(conn, program, at=now)
-    return written
+    return len(rows) + len(scores)
 
 
 def _publish_invitations(

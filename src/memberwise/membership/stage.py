@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, Engine
 
+from memberwise.kit.diffpublish import Commit, no_commit
 from memberwise.kit.lake import atomic_write_bytes
 from memberwise.kit.time import utcnow
 from memberwise.kit.warehouse import open_backend, read_parquet
@@ -506,12 +507,13 @@ def summarize(
     return section, chosen
 
 
-def publish(conn: Connection, build_dir: Path) -> int:
-    """The publish step's part: apply the build's tiers under the program they were made with."""
+def publish(conn: Connection, build_dir: Path, commit: Commit = no_commit) -> int:
+    """The publish step's part: apply the build's tiers under the program they were made with
+    (by difference, ``commit`` after each batch)."""
     path = build_dir / "program.json"
     if not path.exists():
         return 0
     program = Program.model_validate_json(path.read_text())
-    written = membership_service.publish_tiers(conn, program, build_dir)
+    written = membership_service.publish_tiers(conn, program, build_dir, commit=commit)
     notices.record(conn, program, build_dir)  # each downgrade notice once, with its message
     return written

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from memberwise.kit.diffpublish import Commit, no_commit
 from memberwise.kit.errors import InvalidRequest, NotFound
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.predict import repository
@@ -90,12 +91,15 @@ def _rows(batch: pa.RecordBatch, model_version: str) -> list[dict[str, Any]]:
     return rows
 
 
-def publish_build(conn: Connection, build_dir: Path) -> int:
+def publish_build(conn: Connection, build_dir: Path, *, commit: Commit = no_commit) -> int:
     """Publish the predictions in ``build_dir``: they become the ones the API shows.
 
-    In the caller's transaction: records the model version (earlier ones become superseded),
-    upserts every member's predictions and deletes those of members absent from this version.
-    Publishing the same version again changes nothing. Returns the members published.
+    Records the model version (earlier ones become superseded), upserts every member's
+    predictions (``commit`` after each batch, so PostgreSQL never holds one transaction of a
+    million rows) and deletes those of members absent from this version. Every row names its
+    version (a journey's churn crossing is per version), so each new version rewrites every
+    row; publishing the same version again changes nothing, and after a crash converges.
+    Returns the members published.
 
     Raises InvalidPredictions when the files are missing or malformed, or a member appears
     twice; nothing is written then.
@@ -126,6 +130,7 @@ def publish_build(conn: Connection, build_dir: Path) -> int:
         rows = _rows(batch, version)
         repository.upsert_members(conn, rows)
         published += len(rows)
+        commit()
     repository.delete_other_versions(conn, version)
     return published
 

@@ -18,12 +18,14 @@ from sqlalchemy import (
     String,
     Text,
     bindparam,
+    case,
     delete,
     insert,
     select,
     update,
 )
 
+from memberwise.kit import diffpublish
 from memberwise.kit.db import upsert
 from memberwise.profiles.fields import DETAILS
 from memberwise.profiles.schemas import BuildStatus
@@ -97,10 +99,48 @@ def upsert_profiles(conn: Connection, rows: list[dict[str, Any]]) -> None:
     conn.execute(stmt, rows)
 
 
-def delete_profiles_of_other_builds(conn: Connection, build_id: str) -> int:
-    """Delete the profiles not written by ``build_id``; returns how many."""
-    result = conn.execute(delete(member_profiles).where(member_profiles.c.build_id != build_id))
+def delete_profiles(conn: Connection, member_ids: Sequence[str]) -> int:
+    """Delete the profiles of ``member_ids``; returns how many."""
+    if not member_ids:
+        return 0
+    stmt = delete(member_profiles).where(
+        member_profiles.c.member_id == bindparam("m_id", type_=String)
+    )
+    result = conn.execute(stmt, [{"m_id": m} for m in member_ids])
     return result.rowcount
+
+
+#: The stored profiles as the publisher compares them: the profile text as its MD5, and whether
+#: the row's values are in the order of the fields being published.
+STORED_PROFILES_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.string()),
+        pa.field("segment", pa.string()),
+        pa.field("persona", pa.int32()),
+        pa.field("tags", pa.string()),
+        pa.field("profile", pa.string()),
+        pa.field("same_fields", pa.int32()),
+    ]
+)
+
+
+def load_profiles(conn: Connection, con: duckdb.DuckDBPyConnection, name: str, fields: str) -> int:
+    """Copy every published profile into the DuckDB table ``name``
+    (:data:`STORED_PROFILES_SCHEMA`); ``fields`` is the JSON list of field names the new rows
+    use. Returns the rows copied."""
+    query = select(
+        member_profiles.c.member_id,
+        member_profiles.c.segment,
+        member_profiles.c.persona,
+        member_profiles.c.tags,
+        member_profiles.c.profile,
+        case((builds.c.fields == fields, 1), else_=0),
+    ).select_from(
+        member_profiles.outerjoin(builds, builds.c.build_id == member_profiles.c.build_id)
+    )
+    return diffpublish.load_published(
+        conn, query, con, name, STORED_PROFILES_SCHEMA, digest=["profile"]
+    )
 
 
 def replace_groups(conn: Connection, build_id: str, rows: list[dict[str, Any]]) -> None:
@@ -110,7 +150,11 @@ def replace_groups(conn: Connection, build_id: str, rows: list[dict[str, Any]]) 
 
 
 def get_profile(conn: Connection, member_id: str) -> RowMapping | None:
-    """The member's profile row with its build's ``fields`` (the names of its values)."""
+    """The member's profile row with its build's ``fields`` (the names of its values).
+
+    A row is rewritten only when a build changes it, so its own ``build_id`` is the build that
+    last changed it; the build it is shown as part of is the live one, read beside it.
+    """
     query = (
         select(member_profiles, builds.c.fields)
         .join(builds, builds.c.build_id == member_profiles.c.build_id)
@@ -248,8 +292,12 @@ class BuildArtifacts:
             found.append(f"{blank} member(s) have a null member_id or segment")
         return found
 
-    def profile_rows(self, field_names: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """Batches of (member_id, segment, persona, tags, profile), in member_id order.
+    def profile_rows(
+        self, field_names: Sequence[str], batch_rows: int, *, stored: str | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Batches of (member_id, segment, persona, tags, profile), in member_id order; with
+        ``stored`` (a table of :data:`STORED_PROFILES_SCHEMA` in this DuckDB), only the rows
+        that differ from it or are not in it.
 
         ``tags`` is a JSON array text. ``profile`` is a JSON object text: ``fields``, the
         values of ``field_names`` in that order (null for a field the build did not write),
@@ -295,10 +343,37 @@ class BuildArtifacts:
             JOIN segments s USING (member_id)
             LEFT JOIN d USING (member_id)
             LEFT JOIN t USING (member_id)
-            ORDER BY p.member_id
         """
+        if stored is None:
+            sql += " ORDER BY p.member_id"
+        else:
+            sql = f"""
+                WITH n AS ({sql})
+                SELECT n.* FROM n LEFT JOIN "{stored}" s USING (member_id)
+                WHERE s.member_id IS NULL
+                   OR s.same_fields = 0
+                   OR n.segment IS DISTINCT FROM s.segment
+                   OR n.persona IS DISTINCT FROM s.persona
+                   OR n.tags IS DISTINCT FROM s.tags
+                   OR md5(n.profile) IS DISTINCT FROM s.profile
+                ORDER BY n.member_id
+            """
         reader = self.con.sql(sql).to_arrow_reader(batch_rows)
         yield from reader
+
+    def gone_members(self, stored: str, batch_rows: int) -> Iterator[list[str]]:
+        """Batches of the members of ``stored`` absent from this build, in member_id order."""
+        sql = f"""
+            SELECT member_id FROM "{stored}" s ANTI JOIN profiles p USING (member_id)
+            ORDER BY member_id
+        """
+        for batch in self.con.sql(sql).to_arrow_reader(batch_rows):
+            yield batch.column(0).to_pylist()
+
+    def members(self) -> int:
+        """Members of the build (rows of profiles.parquet)."""
+        (count,) = self._one("SELECT count(*) FROM profiles")
+        return int(count)
 
     def group_counts(self) -> dict[tuple[str, str], int]:
         """Members per (kind, name): per lifecycle segment, per persona (``persona-<id>``)

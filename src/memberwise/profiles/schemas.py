@@ -15,10 +15,12 @@ FieldValue = int | float | str | None
 
 
 class BuildStatus(StrEnum):
-    """``published``: the build the API shows; ``superseded``: published once, replaced since."""
+    """``published``: the build the API shows; ``superseded``: published once, replaced since;
+    ``publishing``: its profiles are being written (not shown yet)."""
 
     published = "published"
     superseded = "superseded"
+    publishing = "publishing"
 
 
 class GroupKind(StrEnum):
@@ -169,7 +171,10 @@ class PublishResult(BaseModel):
     build_id: str
     as_of: datetime
     published_at: datetime
-    members: int = Field(description="Profiles written (one per member of the build).")
+    members: int = Field(description="Members of the build (one published profile each).")
+    written: int = Field(
+        default=0, description="Profiles written: new members and members whose profile changed."
+    )
     removed: int = Field(description="Profiles deleted: members absent from this build.")
     segments: int
     personas: int

@@ -17,6 +17,8 @@ import orjson
 from pydantic import ValidationError
 from sqlalchemy import Connection, RowMapping
 
+from memberwise.kit import diffpublish
+from memberwise.kit.diffpublish import Commit, no_commit
 from memberwise.kit.errors import InvalidRequest, NotFound
 from memberwise.kit.pagination import DEFAULT_LIMIT, Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
@@ -39,8 +41,6 @@ from memberwise.profiles.schemas import (
     TagsOut,
 )
 
-#: Profiles per INSERT batch: bounds the memory one batch holds (10k x ~1.3 kB).
-_CHUNK = 10_000
 #: A persona's group name is this prefix and its id, e.g. ``persona-3``.
 PERSONA_PREFIX = "persona-"
 
@@ -141,13 +141,19 @@ def _persona_groups(
     return rows
 
 
-def publish_build(conn: Connection, build_dir: Path) -> PublishResult:
+def publish_build(
+    conn: Connection, build_dir: Path, *, commit: Commit = no_commit
+) -> PublishResult:
     """Publish the build in ``build_dir``: it becomes the build the API shows.
 
-    In the caller's transaction: upserts every member's profile, deletes the profiles of
-    members absent from this build, replaces the build's segment, persona and tag groups and
-    records the build as published (earlier builds become superseded). Publishing the same
-    build again leaves every row as it was (its first ``published_at`` is kept).
+    By difference: only the profiles that differ from the published ones (or are new) are
+    written, and the profiles of members absent from this build deleted, each
+    :data:`~memberwise.kit.diffpublish.BATCH_ROWS` members a transaction (``commit`` after
+    each); then the build's segment, persona and tag groups are replaced and the build is
+    recorded as the published one (earlier builds become superseded) in the last transaction.
+    Until then readers see the previous build's groups and id, and each member's profile
+    whole, from one build or the other. Publishing the same build again writes no profile (its
+    first ``published_at`` is kept); after a crash it writes what the crash left unwritten.
 
     Raises InvalidBuild when the directory lacks an artifact, build.json does not parse, or
     a member appears twice or has no segment; nothing is written then.
@@ -161,31 +167,38 @@ def publish_build(conn: Connection, build_dir: Path) -> PublishResult:
             raise InvalidBuild(
                 f"{build_dir} cannot be published: {'; '.join(problems)}", details=problems
             )
-        repository.supersede_others(conn, build_id)
-        live = repository.live_build(conn)  # this build, when it is published already
-        published_at = live["published_at"] if live is not None else utcnow()
-        repository.upsert_build(
-            conn,
-            {
-                "build_id": build_id,
-                "as_of": as_of,
-                "engine": manifest.engine,
-                "status": BuildStatus.published.value,
-                "started_at": manifest.started_at and as_utc(manifest.started_at),
-                "finished_at": manifest.finished_at and as_utc(manifest.finished_at),
-                "published_at": published_at,
-                "fields": json.dumps(FIELD_NAMES),
-                "summary": json.dumps(raw, ensure_ascii=False),
-            },
-        )
-        published = 0
-        for batch in artifacts.profile_rows(FIELD_NAMES, _CHUNK):
+        fields = json.dumps(FIELD_NAMES)
+        live = repository.live_build(conn)
+        already = live is not None and live["build_id"] == build_id
+        published_at = live["published_at"] if live is not None and already else utcnow()
+        build_row = {
+            "build_id": build_id,
+            "as_of": as_of,
+            "engine": manifest.engine,
+            "status": BuildStatus.published.value if already else BuildStatus.publishing.value,
+            "started_at": manifest.started_at and as_utc(manifest.started_at),
+            "finished_at": manifest.finished_at and as_utc(manifest.finished_at),
+            "published_at": published_at,
+            "fields": fields,
+            "summary": json.dumps(raw, ensure_ascii=False),
+        }
+        # The build's row first (not yet shown): the profiles written below name it.
+        repository.upsert_build(conn, build_row)
+        commit()
+        repository.load_profiles(conn, artifacts.con, "stored", fields)
+        written = 0
+        for batch in artifacts.profile_rows(FIELD_NAMES, diffpublish.BATCH_ROWS, stored="stored"):
             rows: list[dict[str, Any]] = batch.to_pylist()
             for row in rows:
                 row["build_id"] = build_id
             repository.upsert_profiles(conn, rows)
-            published += len(rows)
-        removed = repository.delete_profiles_of_other_builds(conn, build_id)
+            written += len(rows)
+            commit()
+        removed = 0
+        for gone in artifacts.gone_members("stored", diffpublish.BATCH_ROWS):
+            removed += repository.delete_profiles(conn, gone)
+            commit()
+        members = artifacts.members()
         counts = artifacts.group_counts()
     segments = _rule_groups(GroupKind.segment, manifest.segments, counts)
     personas = _persona_groups(manifest.personas, counts)
@@ -196,11 +209,15 @@ def publish_build(conn: Connection, build_dir: Path) -> PublishResult:
         for position, row in enumerate(part)
     ]
     repository.replace_groups(conn, build_id, groups)
+    # The flip: this build becomes the one shown, in the caller's last transaction.
+    repository.supersede_others(conn, build_id)
+    repository.upsert_build(conn, {**build_row, "status": BuildStatus.published.value})
     return PublishResult(
         build_id=build_id,
         as_of=as_of,
         published_at=published_at,
-        members=published,
+        members=members,
+        written=written,
         removed=removed,
         segments=len(segments),
         personas=len(personas),
@@ -209,17 +226,24 @@ def publish_build(conn: Connection, build_dir: Path) -> PublishResult:
 
 
 def get_profile(conn: Connection, member_id: str) -> ProfileOut:
-    """The member's profile in the published build. Raises ProfileNotFound."""
+    """The member's profile in the published build. Raises ProfileNotFound.
+
+    A build writes only the profiles it changes, so a profile is shown as part of the live
+    build (its id, as-of time and publication), whichever build last wrote the row; while a
+    build is being published, a member it has reached already shows the new values under the
+    previous build's id until the build flips to published.
+    """
     row = repository.get_profile(conn, member_id)
     if row is None:
         raise ProfileNotFound(f"no published profile for member {member_id!r}")
+    build = repository.live_build(conn) or row
     profile = orjson.loads(row["profile"])
     names = orjson.loads(row["fields"])
     return ProfileOut(
         member_id=row["member_id"],
-        build_id=row["build_id"],
-        as_of=row["as_of"],
-        published_at=row["published_at"],
+        build_id=build["build_id"],
+        as_of=build["as_of"],
+        published_at=build["published_at"],
         segment=row["segment"],
         persona=row["persona"],
         tags=orjson.loads(row["tags"]),
