@@ -296,4 +296,5 @@ def browser_sign_in(tab: Tab, live: LiveConsole, role: Role) -> None:
     page.get_by_label(re.compile("Staff id|员工账号")).fill(live.staff[role])
     page.get_by_label(re.compile("Password|密码")).fill(PASSWORD)
     page.get_by_role("button", name=re.compile("Sign in|登录")).click()
+    page.wait_for_url(re.compile(r".*/console/(members)?$"))
     page.wait_for_load_state("networkidle")

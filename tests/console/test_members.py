@@ -104,6 +104,8 @@ def test_service_adjusts_points_once_per_form(signed_in: SignIn, runtime: Runtim
             select(points_balances.c.available).where(points_balances.c.member_id == mid)
         ).scalar_one()
     assert balance == 120
+    history = client.get(f"/console/members/{mid}").text
+    assert "<td>+120</td>" in history and "goodwill for a late parcel" in history
 
 
 def test_an_action_without_the_csrf_token_or_the_role_changes_nothing(
