@@ -1,0 +1,1 @@
+"""The web console for staff and the member center for members (server-rendered pages)."""
