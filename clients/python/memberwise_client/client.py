@@ -201,6 +201,15 @@ class Client(_Base):
         out: models.WebhookEndpoint = self._run(ops.create_webhook_endpoint(url, event_types))
         return out
 
+    def member_center_link(
+        self, member_id: str, *, ttl_seconds: int | None = None, lang: str | None = None
+    ) -> models.MemberCenterLink:
+        """A signed, short-lived link to the member's member center (open it in a web view)."""
+        out: models.MemberCenterLink = self._run(
+            ops.member_center_link(member_id, ttl_seconds, lang)
+        )
+        return out
+
 
 class AsyncClient(_Base):
     """The memberwise API for asyncio: the same methods as :class:`Client`, awaited."""
@@ -298,4 +307,13 @@ class AsyncClient(_Base):
         self, member_id: str, *, n: int = 20, category: str | None = None
     ) -> models.Recommendations:
         out: models.Recommendations = await self._run(ops.recommendations(member_id, n, category))
+        return out
+
+    async def member_center_link(
+        self, member_id: str, *, ttl_seconds: int | None = None, lang: str | None = None
+    ) -> models.MemberCenterLink:
+        """A signed, short-lived link to the member's member center (open it in a web view)."""
+        out: models.MemberCenterLink = await self._run(
+            ops.member_center_link(member_id, ttl_seconds, lang)
+        )
         return out

@@ -104,3 +104,11 @@ class WebhookEndpoint(_Model):
     event_types: list[str]
     status: str
     secret: str | None = None
+
+
+class MemberCenterLink(_Model):
+    """A signed member-center link; it works until ``expires_at``."""
+
+    url: str
+    member_id: str
+    expires_at: datetime

@@ -58,6 +58,7 @@ OPERATIONS: list[tuple[str, str, tuple[str, ...], type[BaseModel] | None]] = [
     ("POST", "/v1/orders/{order_id}/refunds", (), None),
     ("GET", "/v1/members/{member_id}/recommendations", ("n", "category"), models.Recommendations),
     ("POST", "/v1/webhooks/endpoints", (), models.WebhookEndpoint),
+    ("POST", "/v1/member-center/links", (), models.MemberCenterLink),
 ]
 
 
@@ -142,3 +143,9 @@ def create_webhook_endpoint(url: str, event_types: Sequence[str]) -> Request:
         model=models.WebhookEndpoint,
         retry=Retry.never,
     )
+
+
+def member_center_link(member_id: str, ttl_seconds: int | None, lang: str | None) -> Request:
+    # Safe to send again: a link is computed, nothing is stored.
+    body = {"member_id": member_id} | _params(ttl_seconds=ttl_seconds, lang=lang)
+    return Request("POST", "/v1/member-center/links", json=body, model=models.MemberCenterLink)
