@@ -195,4 +195,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(member_endpoints.router)
     # Recommendations leave out kept-away merchants' items (the program's merchants section).
     merchants_service.install_recommendation_hook(lambda: rt.program().merchants)
+    # The staff console (issue 18): server-rendered pages at /console, outside the OpenAPI.
+    from memberwise.console.web import create_console
+
+    app.mount("/console", create_console(rt))
     return app

@@ -18,6 +18,8 @@ from typer.core import TyperGroup
 from memberwise import __version__
 from memberwise.campaigns.commands import app as campaigns_app
 from memberwise.config import Settings, get_settings
+from memberwise.console.commands import app as console_app
+from memberwise.console.commands import console_url, demo_admin_link
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
 from memberwise.feedback.commands import app as feedback_app
@@ -83,6 +85,7 @@ app.add_typer(privacy_app, name="privacy", help="Members' data rights, erasure a
 app.add_typer(service_app, name="service", help="The service desk: SLA sweep, reports, queue.")
 app.add_typer(feedback_app, name="feedback", help="Feedback topics, rising complaints, analysis.")
 app.add_typer(merchants_app, name="merchants", help="Merchant scorecards and penalties.")
+app.add_typer(console_app, name="console", help="The staff console: passwords, sign-in links.")
 app.command("load-demo-ledgers", help="Replay the lake's demo orders through the ledgers.")(
     load_demo_command
 )
@@ -392,6 +395,8 @@ def run(
     lines = [
         f"API        {base}   (docs {base}/docs)",
         f"admin key  {key_line}",
+        f"console    {console_url(settings)}",
+        f"sign in    {demo_admin_link(settings)}   (staff 'admin', works once)",
         f"data       {settings.home}",
         "",
         "try        export KEY=$(cat " + str(_admin_key_file(settings)) + ")",

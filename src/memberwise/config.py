@@ -124,6 +124,25 @@ class Settings(BaseSettings):
         description="How far ahead of the server's clock a business time may lie (clock skew).",
     )
 
+    # -- the staff console (issue 18) ------------------------------------------------------
+    console_idle_minutes: float = Field(
+        default=30,
+        gt=0,
+        le=24 * 60,
+        description="A console session not used for this long is closed (sign in again).",
+    )
+    console_link_minutes: float = Field(
+        default=15,
+        gt=0,
+        le=24 * 60,
+        description="How long a one-time sign-in link printed by `memberwise console link` "
+        "stays valid.",
+    )
+    console_secure_cookie: bool = Field(
+        default=False,
+        description="Mark the console's session cookie Secure (set it when served over HTTPS).",
+    )
+
     @model_validator(mode="after")
     def _absolute_home(self) -> Settings:
         self.home = self.home.expanduser().absolute()

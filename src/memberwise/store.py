@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 # Imported for their side effect: each module registers its tables on kit.db.metadata.
 from memberwise.campaigns import tables as _campaigns_tables  # noqa: F401
+from memberwise.console import tables as _console_tables  # noqa: F401
 from memberwise.events import tables as _events_tables  # noqa: F401
 from memberwise.feedback import tables as _feedback_tables  # noqa: F401
 from memberwise.kit import outbox as _outbox  # noqa: F401

@@ -1,1 +1,2 @@
-"""The web console for staff and the member center for members (server-rendered pages)."""
+"""The staff console (server-rendered pages, Jinja2 + htmx + Plotly, mounted at ``/console``) and
+the member center members open through a signed link (``/member-center``)."""

@@ -172,4 +172,4 @@ def choose_locale(program_locale: str, asked: str | None) -> Locale:
     for locale in LOCALES:
         if asked == locale or (asked and asked.lower().startswith(locale[:2].lower())):
             return locale
-    return "en" if program_locale == "en" else "zh-CN"
+    return "zh-CN" if program_locale.lower().startswith("zh") else "en"

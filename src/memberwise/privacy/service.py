@@ -95,6 +95,12 @@ def create_staff(conn: Connection, data: StaffCreate, *, actor: Principal = SYST
     return StaffOut.model_validate(values)
 
 
+def get_staff(conn: Connection, staff_id: str) -> StaffOut | None:
+    """The staff account ``staff_id``, or None (the console signs staff in by it)."""
+    row = repository.get_staff(conn, staff_id)
+    return StaffOut.model_validate(dict(row)) if row is not None else None
+
+
 def list_staff(conn: Connection) -> list[StaffOut]:
     return [StaffOut.model_validate(dict(row)) for row in repository.list_staff(conn)]
 

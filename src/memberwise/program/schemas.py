@@ -27,7 +27,7 @@ what is wrong, how to fix it, and a rule's name and position) in the error conte
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
@@ -168,8 +168,8 @@ class Program(Section):
     name: str = Field(min_length=1, max_length=200)
     #: IANA time zone of member-facing day boundaries and of the habit fields' hours.
     display_timezone: str = DEFAULT_TIMEZONE
-    #: Language of member-facing and console labels.
-    locale: Literal["zh-CN", "en"] = "zh-CN"
+    #: Language of the staff console's labels (``zh-CN`` or ``en``; others fall back to English).
+    locale: str = Field(default="zh-CN", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
     #: Tag name -> tag; a member carries every tag whose rule matches.
     tags: dict[str, Tag] = Field(default_factory=dict)
     #: Tried in order, the first match is the member's segment; the last is always ``true``.

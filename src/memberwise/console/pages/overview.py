@@ -1,0 +1,233 @@
+"""Overview: members by tier and segment over builds, subscriptions and revenue, points
+liability, coupon budgets, CLV and churn-risk distributions, black-card quota."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from memberwise.console import charts, i18n
+from memberwise.console import overview_queries as q
+from memberwise.console.nav import ANALYSTS
+from memberwise.console.schemas import ConsoleUser
+from memberwise.console.web import Require, render, runtime_of
+from memberwise.kit.db import transaction
+from memberwise.kit.errors import MemberwiseError
+from memberwise.kit.time import utcnow
+
+router = APIRouter()
+Analyst = Annotated[ConsoleUser, Depends(Require(*ANALYSTS))]
+
+i18n.add(
+    {
+        "overview.title": ("运营总览", "Overview"),
+        "overview.tiers": ("各等级会员数", "Members by tier"),
+        "overview.tiers_over_time": ("各等级会员数（按构建）", "Members by tier over builds"),
+        "overview.segments": ("生命周期分群（按构建）", "Lifecycle segments over builds"),
+        "overview.subscriptions": ("付费会员订阅", "Paid subscriptions"),
+        "overview.revenue": ("会员费收入", "Membership fee revenue"),
+        "overview.points": ("积分负债", "Points liability"),
+        "overview.coupons": ("优惠券预算使用", "Coupon budgets used"),
+        "overview.clv": ("12 个月 CLV 分布", "12-month CLV distribution"),
+        "overview.churn": ("流失风险分布", "Churn-risk distribution"),
+        "overview.black_card": ("黑卡名额使用", "Black-card quota used"),
+        "col.tier": ("等级", "Tier"),
+        "col.build": ("构建", "Build"),
+        "col.segment": ("分群", "Segment"),
+        "col.plan": ("方案", "Plan"),
+        "col.status": ("状态", "Status"),
+        "col.paid": ("已收", "Paid"),
+        "col.refunded": ("已退", "Refunded"),
+        "col.net": ("净收入", "Net"),
+        "col.kind": ("类别", "Kind"),
+        "col.points": ("积分", "Points"),
+        "col.template": ("券模板", "Template"),
+        "col.issued": ("已发", "Issued"),
+        "col.redeemed": ("已核销", "Redeemed"),
+        "col.budget": ("预算", "Budget"),
+        "col.discount": ("优惠金额", "Discount given"),
+        "col.range": ("区间", "Range"),
+        "col.quota": ("名额", "Quota"),
+        "points.available": ("可用", "Available"),
+        "points.pending": ("待生效", "Pending"),
+        "points.expiring_30d": ("30 天内过期", "Expiring in 30 days"),
+        "points.expiring_90d": ("90 天内过期", "Expiring in 90 days"),
+    }
+)
+
+_RISK_EDGES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+_CLV_EDGES_YUAN = [0, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 10**9]
+
+
+def _tier_order(rt_program: Any, found: set[str]) -> list[str]:
+    ladder = [t.name for t in rt_program.tiers] if rt_program is not None else []
+    return ladder + sorted(found - set(ladder))
+
+
+def _build_label(as_of: Any) -> str:
+    return f"{as_of:%Y-%m-%d %H:%M}"
+
+
+def overview_context(request: Request) -> dict[str, Any]:
+    """Every figure and table of the overview (one read transaction)."""
+    rt = runtime_of(request)
+    t = i18n.translator(rt.program().locale)
+    try:
+        program = rt.program()
+    except MemberwiseError:
+        program = None
+    now = utcnow()
+    with transaction(rt.engine) as conn:
+        tiers_now = q.members_by_tier(conn)
+        recent = q.recent_builds(conn)
+        segments = q.segments_by_build(conn, [b for b, _ in recent])
+        tiers_then = {b: q.tiers_at(conn, as_of) for b, as_of in recent}
+        subs = q.subscriptions_by_plan(conn)
+        revenue = q.revenue_by_plan(conn)
+        points = q.points_liability(conn, now)
+        coupons = q.coupon_budget_use(conn)
+        clv, risk = q.prediction_values(conn)
+        invitations = q.invitations_by_status(conn)
+    order = _tier_order(program, set(tiers_now) | {k for v in tiers_then.values() for k in v})
+    labels = [_build_label(a) for _, a in recent]
+    seg_names = [s.name for s in program.segments] if program is not None else []
+    seg_names += sorted({k for v in segments.values() for k in v} - set(seg_names))
+    budgets = program.coupons if program is not None else {}
+    clv_yuan = [c / 100 for c in clv]
+    card = program.black_card if program is not None else None
+    ctx: dict[str, Any] = {
+        "tiers": {
+            "figure": charts.bar(order, [tiers_now.get(n, 0) for n in order]),
+            "rows": [(n, f"{tiers_now.get(n, 0):,}") for n in order if n in tiers_now],
+        },
+        "tiers_over_time": {
+            "figure": charts.stacked(
+                labels, {n: [tiers_then[b].get(n, 0) for b, _ in recent] for n in order}
+            ),
+            "rows": [
+                (lab, n, f"{tiers_then[b].get(n, 0):,}")
+                for (b, _), lab in zip(recent, labels, strict=True)
+                for n in order
+                if tiers_then[b].get(n)
+            ],
+        },
+        "segments": {
+            "figure": charts.stacked(
+                labels, {s: [segments[b].get(s, 0) for b, _ in recent] for s in seg_names}
+            ),
+            "rows": [
+                (lab, s, f"{segments[b].get(s, 0):,}")
+                for (b, _), lab in zip(recent, labels, strict=True)
+                for s in seg_names
+                if s in segments[b]
+            ],
+        },
+        "subscriptions": {
+            "figure": charts.stacked(
+                sorted({p for p, _, _ in subs}),
+                {
+                    status: [
+                        sum(n for p, s, n in subs if p == plan and s == status)
+                        for plan in sorted({p for p, _, _ in subs})
+                    ]
+                    for status in sorted({s for _, s, _ in subs})
+                },
+            ),
+            "rows": [(p, s, f"{n:,}") for p, s, n in subs],
+        },
+        "revenue": {
+            "figure": charts.bar(
+                sorted(revenue), [(revenue[p][0] - revenue[p][1]) / 100 for p in sorted(revenue)]
+            ),
+            "rows": [
+                (p, i18n.yuan(paid), i18n.yuan(back), i18n.yuan(paid - back))
+                for p, (paid, back) in sorted(revenue.items())
+            ],
+        },
+        "points": {
+            "figure": charts.bar([t(f"points.{k}") for k in points], list(points.values())),
+            "rows": [(t(f"points.{k}"), f"{v:,}") for k, v in points.items()],
+        },
+        "coupons": {
+            "figure": charts.stacked(
+                [c[0] for c in coupons],
+                {
+                    t("col.issued"): [c[1] for c in coupons],
+                    t("col.redeemed"): [c[2] for c in coupons],
+                },
+            )
+            | {"layout": {"barmode": "group", "legend": {"orientation": "h"}}},
+            "rows": [
+                (
+                    name,
+                    f"{issued:,}",
+                    f"{redeemed:,}",
+                    i18n.yuan(money),
+                    _budget(budgets.get(name)),
+                )
+                for name, issued, redeemed, money in coupons
+            ],
+        },
+        "clv": {
+            "figure": charts.histogram(clv_yuan, bins=30, x_title="¥"),
+            "rows": _binned(clv_yuan, _CLV_EDGES_YUAN, money=True),
+        },
+        "churn": {
+            "figure": charts.histogram(risk, bins=10),
+            "rows": _binned(risk, _RISK_EDGES, money=False),
+        },
+        "black_card": {
+            "figure": charts.bar(
+                sorted(invitations), [invitations[s] for s in sorted(invitations)]
+            ),
+            "rows": [(s, f"{n:,}") for s, n in sorted(invitations.items())],
+            "tier": card.tier if card is not None else None,
+            "quota": _quota_text(card),
+        },
+    }
+    return ctx
+
+
+def _budget(template: Any) -> str:
+    if template is None:
+        return "-"
+    parts = []
+    if template.budget_count is not None:
+        parts.append(f"{template.budget_count:,}")
+    if template.budget_money is not None:
+        parts.append(i18n.yuan(template.budget_money))
+    return " / ".join(parts) or "-"
+
+
+def _quota_text(card: Any) -> str:
+    if card is None:
+        return "-"
+    quota = card.quota
+    if quota.count is not None:
+        return f"{quota.count:,}"
+    return f"1 / {quota.per_active_members:,} active"
+
+
+def _binned(
+    values: Sequence[float], edges: Sequence[float], *, money: bool
+) -> list[tuple[str, str]]:
+    counts = charts.bins(values, edges)
+    out = []
+    for i, n in enumerate(counts):
+        lo, hi = edges[i], edges[i + 1]
+        label = (
+            (f"¥{lo:,.0f} – ¥{hi:,.0f}" if money and hi < 10**9 else f"≥ ¥{lo:,.0f}")
+            if money
+            else f"{lo:.1f} – {hi:.1f}"
+        )
+        if n:
+            out.append((label, f"{n:,}"))
+    return out
+
+
+@router.get("/", include_in_schema=False)
+def overview(request: Request, user: Analyst) -> HTMLResponse:
+    return render(request, "overview.html", user, **overview_context(request))
