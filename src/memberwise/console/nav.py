@@ -22,6 +22,13 @@ class NavEntry:
 #: In display order. A page adds its entry here and its router in :mod:`memberwise.console.web`.
 NAV: list[NavEntry] = [
     NavEntry("/", "nav.overview", ANALYSTS),
+    # The operations pages, with the roles of the API routes they use.
+    NavEntry("/desk", "nav.desk", frozenset({Role.admin, Role.service})),
+    NavEntry("/merchants", "nav.merchants", READERS),
+    NavEntry("/campaigns", "nav.campaigns", ANALYSTS),
+    NavEntry("/webhooks", "nav.webhooks", frozenset({Role.admin, Role.platform})),
+    NavEntry("/privacy", "nav.privacy", frozenset({Role.admin, Role.service})),
+    NavEntry("/bulk", "nav.bulk", ANALYSTS),
 ]
 
 

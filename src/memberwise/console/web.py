@@ -189,7 +189,16 @@ _HEADERS = {
 
 def create_console(rt: Runtime) -> FastAPI:
     """The console app over ``rt`` (mounted by ``create_app`` at ``/console``)."""
-    from memberwise.console.pages import auth, overview
+    from memberwise.console.pages import (
+        auth,
+        bulk,
+        campaigns,
+        desk,
+        merchants,
+        overview,
+        privacy_requests,
+        webhooks,
+    )
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="memberwise console")
     app.state.runtime = rt
@@ -218,4 +227,7 @@ def create_console(rt: Runtime) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for module in (auth, overview):
         app.include_router(module.router)
+    # The operations pages (desk, merchants, campaigns, webhooks, privacy requests, bulk).
+    for ops in (desk, merchants, campaigns, webhooks, privacy_requests, bulk):
+        app.include_router(ops.router)
     return app
