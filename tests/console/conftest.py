@@ -33,6 +33,18 @@ PASSWORD = "correct horse battery staple"
 ROOT = Path(__file__).resolve().parents[2]
 
 StaffFactory = Callable[..., str]
+DEMO_PROGRAM = ROOT / "programs" / "demo.yaml"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    """The shared settings with the demo program (tiers, coupons, black card) as the program."""
+    return Settings(
+        home=tmp_path / "home",
+        database_url=db_url,
+        pii_key=TEST_PII_KEY,  # type: ignore[arg-type]
+        program_file=DEMO_PROGRAM,
+    )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from memberwise.console.nav import NAV
+from memberwise.console.nav import entries
 from memberwise.privacy.schemas import Role
 from tests.console.conftest import ROOT, LiveConsole, Tab, browser_sign_in
 
@@ -34,7 +34,7 @@ def test_each_role_sees_its_pages_and_nothing_leaves_the_machine(
     browser_sign_in(tab, live_console, role)
     page = tab.page
     nav = page.get_by_role("navigation")
-    allowed = [e for e in NAV if role is Role.admin or role in e.roles]
+    allowed = [e for e in entries() if role is Role.admin or role in e.roles]
     hrefs = nav.locator("a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
     assert hrefs == [f"/console{e.path}" for e in allowed]
     for entry in allowed:

@@ -22,7 +22,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException
 
-from memberwise.console import member_links, member_view
+from memberwise.console import member_center_view as member_view
+from memberwise.console import member_links
 from memberwise.console.member_i18n import Words, choose_locale
 from memberwise.console.member_links import LinkInvalid, SignedLink
 from memberwise.kit.db import transaction

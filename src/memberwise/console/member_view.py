@@ -1,221 +1,201 @@
-"""What the member center shows one member, gathered from the domains' services in one read.
+"""Everything Member 360 shows about one member, read through each domain's service.
 
-Nothing here writes except :func:`change_consent` (the member's own answer, through the
-privacy service). Sections a member does not have yet (no tier before the first build, no
-published recommendations) are empty, never an error: the member center always opens for a
-member the platform registered.
+A section whose source has nothing yet (no build published, no predictions, an unknown member
+in the ledger) is ``None`` and the page says so; it never fails the page.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection
-
-from memberwise.console.member_i18n import Words
-from memberwise.ledger import benefits as ledger_benefits
-from memberwise.ledger import coupons as ledger_coupons
-from memberwise.ledger import points as ledger_points
-from memberwise.ledger import service as ledger
-from memberwise.ledger.benefits import BenefitStatus
-from memberwise.ledger.schemas import CouponOut, CouponStatus, Lot
+from memberwise.console.schemas import ConsoleUser
+from memberwise.kit.db import transaction
+from memberwise.kit.errors import MemberwiseError
+from memberwise.kit.time import utcnow
+from memberwise.ledger import benefits, coupons, orders, points
+from memberwise.members import service as members
 from memberwise.membership import service as membership
-from memberwise.membership.schemas import MembershipOut, Shortfall
+from memberwise.predict import service as predict
 from memberwise.privacy import consent
-from memberwise.privacy.schemas import (
-    ConsentIn,
-    ConsentStatus,
-    Principal,
-    Purpose,
-    PurposeState,
-    Role,
-)
-from memberwise.program.ledger import CouponKind
-from memberwise.program.schemas import Program
+from memberwise.privacy import service as privacy
+from memberwise.privacy.schemas import Purpose, Role
+from memberwise.profiles import service as profiles
 from memberwise.recommend import service as recommend
-from memberwise.recommend.schemas import RecommendationsOut
-from memberwise.recommend.serving import RecentEvents
+from memberwise.recommend.serving import recent_events
+from memberwise.runtime import Runtime
 
-#: Points expiring within this many days are listed.
-EXPIRY_DAYS = 90
-COUPONS_SHOWN = 20
-RECS_SHOWN = 6
-#: Benefit kinds whose counters are money (fen), shown in yuan.
-MONEY_KINDS = frozenset({"express_refund"})
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Progress:
-    """One condition towards the next tier: what it says and how far along (0-100)."""
-
-    text: str
-    percent: int
-
-
-@dataclass(frozen=True)
-class Expiring:
-    on: datetime
-    points: int
-
-
-@dataclass(frozen=True)
-class CouponLine:
-    coupon: CouponOut
-    description: str
-    terms: str
+def _maybe(read: Callable[[], T]) -> T | None:
+    try:
+        return read()
+    except MemberwiseError:
+        return None
 
 
 @dataclass
-class MemberCenter:
-    """The member center of one member, ready for the templates."""
+class MemberView:
+    """The sections of a member's page (each None when its source has nothing)."""
 
     member_id: str
-    program: str
-    membership: MembershipOut | None
-    progress: list[Progress]
-    score_percent: int
-    #: True when no tier above the member's can be reached by qualifying.
-    top_tier: bool
-    benefits: list[BenefitStatus]
-    available: int
-    pending: int
-    debt: int
-    expiring: list[Expiring]
-    coupons: list[CouponLine]
-    recommendations: RecommendationsOut
-    consents: list[PurposeState] = field(default_factory=list)
+    member: Any
+    profile: Any
+    persona: str | None
+    membership: Any
+    points: Any
+    coupons: list[Any]
+    orders: list[Any]
+    benefits: Any
+    predictions: Any
+    recommendations: Any
+    audit: list[Any] | None
+    tiers: list[str]
+    templates: list[str]
 
 
-def member_principal(member_id: str) -> Principal:
-    """The actor of a member's own change from the member center (in the audit log)."""
-    return Principal(key_id="member-center", role=Role.platform, name=f"member {member_id}")
+def _persona_label(segments: Any, persona: int | None) -> str | None:
+    if persona is None:
+        return None
+    for p in segments.personas:
+        if p.id == persona:
+            return f"{p.label} ({p.name})" if p.label != p.name else p.name
+    return f"persona-{persona}"
 
 
-def _percent(have: int | None, need: int | None) -> int:
-    if not need:
-        return 100
-    return max(0, min(100, round(100 * (have or 0) / need)))
+def member_view(rt: Runtime, member_id: str, user: ConsoleUser) -> MemberView:
+    """Read every section for ``user`` (their PII read, if their role allows one, is audited
+    in the same transaction). Raises MemberNotFound for an unknown member."""
+    program = rt.program()
+    actor = user.principal
+    with transaction(rt.engine) as conn:
+        member = members.get_member(conn, rt.cipher, member_id, actor=actor)
+        profile = _maybe(lambda: profiles.get_profile(conn, member_id))
+        persona = _persona_label(profiles.list_segments(conn), profile.persona) if profile else None
+        view = MemberView(
+            member_id=member_id,
+            member=member,
+            profile=profile,
+            persona=persona,
+            membership=_maybe(lambda: membership.membership(conn, program, member_id)),
+            points=_maybe(lambda: points.points_of(conn, member_id, after=None, limit=20)),
+            coupons=_maybe(
+                lambda: coupons.member_coupons(conn, member_id, status=None, after=None, limit=50)[
+                    0
+                ]
+            )
+            or [],
+            orders=_maybe(lambda: orders.member_orders(conn, member_id, after=None, limit=20).items)
+            or [],
+            benefits=_maybe(lambda: benefits.benefits_now(conn, program, member_id, utcnow())),
+            predictions=_maybe(lambda: predict.get_member_predictions(conn, member_id)),
+            recommendations=None,
+            audit=(
+                privacy.list_audit(conn, limit=50, member_id=member_id).items
+                if user.role is Role.admin
+                else None
+            ),
+            tiers=[t.name for t in program.tiers],
+            templates=sorted(program.coupons),
+        )
+        personalize = consent.allows(conn, program.privacy, member_id, Purpose.personalization)
+        view.recommendations = _maybe(
+            lambda: recommend.recommend(
+                conn, recent_events(rt.lake), member_id, n=10, personalize=personalize
+            )
+        )
+    return view
 
 
-def _shortfall_text(words: Words, s: Shortfall, score_name: str) -> str:
-    if words.locale == "en" or s.missing is None:
-        return s.text
-    if not s.missing:
-        return "已达成"
-    if s.unit == "fen":
-        return f"再消费 {words.yuan(s.missing)}（净额）"
-    if s.metric == "score":
-        return f"再获得 {s.missing:,} {score_name}"
-    return f"再获得 {s.missing:,} 积分"
+Row = tuple[str, ...]
 
 
-def _coupon_terms(words: Words, program: Program, coupon: CouponOut) -> tuple[str, str]:
-    template = program.coupons.get(coupon.template)
-    if template is None:
-        return coupon.template, ""
-    zh = words.locale == "zh-CN"
-    if template.kind == CouponKind.percent_off:
-        value = f"{100 - template.percent}折" if zh else f"{template.percent}% off"
-    elif template.kind == CouponKind.free_shipping:
-        value = "免运费" if zh else "free shipping"
-    else:
-        value = f"减{words.yuan(template.amount)}" if zh else f"{words.yuan(template.amount)} off"
-    if template.min_spend:
-        value = f"{words.label('min_spend')} {words.yuan(template.min_spend)} {value}"
-    return template.description or coupon.template, value
+def _when(value: Any) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value is not None else "-"
 
 
-def _expiring(lots: list[Lot], now: datetime, zone: ZoneInfo) -> list[Expiring]:
-    """Points still held that expire within :data:`EXPIRY_DAYS`, summed per local day."""
-    horizon = now + timedelta(days=EXPIRY_DAYS)
-    days: dict[str, Expiring] = {}
-    for lot in lots:
-        if lot.expires_at is None or lot.remaining <= 0 or not now < lot.expires_at <= horizon:
-            continue
-        key = lot.expires_at.astimezone(zone).date().isoformat()
-        prev = days.get(key)
-        days[key] = Expiring(lot.expires_at, lot.remaining + (prev.points if prev else 0))
-    return [days[k] for k in sorted(days)]
+def _num(value: float | None, fmt: str = "{:,.2f}") -> str:
+    return fmt.format(value) if value is not None else "-"
 
 
-def gather(
-    conn: Connection,
-    program: Program,
-    recent: RecentEvents,
-    member_id: str,
-    *,
-    words: Words,
-    now: datetime,
-) -> MemberCenter:
-    """Everything the member center shows. Raises MemberUnknown (ledger) for an unknown id."""
-    ledger.member_exists(conn, member_id)
-    try:
-        ms: MembershipOut | None = membership.membership(conn, program, member_id)
-    except membership.MembershipNotFound:
-        ms = None
-    progress: list[Progress] = []
-    score_percent = 0
-    if ms is not None and ms.next_tier is not None:
-        progress = [
-            Progress(_shortfall_text(words, s, program.score.name), _percent(s.have, s.need))
-            for s in ms.next_tier.any_of
-        ]
-    if ms is not None and ms.score is not None:
-        score_percent = _percent(ms.score.value, ms.score.max)
-    names = [t.name for t in program.tiers]
-    top = ms is not None and ms.tier is not None and ms.tier.name in names
-    if top and ms is not None and ms.tier is not None:
-        top = not any(t.automatic for t in program.tiers[names.index(ms.tier.name) + 1 :])
-    points = ledger_points.points_of(conn, member_id, limit=1)
-    issued, _ = ledger_coupons.member_coupons(
-        conn, member_id, status=CouponStatus.issued, limit=COUPONS_SHOWN
+def prediction_rows(p: Any, yuan: Callable[[int | None], str]) -> list[Row]:
+    """Each prediction with the model's inputs that explain it (BG/NBD and Gamma-Gamma value a
+    buyer by their repeat purchases, the days they bought on and the gap between them)."""
+    history = f"{p.repeat_purchases} repeat purchases on {p.purchase_days} days" + (
+        f", every {p.purchase_interval_days:.0f} days" if p.purchase_interval_days else ""
     )
-    coupons = [
-        CouponLine(c, *_coupon_terms(words, program, c)) for c in issued if c.valid_until > now
+    return [
+        ("clv_12m", yuan(p.clv_12m_fen), f"BG/NBD + Gamma-Gamma: {history}"),
+        ("p_alive", _num(p.p_alive), f"BG/NBD: {history}"),
+        ("churn_risk", _num(p.churn_risk), "propensity model on recency, frequency, activity"),
+        (
+            "expected_purchases_90d",
+            _num(p.expected_purchases_90d),
+            f"expected spend {yuan(p.expected_spend_fen)}",
+        ),
+        (
+            "next_purchase_date",
+            str(p.next_purchase_date or "-"),
+            f"best hour {p.best_hour}:00, weekday {p.best_weekday}",
+        ),
     ]
-    personalize = consent.allows(conn, program.privacy, member_id, Purpose.personalization)
-    recs = recommend.recommend(conn, recent, member_id, n=RECS_SHOWN, personalize=personalize)
-    return MemberCenter(
-        member_id=member_id,
-        program=program.name,
-        membership=ms,
-        progress=progress,
-        score_percent=score_percent,
-        top_tier=top,
-        benefits=ledger_benefits.benefits_now(conn, program, member_id, now).benefits,
-        available=points.balance.available,
-        pending=points.balance.pending,
-        debt=points.balance.debt,
-        expiring=_expiring(points.lots, now, ZoneInfo(program.display_timezone)),
-        coupons=coupons,
-        recommendations=recs,
-        consents=consent.state(conn, program.privacy, member_id).purposes,
-    )
 
 
-def consents(conn: Connection, program: Program, member_id: str) -> list[PurposeState]:
-    """The member's consent per purpose. Raises MemberUnknown for an unknown id."""
-    ledger.member_exists(conn, member_id)
-    return consent.state(conn, program.privacy, member_id).purposes
-
-
-def change_consent(
-    conn: Connection,
-    program: Program,
-    member_id: str,
-    purpose: str,
-    status: ConsentStatus,
-    request_id: str,
-) -> bool:
-    """Record the member's own answer (idempotent by ``request_id``); True when new.
-
-    Raises MemberUnknown, UnknownPurpose, ConsentRequestReused.
-    """
-    ledger.member_exists(conn, member_id)
-    body = ConsentIn(purpose=purpose, status=status, channel="member_center", request_id=request_id)
-    _, new = consent.record(
-        conn, program.privacy, member_id, body, actor=member_principal(member_id)
-    )
-    return new
+def section_rows(view: MemberView, yuan: Callable[[int | None], str]) -> dict[str, list[Row]]:
+    """The member page's tables, as rows of display strings."""
+    ms, pts = view.membership, view.points
+    return {
+        "score": [
+            (part.name, _num(part.value, "{:,.0f}"), _num(part.points), _num(part.max, "{:,.0f}"))
+            for part in (ms.score.parts if ms is not None and ms.score is not None else [])
+        ],
+        "lots": [
+            (f"{lot.points:,}", f"{lot.remaining:,}", lot.status, _when(lot.expires_at))
+            for lot in (pts.lots if pts is not None else [])
+        ],
+        "history": [
+            (
+                _when(e.created_at),
+                e.kind,
+                f"{e.available_delta + e.pending_delta:+,}",
+                e.reason or "",
+            )
+            for e in (pts.history.items if pts is not None else [])
+        ],
+        "coupons": [
+            (c.template, c.status, _when(c.valid_until), yuan(c.discount)) for c in view.coupons
+        ],
+        "orders": [
+            (
+                o.order_id,
+                _when(o.placed_at),
+                o.status,
+                yuan(o.paid),
+                yuan(o.refunded) + (f" ({len(o.refunds)})" if o.refunds else ""),
+                f"{o.points_earned:,}",
+            )
+            for o in view.orders
+        ],
+        "subscriptions": [
+            (s.plan, str(s.status), yuan(s.fee), _when(s.period_end))
+            for s in (ms.subscriptions if ms is not None else [])
+        ],
+        "benefits": [
+            (
+                b.name,
+                b.kind,
+                "-"
+                if b.remaining is None
+                else f"{b.remaining:,} / {b.limit:,}" + (f" ({b.period})" if b.period else ""),
+            )
+            for b in (view.benefits.benefits if view.benefits is not None else [])
+        ],
+        "predictions": prediction_rows(view.predictions, yuan) if view.predictions else [],
+        "recommendations": [
+            (str(r.rank), f"{r.title or r.item_id}", r.reason)
+            for r in (view.recommendations.items if view.recommendations is not None else [])
+        ],
+        "audit": [(_when(a.ts), a.actor, a.actor_role, a.action) for a in (view.audit or [])],
+    }

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memberwise.console import service
 from memberwise.console.i18n import translator, yuan
-from memberwise.console.nav import visible
+from memberwise.console.nav import page_modules, visible
 from memberwise.console.schemas import ConsoleUser
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
@@ -189,17 +189,6 @@ _HEADERS = {
 
 def create_console(rt: Runtime) -> FastAPI:
     """The console app over ``rt`` (mounted by ``create_app`` at ``/console``)."""
-    from memberwise.console.pages import (
-        auth,
-        bulk,
-        campaigns,
-        desk,
-        merchants,
-        overview,
-        privacy_requests,
-        webhooks,
-    )
-
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="memberwise console")
     app.state.runtime = rt
     app.state.limiter = service.FailureLimiter()
@@ -225,9 +214,9 @@ def create_console(rt: Runtime) -> FastAPI:
         )
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (auth, overview):
-        app.include_router(module.router)
-    # The operations pages (desk, merchants, campaigns, webhooks, privacy requests, bulk).
-    for ops in (desk, merchants, campaigns, webhooks, privacy_requests, bulk):
-        app.include_router(ops.router)
+    # Every module of console/pages with a ``router`` is a page (see docs/console.md).
+    for module in page_modules():
+        router = getattr(module, "router", None)
+        if isinstance(router, APIRouter):
+            app.include_router(router)
     return app

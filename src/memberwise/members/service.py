@@ -15,6 +15,7 @@ from sqlalchemy import Connection, RowMapping
 
 from memberwise.kit.cache import BoundedSet
 from memberwise.kit.errors import Conflict, NotFound
+from memberwise.kit.ids import is_valid_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.members import repository
@@ -214,6 +215,16 @@ def get_member(
         return _out(row)
     privacy.audit(conn, actor, "member.pii_read", "member", member_id, member_id=member_id)
     return _out(row, _open_pii(keys.member_cipher(conn, cipher, member_id), row))
+
+
+def find_member(conn: Connection, cipher: FieldCipher, query: str) -> str | None:
+    """The id of the member ``query`` names (their member id), or None (the staff console's
+    search)."""
+    del cipher  # contact lookups (phone, email) need their keyed hashes; see docs/console.md
+    query = query.strip()
+    if is_valid_id(query) and repository.exists(conn, query):
+        return query
+    return None
 
 
 def list_members(

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import ValidationError
 
 from memberwise.console import i18n
+from memberwise.console.nav import NavEntry
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import Posted, Require, render, runtime_of
 from memberwise.kit.db import transaction
@@ -35,6 +36,7 @@ from memberwise.runtime import Runtime
 
 router = APIRouter(prefix="/bulk")
 READ_ROLES = frozenset({Role.operator, Role.analyst})
+NAV = NavEntry("/bulk", "nav.bulk", READ_ROLES, order=90)
 ISSUE_ROLES = frozenset({Role.operator})
 Reader = Annotated[ConsoleUser, Depends(Require(*READ_ROLES))]
 #: Members read per page while a CSV is written (the API's largest page).

@@ -16,6 +16,7 @@ from memberwise.campaigns import outcomes
 from memberwise.campaigns import service as campaigns
 from memberwise.campaigns.schemas import MetricResult
 from memberwise.console import i18n
+from memberwise.console.nav import NavEntry
 from memberwise.console.ops_format import interval
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import Require, render, runtime_of
@@ -24,6 +25,7 @@ from memberwise.privacy.schemas import Role
 
 router = APIRouter(prefix="/campaigns")
 READ_ROLES = frozenset({Role.operator, Role.analyst})
+NAV = NavEntry("/campaigns", "nav.campaigns", READ_ROLES, order=60)
 Reader = Annotated[ConsoleUser, Depends(Require(*READ_ROLES))]
 
 i18n.add(

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from memberwise.console import i18n
+from memberwise.console.nav import NavEntry
 from memberwise.console.ops_format import countdown
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import PREFIX, Posted, Require, render, runtime_of
@@ -27,6 +28,7 @@ from memberwise.service.schemas import MessageIn, TicketState, TicketSummary
 
 router = APIRouter(prefix="/desk")
 DESK_ROLES = frozenset({Role.service})
+NAV = NavEntry("/desk", "nav.desk", DESK_ROLES, order=40)
 Agent = Annotated[ConsoleUser, Depends(Require(*DESK_ROLES))]
 #: The states an agent moves a ticket to from the ticket page.
 MOVES = (

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from memberwise.console import charts, i18n
+from memberwise.console.nav import NavEntry
 from memberwise.console.ops_format import percent
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import PREFIX, Posted, Require, render, runtime_of
@@ -25,6 +26,7 @@ from memberwise.privacy.service import authorize
 
 router = APIRouter(prefix="/merchants")
 READ_ROLES = frozenset({Role.operator, Role.analyst, Role.service, Role.platform})
+NAV = NavEntry("/merchants", "nav.merchants", READ_ROLES, order=50)
 PENALTY_ROLES = frozenset({Role.operator})
 Reader = Annotated[ConsoleUser, Depends(Require(*READ_ROLES))]
 

@@ -4,22 +4,22 @@ liability, coupon budgets, CLV and churn-risk distributions, black-card quota.""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
 
 from memberwise.console import charts, i18n
 from memberwise.console import overview_queries as q
-from memberwise.console.nav import ANALYSTS
-from memberwise.console.schemas import ConsoleUser
-from memberwise.console.web import Require, render, runtime_of
+from memberwise.console.nav import ANALYSTS, NavEntry, visible
+from memberwise.console.web import PREFIX, Staff, render, runtime_of
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.time import utcnow
+from memberwise.privacy.service import authorize
 
 router = APIRouter()
-Analyst = Annotated[ConsoleUser, Depends(Require(*ANALYSTS))]
+NAV = NavEntry("/", "nav.overview", ANALYSTS, order=10)
 
 i18n.add(
     {
@@ -229,5 +229,11 @@ def _binned(
 
 
 @router.get("/", include_in_schema=False)
-def overview(request: Request, user: Analyst) -> HTMLResponse:
+def overview(request: Request, user: Staff) -> Response:
+    """The overview; a role that may not read it lands on the first page it may open."""
+    if user.role not in ANALYSTS:
+        pages = visible(user.role)
+        if pages:
+            return RedirectResponse(PREFIX + pages[0].path, status_code=303)
+    authorize(user.principal, ANALYSTS)
     return render(request, "overview.html", user, **overview_context(request))

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from memberwise.console import i18n
+from memberwise.console.nav import NavEntry
 from memberwise.console.ops_format import countdown
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import PREFIX, Posted, Require, render, runtime_of
@@ -24,6 +25,7 @@ from memberwise.privacy.service import authorize
 
 router = APIRouter(prefix="/privacy")
 ROLES = frozenset({Role.service})
+NAV = NavEntry("/privacy", "nav.privacy", ROLES, order=80)
 Staff = Annotated[ConsoleUser, Depends(Require(*ROLES))]
 
 i18n.add(

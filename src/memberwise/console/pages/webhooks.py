@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from memberwise.console import i18n
+from memberwise.console.nav import NavEntry
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import PREFIX, Posted, Require, render, runtime_of
 from memberwise.kit.db import transaction
@@ -21,6 +22,7 @@ from memberwise.webhooks import service as webhooks
 
 router = APIRouter(prefix="/webhooks")
 ROLES = frozenset({Role.platform})
+NAV = NavEntry("/webhooks", "nav.webhooks", ROLES, order=70)
 Integrator = Annotated[ConsoleUser, Depends(Require(*ROLES))]
 PAGE = 50
 

@@ -41,3 +41,13 @@
     drawCharts(event.target);
   });
 })();
+// Refusals (4xx) come back as a fragment saying why: show it where the answer was expected.
+document.addEventListener("DOMContentLoaded", function () {
+  if (window.htmx) {
+    window.htmx.config.responseHandling = [
+      { code: "204", swap: false },
+      { code: "[23]..", swap: true },
+      { code: "[45]..", swap: true, error: true },
+    ];
+  }
+});
