@@ -1,0 +1,173 @@
+"""The operations pages in headless Chromium on the small demo home: each role that may open a
+page sees its content, the main action of each page is clicked, and no request leaves
+127.0.0.1. ``MEMBERWISE_CONSOLE_SCREENSHOTS=1`` saves each page to docs/console/<page>.png."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, text
+
+from memberwise.kit.db import transaction
+from memberwise.kit.outbox import emit
+from memberwise.privacy import rights
+from memberwise.privacy.schemas import SYSTEM, DataRequestIn, RequestKind, Role
+from memberwise.program.desk import Channel, TicketKind
+from memberwise.runtime import Runtime
+from memberwise.service import service as desk
+from memberwise.service.schemas import TicketOpen
+from memberwise.webhooks import service as webhooks
+from memberwise.webhooks.schemas import EndpointCreate
+from tests.console.conftest import LiveConsole, Tab, browser_sign_in
+from tests.console.test_browser import shot
+from tests.webhooks.receiver import receiver
+from tests.webhooks.test_endpoints import send_once
+
+pytestmark = pytest.mark.xdist_group("console-browser")
+
+
+@contextmanager
+def store(live: LiveConsole) -> Iterator[tuple[Runtime, Connection]]:
+    rt = Runtime.open(live.settings)
+    try:
+        with transaction(rt.engine) as conn:
+            yield rt, conn
+    finally:
+        rt.close()
+
+
+def first_member(conn: Connection) -> str:
+    member: str = conn.execute(text("SELECT min(member_id) FROM members")).scalar_one()
+    return member
+
+
+def test_desk_queue_ticket_and_reply(tab: Tab, live_console: LiveConsole) -> None:
+    with store(live_console) as (rt, conn):
+        member = first_member(conn)
+        data = TicketOpen(member_id=member, channel=Channel.app, kind=TicketKind.inquiry,
+                          subject="快递三天没有更新", body="请帮我查一下")  # fmt: skip
+        ticket = desk.open_ticket(conn, rt.program(), data, actor=SYSTEM, key="browser-desk")
+    browser_sign_in(tab, live_console, Role.service)
+    page = tab.page
+    page.goto(f"{live_console.base}/console/desk")
+    row = page.locator("tr", has_text=ticket.ticket_id)
+    assert "快递三天没有更新" in row.inner_text()
+    assert re.search(r"\d+h \d\dm|\d+d \d+h", row.get_by_test_id("sla").inner_text())
+    shot(tab, "desk")
+    row.get_by_role("link", name=ticket.ticket_id).click()
+    page.get_by_label(re.compile("回复|Reply")).fill("已为您联系快递公司")
+    page.get_by_role("button", name=re.compile("^(回复|Reply)$")).click()
+    page.wait_for_url(re.compile(r"saved=true"))
+    assert "已为您联系快递公司" in page.locator("main").inner_text()
+    page.get_by_label(re.compile("^(状态|State)$")).select_option("pending_member")
+    page.get_by_role("button", name=re.compile("变更状态|Move to")).click()
+    assert page.get_by_test_id("state").inner_text() == "pending_member"
+    shot(tab, "desk-ticket")
+    assert tab.off_machine == []
+
+
+def test_merchants_scorecards_and_a_penalty(tab: Tab, live_console: LiveConsole) -> None:
+    browser_sign_in(tab, live_console, Role.operator)
+    page = tab.page
+    page.goto(f"{live_console.base}/console/merchants")
+    page.wait_for_load_state("networkidle")
+    links = page.locator("#scorecards tbody a")
+    assert links.count() > 0
+    page.wait_for_function("document.querySelectorAll('.plot .main-svg').length >= 1")
+    shot(tab, "merchants")
+    merchant = links.first.inner_text()
+    links.first.click()
+    before = int(page.get_by_test_id("penalty-points").inner_text())
+    page.get_by_label(re.compile("^(原因|Reason)$")).fill("虚假发货")
+    page.get_by_role("button", name=re.compile("记录违规|Record a violation")).click()
+    page.wait_for_url(re.compile(r"saved=true"))
+    after = int(page.get_by_test_id("penalty-points").inner_text())
+    assert after > before and merchant in page.locator("h1").inner_text()
+    shot(tab, "merchant")
+    assert tab.off_machine == []
+
+
+def test_campaign_results_with_intervals(tab: Tab, live_console: LiveConsole) -> None:
+    browser_sign_in(tab, live_console, Role.analyst)
+    page = tab.page
+    page.goto(f"{live_console.base}/console/campaigns")
+    assert page.locator("#campaigns tbody tr").count() >= 1
+    shot(tab, "campaigns")
+    page.locator("#campaigns tbody a").first.click()
+    page.wait_for_load_state("networkidle")
+    srm = page.get_by_test_id("srm-ok").or_(page.get_by_test_id("srm-banner"))
+    assert srm.count() == 1
+    assert re.search(r"\[-?\d+\.\d{4}, -?\d+\.\d{4}\]", page.locator("#results").inner_text())
+    page.wait_for_function("document.querySelectorAll('.plot .main-svg').length >= 1")
+    shot(tab, "campaign")
+    assert tab.off_machine == []
+
+
+def test_webhook_log_and_replay(tab: Tab, live_console: LiveConsole) -> None:
+    with receiver() as rx:
+        with store(live_console) as (rt, conn):
+            webhooks.create_endpoint(
+                conn, rt.cipher, EndpointCreate(url=rx.url, event_types=["coupon.issued"]),
+                actor=SYSTEM,
+            )  # fmt: skip
+            emit(conn, "coupon.issued", {"coupon_id": "browser"}, member_id=first_member(conn))
+        rt = Runtime.open(live_console.settings)
+        send_once(rt)
+        browser_sign_in(tab, live_console, Role.platform)
+        page = tab.page
+        page.goto(f"{live_console.base}/console/webhooks")
+        page.get_by_label(re.compile("^(状态|State)$")).select_option("delivered")
+        page.get_by_role("button", name=re.compile("筛选|Filter")).click()
+        first = page.locator("#deliveries tbody tr").first
+        assert "coupon.issued" in first.inner_text() and "delivered" in first.inner_text()
+        shot(tab, "webhooks")
+        first.get_by_role("button", name=re.compile("重新投递|Replay")).click()
+        assert page.get_by_role("status").is_visible()
+        send_once(rt)
+        rt.close()
+    assert len(rx.ids()) == 2
+    assert tab.off_machine == []
+
+
+def test_privacy_request_completed_from_the_queue(tab: Tab, live_console: LiveConsole) -> None:
+    with store(live_console) as (rt, conn):
+        program = rt.program()
+        made, _ = rights.submit(
+            conn, rt.cipher, first_member(conn),
+            DataRequestIn(kind=RequestKind.access, idempotency_key="browser-dsr"),
+            deadline=program.privacy.request_deadline, timezone=program.display_timezone,
+            actor=SYSTEM,
+        )  # fmt: skip
+    browser_sign_in(tab, live_console, Role.service)
+    page = tab.page
+    page.goto(f"{live_console.base}/console/privacy")
+    row = page.locator("tr", has_text=made.request_id)
+    assert "access" in row.inner_text()
+    shot(tab, "privacy-requests")
+    row.get_by_role("button", name=re.compile("完成|Complete")).click()
+    assert page.get_by_role("status").is_visible()
+    assert page.locator("tr", has_text=made.request_id).count() == 0
+    assert tab.off_machine == []
+
+
+def test_bulk_issue_and_segment_export(tab: Tab, live_console: LiveConsole) -> None:
+    with store(live_console) as (_, conn):
+        member = first_member(conn)
+    browser_sign_in(tab, live_console, Role.operator)
+    page = tab.page
+    page.goto(f"{live_console.base}/console/bulk")
+    page.get_by_label(re.compile("会员 ID|Member ids")).fill(member)
+    page.get_by_role("button", name=re.compile("向选定会员发券|Issue a coupon")).click()
+    result = page.get_by_test_id("issue-result").inner_text()
+    assert re.search(r"(已发放|Issued): [01]", result)
+    shot(tab, "bulk")
+    link = page.locator("#segments tbody a").first
+    with page.expect_download() as download:
+        link.click()
+    lines = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "member_id,segment,persona,tags" and len(lines) > 1
+    assert tab.off_machine == []
