@@ -144,11 +144,11 @@ def pages(ids: dict[str, str], link: str) -> list[tuple[str, str]]:
 
 def measure(client: TestClient, path: str, *, warmup: int, requests: int) -> list[float]:
     for _ in range(warmup):
-        assert client.get(path).status_code == 200, path
+        assert client.get(path, follow_redirects=False).status_code == 200, path
     times = []
     for _ in range(requests):
         started = time.perf_counter()
-        response = client.get(path)
+        response = client.get(path, follow_redirects=False)
         times.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200, (path, response.status_code)
     return times

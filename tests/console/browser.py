@@ -1,6 +1,6 @@
-"""A live server in a thread and headless Chromium, for the browser tests of the console and the
-member center. Every request the page makes is recorded, so a test can check that none leaves
-the machine."""
+"""A live server in a thread for the member center's browser test (Chromium is the console's
+``browser`` fixture); every request the page makes is recorded, so a test can check that none
+leaves the machine."""
 
 from __future__ import annotations
 
@@ -14,10 +14,6 @@ from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
-from playwright.sync_api import Browser, sync_playwright
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def free_port() -> int:
@@ -56,13 +52,3 @@ class Requests:
 
     def off_machine(self) -> list[str]:
         return [u for u in self.urls if urlsplit(u).hostname not in ("127.0.0.1", None)]
-
-
-@contextmanager
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()

@@ -4,22 +4,34 @@ their tier, benefits and points, changes a consent by keyboard, and no request l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, Page
 
 from memberwise.app import create_app
 from memberwise.privacy.schemas import Role
 from memberwise.runtime import Runtime
-from tests.console.browser import Requests, chromium, serve
+from tests.console.browser import Requests, serve
 from tests.console.member_factories import seed_member, use_program
 
+pytestmark = pytest.mark.xdist_group("console-browser")
 Auth = Callable[[Role], dict[str, str]]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def shot(page: Page, name: str) -> None:
+    """docs/console/<name>.png when MEMBERWISE_CONSOLE_SCREENSHOTS=1 (as the console's tests)."""
+    if os.environ.get("MEMBERWISE_CONSOLE_SCREENSHOTS") == "1":
+        (ROOT / "docs" / "console").mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ROOT / "docs" / "console" / f"{name}.png"), full_page=True)
 
 
 def test_a_member_opens_the_center_and_withdraws_a_consent(
-    client: TestClient, auth: Auth, runtime: Runtime, tmp_path: Path
+    client: TestClient, auth: Auth, runtime: Runtime, tmp_path: Path, browser: Browser
 ) -> None:
     seed_member(runtime, use_program(runtime, tmp_path))
     made = client.post(
@@ -27,7 +39,7 @@ def test_a_member_opens_the_center_and_withdraws_a_consent(
     )
     query = made.json()["url"].split("?", 1)[1]
     seen = Requests()
-    with serve(create_app(runtime=runtime)) as base, chromium() as browser:
+    with serve(create_app(runtime=runtime)) as base:
         page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
         page.on("request", lambda r: seen.urls.append(r.url))
         page.goto(f"{base}/member-center?{query}")
@@ -41,6 +53,7 @@ def test_a_member_opens_the_center_and_withdraws_a_consent(
         assert colour == "rgb(180, 35, 42)"
         # Narrow screen: nothing wider than the viewport.
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        shot(page, "member-center")
         page.get_by_role("link", name="隐私与授权").click()
         row = page.get_by_test_id("consent-personalization")
         assert "已允许" in row.inner_text()
@@ -49,9 +62,11 @@ def test_a_member_opens_the_center_and_withdraws_a_consent(
         page.wait_for_url("**/member-center/privacy?*saved=1")
         assert page.get_by_role("status").inner_text() == "已保存。"
         assert "未允许" in page.get_by_test_id("consent-personalization").inner_text()
+        shot(page, "member-center-privacy")
         page.get_by_role("link", name="我的会员").click()
         assert "您已关闭个性化推荐" in page.locator("#recs-h + p").inner_text()
         # An expired or changed link is a page, not an error dump.
         page.goto(f"{base}/member-center?{query.replace('sig=', 'sig=0')}")
         assert page.get_by_role("alert").inner_text().startswith("无法打开会员中心")
+        page.close()
     assert seen.urls and seen.off_machine() == []

@@ -75,7 +75,12 @@ def ci_figure(metrics: list[MetricResult]) -> dict[str, Any]:
                 "hovertemplate": "%{y}: %{x:.4f}<extra></extra>",
             }
         ],
-        "layout": {"xaxis": {"zeroline": True}, "height": 80 + 50 * len(metrics)},
+        "layout": {
+            "xaxis": {"zeroline": True},
+            "yaxis": {"automargin": True},
+            "margin": {"l": 170},
+            "height": 80 + 50 * len(metrics),
+        },
     }
 
 
