@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from memberwise.app import create_app
 from memberwise.config import Settings
 from memberwise.console import service as console
 from memberwise.kit.db import transaction
+from memberwise.ledger.tables import orders
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import Role, StaffCreate
 from memberwise.runtime import Runtime
@@ -123,6 +124,8 @@ class LiveConsole:
     base: str
     settings: Settings
     staff: dict[Role, str] = field(default_factory=dict)
+    #: A demo member with orders (so every Member 360 section has something).
+    member_id: str = ""
 
     def link(self, role: Role) -> str:
         """A fresh one-time sign-in link for the role's staff account."""
@@ -187,6 +190,9 @@ def live_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveConso
             )
             console.set_password(conn, sid, PASSWORD)
             live.staff[role] = sid
+        live.member_id = conn.execute(
+            select(orders.c.member_id).order_by(orders.c.member_id).limit(1)
+        ).scalar_one()
     server = _Server(
         uvicorn.Config(create_app(runtime=rt), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -221,26 +227,22 @@ def browser() -> Iterator[Any]:
 
 @dataclass
 class Tab:
-    """A browser page and every request it made that left 127.0.0.1 (aborted)."""
+    """A browser page, every request it made that left 127.0.0.1 (aborted), and the errors its
+    console printed (a script blocked by the Content-Security-Policy shows there)."""
 
     page: Any
     off_machine: list[str]
+    errors: list[str]
 
 
-@pytest.fixture
-def tab(browser: Any, live_console: LiveConsole) -> Iterator[Tab]:
-    """A fresh browser context and page; requests to anything but the console are aborted and
-    recorded, so a test can assert none was tried."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def _open_tab(browser: Any, live: LiveConsole, *, bypass_csp: bool) -> tuple[Any, Tab]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=bypass_csp)
     off: list[str] = []
+    errors: list[str] = []
 
     def guard(route: Any) -> None:
         url: str = route.request.url
-        if (
-            url.startswith(live_console.base + "/")
-            or url.startswith("data:")
-            or url.startswith("blob:")
-        ):
+        if url.startswith((live.base + "/", "data:", "blob:")):
             route.continue_()
         else:
             off.append(url)
@@ -248,8 +250,43 @@ def tab(browser: Any, live_console: LiveConsole) -> Iterator[Tab]:
 
     context.route("**/*", guard)
     page = context.new_page()
-    yield Tab(page=page, off_machine=off)
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return context, Tab(page=page, off_machine=off, errors=errors)
+
+
+@pytest.fixture
+def tab(browser: Any, live_console: LiveConsole) -> Iterator[Tab]:
+    """A fresh browser context and page under the console's own CSP; requests to anything but
+    the console are aborted and recorded, so a test can assert none was tried."""
+    context, opened = _open_tab(browser, live_console, bypass_csp=False)
+    yield opened
     context.close()
+
+
+@pytest.fixture
+def a11y_tab(browser: Any, live_console: LiveConsole) -> Iterator[Tab]:
+    """Like :func:`tab`, with the CSP relaxed only so axe-core can be injected into the page."""
+    context, opened = _open_tab(browser, live_console, bypass_csp=True)
+    yield opened
+    context.close()
+
+
+AXE = Path(__file__).parent / "vendor" / "axe-4.10.3.min.js"
+
+
+def axe_violations(tab: Tab) -> list[dict[str, Any]]:
+    """axe-core's WCAG 2 A/AA violations on the tab's page (labels, contrast, names, ...)."""
+    page = tab.page
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    found: list[dict[str, Any]] = page.evaluate(
+        """async () => (await axe.run(document, {
+            runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']},
+        })).violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                  nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))"""
+    )
+    return found
 
 
 def browser_sign_in(tab: Tab, live: LiveConsole, role: Role) -> None:
@@ -259,4 +296,5 @@ def browser_sign_in(tab: Tab, live: LiveConsole, role: Role) -> None:
     page.get_by_label(re.compile("Staff id|员工账号")).fill(live.staff[role])
     page.get_by_label(re.compile("Password|密码")).fill(PASSWORD)
     page.get_by_role("button", name=re.compile("Sign in|登录")).click()
+    page.wait_for_url(re.compile(r".*/console/(members)?$"))
     page.wait_for_load_state("networkidle")

@@ -104,6 +104,8 @@ def test_service_adjusts_points_once_per_form(signed_in: SignIn, runtime: Runtim
             select(points_balances.c.available).where(points_balances.c.member_id == mid)
         ).scalar_one()
     assert balance == 120
+    history = client.get(f"/console/members/{mid}").text
+    assert "<td>+120</td>" in history and "goodwill for a late parcel" in history
 
 
 def test_an_action_without_the_csrf_token_or_the_role_changes_nothing(
@@ -168,3 +170,11 @@ def test_pages_render_without_a_build(signed_in: SignIn, runtime: Runtime) -> No
     for path in ("/console/", f"/console/members/{mid}", "/console/program"):
         page = client.get(path)
         assert page.status_code == 200, (path, page.text[-500:])
+
+
+def test_search_by_phone_or_email_opens_the_member(signed_in: SignIn, runtime: Runtime) -> None:
+    client, _ = signed_in(Role.service)
+    mid = _member(runtime)
+    for query in ("139 1234 5678", "WF@example.com"):
+        found = client.get("/console/members", params={"q": query}, follow_redirects=False)
+        assert (found.status_code, found.headers["location"]) == (303, f"/console/members/{mid}")

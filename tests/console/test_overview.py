@@ -3,14 +3,17 @@ ledgers' own."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from memberwise.console import charts
 from memberwise.console.i18n import translator, yuan
 from memberwise.kit.db import transaction
+from memberwise.kit.time import utcnow
 from memberwise.ledger import coupons, points
 from memberwise.ledger.schemas import AdjustmentIn, IssueIn
 from memberwise.privacy.schemas import SYSTEM, Role
+from memberwise.profiles.tables import builds
 from memberwise.runtime import Runtime
 from tests.console.conftest import SignIn
 from tests.members.factories import create_member
@@ -70,3 +73,24 @@ def test_labels_follow_the_locale_with_english_fallback() -> None:
 
 def test_bins_count_each_value_once() -> None:
     assert charts.bins([0.0, 0.05, 0.5, 1.0], [0.0, 0.1, 0.5, 1.0]) == [2, 0, 2]
+
+
+def test_black_card_quota_comes_from_the_latest_build(signed_in: SignIn, runtime: Runtime) -> None:
+    summary = {
+        "tiers": {"invitations": {"active_members": 164, "eligible": 2, "quota": 7, "taken": 3}}
+    }
+    with transaction(runtime.engine) as conn:
+        conn.execute(
+            builds.insert().values(
+                build_id="b1",
+                as_of=utcnow(),
+                engine="duckdb",
+                status="published",
+                published_at=utcnow(),
+                fields="[]",
+                summary=json.dumps(summary),
+            )
+        )
+    client, _ = signed_in(Role.analyst)
+    rows = _cells(client.get("/console/").text)
+    assert ["名额", "7"] in rows and ["已占用", "3"] in rows and ["符合条件", "2"] in rows

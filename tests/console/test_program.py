@@ -3,7 +3,12 @@ roles."""
 
 from __future__ import annotations
 
+from sqlalchemy import Engine, select
+
+from memberwise.kit.db import transaction
 from memberwise.privacy.schemas import Role
+from memberwise.privacy.tables import audit_log
+from memberwise.runtime import Runtime
 from tests.console.conftest import DEMO_PROGRAM, SignIn
 
 
@@ -50,3 +55,45 @@ def test_service_staff_may_not_preview(signed_in: SignIn) -> None:
         data={"program_text": "name: x", "csrf_token": csrf},
     )
     assert response.status_code == 403
+
+
+def test_an_operator_applies_an_edited_program_and_the_console_follows_it(
+    signed_in: SignIn, runtime: Runtime, engine: Engine
+) -> None:
+    client, csrf = signed_in(Role.operator)
+    edited = DEMO_PROGRAM.read_text(encoding="utf-8").replace(
+        "name: demo", "name: demo\nlocale: en", 1
+    )
+    headers = {"X-CSRF-Token": csrf, "HX-Request": "true"}
+    done = client.post("/console/program/apply", data={"program_text": edited}, headers=headers)
+    assert done.status_code == 200 and "Applied" in done.text
+    applied = runtime.settings.program_file
+    assert applied is not None and applied.parent == runtime.settings.home / "programs"
+    assert applied.read_text(encoding="utf-8") == edited
+    assert runtime.settings.home_settings()["program_file"] == str(applied)
+    assert "<h1>Program: demo</h1>" in client.get("/console/program").text  # now in English
+    with transaction(engine) as conn:
+        actions = conn.execute(
+            select(audit_log.c.action).where(audit_log.c.action == "program.apply")
+        ).all()
+    assert len(actions) == 1
+
+
+def test_a_broken_program_is_not_applied_and_analysts_may_not_apply(
+    signed_in: SignIn, runtime: Runtime
+) -> None:
+    client, csrf = signed_in(Role.operator)
+    headers = {"X-CSRF-Token": csrf, "HX-Request": "true"}
+    broken = client.post(
+        "/console/program/apply", data={"program_text": "name: x\ntiers: [oops"}, headers=headers
+    )
+    assert broken.status_code == 422
+    assert runtime.settings.program_file == DEMO_PROGRAM
+    client, csrf = signed_in(Role.analyst)
+    refused = client.post(
+        "/console/program/apply",
+        data={"program_text": DEMO_PROGRAM.read_text(encoding="utf-8")},
+        headers={"X-CSRF-Token": csrf, "HX-Request": "true"},
+    )
+    assert refused.status_code == 403
+    assert runtime.settings.program_file == DEMO_PROGRAM

@@ -159,7 +159,8 @@ def section_rows(view: MemberView, yuan: Callable[[int | None], str]) -> dict[st
             (
                 _when(e.created_at),
                 e.kind,
-                f"{e.available_delta + e.pending_delta:+,}",
+                f"{e.available_delta:+,}"
+                + (f" (pending {e.pending_delta:+,})" if e.pending_delta else ""),
                 e.reason or "",
             )
             for e in (pts.history.items if pts is not None else [])

@@ -6,6 +6,7 @@ console is the top layer, it reads). Each is one grouped statement, portable SQL
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, and_, case, func, select
@@ -166,3 +167,15 @@ def invitations_by_status(conn: Connection) -> dict[str, int]:
         select(invitations.c.status, func.count()).group_by(invitations.c.status)
     ).all()
     return {str(s): int(n) for s, n in rows}
+
+
+def latest_black_card(conn: Connection) -> dict[str, int]:
+    """The newest build's black-card summary: active members, eligible, quota, taken, slots,
+    invited (empty before a build with a black card)."""
+    summary = conn.execute(
+        select(builds.c.summary).order_by(builds.c.as_of.desc()).limit(1)
+    ).scalar_one_or_none()
+    if not summary:
+        return {}
+    found = json.loads(summary).get("tiers", {}).get("invitations") or {}
+    return {str(k): int(v) for k, v in found.items() if isinstance(v, int | float)}

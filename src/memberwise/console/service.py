@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 import time
 from collections import deque
 from datetime import timedelta
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection
 
+from memberwise.config import Settings
 from memberwise.console import repository
 from memberwise.console.schemas import ConsoleUser
 from memberwise.kit.errors import InvalidRequest, MemberwiseError, NotFound, Unauthenticated
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal, StaffOut
+from memberwise.program.service import parse_program
 
 
 class SignInFailed(Unauthenticated):
@@ -220,3 +224,35 @@ class FailureLimiter:
             if len(self._failures) > 100_000:  # forget the oldest keys, memory stays bounded
                 for k in list(self._failures)[:50_000]:
                     del self._failures[k]
+
+
+def apply_program(
+    conn: Connection, settings: Settings, text: str, *, actor: Principal
+) -> tuple[Path, str]:
+    """Make ``text`` the home's program: checked first (raises ProgramError with the line),
+    written as a new file under ``HOME/programs/`` (temporary file, fsync, rename) and kept in
+    the home's settings, so this server (at its next request) and every later command use it.
+    Returns the file and the program's name; audited as ``program.apply`` with the text's hash.
+    """
+    program = parse_program(text, source="the edited program")
+    folder = settings.home / "programs"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    path = folder / f"{utcnow():%Y%m%dT%H%M%S}-{digest[:8]}.yaml"
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    previous = settings.program_file
+    settings.remember(program_file=path)
+    privacy.audit(
+        conn,
+        actor,
+        "program.apply",
+        "program",
+        program.name,
+        details={"file": str(path), "sha256": digest, "previous": str(previous or "")},
+    )
+    return path, program.name

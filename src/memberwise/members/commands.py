@@ -54,3 +54,16 @@ def import_(
     rt = Runtime.open(get_settings())
     created, registered, unchanged = import_file(rt, path)
     console.print(f"created {created:,}, registered {registered:,}, unchanged {unchanged:,}")
+
+
+@app.command("index-contacts")
+def index_contacts() -> None:
+    """Give members registered before contact hashes existed the keyed hashes of their phone
+    and email, so staff can find them by those (idempotent)."""
+    rt = Runtime.open(get_settings())
+    try:
+        with transaction(rt.engine) as conn:
+            done = service.index_contacts(conn, rt.cipher)
+    finally:
+        rt.close()
+    console.print(f"contacts indexed for {done:,} member(s)")

@@ -109,3 +109,35 @@ def activity_rows(conn: Connection) -> Iterator[tuple[str, datetime]]:
     """(member_id, updated_at) of every member: the last change of their record."""
     rows = conn.execute(select(members.c.member_id, members.c.updated_at))
     yield from ((str(member_id), updated_at) for member_id, updated_at in rows)
+
+
+def find_by_hash(conn: Connection, kind: str, digest: str) -> list[str]:
+    """Member ids whose ``phone_hash`` or ``email_hash`` (``kind``) is ``digest`` (at most 2)."""
+    column = members.c.phone_hash if kind == "phone" else members.c.email_hash
+    rows = conn.execute(select(members.c.member_id).where(column == digest).limit(2))
+    return [str(r) for r in rows.scalars()]
+
+
+def unindexed_contacts(conn: Connection, *, limit: int) -> list[RowMapping]:
+    """Members with sealed PII but no contact hashes yet (registered before they existed)."""
+    return list(
+        conn.execute(
+            select(members)
+            .where(
+                members.c.phone_hash.is_(None),
+                members.c.email_hash.is_(None),
+                (members.c.phone_enc.is_not(None)) | (members.c.email_enc.is_not(None)),
+            )
+            .limit(limit)
+        ).mappings()
+    )
+
+
+def set_contact_hashes(
+    conn: Connection, member_id: str, *, phone_hash: str, email_hash: str
+) -> None:
+    conn.execute(
+        update(members)
+        .where(members.c.member_id == member_id)
+        .values(phone_hash=phone_hash, email_hash=email_hash)
+    )

@@ -70,6 +70,31 @@ def _seal_fields(cipher: FieldCipher, member_id: str, data: dict[str, Any]) -> d
     return values
 
 
+#: The PII fields a member can be found by, each with its normaliser.
+CONTACT_FIELDS = ("phone", "email")
+
+
+def normalise_contact(kind: str, value: str) -> str:
+    """The form a phone or email is hashed in: digits only for a phone, lower case for an
+    email (so ``+86 139-1234-5678`` and ``8613912345678`` match)."""
+    if kind == "phone":
+        digits = "".join(ch for ch in value if ch.isdigit())
+        return digits[2:] if len(digits) == 13 and digits.startswith("86") else digits
+    return value.strip().lower()
+
+
+def _contact_hashes(master: FieldCipher, data: dict[str, Any]) -> dict[str, str | None]:
+    """``phone_hash``/``email_hash`` for the contact fields present in ``data``, under the PII
+    key itself (one key for everyone: a lookup must not need to know the member first)."""
+    return {
+        f"{kind}_hash": None
+        if data[kind] is None
+        else master.lookup(normalise_contact(kind, data[kind]), kind=kind)
+        for kind in CONTACT_FIELDS
+        if kind in data
+    }
+
+
 def _open_pii(cipher: FieldCipher, row: RowMapping) -> MemberPII:
     member_id = row["member_id"]
     opened: dict[str, str | None] = {}
@@ -117,6 +142,7 @@ def create_member(
     fields = data.model_dump(exclude={"member_id"}, exclude_unset=True)
     row = repository.get(conn, data.member_id)
     now = utcnow()
+    hashes = _contact_hashes(cipher, fields)
     # The member's PII is sealed under their own key (shredded when they are erased).
     cipher = keys.member_cipher(conn, cipher, data.member_id, create=row is None or _no_pii(row))
     if row is None:
@@ -128,6 +154,7 @@ def create_member(
             "updated_at": now,
             "version": 1,
             **_seal_fields(cipher, data.member_id, fields),
+            **hashes,
         }
         values.setdefault("registered_at", now)
         repository.insert_one(conn, values)
@@ -150,7 +177,7 @@ def create_member(
             f"member {data.member_id!r} is already registered with other values; "
             "use PATCH /v1/members/{member_id} to change them"
         )
-    values = {"source": MemberSource.registered.value, "updated_at": now}
+    values = {"source": MemberSource.registered.value, "updated_at": now, **hashes}
     values.update(_seal_fields(cipher, data.member_id, fields))
     values.setdefault("registered_at", now)
     if not repository.update_one(conn, data.member_id, row["version"], values):
@@ -176,13 +203,14 @@ def update_member(
     row = repository.get(conn, member_id)
     if row is None:
         raise MemberNotFound(f"no member {member_id!r}")
+    master = cipher
     cipher = keys.member_cipher(conn, cipher, member_id, create=_no_pii(row))
     fields = data.model_dump(exclude_unset=True)
     if not fields or _same(cipher, row, data):
         return _out(row)
     if "status" in fields and fields["status"] is None:
         fields.pop("status")
-    values = _seal_fields(cipher, member_id, fields)
+    values = {**_seal_fields(cipher, member_id, fields), **_contact_hashes(master, fields)}
     values["updated_at"] = utcnow()
     if not repository.update_one(conn, member_id, row["version"], values):
         raise ConcurrentUpdate(f"member {member_id!r} changed meanwhile; retry")
@@ -218,13 +246,37 @@ def get_member(
 
 
 def find_member(conn: Connection, cipher: FieldCipher, query: str) -> str | None:
-    """The id of the member ``query`` names (their member id), or None (the staff console's
-    search)."""
-    del cipher  # contact lookups (phone, email) need their keyed hashes; see docs/console.md
+    """The id of the member ``query`` names: their member id, or their phone or email found
+    through its keyed hash (the value itself is never searched for in clear); None when no
+    member, or more than one, matches. ``cipher`` is the PII key's."""
     query = query.strip()
     if is_valid_id(query) and repository.exists(conn, query):
         return query
-    return None
+    kind = "email" if "@" in query else "phone"
+    value = normalise_contact(kind, query)
+    if not value:
+        return None
+    found = repository.find_by_hash(conn, kind, cipher.lookup(value, kind=kind))
+    return found[0] if len(found) == 1 else None
+
+
+def index_contacts(conn: Connection, cipher: FieldCipher, *, batch: int = 1000) -> int:
+    """Give members registered before contact hashes existed their ``phone_hash`` and
+    ``email_hash`` (idempotent); returns how many members were indexed."""
+    done = 0
+    while rows := repository.unindexed_contacts(conn, limit=batch):
+        for row in rows:
+            pii = _open_pii(keys.member_cipher(conn, cipher, row["member_id"]), row)
+            hashes = _contact_hashes(cipher, {"phone": pii.phone, "email": pii.email})
+            # A member without either still gets a marker, so the loop moves past them.
+            repository.set_contact_hashes(
+                conn,
+                row["member_id"],
+                phone_hash=hashes["phone_hash"] or "-",
+                email_hash=hashes["email_hash"] or "-",
+            )
+            done += 1
+    return done
 
 
 def list_members(
@@ -302,7 +354,10 @@ def import_members(
         if row is not None and row["source"] == MemberSource.registered.value:
             unchanged += 1
             continue
-        sealed = _seal_fields(ciphers.get(p.member_id, cipher), p.member_id, fields)
+        sealed = {
+            **_seal_fields(ciphers.get(p.member_id, cipher), p.member_id, fields),
+            **_contact_hashes(cipher, fields),
+        }
         sealed.setdefault("registered_at", now)
         if row is None:
             inserts.append(
@@ -321,6 +376,8 @@ def import_members(
                     "region": None,
                     "city": None,
                     "credit_stars": None,
+                    "phone_hash": None,
+                    "email_hash": None,
                     **sealed,
                 }
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, LargeBinary, String, Table
+from sqlalchemy import Column, Index, Integer, LargeBinary, String, Table
 
 from memberwise.kit.db import metadata
 from memberwise.kit.time import UTCDateTime
@@ -27,6 +27,12 @@ members = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    # Keyed hashes (privacy.crypto.FieldCipher.lookup) of the normalised phone and email, so
+    # staff can find a member by them (the console's search) while the values stay sealed.
+    Column("phone_hash", String(64), nullable=True),
+    Column("email_hash", String(64), nullable=True),
+    Index("ix_members_phone_hash", "phone_hash"),
+    Index("ix_members_email_hash", "email_hash"),
     # Clustered on the key on SQLite (no separate rowid tree): half the work per insert.
     sqlite_with_rowid=False,
 )

@@ -51,6 +51,10 @@ i18n.add(
         "col.discount": ("优惠金额", "Discount given"),
         "col.range": ("区间", "Range"),
         "col.quota": ("名额", "Quota"),
+        "black_card.quota": ("名额", "Quota"),
+        "black_card.taken": ("已占用", "Taken"),
+        "black_card.eligible": ("符合条件", "Eligible"),
+        "black_card.active_members": ("活跃会员", "Active members"),
         "points.available": ("可用", "Available"),
         "points.pending": ("待生效", "Pending"),
         "points.expiring_30d": ("30 天内过期", "Expiring in 30 days"),
@@ -58,6 +62,7 @@ i18n.add(
     }
 )
 
+_QUOTA_KEYS = ("quota", "taken", "eligible", "active_members")
 _RISK_EDGES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 _CLV_EDGES_YUAN = [0, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 10**9]
 
@@ -91,6 +96,7 @@ def overview_context(request: Request) -> dict[str, Any]:
         coupons = q.coupon_budget_use(conn)
         clv, risk = q.prediction_values(conn)
         invitations = q.invitations_by_status(conn)
+        quota = q.latest_black_card(conn)
     order = _tier_order(program, set(tiers_now) | {k for v in tiers_then.values() for k in v})
     labels = [_build_label(a) for _, a in recent]
     seg_names = [s.name for s in program.segments] if program is not None else []
@@ -159,7 +165,13 @@ def overview_context(request: Request) -> dict[str, Any]:
                     t("col.redeemed"): [c[2] for c in coupons],
                 },
             )
-            | {"layout": {"barmode": "group", "legend": {"orientation": "h"}}},
+            | {
+                "layout": {
+                    "barmode": "group",
+                    "legend": {"orientation": "h", "y": -0.35},
+                    "xaxis": {"automargin": True, "tickangle": -20},
+                }
+            },
             "rows": [
                 (
                     name,
@@ -181,9 +193,13 @@ def overview_context(request: Request) -> dict[str, Any]:
         },
         "black_card": {
             "figure": charts.bar(
-                sorted(invitations), [invitations[s] for s in sorted(invitations)]
+                [t(f"black_card.{k}") for k in _QUOTA_KEYS if k in quota]
+                + [f"{t('col.status')}: {s}" for s in sorted(invitations)],
+                [quota[k] for k in _QUOTA_KEYS if k in quota]
+                + [invitations[s] for s in sorted(invitations)],
             ),
-            "rows": [(s, f"{n:,}") for s, n in sorted(invitations.items())],
+            "rows": [(t(f"black_card.{k}"), f"{quota[k]:,}") for k in _QUOTA_KEYS if k in quota]
+            + [(f"{t('col.status')}: {s}", f"{n:,}") for s, n in sorted(invitations.items())],
             "tier": card.tier if card is not None else None,
             "quota": _quota_text(card),
         },

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from memberwise.builds import builds_root, previous_builds
-from memberwise.console import charts, i18n
+from memberwise.console import charts, i18n, service
 from memberwise.console.nav import ANALYSTS, NavEntry
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import Posted, Require, render, runtime_of
@@ -28,6 +28,8 @@ from memberwise.runtime import Runtime
 router = APIRouter()
 NAV = NavEntry("/program", "nav.program", ANALYSTS, order=30)
 Analyst = Annotated[ConsoleUser, Depends(Require(*ANALYSTS))]
+#: Who may make an edited program the running one (it changes every member's rules).
+APPLIERS = frozenset({Role.operator})
 #: Who may read the black-card invitations (GET /v1/invitations).
 INVITATION_READERS = frozenset({Role.operator, Role.service})
 MAX_PROGRAM_BYTES = 1_000_000
@@ -45,6 +47,8 @@ i18n.add(
         ),
         "program.edit": ("方案 YAML", "Program YAML"),
         "program.run_preview": ("预演", "Preview"),
+        "program.apply": ("应用此方案", "Apply this program"),
+        "program.applied": ("已应用，下一次构建按新方案计算", "Applied; the next build uses it"),
         "program.matrix": ("等级迁移矩阵（从 → 到）", "Tier transitions (from → to)"),
         "program.changes": ("变化", "Changes"),
         "program.notices": ("降级提醒", "Downgrade notices"),
@@ -105,6 +109,7 @@ def program_page(request: Request, user: Analyst) -> HTMLResponse:
         program_file=rt.settings.program_file,
         text=_program_text(rt.settings.program_file),
         ranking=_invitation_rows(rt) if may_rank else None,
+        can_apply=user.role is Role.admin or user.role in APPLIERS,
     )
 
 
@@ -141,3 +146,20 @@ async def preview(
     # The preview reads the build's profiles with DuckDB: seconds of work, off the loop.
     ctx = await run_in_threadpool(preview_context, rt, program)
     return render(request, "_program_preview.html", user, p=ctx)
+
+
+@router.post("/program/apply", include_in_schema=False)
+def apply(
+    request: Request,
+    user: Posted,
+    program_text: Annotated[str, Form(max_length=MAX_PROGRAM_BYTES)],
+) -> HTMLResponse:
+    """Make the edited program the home's (checked first; a refusal changes nothing)."""
+    authorize(user.principal, APPLIERS)
+    rt = runtime_of(request)
+    with transaction(rt.engine) as conn:
+        path, name = service.apply_program(conn, rt.settings, program_text, actor=user.principal)
+    t = i18n.translator(rt.program().locale)
+    return render(
+        request, "_action_done.html", user, message=f"{t('program.applied')}: {name} ({path})"
+    )

@@ -1,4 +1,4 @@
-"""the staff console: passwords, one-time sign-in links, sessions
+"""the staff console: passwords, one-time sign-in links, sessions; members' contact hashes
 
 Revision ID: 0014
 Revises: 0013
@@ -62,9 +62,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("session_hash", name=op.f("pk_console_sessions")),
     )
     op.create_index("ix_console_sessions_staff", "console_sessions", ["staff_id"])
+    # Keyed hashes of members' phone and email, for the console's search (members registered
+    # earlier get theirs from `memberwise members index-contacts`).
+    op.add_column("members", sa.Column("phone_hash", sa.String(length=64), nullable=True))
+    op.add_column("members", sa.Column("email_hash", sa.String(length=64), nullable=True))
+    op.create_index("ix_members_phone_hash", "members", ["phone_hash"])
+    op.create_index("ix_members_email_hash", "members", ["email_hash"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_members_email_hash", table_name="members")
+    op.drop_index("ix_members_phone_hash", table_name="members")
+    with op.batch_alter_table("members") as batch:
+        batch.drop_column("email_hash")
+        batch.drop_column("phone_hash")
     op.drop_index("ix_console_sessions_staff", table_name="console_sessions")
     op.drop_table("console_sessions")
     op.drop_index("ix_console_links_staff", table_name="console_links")
