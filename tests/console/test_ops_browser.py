@@ -9,13 +9,17 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import Connection, text
 
+from memberwise.console import member_links
 from memberwise.console import service as console
+from memberwise.console.member_center import link_secret
 from memberwise.kit.db import transaction
 from memberwise.kit.outbox import emit
+from memberwise.kit.time import utcnow
 from memberwise.privacy import rights
 from memberwise.privacy.schemas import SYSTEM, DataRequestIn, RequestKind, Role
 from memberwise.program.desk import Channel, TicketKind
@@ -24,7 +28,7 @@ from memberwise.service import service as desk
 from memberwise.service.schemas import TicketOpen
 from memberwise.webhooks import service as webhooks
 from memberwise.webhooks.schemas import EndpointCreate
-from tests.console.conftest import PASSWORD, LiveConsole, Tab, browser_sign_in
+from tests.console.conftest import PASSWORD, LiveConsole, Tab, axe_violations, browser_sign_in
 from tests.console.test_browser import shot
 from tests.webhooks.receiver import receiver
 from tests.webhooks.test_endpoints import send_once
@@ -192,3 +196,35 @@ def test_bulk_issue_and_segment_export(tab: Tab, live_console: LiveConsole) -> N
     lines = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
     assert lines[0] == "member_id,segment,persona,tags" and len(lines) > 1
     assert tab.off_machine == []
+
+
+def _member_center_query(live: LiveConsole) -> str:
+    with store(live) as (rt, conn):
+        member = conn.execute(
+            text("SELECT member_id FROM member_tiers ORDER BY score DESC, member_id LIMIT 1")
+        ).scalar_one()
+        link = member_links.sign(link_secret(rt), member, int(utcnow().timestamp()) + 600)
+    return urlencode(link.query())
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/console/desk", "/console/merchants", "/console/campaigns", "/console/campaigns/first",
+     "/console/webhooks", "/console/privacy", "/console/bulk", "/member-center",
+     "/member-center/privacy"],
+)  # fmt: skip
+def test_axe_finds_no_wcag_a_or_aa_violation_on_these_pages(
+    a11y_tab: Tab, live_console: LiveConsole, path: str
+) -> None:
+    page = a11y_tab.page
+    if path.startswith("/member-center"):
+        path = f"{path}?{_member_center_query(live_console)}"
+    else:
+        browser_sign_in(a11y_tab, live_console, Role.admin)
+    if path.endswith("/first"):
+        page.goto(f"{live_console.base}/console/campaigns")
+        path = page.locator("#campaigns tbody a").first.get_attribute("href") or ""
+    page.goto(f"{live_console.base}{path}")
+    page.wait_for_load_state("networkidle")
+    assert page.locator("h1").count() >= 1
+    assert axe_violations(a11y_tab) == []
