@@ -197,3 +197,13 @@ def test_a_member_without_tier_or_lists_still_gets_a_page(
     text = _text(page.text)
     assert "No tier yet" in text and "No coupons to use." in text
     assert "No points expire in the next 90 days." in text
+
+
+def test_a_program_that_no_longer_loads_is_a_page_not_a_500(
+    client: TestClient, auth: Auth, program: Program, runtime: Runtime
+) -> None:
+    link = _link(client, auth)
+    assert runtime.settings.program_file is not None
+    runtime.settings.program_file.write_text("name: [broken", encoding="utf-8")
+    page = client.get(link)
+    assert 400 <= page.status_code < 500 and "无法打开会员中心" in page.text

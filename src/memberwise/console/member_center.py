@@ -80,7 +80,10 @@ def _csrf(secret: bytes, link: SignedLink) -> str:
 
 
 def _words(rt: Runtime, lang: str | None) -> Words:
-    program = rt.program()
+    try:
+        program = rt.program()
+    except MemberwiseError:  # a program file that no longer loads: the refusal page still shows
+        return Words(choose_locale("zh-CN", lang), rt.settings.display_timezone)
     return Words(choose_locale(program.locale, lang), program.display_timezone)
 
 
