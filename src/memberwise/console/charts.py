@@ -72,6 +72,7 @@ def heatmap(
                 "y": list(rows),
                 "z": [list(r) for r in z],
                 "colorscale": "Blues",
+                "reversescale": True,  # Plotly's Blues runs dark to light: 0 is light here
                 "texttemplate": "%{z}",
                 "hovertemplate": "%{y} → %{x}: %{z:,}<extra></extra>",
             }
