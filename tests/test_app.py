@@ -144,6 +144,8 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/v1/merchants/x/penalties"): ADMIN | {Role.operator},
     ("POST", "/v1/penalties/x/appeal"): ADMIN | {Role.operator},
     ("POST", "/v1/appeals/x/decision"): ADMIN | {Role.operator},
+    # the member center's signed links (console/member_endpoints.py)
+    ("POST", "/v1/member-center/links"): PLATFORM,
 }
 
 

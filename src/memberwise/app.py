@@ -24,6 +24,7 @@ from memberwise import __version__
 from memberwise.campaigns.endpoints import journeys_router
 from memberwise.campaigns.endpoints import router as campaigns_router
 from memberwise.config import Settings, get_settings
+from memberwise.console import member_center, member_endpoints
 from memberwise.events.endpoints import router as events_router
 from memberwise.feedback.endpoints import router as feedback_router
 from memberwise.jobs import holders
@@ -189,6 +190,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(service_router)
     app.include_router(feedback_router)
     app.include_router(merchants_router)
+    # The member center (pages a member opens through a signed link) and its link API.
+    app.include_router(member_center.router)
+    app.include_router(member_endpoints.router)
     # Recommendations leave out kept-away merchants' items (the program's merchants section).
     merchants_service.install_recommendation_hook(lambda: rt.program().merchants)
     # The staff console (issue 18): server-rendered pages at /console, outside the OpenAPI.

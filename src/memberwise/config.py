@@ -83,6 +83,35 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, description="Port the API listens on.")
+    # -- the member center (console/member_center.py): signed links the platform creates
+    member_center_secret: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="HMAC-SHA256 key of member-center links, shared with the platform so it "
+        "can sign links itself (at least 32 characters). Default: derived from the PII key "
+        "(then only POST /v1/member-center/links makes links).",
+    )
+    member_center_link_seconds: int = Field(
+        default=600, ge=30, le=86_400, description="Lifetime of a link the API makes."
+    )
+    member_center_max_link_seconds: int = Field(
+        default=3600,
+        ge=30,
+        le=86_400,
+        description="The longest lifetime a member-center link may have (links expiring later "
+        "are refused), so a leaked link is good for little.",
+    )
+    member_center_frame_ancestors: str = Field(
+        default="'self'",
+        pattern=r"^[^;\r\n,]+$",
+        description="CSP frame-ancestors of the member center: who may embed it, e.g. "
+        "\"'self' https://app.example.com\".",
+    )
+    member_center_url: str | None = Field(
+        default=None,
+        description="Public address of the member center (behind the platform's proxy); "
+        "default: the address the link request came to.",
+    )
     # -- the window business times sent to the API must lie in (orders, refunds, payments...)
     business_time_earliest: datetime = Field(
         default=datetime(2000, 1, 1, tzinfo=UTC),

@@ -298,9 +298,9 @@ def test_the_allowed_keys_are_listed(tmp_path: Path) -> None:
     problem = only_problem(refusal(tmp_path, "name: x\ncolour: red\n"))
     assert problem["fix"] == (
         "remove it or fix its spelling; the keys allowed here: "
-        "name, display_timezone, tags, segments, personas, score, tiers, plans, black_card, "
-        "benefits, points, coupons, predictions, recommendations, privacy, service, feedback, "
-        "merchants"
+        "name, display_timezone, locale, tags, segments, personas, score, tiers, plans, "
+        "black_card, benefits, points, coupons, predictions, recommendations, privacy, service, "
+        "feedback, merchants"
     )
 
 

@@ -2,12 +2,14 @@
 
 from memberwise_client.client import AsyncClient, Client, RetryPolicy
 from memberwise_client.errors import ApiError, TransportError
+from memberwise_client.member_center import sign_member_center_link
 from memberwise_client.models import (
     Balance,
     Coupon,
     IngestResult,
     Issued,
     Member,
+    MemberCenterLink,
     Order,
     PointsChange,
     Recommendation,
@@ -25,6 +27,7 @@ __all__ = [
     "IngestResult",
     "Issued",
     "Member",
+    "MemberCenterLink",
     "Order",
     "PointsChange",
     "Recommendation",
@@ -33,5 +36,6 @@ __all__ = [
     "TransportError",
     "WebhookEndpoint",
     "WebhookVerificationError",
+    "sign_member_center_link",
     "verify_webhook",
 ]

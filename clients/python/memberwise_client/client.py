@@ -220,6 +220,15 @@ class Client(_Base):
         out: models.CampaignResults = self._run(ops.campaign_results(campaign_id))
         return out
 
+    def member_center_link(
+        self, member_id: str, *, ttl_seconds: int | None = None, lang: str | None = None
+    ) -> models.MemberCenterLink:
+        """A signed, short-lived link to the member's member center (open it in a web view)."""
+        out: models.MemberCenterLink = self._run(
+            ops.member_center_link(member_id, ttl_seconds, lang)
+        )
+        return out
+
 
 class AsyncClient(_Base):
     """The memberwise API for asyncio: the same methods as :class:`Client`, awaited."""
@@ -333,4 +342,13 @@ class AsyncClient(_Base):
 
     async def campaign_results(self, campaign_id: str) -> models.CampaignResults:
         out: models.CampaignResults = await self._run(ops.campaign_results(campaign_id))
+        return out
+
+    async def member_center_link(
+        self, member_id: str, *, ttl_seconds: int | None = None, lang: str | None = None
+    ) -> models.MemberCenterLink:
+        """A signed, short-lived link to the member's member center (open it in a web view)."""
+        out: models.MemberCenterLink = await self._run(
+            ops.member_center_link(member_id, ttl_seconds, lang)
+        )
         return out

@@ -152,3 +152,11 @@ class CampaignResults(_Model):
     srm: SampleRatio
     metrics: list[MetricResult]
     note: str
+
+
+class MemberCenterLink(_Model):
+    """A signed member-center link; it works until ``expires_at``."""
+
+    url: str
+    member_id: str
+    expires_at: datetime

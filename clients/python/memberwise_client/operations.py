@@ -62,6 +62,7 @@ OPERATIONS: list[tuple[str, str, tuple[str, ...], type[BaseModel] | None]] = [
     ("POST", "/v1/campaigns/{campaign_id}/launch", (), models.Campaign),
     ("GET", "/v1/campaigns/{campaign_id}", (), models.Campaign),
     ("GET", "/v1/campaigns/{campaign_id}/results", (), models.CampaignResults),
+    ("POST", "/v1/member-center/links", (), models.MemberCenterLink),
 ]
 
 
@@ -171,3 +172,9 @@ def campaign(campaign_id: str) -> Request:
 
 def campaign_results(campaign_id: str) -> Request:
     return Request("GET", f"/v1/campaigns/{_id(campaign_id)}/results", model=models.CampaignResults)
+
+
+def member_center_link(member_id: str, ttl_seconds: int | None, lang: str | None) -> Request:
+    # Safe to send again: a link is computed, nothing is stored.
+    body = {"member_id": member_id} | _params(ttl_seconds=ttl_seconds, lang=lang)
+    return Request("POST", "/v1/member-center/links", json=body, model=models.MemberCenterLink)
