@@ -1,8 +1,7 @@
 """tier_notices: the downgrade notices given, once each (journeys and the desk read them)
 
-Revision ID: 0017
-Revises: 0013 (to be re-linked after 0016 by the integrator: the session's brief gives
-"0016", which does not exist on this branch, and the suite migrates every store it tests)
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-06 23:00:00
 """
 
@@ -15,8 +14,8 @@ from alembic import op
 
 import memberwise.kit.time
 
-revision: str = "0017"
-down_revision: str | None = "0013"
+revision: str = "0015"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
