@@ -257,6 +257,12 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="generate the files into this directory, or reuse them if it holds them already",
+    )
     args = parser.parse_args()
     formats = [f for f in args.formats.split(",") if f]
 
@@ -264,10 +270,20 @@ def main() -> None:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mw-bench-", dir=args.workdir))
     try:
-        src = work / "events.parquet"
         started = time.perf_counter()
-        generate(src, args.rows, members=args.members)
-        files = write_text_formats(src, formats)
+        if args.data is not None:
+            args.data.mkdir(parents=True, exist_ok=True)
+            src = args.data / f"events-{args.rows}-{args.members}.parquet"
+            if not src.exists():
+                generate(src, args.rows, members=args.members)
+            files = {f: src.with_suffix(".csv" if f == "csv" else f".{f}") for f in formats}
+            missing = [f for f in formats if not files[f].exists()]
+            if missing:
+                files.update(write_text_formats(src, missing))
+        else:
+            src = work / "events.parquet"
+            generate(src, args.rows, members=args.members)
+            files = write_text_formats(src, formats)
         con = duckdb.connect()
         [(members,)] = con.sql(f"SELECT count(DISTINCT member_id) FROM '{src}'").fetchall()
         con.close()

@@ -8,6 +8,7 @@ other command goes to the full app. Both parse the same arguments the same way.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 #: Commands that run from their own small Typer app (name -> "module:attribute").
@@ -32,7 +33,13 @@ def main() -> None:
             raise SystemExit(2)
     module, attribute = target.split(":")
     fast = getattr(__import__(module, fromlist=[attribute]), attribute)
-    fast(prog_name="memberwise")
+    # Objects made so far (the imports) and by the command live until the process ends: kept
+    # out of the collector's full passes, and of the one at exit that would walk them all.
+    gc.freeze()
+    try:
+        fast(prog_name="memberwise")
+    finally:
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -560,34 +560,41 @@ def _jsonl(path: Path) -> Source:
 
 
 def _jsonl_batches(path: Path, source: Source) -> Iterator[Batch]:
-    """Blocks of whole lines of the file mapped in memory, split with NumPy into an Arrow
-    string array over the mapped bytes (no copy, no Python object per line); parsing and
-    checking happen in DuckDB (:class:`JsonLines`). Only lines that are blank or not UTF-8 are
-    looked at in Python."""
+    """Blocks of whole lines, each mapped from the file on its own and split with NumPy into
+    an Arrow string array over the mapped bytes (no copy, no Python object per line); parsing
+    and checking happen in DuckDB (:class:`JsonLines`). A block's mapping goes when its batch
+    does, so memory stays bounded by the blocks in flight. Only lines that are blank or not
+    UTF-8 are looked at in Python."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return
-        # The mapping outlives the file object; it is unmapped once no block refers to it.
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    view = memoryview(mapped)
-    first = 1  # the number of the block's first line
-    start = 0
-    while start < size:
-        stop = start + _JSONL_BLOCK
-        if stop >= size:
-            stop = size
-        else:
-            cut = mapped.rfind(b"\n", start, stop)
-            if cut < 0:  # a line longer than a block: the block ends with it
-                cut = mapped.find(b"\n", stop)
-            stop = size if cut < 0 else cut + 1
-        batch, lines = _json_block(view[start:stop], first, source)
-        first += lines
-        start = stop
-        source.position = start / size
-        if batch is not None:
-            yield batch
+        first = 1  # the number of the block's first line
+        start = 0
+        while start < size:
+            block, stop = _map_lines(f.fileno(), start, size)
+            batch, lines = _json_block(block, first, source)
+            first += lines
+            start = stop
+            source.position = start / size
+            if batch is not None:
+                yield batch
+
+
+def _map_lines(fileno: int, start: int, size: int) -> tuple[memoryview, int]:
+    """The file's bytes from ``start`` to the end of the last whole line within about
+    _JSONL_BLOCK bytes (more if one line is longer), mapped read-only, and where they end."""
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    length = _JSONL_BLOCK
+    while True:
+        stop = min(size, start + length)
+        mapped = mmap.mmap(fileno, stop - base, access=mmap.ACCESS_READ, offset=base)
+        if stop < size:
+            cut = mapped.rfind(b"\n", start - base)
+            if cut < 0:  # a line longer than the block: map more
+                mapped.close()
+                length *= 2
+                continue
+            stop = base + cut + 1
+        return memoryview(mapped)[start - base : stop - base], stop
 
 
 def _json_block(data: memoryview, first: int, source: Source) -> tuple[JsonLines | None, int]:
