@@ -78,7 +78,7 @@ else:
     with engine.connect() as conn:
         written = publish(conn, conn.commit)
         conn.commit()
-print(json.dumps({"seconds": time.perf_counter() - started, "written": written}))
+print("RESULT " + json.dumps({"seconds": time.perf_counter() - started, "written": written}))
 """
 
 
@@ -197,7 +197,8 @@ def child(code: str, code_path: Path, target: str, url: str, directory: Path) ->
         text=True,
         env=env(code_path),
     )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
     return result
 
 
