@@ -197,8 +197,9 @@ def child(code: str, code_path: Path, target: str, url: str, directory: Path) ->
         text=True,
         env=env(code_path),
     )
-    line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("RESULT "))
-    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    # (The baseline's DuckDB may leave a progress bar without a newline before the result.)
+    line = next(x for x in reversed(out.stdout.splitlines()) if "RESULT " in x)
+    result: dict[str, Any] = json.loads(line.split("RESULT ", 1)[1])
     return result
 
 
