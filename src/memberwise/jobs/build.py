@@ -310,8 +310,8 @@ def stage_publish(ctx: BuildContext) -> int:
 
     What readers see meanwhile: every member's row whole, from the previous build or this one
     (a row is written in one statement of one transaction); the previous build's id and
-    groups until the profiles flip their pointer in their last transaction (the predictions'
-    model version flips first, as before: their rows name their own version). A crash
+    groups, and the previous model version, until the profiles and the predictions flip their
+    pointers in their last transaction. A crash
     leaves the batches committed so far; publishing again (``memberwise build --only
     publish``, or the next build) compares with what the store holds, so it writes only what
     is still different and fires each change's side effects (tier history, audit, outbox)
