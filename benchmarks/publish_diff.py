@@ -78,7 +78,7 @@ else:
     with engine.connect() as conn:
         written = publish(conn, conn.commit)
         conn.commit()
-print(json.dumps({"seconds": time.perf_counter() - started, "written": written}))
+print("RESULT " + json.dumps({"seconds": time.perf_counter() - started, "written": written}))
 """
 
 
@@ -197,7 +197,9 @@ def child(code: str, code_path: Path, target: str, url: str, directory: Path) ->
         text=True,
         env=env(code_path),
     )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    # (The baseline's DuckDB may leave a progress bar without a newline before the result.)
+    line = next(x for x in reversed(out.stdout.splitlines()) if "RESULT " in x)
+    result: dict[str, Any] = json.loads(line.split("RESULT ", 1)[1])
     return result
 
 

@@ -310,8 +310,9 @@ def stage_publish(ctx: BuildContext) -> int:
     """Every domain's artifacts into the operational store, by difference and in batches.
 
     What readers see meanwhile: every member's row whole, from the previous build or this one
-    (a row is written in one statement of one transaction); the previous build's id, groups
-    and model version until each domain flips its pointer in its last transaction. A crash
+    (a row is written in one statement of one transaction); the previous build's id and
+    groups, and the previous model version, until the profiles and the predictions flip their
+    pointers in their last transaction. A crash
     leaves the batches committed so far; publishing again (``memberwise build --only
     publish``, or the next build) compares with what the store holds, so it writes only what
     is still different and fires each change's side effects (tier history, audit, outbox)

@@ -42,6 +42,14 @@ def no_commit() -> None:
     return None
 
 
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for comparing: UTC session time, no progress bar on stdout."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 def load_published(
     conn: Connection,
     query: Select[Any],

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
@@ -164,8 +163,7 @@ def publish_tiers(
     now = utcnow()
     locked = repository.locked_members(conn)
     written = 0
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
+    with diffpublish.connect() as con:
         repository.load_tiers(conn, con, "stored")
         for batch in diffpublish.batches(con, repository.changed_tiers_sql(path, "stored")):
             written += _publish_tier_batch(conn, batch.to_pylist(), locked, build_id, now)

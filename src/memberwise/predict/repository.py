@@ -22,6 +22,8 @@ from memberwise.kit.db import upsert
 from memberwise.predict.tables import member_predictions, prediction_models
 
 PUBLISHED, SUPERSEDED = "published", "superseded"
+#: A version whose rows are being written (not shown yet).
+PUBLISHING = "publishing"
 
 _TYPES: dict[str, Any] = {
     "member_id": String,

@@ -94,9 +94,10 @@ def _rows(batch: pa.RecordBatch, model_version: str) -> list[dict[str, Any]]:
 def publish_build(conn: Connection, build_dir: Path, *, commit: Commit = no_commit) -> int:
     """Publish the predictions in ``build_dir``: they become the ones the API shows.
 
-    Records the model version (earlier ones become superseded), upserts every member's
-    predictions (``commit`` after each batch, so PostgreSQL never holds one transaction of a
-    million rows) and deletes those of members absent from this version. Every row names its
+    Records the model version (shown only at the end), upserts every member's predictions
+    (``commit`` after each batch, so PostgreSQL never holds one transaction of a million rows),
+    deletes those of members absent from this version, and then makes the version the
+    published one (earlier ones become superseded). Every row names its
     version (a journey's churn crossing is per version), so each new version rewrites every
     row; publishing the same version again changes nothing, and after a crash converges.
     Returns the members published.
@@ -110,21 +111,21 @@ def publish_build(conn: Connection, build_dir: Path, *, commit: Commit = no_comm
     ids = pq.read_table(build_dir / PREDICTIONS_FILE, columns=["member_id"])["member_id"]
     if ids.null_count or pc.count_distinct(ids).as_py() != len(ids):
         raise InvalidPredictions(f"{build_dir / PREDICTIONS_FILE} repeats or lacks a member_id")
-    repository.supersede_others(conn, version)
     live = repository.live_model(conn)
-    published_at = live["published_at"] if live is not None else utcnow()
+    already = live is not None and live["model_version"] == version
+    published_at = live["published_at"] if live is not None and already else utcnow()
     fitted_at = summary.get("fitted_at")
-    repository.upsert_model(
-        conn,
-        {
-            "model_version": version,
-            "as_of": as_utc(datetime.fromisoformat(summary["as_of"])),
-            "fitted_at": as_utc(datetime.fromisoformat(fitted_at)) if fitted_at else None,
-            "published_at": published_at,
-            "status": repository.PUBLISHED,
-            "summary": json.dumps(summary, ensure_ascii=False),
-        },
-    )
+    model = {
+        "model_version": version,
+        "as_of": as_utc(datetime.fromisoformat(summary["as_of"])),
+        "fitted_at": as_utc(datetime.fromisoformat(fitted_at)) if fitted_at else None,
+        "published_at": published_at,
+        # Not shown until its rows are in (the rows copy its times, so it is written first).
+        "status": repository.PUBLISHED if already else repository.PUBLISHING,
+        "summary": json.dumps(summary, ensure_ascii=False),
+    }
+    repository.upsert_model(conn, model)
+    commit()
     published = 0
     for batch in file.iter_batches(batch_size=_CHUNK):
         rows = _rows(batch, version)
@@ -132,6 +133,9 @@ def publish_build(conn: Connection, build_dir: Path, *, commit: Commit = no_comm
         published += len(rows)
         commit()
     repository.delete_other_versions(conn, version)
+    # The flip, in the caller's last transaction.
+    repository.supersede_others(conn, version)
+    repository.upsert_model(conn, {**model, "status": repository.PUBLISHED})
     return published
 
 

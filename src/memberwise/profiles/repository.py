@@ -253,8 +253,7 @@ class BuildArtifacts:
 
     def __init__(self, build_dir: Path) -> None:
         self.paths = {role: build_dir / name for role, name in ARTIFACTS.items()}
-        self.con = duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
+        self.con = diffpublish.connect()
         for role, path in self.paths.items():
             self.con.execute(
                 f"CREATE VIEW {role} AS SELECT * FROM read_parquet({_string(str(path))})"
