@@ -139,11 +139,23 @@ def spark_dataframe(con: ibis.BaseBackend, expr: ir.Table) -> Any:
     return con._session.sql(con.compile(expr.as_table()))
 
 
-def read_parquet(con: ibis.BaseBackend, paths: Sequence[Path | str]) -> ir.Table:
+def read_parquet(
+    con: ibis.BaseBackend,
+    paths: Sequence[Path | str],
+    *,
+    storage: Storage | None = None,
+    expand: bool = True,
+) -> ir.Table:
     """Parquet files, committed directories (a Spark output) or URIs (``s3://``,
-    ``hdfs://``, ``file://``) as one Ibis table on any backend."""
-    storage = storage_of(con)
-    files = [f for p in paths for f in storage.parquet_files(p)]
+    ``hdfs://``, ``file://``) as one Ibis table on any backend.
+
+    ``storage`` reaches the URIs (default: the one ``con`` was opened with); ``expand=False``
+    says every path is already a data file (saves a listing per path on an object store).
+    """
+    storage = storage or storage_of(con)
+    files = (
+        [f for p in paths for f in storage.parquet_files(p)] if expand else [str(p) for p in paths]
+    )
     if con.name == "pyspark":
         session = con._session
         name = f"parquet_{uuid.uuid4().hex}"
@@ -151,7 +163,16 @@ def read_parquet(con: ibis.BaseBackend, paths: Sequence[Path | str]) -> ir.Table
         return con.table(name)
     remote = [f for f in files if not is_local(f)]
     if remote:
+        # Ibis would load DuckDB's httpfs extension for s3:// (a download): read through the
+        # fsspec file system registered on the connection instead.
         storage.register(con.con, remote)
+        name = f"parquet_{uuid.uuid4().hex}"
+        listed = ", ".join("'" + _plain(f).replace("'", "''") + "'" for f in files)
+        con.con.execute(
+            f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listed}], "
+            "hive_partitioning = false)"
+        )
+        return con.table(name)
     return con.read_parquet([_plain(f) for f in files], hive_partitioning=False)
 
 
