@@ -60,7 +60,7 @@ from memberwise.feedback import stage as feedback_stage
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import InvalidRequest
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
-from memberwise.kit.storage import read_table
+from memberwise.kit.storage import join, read_table
 from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
 from memberwise.members import service as members_service
 from memberwise.membership import stage as membership_stage
@@ -196,12 +196,11 @@ def stage_profiles(ctx: BuildContext) -> int:
             for m in attributes["member_id"].to_pylist()
         ]
         attributes = attributes.filter(pa.array(keep, pa.bool_()))
-    work = ctx.path("_work")
-    work.mkdir(exist_ok=True)
+    work = ctx.scratch("_work")
 
     def materialize(name: str, table: ir.Table) -> ir.Table:
         # Details are an artifact of their own; the other intermediates are scratch.
-        path = ctx.path("details.parquet") if name == "details" else work / f"{name}.parquet"
+        path = ctx.path("details.parquet") if name == "details" else join(work, f"{name}.parquet")
         write_parquet(ctx.con, table, path)
         ctx.progress("profiles", steps.index(name) + 1, len(steps))
         return read_parquet(ctx.con, [path])
@@ -216,7 +215,7 @@ def stage_profiles(ctx: BuildContext) -> int:
     )
     rows = write_parquet(ctx.con, profiles, ctx.path("profiles.parquet"))
     ctx.progress("profiles", len(steps), len(steps))
-    shutil.rmtree(work, ignore_errors=True)
+    ctx.drop_scratch(work)
     return rows
 
 
