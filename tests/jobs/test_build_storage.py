@@ -26,8 +26,8 @@ def _profiles(directory: Path) -> list[dict[str, object]]:
 
 def test_a_build_over_a_lake_on_s3_equals_the_local_one(
     settings: Settings,
-    s3: Storage,
-    tmp_path: Path,  # noqa: F811
+    s3: Storage,  # noqa: F811  (the imported fixture)
+    tmp_path: Path,
 ) -> None:
     local = Runtime.open(settings)
     remote_settings = settings.model_copy(

@@ -59,6 +59,7 @@ def test_spark_writes_from_its_executors_and_every_reader_takes_the_directory(
     assert write_parquet(spark, expr, out) == 17
     files = parquet_files(out)
     assert out.is_dir() and len(files) >= 1 and all(f.endswith(".parquet") for f in files)
+    assert not list(out.glob("*.crc")) and not list(out.glob(".*.crc"))
     monkeypatch.undo()
     expected = [{"spend": float(s), "n": 12 if s < 13 else 11} for s in range(17)]
     assert read_table(out).to_pylist() == expected  # part files in order: the sort is kept

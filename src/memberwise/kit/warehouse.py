@@ -259,6 +259,10 @@ def _spark_write(con: ibis.BaseBackend, expr: ir.Table, path: Path | str) -> int
         tmp = Path(temp_sibling(target))
         try:
             writer.parquet(str(tmp))
+            # Hadoop's checksum side files would go stale when erasure rewrites a part file
+            # in place (and Spark refuses to read a file whose checksum differs): drop them.
+            for crc in tmp.glob(".*.crc"):
+                crc.unlink(missing_ok=True)
             rows = storage.num_rows(tmp)
             replace_directory(tmp, target)
         finally:
