@@ -70,9 +70,13 @@ def test_spark_writes_from_its_executors_and_every_reader_takes_the_directory(
         con.disconnect()
     back = read_parquet(spark, [out]).order_by("spend")
     assert back.to_pyarrow().to_pylist() == expected
+    # A file:// URI is the same place as its path.
+    by_uri = tmp_path / "by-uri.parquet"
+    assert write_parquet(spark, expr, by_uri.as_uri()) == 17
+    assert read_table(by_uri.as_uri()).to_pylist() == expected
     # Rewriting replaces the whole directory; an empty result still carries its schema.
     empty = expr.filter(expr.n > 1000)
     assert write_parquet(spark, empty, out) == 0
     assert read_table(out).schema.names == ["spend", "n"]
-    assert [p.name for p in out.parent.iterdir()] == ["spend.parquet"]  # no temp left behind
+    assert sorted(p.name for p in out.parent.iterdir()) == ["spend.parquet"]  # no temp left
     assert pq.ParquetFile(parquet_files(out)[0]).metadata.num_rows == 0
