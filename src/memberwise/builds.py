@@ -7,6 +7,7 @@ It sits below every domain that contributes a stage (profiles, predict, membersh
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,8 @@ import ibis
 import ibis.expr.types as ir
 
 from memberwise.config import Engine
-from memberwise.kit.warehouse import read_parquet
+from memberwise.kit.storage import is_local, join
+from memberwise.kit.warehouse import read_parquet, storage_of
 from memberwise.program.schemas import Program
 from memberwise.runtime import Runtime
 
@@ -67,6 +69,23 @@ class BuildContext:
 
     def table(self, name: str) -> ir.Table:
         return read_parquet(self.con, [self.path(name)])
+
+    def scratch(self, folder: str) -> Path | str:
+        """Where a stage's intermediates go, deleted by :meth:`drop_scratch` when it ends:
+        ``folder`` inside the build directory when the storage is local, else under the
+        storage URI (``BASE/warehouse/work/<build_id>/folder``), where a cluster's executors
+        can all write and read."""
+        root = self.runtime.settings.storage_root
+        if is_local(root):
+            local = self.path(folder)
+            local.mkdir(exist_ok=True)
+            return local
+        return join(root, "warehouse", "work", self.result.build_id, folder)
+
+    def drop_scratch(self, location: Path | str) -> None:
+        """Delete what :meth:`scratch` gave (nothing when it is gone already)."""
+        with contextlib.suppress(OSError):
+            storage_of(self.con).delete(location)
 
 
 def builds_root(runtime: Runtime) -> Path:

@@ -13,6 +13,7 @@ from memberwise.config import Settings
 from memberwise.kit.cache import BoundedSet
 from memberwise.kit.db import make_engine
 from memberwise.kit.lake import EventLake
+from memberwise.kit.objectlake import open_lake
 from memberwise.kit.time import BusinessWindow, as_utc, configure_window
 from memberwise.privacy.crypto import FieldCipher
 from memberwise.privacy.service import KeyVerifier
@@ -45,7 +46,11 @@ class Runtime:
         return cls(
             settings=settings,
             engine=engine,
-            lake=EventLake(settings.lake_root),
+            lake=open_lake(
+                settings.lake_root,
+                settings.home.as_uri() if settings.lake_dir else settings.storage_root,
+                settings.storage_options,
+            ),
             cipher=FieldCipher(settings.pii_key_bytes),
             verifier=KeyVerifier(engine, ttl=settings.api_key_cache_seconds),
         )

@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
@@ -63,6 +64,7 @@ from memberwise.kit.db import transaction
 from memberwise.kit.diffpublish import Commit
 from memberwise.kit.errors import InvalidRequest
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
+from memberwise.kit.storage import join, read_table
 from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
 from memberwise.members import service as members_service
 from memberwise.membership import notices as membership_notices
@@ -199,12 +201,11 @@ def stage_profiles(ctx: BuildContext) -> int:
             for m in attributes["member_id"].to_pylist()
         ]
         attributes = attributes.filter(pa.array(keep, pa.bool_()))
-    work = ctx.path("_work")
-    work.mkdir(exist_ok=True)
+    work = ctx.scratch("_work")
 
     def materialize(name: str, table: ir.Table) -> ir.Table:
         # Details are an artifact of their own; the other intermediates are scratch.
-        path = ctx.path("details.parquet") if name == "details" else work / f"{name}.parquet"
+        path = ctx.path("details.parquet") if name == "details" else join(work, f"{name}.parquet")
         write_parquet(ctx.con, table, path)
         ctx.progress("profiles", steps.index(name) + 1, len(steps))
         return read_parquet(ctx.con, [path])
@@ -219,7 +220,7 @@ def stage_profiles(ctx: BuildContext) -> int:
     )
     rows = write_parquet(ctx.con, profiles, ctx.path("profiles.parquet"))
     ctx.progress("profiles", len(steps), len(steps))
-    shutil.rmtree(work, ignore_errors=True)
+    ctx.drop_scratch(work)
     return rows
 
 
@@ -369,10 +370,18 @@ def _link_inputs(directory: Path, stages: Sequence[str], root: Path) -> None:
                 "first",
                 details={"missing": name, "stage": producer},
             )
-        try:
-            os.link(source, directory / name)
-        except OSError:
-            shutil.copy2(source, directory / name)
+        if source.is_dir():  # a Spark-written artifact: link its files one by one
+            shutil.copytree(source, directory / name, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, directory / name)
+
+
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    """Hard-link ``source`` to ``target`` (builds share unchanged files), else copy it."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _write_manifest(ctx: BuildContext, *, status: str) -> None:
@@ -412,10 +421,9 @@ def _write_manifest(ctx: BuildContext, *, status: str) -> None:
 
 def _profile_counts(ctx: BuildContext) -> tuple[int, int]:
     """(members, events read) of the build's profiles."""
-    meta = pq.ParquetFile(ctx.path("profiles.parquet"))
-    table = pq.read_table(ctx.path("profiles.parquet"), columns=["lifetime_events"])
-    events = table.column("lifetime_events").to_pylist()
-    return meta.metadata.num_rows, int(sum(v or 0 for v in events))
+    table = read_table(ctx.path("profiles.parquet"), columns=["lifetime_events"])
+    events = pc.sum(table.column("lifetime_events")).as_py()
+    return table.num_rows, int(events or 0)
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -468,7 +476,7 @@ def run_build(
         with transaction(runtime.engine) as conn:
             view = lakeview.build_view(conn, runtime.lake, program.privacy)
         private = dataclasses.replace(runtime, lake=view)
-        with open_backend(chosen, temp_dir=runtime.settings.home / "warehouse" / "tmp") as con:
+        with open_backend(chosen, **runtime.settings.backend_options()) as con:
             ctx = BuildContext(private, program, con, directory, result, progress, meta)
             for stage in stages:
                 publishing = stage == "publish"

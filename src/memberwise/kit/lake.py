@@ -511,7 +511,7 @@ def events_table(con: ibis.BaseBackend, lake: EventLake) -> ibis.Table:
     from memberwise.kit.warehouse import read_parquet
 
     def read(paths: list[Path]) -> ibis.Table:
-        return read_parquet(con, paths).select(*LAKE_SCHEMA.names)
+        return read_parquet(con, paths, expand=False).select(*LAKE_SCHEMA.names)
 
     parts = [read(plain)] if plain else []
     for group in overlapping:

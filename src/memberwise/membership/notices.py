@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
 from memberwise.kit import outbox
+from memberwise.kit.storage import parquet_batches
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.membership import repository
 from memberwise.membership.schemas import Shortfall, TierNoticeOut
@@ -75,9 +75,7 @@ def record(
     build_id = str(json.loads(manifest.read_text())["build_id"])
     now = as_utc(now or utcnow())
     given: list[GivenNotice] = []
-    for batch in pq.ParquetFile(path).iter_batches(
-        batch_size=20_000, columns=["member_id", "tier", "details"]
-    ):
+    for batch in parquet_batches(path, 20_000, columns=["member_id", "tier", "details"]):
         # Most members carry no notice: filter in Arrow before parsing any JSON.
         has = pc.invert(pc.match_substring(batch.column("details"), '"notice":null'))
         rows = batch.filter(has).to_pylist()

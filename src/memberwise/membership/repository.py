@@ -27,6 +27,7 @@ from sqlalchemy import (
 
 from memberwise.kit import diffpublish, rawsql
 from memberwise.kit.db import insert_ignore, upsert
+from memberwise.kit.storage import parquet_sql
 from memberwise.kit.time import UTCDateTime
 from memberwise.members.tables import members
 from memberwise.membership.tables import (
@@ -156,7 +157,7 @@ def changed_tiers_sql(path: Path, stored: str) -> str:
                t.from_tier, t.reason, t.details,
                (s.member_id IS NULL OR t.score IS DISTINCT FROM s.score
                 OR md5(t.details) IS DISTINCT FROM s.details) AS score_changed
-        FROM read_parquet({diffpublish.quote(str(path))}) t
+        FROM read_parquet({parquet_sql(path)}) t
         LEFT JOIN "{stored}" s USING (member_id)
         WHERE s.member_id IS NULL
            OR t.tier IS DISTINCT FROM s.tier

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
 from memberwise.kit import diffpublish, outbox
@@ -17,6 +16,7 @@ from memberwise.kit.diffpublish import Commit, no_commit
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
+from memberwise.kit.storage import parquet_batches, read_table
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.membership import repository, tables
 from memberwise.membership import subscriptions as subs
@@ -284,7 +284,7 @@ def _publish_invitations(
     repository.expire_invitations(conn, now)
     blocked = blocked_members(conn, program, now)
     rows = []
-    for r in pq.read_table(path).to_pylist():
+    for r in read_table(path).to_pylist():
         if r["member_id"] in blocked:
             continue  # invited or given the card since the build ran
         rows.append(

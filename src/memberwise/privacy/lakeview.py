@@ -27,13 +27,14 @@ class LakeView(EventLake):
         self, lake: EventLake, *, merges: dict[str, str], audience: consent.Audience
     ) -> None:
         super().__init__(lake.root)
+        self.source = lake  # the lake read (an object-store lake reads by URI)
         self.merges = merges
         self.audience = audience
 
     def events_table(self, con: ibis.BaseBackend) -> ibis.Table:
         import ibis
 
-        events = super().events_table(con)
+        events = self.source.events_table(con)
         names = events.columns
         if self.merges:
             pairs = ibis.memtable(
