@@ -16,7 +16,7 @@ from memberwise.kit.diffpublish import Commit, no_commit
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
-from memberwise.kit.storage import parquet_batches, read_table
+from memberwise.kit.storage import read_table
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.membership import repository, tables
 from memberwise.membership import subscriptions as subs
