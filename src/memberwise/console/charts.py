@@ -60,6 +60,30 @@ def histogram(values: Sequence[float], *, bins: int = 20, x_title: str = "") -> 
     }
 
 
+def binned(
+    edges: Sequence[float], counts: Sequence[int], *, x_title: str = "", label: str = "{:,}"
+) -> Figure:
+    """A histogram already counted on the server: one bar per bin ``[edges[i], edges[i+1])``
+    drawn over its range, the range and count on hover (the page carries the counts, not every
+    value)."""
+    lows, highs = list(edges[:-1]), list(edges[1:])
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": [(lo + hi) / 2 for lo, hi in zip(lows, highs, strict=True)],
+                "y": list(counts),
+                "width": [hi - lo for lo, hi in zip(lows, highs, strict=True)],
+                "customdata": [
+                    [label.format(lo), label.format(hi)] for lo, hi in zip(lows, highs, strict=True)
+                ],
+                "hovertemplate": "%{customdata[0]} – %{customdata[1]}: %{y:,}<extra></extra>",
+            }
+        ],
+        "layout": {"xaxis": {"title": {"text": x_title}}, "bargap": 0.05},
+    }
+
+
 def heatmap(
     rows: Sequence[str], cols: Sequence[str], z: Sequence[Sequence[float]], *, x_title: str = ""
 ) -> Figure:

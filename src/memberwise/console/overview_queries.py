@@ -2,6 +2,8 @@
 
 No domain service offers these counts yet; they are the console's own queries (DESIGN.md: the
 console is the top layer, it reads). Each is one grouped statement, portable SQLite/PostgreSQL.
+The per-build ones (tiers and segments over builds, the predictions, the black-card summary) are
+kept in memory by :mod:`memberwise.console.overview_builds` under :func:`build_key`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, and_, case, func, select
+from sqlalchemy import Connection, case, distinct, func, select
 
 from memberwise.ledger.tables import coupon_budgets, points_balances, points_lots
 from memberwise.membership.tables import (
@@ -104,37 +106,33 @@ def revenue_by_plan(conn: Connection) -> dict[str, tuple[int, int]]:
 
 
 def points_liability(conn: Connection, now: datetime) -> dict[str, int]:
-    """Points owed: available and pending balances, and lot points expiring in 30 / 90 days."""
+    """Points owed: available and pending balances, and lot points expiring in 30 / 90 days.
+
+    The expiring sums read only the available lots with an expiry up to 90 days ahead (a range
+    of ``ix_points_lots_status_expires``), not every lot; lots past their expiry the sweep has
+    not reached yet still count, as they are still owed."""
     available, pending = conn.execute(
         select(
             func.coalesce(func.sum(points_balances.c.available), 0),
             func.coalesce(func.sum(points_balances.c.pending), 0),
         )
     ).one()
-    open_lot = and_(points_lots.c.remaining > 0, points_lots.c.expires_at.is_not(None))
-
-    def expiring(days: int) -> ColumnElement[int]:
-        return func.coalesce(
-            func.sum(
-                case(
-                    (
-                        and_(open_lot, points_lots.c.expires_at <= now + timedelta(days=days)),
-                        points_lots.c.remaining,
-                    ),
-                    else_=0,
-                )
-            ),
-            0,
+    in30 = case((points_lots.c.expires_at <= now + timedelta(days=30), points_lots.c.remaining))
+    in30_sum, in90_sum = conn.execute(
+        select(
+            func.coalesce(func.sum(in30), 0), func.coalesce(func.sum(points_lots.c.remaining), 0)
+        ).where(
+            points_lots.c.status == "available",
+            points_lots.c.expires_at.is_not(None),
+            points_lots.c.expires_at <= now + timedelta(days=90),
+            points_lots.c.remaining > 0,
         )
-
-    in30, in90 = conn.execute(
-        select(expiring(30), expiring(90)).where(points_lots.c.status == "available")
     ).one()
     return {
         "available": int(available),
         "pending": int(pending),
-        "expiring_30d": int(in30),
-        "expiring_90d": int(in90),
+        "expiring_30d": int(in30_sum),
+        "expiring_90d": int(in90_sum),
     }
 
 
@@ -179,3 +177,28 @@ def latest_black_card(conn: Connection) -> dict[str, int]:
         return {}
     found = json.loads(summary).get("tiers", {}).get("invitations") or {}
     return {str(k): int(v) for k, v in found.items() if isinstance(v, int | float)}
+
+
+def build_key(conn: Connection, limit: int = 12) -> tuple[object, ...]:
+    """What the per-build figures depend on, in a few index reads: the newest ``limit`` builds
+    (id, as of), the scored members, and the tier-history rows up to the newest build's as of
+    with their members.
+
+    A build publishes its builds row, tier history and predictions in one transaction, so a new
+    build changes the first part. Between builds, rows up to that as of only go away or change
+    hands: an erasure deletes a member's rows (a count drops), an identity merge moves the
+    source's rows to the target (the members drop when both had some; otherwise the counts by
+    tier are unchanged). Tier changes outside a build are stamped when they happen, after the
+    newest as of, and only the live members-by-tier shows them."""
+    recent = recent_builds(conn, limit)
+    scored = conn.execute(select(func.count()).select_from(member_predictions)).scalar_one()
+    history: tuple[int, int] = (0, 0)
+    if recent:
+        newest = max(a for _, a in recent)
+        rows, members = conn.execute(
+            select(func.count(), func.count(distinct(tier_history.c.member_id))).where(
+                tier_history.c.at <= newest
+            )
+        ).one()
+        history = (int(rows), int(members))
+    return (tuple(recent), int(scored), history)

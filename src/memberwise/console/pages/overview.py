@@ -3,13 +3,13 @@ liability, coupon budgets, CLV and churn-risk distributions, black-card quota.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from memberwise.console import charts, i18n
+from memberwise.console import overview_builds as per_build
 from memberwise.console import overview_queries as q
 from memberwise.console.nav import ANALYSTS, NavEntry, visible
 from memberwise.console.web import PREFIX, Staff, render, runtime_of
@@ -63,8 +63,6 @@ i18n.add(
 )
 
 _QUOTA_KEYS = ("quota", "taken", "eligible", "active_members")
-_RISK_EDGES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-_CLV_EDGES_YUAN = [0, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 10**9]
 
 
 def _tier_order(rt_program: Any, found: set[str]) -> list[str]:
@@ -77,7 +75,8 @@ def _build_label(as_of: Any) -> str:
 
 
 def overview_context(request: Request) -> dict[str, Any]:
-    """Every figure and table of the overview (one read transaction)."""
+    """Every figure and table of the overview (one read transaction): the live counts are read
+    each time, the per-build ones come from :mod:`~memberwise.console.overview_builds`."""
     rt = runtime_of(request)
     t = i18n.translator(rt.program().locale)
     try:
@@ -86,23 +85,20 @@ def overview_context(request: Request) -> dict[str, Any]:
         program = None
     now = utcnow()
     with transaction(rt.engine) as conn:
+        built = per_build.build_figures(conn, rt.engine)
         tiers_now = q.members_by_tier(conn)
-        recent = q.recent_builds(conn)
-        segments = q.segments_by_build(conn, [b for b, _ in recent])
-        tiers_then = {b: q.tiers_at(conn, as_of) for b, as_of in recent}
         subs = q.subscriptions_by_plan(conn)
         revenue = q.revenue_by_plan(conn)
         points = q.points_liability(conn, now)
         coupons = q.coupon_budget_use(conn)
-        clv, risk = q.prediction_values(conn)
         invitations = q.invitations_by_status(conn)
-        quota = q.latest_black_card(conn)
+    recent, segments, tiers_then = built.recent, built.segments, built.tiers_then
+    quota = built.quota
     order = _tier_order(program, set(tiers_now) | {k for v in tiers_then.values() for k in v})
     labels = [_build_label(a) for _, a in recent]
     seg_names = [s.name for s in program.segments] if program is not None else []
     seg_names += sorted({k for v in segments.values() for k in v} - set(seg_names))
     budgets = program.coupons if program is not None else {}
-    clv_yuan = [c / 100 for c in clv]
     card = program.black_card if program is not None else None
     ctx: dict[str, Any] = {
         "tiers": {
@@ -184,12 +180,14 @@ def overview_context(request: Request) -> dict[str, Any]:
             ],
         },
         "clv": {
-            "figure": charts.histogram(clv_yuan, bins=30, x_title="¥"),
-            "rows": _binned(clv_yuan, _CLV_EDGES_YUAN, money=True),
+            "figure": charts.binned(
+                built.clv_chart.edges, built.clv_chart.counts, x_title="¥", label="¥{:,.2f}"
+            ),
+            "rows": _binned(built.clv_table, money=True),
         },
         "churn": {
-            "figure": charts.histogram(risk, bins=10),
-            "rows": _binned(risk, _RISK_EDGES, money=False),
+            "figure": charts.binned(built.risk.edges, built.risk.counts, label="{:.1f}"),
+            "rows": _binned(built.risk, money=False),
         },
         "black_card": {
             "figure": charts.bar(
@@ -227,13 +225,10 @@ def _quota_text(card: Any) -> str:
     return f"1 / {quota.per_active_members:,} active"
 
 
-def _binned(
-    values: Sequence[float], edges: Sequence[float], *, money: bool
-) -> list[tuple[str, str]]:
-    counts = charts.bins(values, edges)
+def _binned(hist: per_build.Histogram, *, money: bool) -> list[tuple[str, str]]:
     out = []
-    for i, n in enumerate(counts):
-        lo, hi = edges[i], edges[i + 1]
+    for i, n in enumerate(hist.counts):
+        lo, hi = hist.edges[i], hist.edges[i + 1]
         label = (
             (f"¥{lo:,.0f} – ¥{hi:,.0f}" if money and hi < 10**9 else f"≥ ¥{lo:,.0f}")
             if money
