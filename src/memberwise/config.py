@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +84,30 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, description="Port the API listens on.")
+    # -- scale-out: where the lake, builds and models live, and how Spark runs (issue 19)
+    storage_uri: str | None = Field(
+        default=None,
+        description="Base URI of the lake (BASE/lake), the builds (BASE/warehouse/builds) and "
+        "their scratch: file:///path, s3://bucket/prefix or hdfs://namenode/path. Default: the "
+        "home directory (MEMBERWISE_LAKE_DIR still moves the lake alone).",
+    )
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON object of fsspec options for the storage URI's file system, e.g. "
+        '{"endpoint_url": "http://minio:9000", "key": "...", "secret": "..."} for s3fs; '
+        "AWS_* environment variables are honoured too.",
+    )
+    spark_master: str = Field(
+        default="local[*]",
+        description="Spark master URL for MEMBERWISE_ENGINE=spark: local[*], spark://host:7077, "
+        "yarn, k8s://https://host:443.",
+    )
+    spark_conf: str = Field(
+        default="",
+        description="Extra Spark configuration, as key=value pairs separated by commas or a JSON "
+        "object; each wins over memberwise's default for the same key, e.g. "
+        "spark.sql.shuffle.partitions=400,spark.driver.memory=8g.",
+    )
     # -- the window business times sent to the API must lie in (orders, refunds, payments...)
     business_time_earliest: datetime = Field(
         default=datetime(2000, 1, 1, tzinfo=UTC),
@@ -157,6 +182,42 @@ class Settings(BaseSettings):
     def lake_root(self) -> Path:
         """Root directory of the event lake."""
         return (self.lake_dir or self.home / "lake").expanduser().absolute()
+
+    @property
+    def storage_root(self) -> str:
+        """The storage base URI (``file://`` of the home by default), without a trailing
+        slash."""
+        if self.storage_uri:
+            return self.storage_uri.rstrip("/")
+        return self.home.as_uri()
+
+    def spark_options(self) -> dict[str, str]:
+        """``spark_conf`` as a dict. Raises ValueError for a pair without ``=`` or bad JSON."""
+        text = self.spark_conf.strip()
+        if not text:
+            return {}
+        if text.startswith("{"):
+            parsed = json.loads(text)
+            if not isinstance(parsed, dict):
+                raise ValueError("MEMBERWISE_SPARK_CONF: a JSON object is expected")
+            return {str(k): str(v) for k, v in parsed.items()}
+        pairs: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"MEMBERWISE_SPARK_CONF: {item!r} is not key=value")
+            pairs[key.strip()] = value.strip()
+        return pairs
+
+    def backend_options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`memberwise.kit.warehouse.open_backend` from these
+        settings (the Spark master and configuration, the scratch folder, the storage)."""
+        return {
+            "temp_dir": self.home / "warehouse" / "tmp",
+            "spark_master": self.spark_master,
+            "spark_conf": self.spark_options(),
+            "storage_options": dict(self.storage_options),
+        }
 
     @property
     def pii_key_file(self) -> Path:

@@ -209,3 +209,43 @@ def test_the_documented_field_list_is_the_catalog() -> None:
     section = docs.split("## Profile fields")[1].split("\n## ")[0]
     documented = [line.split("`")[1] for line in section.splitlines() if line.startswith("| `")]
     assert documented == list(FIELD_NAMES)
+
+
+def test_bucketed_rfm_quintiles_equal_percent_rank_ones_exactly(tmp_path: Path) -> None:
+    """The distributed form of the RFM scores (rank = buyers in lower value buckets + rank in
+    the bucket) gives percent_rank's quintiles exactly, ties and extremes included."""
+    day = timedelta(days=1)
+    spends = [5, 5, 10, 20, 20, 20, 40, 80, 160, 1000, 1_000_000]
+    ages = [1, 1, 2, 3, 30, 30, 90, 91, 200, 250, 300]
+    orders = [1, 1, 1, 1, 2, 2, 2, 3, 3, 5, 8]
+    rows, n = [], 0
+    for i, (spend, age, count) in enumerate(zip(spends, ages, orders, strict=True)):
+        for k in range(count):
+            n += 1
+            price = spend if k == 0 else 0  # the first order carries the member's spend
+            rows.append(
+                event(n, f"m{i:02d}", "purchase", (age + k) * day, order_id=f"o{n}", price=price)
+            )
+    rows.append(event(999, "viewer", "view", day, category_id="c1"))
+    lake = lake_of(tmp_path, rows)
+    results = []
+    for bucketed in (False, True):
+        con = duckdb_backend()
+        profiles, _ = member_profiles(
+            lake.events_table(con),
+            ibis.memtable(NO_MEMBERS),
+            as_of=T0,
+            utc_offset=CHINA,
+            bucketed_quintiles=bucketed,
+        )
+        table = con.to_pyarrow(profiles.order_by("member_id"))
+        results.append(table.select(["member_id", *FIELD_NAMES]).to_pylist())
+        con.disconnect()
+    plain, bucketed_rows = results
+    assert bucketed_rows == plain  # every field, not only the scores
+    scores = {r["member_id"]: (r["r_score"], r["f_score"], r["m_score"]) for r in plain}
+    # Hand count: n = 11 buyers, score = floor(5 * (buyers below) / 10) + 1, at most 5.
+    assert [scores[f"m{i:02d}"][2] for i in range(11)] == [1, 1, 2, 2, 2, 2, 4, 4, 5, 5, 5]
+    assert [scores[f"m{i:02d}"][1] for i in range(11)] == [1, 1, 1, 1, 3, 3, 3, 4, 4, 5, 5]
+    assert [scores[f"m{i:02d}"][0] for i in range(11)] == [5, 5, 5, 4, 3, 3, 3, 2, 2, 1, 1]
+    assert scores["viewer"] == (None, None, None)

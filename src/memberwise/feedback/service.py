@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
 from memberwise.feedback import repository
@@ -29,6 +28,7 @@ from memberwise.feedback.stage import RISING, TOPICS
 from memberwise.feedback.tables import feedback_rising
 from memberwise.feedback.text import default_segmenter
 from memberwise.kit.errors import InvalidRequest
+from memberwise.kit.storage import parquet_batches
 
 
 class TextTooLong(InvalidRequest):
@@ -71,7 +71,7 @@ def analyze(texts: list[str]) -> AnalyzeOut:
 def _rows(
     path: Path, build_id: str, json_columns: tuple[str, ...] = ()
 ) -> Iterator[dict[str, Any]]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=5_000):
+    for batch in parquet_batches(path, 5_000):
         for row in batch.to_pylist():
             for name in json_columns:
                 row[name] = orjson.dumps([v for v in row[name] or [] if v is not None]).decode()

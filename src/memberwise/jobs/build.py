@@ -41,6 +41,7 @@ from zoneinfo import ZoneInfo
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
@@ -59,6 +60,7 @@ from memberwise.feedback import stage as feedback_stage
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import InvalidRequest
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
+from memberwise.kit.storage import read_table
 from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
 from memberwise.members import service as members_service
 from memberwise.membership import stage as membership_stage
@@ -335,10 +337,18 @@ def _link_inputs(directory: Path, stages: Sequence[str], root: Path) -> None:
                 "first",
                 details={"missing": name, "stage": producer},
             )
-        try:
-            os.link(source, directory / name)
-        except OSError:
-            shutil.copy2(source, directory / name)
+        if source.is_dir():  # a Spark-written artifact: link its files one by one
+            shutil.copytree(source, directory / name, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, directory / name)
+
+
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    """Hard-link ``source`` to ``target`` (builds share unchanged files), else copy it."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _write_manifest(ctx: BuildContext, *, status: str) -> None:
@@ -378,10 +388,9 @@ def _write_manifest(ctx: BuildContext, *, status: str) -> None:
 
 def _profile_counts(ctx: BuildContext) -> tuple[int, int]:
     """(members, events read) of the build's profiles."""
-    meta = pq.ParquetFile(ctx.path("profiles.parquet"))
-    table = pq.read_table(ctx.path("profiles.parquet"), columns=["lifetime_events"])
-    events = table.column("lifetime_events").to_pylist()
-    return meta.metadata.num_rows, int(sum(v or 0 for v in events))
+    table = read_table(ctx.path("profiles.parquet"), columns=["lifetime_events"])
+    events = pc.sum(table.column("lifetime_events")).as_py()
+    return table.num_rows, int(events or 0)
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -433,7 +442,7 @@ def run_build(
         with transaction(runtime.engine) as conn:
             view = lakeview.build_view(conn, runtime.lake, program.privacy)
         private = dataclasses.replace(runtime, lake=view)
-        with open_backend(chosen, temp_dir=runtime.settings.home / "warehouse" / "tmp") as con:
+        with open_backend(chosen, **runtime.settings.backend_options()) as con:
             ctx = BuildContext(private, program, con, directory, result, progress, meta)
             for stage in stages:
                 started = time.perf_counter()

@@ -9,17 +9,33 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
 import pyarrow.parquet as pq
 
+from memberwise.kit.storage import (
+    ATOMIC_RENAME,
+    DEFAULT,
+    Storage,
+    is_local,
+    join,
+    local_path,
+    replace_directory,
+    scheme_of,
+    temp_sibling,
+)
+
 BATCH_ROWS = 256 * 1024
-#: Spark settings for local mode on a small machine: few shuffle partitions (the default 200
-#: turns every small aggregate into 200 tasks), no UI, UTC sessions, Arrow transfers.
+#: Spark's defaults here, for local mode on a small machine: few shuffle partitions (the
+#: default 200 turns every small aggregate into 200 tasks), no UI, UTC sessions, Arrow
+#: transfers, timestamps written as plain INT64 microseconds. Each can be overridden by
+#: ``MEMBERWISE_SPARK_CONF`` (a cluster wants more shuffle partitions and a bigger driver).
 SPARK_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.shuffle.partitions": "8",
@@ -30,11 +46,25 @@ SPARK_CONF: dict[str, str] = {
     "spark.sql.ansi.enabled": "false",
     "spark.driver.memory": "4g",
     "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.parquet.compression.codec": "zstd",
 }
+DEFAULT_SPARK_MASTER = "local[*]"
+
+#: The storage (file system options) each open backend reads and writes URIs with.
+_STORAGES: weakref.WeakKeyDictionary[ibis.BaseBackend, Storage] = weakref.WeakKeyDictionary()
+
+
+def storage_of(con: ibis.BaseBackend) -> Storage:
+    """The storage ``con`` was opened with (the default, option-less one otherwise)."""
+    return _STORAGES.get(con, DEFAULT)
 
 
 def duckdb_backend(
-    *, temp_dir: Path | None = None, memory_limit: str | None = None
+    *,
+    temp_dir: Path | None = None,
+    memory_limit: str | None = None,
+    storage: Storage | None = None,
 ) -> ibis.BaseBackend:
     """An in-process DuckDB backend in UTC; spills to ``temp_dir`` past ``memory_limit``."""
     con = ibis.duckdb.connect()
@@ -47,12 +77,26 @@ def duckdb_backend(
         raw.execute(f"SET memory_limit = '{memory_limit}'")
     # Order-insensitive aggregates need no insertion order: lets DuckDB stream and parallelize.
     raw.execute("SET preserve_insertion_order = false")
+    if storage is not None:
+        _STORAGES[con] = storage
     return con
 
 
-def spark_backend(*, master: str | None = None) -> ibis.BaseBackend:
-    """A PySpark backend in local mode (``MEMBERWISE_SPARK_MASTER`` or ``local[*]``).
+def spark_conf(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """memberwise's Spark defaults with ``overrides`` (``MEMBERWISE_SPARK_CONF``) on top."""
+    return {**SPARK_CONF, **(overrides or {})}
 
+
+def spark_backend(
+    *,
+    master: str | None = None,
+    conf: Mapping[str, str] | None = None,
+    storage: Storage | None = None,
+) -> ibis.BaseBackend:
+    """A PySpark backend on ``master`` (``local[*]`` by default) with :func:`spark_conf`.
+
+    A session already running in the process is reused (its JVM takes seconds to start);
+    settings that only apply at start-up (master, driver memory) then keep their first value.
     Raises RuntimeError when the ``[spark]`` extra is not installed.
     """
     try:
@@ -61,70 +105,190 @@ def spark_backend(*, master: str | None = None) -> ibis.BaseBackend:
         raise RuntimeError(
             "the Spark engine needs the spark extra: pip install 'memberwise[spark]'"
         ) from exc
-    builder = SparkSession.builder.master(
-        master or os.environ.get("MEMBERWISE_SPARK_MASTER", "local[*]")
-    ).appName("memberwise")
-    for key, value in SPARK_CONF.items():
-        builder = builder.config(key, value)
+    builder = SparkSession.builder.master(master or DEFAULT_SPARK_MASTER).appName("memberwise")
+    merged = spark_conf(conf)
     # Spark's catalog would otherwise create ./spark-warehouse in the working directory.
-    warehouse = Path(tempfile.gettempdir()) / "memberwise-spark-warehouse"
-    builder = builder.config("spark.sql.warehouse.dir", str(warehouse))
+    merged.setdefault(
+        "spark.sql.warehouse.dir", str(Path(tempfile.gettempdir()) / "memberwise-spark-warehouse")
+    )
+    for key, value in merged.items():
+        builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
-    return ibis.pyspark.connect(session)
+    con = ibis.pyspark.connect(session)
+    if storage is not None:
+        _STORAGES[con] = storage
+    return con
 
 
-def read_parquet(con: ibis.BaseBackend, paths: list[Path]) -> ir.Table:
-    """Parquet files as one Ibis table on any backend (Ibis's PySpark reader takes one path)."""
+def spark_uri(uri: str | Path) -> str:
+    """``uri`` as Spark's Hadoop file systems name it: ``s3://`` is read by the S3A connector
+    (``s3a://``, from hadoop-aws, which must be on the cluster's classpath)."""
+    text = str(uri)
+    if isinstance(uri, Path):
+        return text
+    if scheme_of(text) == "s3":
+        return "s3a://" + text[len("s3://") :]
+    return text
+
+
+def spark_dataframe(con: ibis.BaseBackend, expr: ir.Table) -> Any:
+    """``expr`` as a Spark DataFrame of ``con``'s session: nothing is computed or collected
+    until the frame is written or acted on."""
+    con._run_pre_execute_hooks(expr)  # registers memtables as temp views
+    return con._session.sql(con.compile(expr.as_table()))
+
+
+def read_parquet(con: ibis.BaseBackend, paths: Sequence[Path | str]) -> ir.Table:
+    """Parquet files, committed directories (a Spark output) or URIs (``s3://``,
+    ``hdfs://``, ``file://``) as one Ibis table on any backend."""
+    storage = storage_of(con)
+    files = [f for p in paths for f in storage.parquet_files(p)]
     if con.name == "pyspark":
         session = con._session
         name = f"parquet_{uuid.uuid4().hex}"
-        session.read.parquet(*(str(p) for p in paths)).createOrReplaceTempView(name)
+        session.read.parquet(*(spark_uri(_plain(f)) for f in files)).createOrReplaceTempView(name)
         return con.table(name)
-    return con.read_parquet([str(p) for p in paths], hive_partitioning=False)
+    remote = [f for f in files if not is_local(f)]
+    if remote:
+        storage.register(con.con, remote)
+    return con.read_parquet([_plain(f) for f in files], hive_partitioning=False)
 
 
-def write_parquet(con: ibis.BaseBackend, expr: ir.Table, path: Path) -> int:
-    """Write ``expr``'s rows to one Parquet file at ``path`` atomically; the number of rows.
+def _plain(uri: str) -> str:
+    """A local file's path without ``file://`` (what DuckDB and Spark take), else the URI."""
+    return str(local_path(uri)) if is_local(uri) else uri
 
-    DuckDB writes with its own parallel ``COPY``; other engines stream Arrow batches to
-    pyarrow's writer (one file either way, so readers need not care which engine wrote it).
+
+def write_parquet(con: ibis.BaseBackend, expr: ir.Table, path: Path | str) -> int:
+    """Write ``expr``'s rows to ``path`` (a local path or a URI) crash-safely; the number of
+    rows.
+
+    DuckDB writes one file with its own parallel ``COPY`` (to a dot name, fsynced and renamed;
+    to an object store as one PUT). Spark writes from its executors, one file per task, into a
+    directory at ``path`` (renamed into place where the store can rename, else committed by a
+    ``_manifest.json`` listing the files): nothing member-sized passes through the driver.
+    Readers take either shape through :func:`read_parquet` or
+    :meth:`memberwise.kit.storage.Storage.parquet_files`.
     """
+    if con.name == "pyspark":
+        return _spark_write(con, expr, path)
+    if con.name != "duckdb":
+        return _arrow_write(con, expr, path)
+    if not is_local(path):
+        with tempfile.TemporaryDirectory(prefix="memberwise-upload-") as scratch:
+            staged = Path(scratch) / "out.parquet"
+            rows = _duckdb_write(con, expr, staged)
+            storage_of(con).fs(path).put_file(str(staged), str(path))
+        return rows
+    return _duckdb_write(con, expr, local_path(path))
+
+
+def _duckdb_write(con: ibis.BaseBackend, expr: ir.Table, path: Path) -> int:
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
     try:
-        if con.name == "duckdb":
-            # Registers the expression's in-memory tables (memtables), as execute() would.
-            con._run_pre_execute_hooks(expr)
-            sql = con.compile(expr)
-            raw = con.con
-            raw.execute(
-                f"COPY ({sql}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, "
-                "COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 262144)"
-            )
-            rows = int(pq.ParquetFile(tmp).metadata.num_rows)
-        else:
-            schema = expr.schema().to_pyarrow()
-            rows = 0
-            with pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=1) as out:
-                for batch in con.to_pyarrow_batches(expr, chunk_size=BATCH_ROWS):
-                    out.write_batch(batch.cast(schema) if batch.schema != schema else batch)
-                    rows += batch.num_rows
+        # Registers the expression's in-memory tables (memtables), as execute() would.
+        con._run_pre_execute_hooks(expr)
+        sql = con.compile(expr)
+        raw = con.con
+        raw.execute(
+            f"COPY ({sql}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, "
+            "COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 262144)"
+        )
+        rows = int(pq.ParquetFile(tmp).metadata.num_rows)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if path.is_dir():  # an earlier Spark output of the same name
+            replace_directory(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return rows
 
 
+def _arrow_write(con: ibis.BaseBackend, expr: ir.Table, path: Path | str) -> int:
+    """Any other engine: stream Arrow batches to one file through the driver."""
+    target = local_path(path)
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+    schema = expr.schema().to_pyarrow()
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=1) as out:
+            for batch in con.to_pyarrow_batches(expr, chunk_size=BATCH_ROWS):
+                out.write_batch(batch.cast(schema) if batch.schema != schema else batch)
+                rows += batch.num_rows
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def _spark_write(con: ibis.BaseBackend, expr: ir.Table, path: Path | str) -> int:
+    """Spark's executors write ``expr`` under ``path``; the driver only lists the files and
+    reads their footers for the row count."""
+    storage = storage_of(con)
+    frame = spark_dataframe(con, expr)
+    writer = frame.write.mode("overwrite")
+    if is_local(path):
+        target = local_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(temp_sibling(target))
+        try:
+            writer.parquet(str(tmp))
+            rows = storage.num_rows(tmp)
+            replace_directory(tmp, target)
+        finally:
+            if tmp.exists():
+                storage.delete(tmp)
+        return rows
+    text = str(path)
+    if scheme_of(text) in ATOMIC_RENAME:  # HDFS: write aside, then rename the directory
+        fs = storage.fs(text)
+        tmp_uri = str(temp_sibling(text))
+        writer.parquet(spark_uri(tmp_uri))
+        rows = storage.num_rows(tmp_uri)
+        storage.delete(text)
+        fs.mv(tmp_uri, text, recursive=True)
+        return rows
+    # An object store: a fresh attempt folder, then the manifest naming its files (one PUT).
+    attempt = f"attempt-{uuid.uuid4().hex}"
+    writer.parquet(spark_uri(join(text, attempt)))
+    names = [
+        f"{attempt}/{name}"
+        for name in storage.listdir(join(text, attempt))
+        if name.endswith(".parquet") and not name.startswith((".", "_"))
+    ]
+    storage.commit_directory(text, names)
+    rows = storage.num_rows(text)
+    for stale in storage.listdir(text):
+        if stale.startswith("attempt-") and stale != attempt:
+            storage.delete(join(text, stale))
+    return rows
+
+
 @contextmanager
-def open_backend(engine: str, *, temp_dir: Path | None = None) -> Iterator[ibis.BaseBackend]:
+def open_backend(
+    engine: str,
+    *,
+    temp_dir: Path | None = None,
+    spark_master: str | None = None,
+    spark_conf: Mapping[str, str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Iterator[ibis.BaseBackend]:
     """The warehouse backend for ``engine``, closed afterwards (a Spark session is kept: its
-    JVM takes seconds to start and other builds in the process reuse it)."""
+    JVM takes seconds to start and other builds in the process reuse it).
+
+    Pass ``**settings.backend_options()`` for the configured Spark master and pairs and the
+    storage's file system options.
+    """
+    storage = Storage(dict(storage_options)) if storage_options else None
     if engine == "spark":  # config.Engine is a StrEnum: kit stays below config
-        yield spark_backend()
+        yield spark_backend(master=spark_master, conf=spark_conf, storage=storage)
         return
-    con = duckdb_backend(temp_dir=temp_dir)
+    con = duckdb_backend(temp_dir=temp_dir, storage=storage)
     try:
         yield con
     finally:

@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
 from memberwise.kit import outbox
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
+from memberwise.kit.storage import parquet_batches, read_table
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.membership import repository, tables
 from memberwise.membership import subscriptions as subs
@@ -154,7 +154,7 @@ def publish_tiers(conn: Connection, program: Program, build_dir: Path) -> int:
     now = utcnow()
     locked = repository.locked_members(conn)
     written = initial = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_CHUNK):
+    for batch in parquet_batches(path, _CHUNK):
         rows, scores, history, audits = [], [], [], []
         messages: list[dict[str, Any]] = []
         for r in batch.to_pylist():
@@ -261,7 +261,7 @@ def _publish_invitations(
     repository.expire_invitations(conn, now)
     blocked = blocked_members(conn, program, now)
     rows = []
-    for r in pq.read_table(path).to_pylist():
+    for r in read_table(path).to_pylist():
         if r["member_id"] in blocked:
             continue  # invited or given the card since the build ran
         rows.append(

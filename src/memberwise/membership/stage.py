@@ -461,9 +461,7 @@ def preview(runtime: Runtime, program: Program, build_dir: Path) -> dict[str, An
             f"program {program.name!r} defines no tiers, so there is nothing to preview: pass "
             "--program FILE, or set the home's program up with `memberwise init --program FILE`"
         )
-    with open_backend(
-        runtime.settings.engine, temp_dir=runtime.settings.home / "warehouse" / "tmp"
-    ) as con:
+    with open_backend(runtime.settings.engine, **runtime.settings.backend_options()) as con:
         profiles = read_parquet(con, [build_dir / "profiles.parquet"])
         manifest = json.loads((build_dir / "build.json").read_text())
         as_of = datetime.fromisoformat(manifest["as_of"])

@@ -19,11 +19,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
+from memberwise.kit.storage import parquet_batches
 from memberwise.kit.time import utcnow
 from memberwise.merchants import repository
 from memberwise.merchants.penalties import balance, crossed, period_start
@@ -326,7 +326,7 @@ def ledger(conn: Connection, settings: MerchantSettings, merchant_id: str, tz: s
 def _parquet_rows(
     path: Path, build_id: str | None = None, **extra: Any
 ) -> Iterator[dict[str, Any]]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=5_000):
+    for batch in parquet_batches(path, 5_000):
         for row in batch.to_pylist():
             if build_id is not None:
                 row["build_id"] = build_id

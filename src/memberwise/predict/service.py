@@ -16,11 +16,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
 from memberwise.kit.errors import InvalidRequest, NotFound
+from memberwise.kit.storage import parquet_batches, read_table
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.predict import repository
 from memberwise.predict.schemas import ChurnFit, MemberPredictionsOut, ModelFit, ModelsOut
@@ -52,7 +52,7 @@ def _finite(value: float | None) -> float | None:
 
 def _read_summary(build_dir: Path) -> dict[str, Any]:
     path = build_dir / SUMMARY_FILE
-    missing = [n for n in (SUMMARY_FILE, PREDICTIONS_FILE) if not (build_dir / n).is_file()]
+    missing = [n for n in (SUMMARY_FILE, PREDICTIONS_FILE) if not (build_dir / n).exists()]
     if missing:
         raise InvalidPredictions(
             f"{build_dir} has no predictions to publish (missing {', '.join(missing)}): run "
@@ -102,8 +102,7 @@ def publish_build(conn: Connection, build_dir: Path) -> int:
     """
     summary = _read_summary(build_dir)
     version = summary["model_version"]
-    file = pq.ParquetFile(build_dir / PREDICTIONS_FILE)
-    ids = pq.read_table(build_dir / PREDICTIONS_FILE, columns=["member_id"])["member_id"]
+    ids = read_table(build_dir / PREDICTIONS_FILE, columns=["member_id"])["member_id"]
     if ids.null_count or pc.count_distinct(ids).as_py() != len(ids):
         raise InvalidPredictions(f"{build_dir / PREDICTIONS_FILE} repeats or lacks a member_id")
     repository.supersede_others(conn, version)
@@ -122,7 +121,7 @@ def publish_build(conn: Connection, build_dir: Path) -> int:
         },
     )
     published = 0
-    for batch in file.iter_batches(batch_size=_CHUNK):
+    for batch in parquet_batches(build_dir / PREDICTIONS_FILE, _CHUNK):
         rows = _rows(batch, version)
         repository.upsert_members(conn, rows)
         published += len(rows)

@@ -289,6 +289,53 @@ def _quintile(column: ir.NumericValue, buyers: ir.BooleanValue) -> ir.IntegerVal
     return ibis.ifelse(buyers, score, ibis.null("int64"))
 
 
+def _rank_bucket(value: ir.NumericValue) -> ir.IntegerValue:
+    """A coarse key that never decreases as ``value`` grows (eight steps per doubling of the
+    magnitude, mirrored below zero): rows of a lower key all hold smaller values."""
+    magnitude = ((value.abs() + 1).log2() * 8).floor().cast("int64")
+    return ibis.ifelse(value < 0, -magnitude, magnitude)
+
+
+def _bucketed_quintiles(
+    j: ir.Table, columns: dict[str, ir.NumericValue], buyers: ir.BooleanValue
+) -> ir.Table:
+    """``member_id`` and, per named column, exactly :func:`_quintile`'s score computed without
+    one global sort: each buyer's rank is the count of buyers in lower value buckets (a small
+    per-bucket table) plus its rank inside its own bucket, a window over a real partition.
+
+    So ``percent_rank``'s (rank - 1) / (n - 1) comes out bit for bit, and a cluster sorts each
+    bucket in its own task instead of every buyer in one (Spark runs a window partitioned by a
+    true/false column as two tasks at most).
+    """
+    out = j.filter(buyers).select("member_id")
+    for name, column in columns.items():
+        b = j.filter(buyers).select("member_id", v=column)
+        b = b.mutate(bucket=_rank_bucket(b.v))
+        sizes = b.group_by("bucket").aggregate(size=b.count())
+        running = ibis.cumulative_window(order_by="bucket")
+        sizes = sizes.mutate(
+            below=sizes.size.sum().over(running) - sizes.size, buyers=sizes.size.sum().over()
+        )
+        ranked = b.mutate(inside=ibis.rank().over(group_by="bucket", order_by=b.v.asc()))
+        placed = ranked.join(sizes, "bucket")
+        rank = (placed.below + placed.inside).cast("float64")
+        pct = ibis.ifelse(
+            placed.buyers > 1, rank / (placed.buyers - 1).cast("float64"), ibis.literal(0.0)
+        )
+        score = _clamp_band((pct * 5).floor().cast("int64") + 1)
+        scored = placed.select("member_id", **{name: score})
+        out = out.join(scored, "member_id")
+    return out
+
+
+def _backend_name(table: ir.Table) -> str | None:
+    """The name of the backend ``table`` reads from (None for in-memory tables only)."""
+    try:
+        return str(table._find_backend().name)
+    except Exception:  # ibis raises several kinds for a table bound to no backend
+        return None
+
+
 def _per_member(table: ir.Table, **aggs: Any) -> ir.Table:
     return table.group_by("member_id").aggregate(**aggs)
 
@@ -310,6 +357,7 @@ def member_profiles(
     as_of: datetime,
     utc_offset: timedelta = timedelta(0),
     materialize: Callable[[str, ir.Table], ir.Table] = keep,
+    bucketed_quintiles: bool | None = None,
 ) -> tuple[ir.Table, ir.Table]:
     """Profiles (one row per member with an event up to ``as_of``: the catalog's fields) and
     their details (the long table of :func:`profile_details`).
@@ -328,7 +376,13 @@ def member_profiles(
         Called with each intermediate result used more than once, in this order
         (``interests``, ``categories``, ``brands``, ``days``, ``purchases``, ``details``,
         ``activity``); returns the table to use in its place.
+    bucketed_quintiles
+        Score RFM by :func:`_bucketed_quintiles` (the same numbers, sorted per value bucket)
+        instead of one ``percent_rank`` over all buyers. Default: on Spark, where that window
+        runs in a single task; DuckDB sorts it in parallel and keeps the plain form.
     """
+    if bucketed_quintiles is None:
+        bucketed_quintiles = _backend_name(events) == "pyspark"
     e = prepare_events(events, as_of=as_of, utc_offset=utc_offset)
     as_of_ts = _ts(as_of)
     interests = materialize("interests", browse_interests(e))
@@ -389,6 +443,13 @@ def member_profiles(
         days_since_last_seen=_whole_days(as_of_ts, j.last_seen),
         recency_days=_whole_days(as_of_ts, j.last_purchase),
     )
+    if bucketed_quintiles:
+        quintiles = _bucketed_quintiles(
+            j,
+            {"r_score": -j.recency_days, "f_score": j.orders_365d, "m_score": j.spend_365d},
+            j.orders_365d > 0,
+        )
+        j = j.left_join(quintiles, "member_id").drop("member_id_right")
     hours = [j[f"_hour_{h}"] for h in range(24)]
     weekdays = [j[f"_weekday_{d}"] for d in range(7)]
     habit_events = j[f"events_{HABIT_DAYS}d"]
@@ -412,9 +473,15 @@ def member_profiles(
         "top_channel_share": j.top_channel_value,
         "price_band": _clamp_band(j.mean_band.round().cast("int64")),
         # Higher is better for every score: the most recent buyers get recency 5.
-        "r_score": _quintile(-j.recency_days, buyers),
-        "f_score": _quintile(j.orders_365d, buyers),
-        "m_score": _quintile(j.spend_365d, buyers),
+        **(
+            {name: j[name] for name in ("r_score", "f_score", "m_score")}
+            if bucketed_quintiles
+            else {
+                "r_score": _quintile(-j.recency_days, buyers),
+                "f_score": _quintile(j.orders_365d, buyers),
+                "m_score": _quintile(j.spend_365d, buyers),
+            }
+        ),
         # Predictions are filled in by the build's `predictions` stage, which runs next.
         **{name: ibis.null("float64") for name in PREDICTED_FIELDS},
     }

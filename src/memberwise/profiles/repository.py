@@ -10,7 +10,6 @@ from typing import Any
 import duckdb
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import (
     Connection,
     Integer,
@@ -25,6 +24,7 @@ from sqlalchemy import (
 )
 
 from memberwise.kit.db import upsert
+from memberwise.kit.storage import DEFAULT, parquet_sql
 from memberwise.profiles.fields import DETAILS
 from memberwise.profiles.schemas import BuildStatus
 from memberwise.profiles.tables import builds, member_profiles, profile_groups
@@ -213,7 +213,7 @@ class BuildArtifacts:
         self.con.execute("SET TimeZone = 'UTC'")
         for role, path in self.paths.items():
             self.con.execute(
-                f"CREATE VIEW {role} AS SELECT * FROM read_parquet({_string(str(path))})"
+                f"CREATE VIEW {role} AS SELECT * FROM read_parquet({parquet_sql(path)})"
             )
 
     def __enter__(self) -> BuildArtifacts:
@@ -260,7 +260,7 @@ class BuildArtifacts:
 
         The rows come sorted: SQLite inserts sorted keys about twice as fast as shuffled ones.
         """
-        schema = pq.read_schema(self.paths["profiles"])
+        schema = DEFAULT.schema(self.paths["profiles"])
         types = {name: schema.field(name).type for name in schema.names}
         values = ", ".join(
             f"coalesce(to_json({_field_sql(name, types.get(name))})::VARCHAR, 'null')"

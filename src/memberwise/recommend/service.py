@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Connection, Engine, RowMapping
 
 from memberwise.kit.errors import InvalidRequest, NotFound
+from memberwise.kit.storage import parquet_sql, read_table
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.recommend import repository
 from memberwise.recommend.schemas import (
@@ -359,7 +360,8 @@ class PublishOutcome:
 
 
 def _sql_path(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+    """The files of an artifact (one file, or a Spark-written directory) as a DuckDB list."""
+    return parquet_sql(path)
 
 
 def _json_batches(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[list[dict[str, Any]]]:
@@ -374,7 +376,7 @@ def publish_build(conn: Connection, build_dir: Path) -> PublishOutcome | None:
     replaced whatever the gate says (they follow the current budgets, not the model).
     """
     manifest_path = build_dir / "build.json"
-    if not (build_dir / RECOMMENDATIONS).is_file() or not manifest_path.is_file():
+    if not (build_dir / RECOMMENDATIONS).exists() or not manifest_path.is_file():
         return None
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     section: dict[str, Any] = manifest.get(SECTION) or {}
@@ -415,8 +417,8 @@ def publish_build(conn: Connection, build_dir: Path) -> PublishOutcome | None:
             repository.retire_others(conn, model_id)
             counts.update(_publish_lists(conn, con, build_dir, model_id))
         coupons = build_dir / COUPONS
-        if coupons.is_file():
-            rows = pq.read_table(coupons).to_pylist()
+        if coupons.exists():
+            rows = read_table(coupons).to_pylist()
             build_id = str(manifest["build_id"])
             for row in rows:
                 row["build_id"] = build_id
@@ -441,7 +443,7 @@ def _publish_lists(
                    AS entries
         FROM read_parquet({recs}) GROUP BY member_id
     """
-    if profiles.is_file():
+    if profiles.exists():
         sql = f"""
             SELECT l.member_id, {mid} AS model_id, p.region, p.top_category,
                    CAST(p.peak_hour AS INTEGER) AS best_hour, l.entries
@@ -456,7 +458,7 @@ def _publish_lists(
         """
     members = repository.replace_member_lists(conn, _json_batches(con, sql))
     similar = 0
-    if (build_dir / SIMILAR).is_file():
+    if (build_dir / SIMILAR).exists():
         sql = f"""
             SELECT item_id, {mid} AS model_id,
                    to_json(list(json_array(similar_item_id, {score}) ORDER BY rank))::VARCHAR
@@ -465,7 +467,7 @@ def _publish_lists(
         """
         similar = repository.replace_similar(conn, _json_batches(con, sql))
     fallback_rows: list[dict[str, Any]] = []
-    if (build_dir / FALLBACKS).is_file():
+    if (build_dir / FALLBACKS).exists():
         sql = f"""
             SELECT key, {mid} AS model_id,
                    to_json(list(json_array(item_id, {score}, reason) ORDER BY rank))::VARCHAR

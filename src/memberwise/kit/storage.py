@@ -1,0 +1,323 @@
+"""Storage by URI: the lake, the builds and their scratch under one base URI (``file://``,
+``s3://``, ``hdfs://``), through fsspec file systems.
+
+Crash-safe writes are kept where the store allows, the way table formats do it:
+
+- on file systems with an atomic rename (local disks, HDFS) a file or a directory of files is
+  written under a dot name and renamed into place, so readers see the old one or the whole new
+  one;
+- on object stores (S3 and its kin) nothing can be renamed atomically, so data files are
+  written first under names no reader trusts yet, then a **commit record** is written in one
+  PUT (an object appears whole or not at all). Readers trust only files a commit record lists:
+  a crash between the two leaves unlisted files, invisible and cleaned up later.
+
+Two commit-record shapes exist: a directory written in one go (a Spark output) gets
+``_manifest.json`` naming its files; a directory appended to by many writers (a lake day) gets
+one ``_commits/<uuid>.json`` per append, so concurrent writers never overwrite each other's
+record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+#: The commit record of a directory written in one go (Spark output, a rewritten artifact).
+MANIFEST = "_manifest.json"
+#: The commit records of a directory appended to by many writers (one per append).
+COMMITS_DIR = "_commits"
+#: Schemes whose rename is atomic (a reader never sees half a rename).
+ATOMIC_RENAME = frozenset({"file", "local", "hdfs", "viewfs"})
+
+
+def scheme_of(uri: str | Path) -> str:
+    """``s3``, ``hdfs``, ``file``...; a plain path is ``file``."""
+    text = str(uri)
+    parsed = urlparse(text)
+    # A Windows drive letter or a bare path has no scheme worth the name.
+    return parsed.scheme if len(parsed.scheme) > 1 else "file"
+
+
+def is_local(uri: str | Path) -> bool:
+    """True for a plain path or a ``file://`` URI."""
+    return scheme_of(uri) in ("file", "local")
+
+
+def local_path(uri: str | Path) -> Path:
+    """The local path of a ``file://`` URI or plain path. Raises ValueError for another
+    scheme."""
+    if isinstance(uri, Path):
+        return uri
+    if not is_local(uri):
+        raise ValueError(f"{uri} is not on the local file system")
+    return Path(urlparse(uri).path) if uri.startswith("file:") else Path(uri)
+
+
+def join(base: str | Path, *parts: str) -> str | Path:
+    """``base`` with ``parts`` appended: a Path stays a Path, a URI stays a URI."""
+    if isinstance(base, Path):
+        return base.joinpath(*parts)
+    return posixpath.join(base.rstrip("/"), *parts)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A file system reached by URI, with the options its fsspec implementation takes
+    (``endpoint_url``, ``key``, ``secret``... for s3fs)."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def fs(self, uri: str | Path) -> fsspec.AbstractFileSystem:
+        """The fsspec file system of ``uri``'s scheme (cached per scheme)."""
+        return self._fs_for(scheme_of(uri))
+
+    def _fs_for(self, scheme: str) -> fsspec.AbstractFileSystem:
+        cache = self._cache
+        if scheme not in cache:
+            options = {} if scheme in ("file", "local") else dict(self.options)
+            cache[scheme] = fsspec.filesystem(scheme, **options)
+        return cache[scheme]
+
+    @cached_property
+    def _cache(self) -> dict[str, fsspec.AbstractFileSystem]:
+        return {}
+
+    # -- plain operations --------------------------------------------------------------------
+
+    def exists(self, uri: str | Path) -> bool:
+        return bool(self.fs(uri).exists(str(uri)))
+
+    def is_dir(self, uri: str | Path) -> bool:
+        return bool(self.fs(uri).isdir(str(uri)))
+
+    def read_bytes(self, uri: str | Path) -> bytes:
+        with self.fs(uri).open(str(uri), "rb") as handle:
+            data: bytes = handle.read()
+        return data
+
+    def write_bytes(self, uri: str | Path, data: bytes) -> None:
+        """Write ``data`` so that readers see the old object or the whole new one (temp name,
+        fsync, rename locally; one PUT on an object store)."""
+        if is_local(uri):
+            from memberwise.kit.lake import atomic_write_bytes
+
+            atomic_write_bytes(local_path(uri), data)
+            return
+        fs = self.fs(uri)
+        if scheme_of(uri) in ATOMIC_RENAME:
+            tmp = _dot_name(str(uri))
+            with fs.open(tmp, "wb") as handle:
+                handle.write(data)
+            fs.mv(tmp, str(uri))
+        else:
+            with fs.open(str(uri), "wb") as handle:
+                handle.write(data)
+
+    def delete(self, uri: str | Path) -> None:
+        """Remove a file or a directory tree; nothing when it does not exist."""
+        fs = self.fs(uri)
+        if fs.exists(str(uri)):
+            fs.rm(str(uri), recursive=True)
+
+    def makedirs(self, uri: str | Path) -> None:
+        """Create a directory (a no-op on object stores, which have none)."""
+        self.fs(uri).makedirs(str(uri), exist_ok=True)
+
+    def listdir(self, uri: str | Path) -> list[str]:
+        """Names (not paths) directly under ``uri``; empty when it does not exist."""
+        fs = self.fs(uri)
+        fs.invalidate_cache()
+        try:
+            entries = fs.ls(str(uri), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries)
+
+    # -- committed files -----------------------------------------------------------------------
+
+    def commit_directory(self, uri: str | Path, files: Sequence[str]) -> None:
+        """Record ``files`` (names relative to ``uri``) as the directory's whole content: the
+        ``_manifest.json`` readers of an object store trust."""
+        body = {"files": sorted(files), "committed": uuid.uuid4().hex}
+        self.write_bytes(join(uri, MANIFEST), json.dumps(body).encode())
+
+    def commit_append(self, uri: str | Path, files: Sequence[str]) -> None:
+        """Record an append of ``files`` (names relative to ``uri``) with a commit record of
+        its own, so concurrent appenders never overwrite each other."""
+        body = {"files": sorted(files)}
+        self.write_bytes(
+            join(uri, COMMITS_DIR, f"{uuid.uuid4().hex}.json"), json.dumps(body).encode()
+        )
+
+    def committed(self, uri: str | Path) -> list[str] | None:
+        """The files (full URIs/paths) the commit records of ``uri`` list, or None when it has
+        no commit record (then its visible files are its content, as on a local disk)."""
+        fs = self.fs(uri)
+        fs.invalidate_cache()  # another process may have committed since the last listing
+        listed: set[str] = set()
+        found = False
+        manifest = join(uri, MANIFEST)
+        if fs.exists(str(manifest)):
+            found = True
+            listed.update(json.loads(self.read_bytes(manifest))["files"])
+        commits = join(uri, COMMITS_DIR)
+        for name in self.listdir(commits):
+            if name.endswith(".json") and not name.startswith("."):
+                found = True
+                listed.update(json.loads(self.read_bytes(join(commits, name)))["files"])
+        if not found:
+            return None
+        return [str(join(uri, name)) for name in sorted(listed)]
+
+    def parquet_files(self, uri: str | Path) -> list[str]:
+        """The Parquet files that make up ``uri``: itself when it is a file; else the files its
+        commit records list; else (a local or HDFS directory renamed into place) its visible
+        ``*.parquet`` files. Dot and underscore names are never data."""
+        fs = self.fs(uri)
+        text = str(uri)
+        if not fs.isdir(text):
+            return [text]
+        listed = self.committed(uri)
+        if listed is not None:
+            return listed
+        return [
+            str(join(uri, name))
+            for name in self.listdir(uri)
+            if name.endswith(".parquet") and not name.startswith((".", "_"))
+        ]
+
+    def read_table(self, uri: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+        """A Parquet file or committed directory as one Arrow table."""
+        files = self.parquet_files(uri)
+        fs = None if is_local(uri) else self.fs(uri)
+        paths = [_fs_path(f) for f in files]
+        cols = list(columns) if columns is not None else None
+        if not paths:
+            raise FileNotFoundError(f"{uri} holds no committed Parquet file")
+        dataset = pq.ParquetDataset(paths, filesystem=fs)
+        return dataset.read(columns=cols)
+
+    def iter_batches(
+        self, uri: str | Path, batch_size: int, columns: Sequence[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Record batches of a Parquet file or committed directory, file by file (bounded
+        memory)."""
+        for name in self.parquet_files(uri):
+            with self.fs(uri).open(name, "rb") as handle:
+                reader = pq.ParquetFile(handle)
+                yield from reader.iter_batches(
+                    batch_size=batch_size, columns=list(columns) if columns else None
+                )
+
+    def num_rows(self, uri: str | Path) -> int:
+        """Rows of a Parquet file or committed directory, from the footers only."""
+        total = 0
+        for name in self.parquet_files(uri):
+            with self.fs(uri).open(name, "rb") as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        return total
+
+    def schema(self, uri: str | Path) -> pa.Schema:
+        """The Arrow schema of a Parquet file or committed directory (its first file)."""
+        files = self.parquet_files(uri)
+        with self.fs(uri).open(files[0], "rb") as handle:
+            return pq.ParquetFile(handle).schema_arrow
+
+    def register(self, duckdb_con: Any, uris: Sequence[str | Path]) -> None:
+        """Let a DuckDB connection read ``uris`` of remote schemes through fsspec (DuckDB's own
+        S3 reader is an extension fetched from the internet, which these machines lack)."""
+        registered = set(duckdb_con.list_filesystems())
+        for scheme in sorted({scheme_of(u) for u in uris} - {"file", "local"}):
+            fs = self._fs_for(scheme)
+            protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+            if not protocols & registered:
+                duckdb_con.register_filesystem(fs)
+                registered |= protocols
+
+
+#: Storage without options (local paths and anything configured by the environment).
+DEFAULT = Storage()
+
+
+def _dot_name(uri: str) -> str:
+    head, tail = posixpath.split(uri)
+    return posixpath.join(head, f".tmp-{uuid.uuid4().hex}-{tail}")
+
+
+def _fs_path(uri: str) -> str:
+    """The path fsspec/pyarrow wants for ``uri`` (scheme kept off for local files)."""
+    return str(local_path(uri)) if is_local(uri) else uri
+
+
+def temp_sibling(uri: str | Path) -> str | Path:
+    """A dot-named sibling of ``uri`` for writing before a rename."""
+    if isinstance(uri, Path):
+        return uri.with_name(f".tmp-{uuid.uuid4().hex}-{uri.name}")
+    return _dot_name(uri)
+
+
+def replace_directory(tmp: Path, final: Path) -> None:
+    """Move a finished local directory ``tmp`` to ``final`` (replacing an older one): the new
+    directory is renamed in whole, then the old one, set aside first, is deleted."""
+    import shutil
+
+    from memberwise.kit.lake import fsync_dir
+
+    old: Path | None = None
+    if final.exists():
+        old = final.with_name(f".old-{uuid.uuid4().hex}-{final.name}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    if old is not None:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+# -- readers of one artifact, whichever engine wrote it (one file, or a Spark directory) --------
+
+
+def parquet_files(path: str | Path) -> list[str]:
+    """The Parquet files of an artifact: :meth:`Storage.parquet_files` on the default storage."""
+    return DEFAULT.parquet_files(path)
+
+
+def parquet_sql(path: str | Path) -> str:
+    """A DuckDB list literal of an artifact's files, for ``read_parquet(...)`` (DuckDB does not
+    read a directory by its name)."""
+    quoted = (
+        "'" + str(local_path(f) if is_local(f) else f).replace("'", "''") + "'"
+        for f in parquet_files(path)
+    )
+    return "[" + ", ".join(quoted) + "]"
+
+
+def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """An artifact as one Arrow table (:meth:`Storage.read_table` on the default storage)."""
+    return DEFAULT.read_table(path, columns)
+
+
+def parquet_batches(
+    path: str | Path, batch_size: int, columns: Sequence[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """An artifact's record batches, file by file (:meth:`Storage.iter_batches`)."""
+    return DEFAULT.iter_batches(path, batch_size, columns)
+
+
+def artifact_exists(path: str | Path) -> bool:
+    """True for an artifact file or a committed/renamed artifact directory."""
+    return DEFAULT.exists(path)
