@@ -15,6 +15,8 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
+from memberwise.kit.warehouse import spark_dataframe
+
 
 def is_spark(con: ibis.BaseBackend) -> bool:
     """True when ``con`` is Ibis's PySpark backend."""
@@ -28,8 +30,7 @@ def session(con: ibis.BaseBackend) -> Any:
 
 def to_spark(con: ibis.BaseBackend, expr: ir.Table) -> Any:
     """``expr`` as a lazy Spark DataFrame (its in-memory tables registered first)."""
-    con._run_pre_execute_hooks(expr)
-    return session(con).sql(con.compile(expr))
+    return spark_dataframe(con, expr)
 
 
 def from_spark(con: ibis.BaseBackend, frame: Any) -> ir.Table:

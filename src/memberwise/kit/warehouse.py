@@ -7,6 +7,7 @@ with their session time zone set to UTC, so timestamps compare and extract the s
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import uuid
 import weakref
@@ -111,6 +112,9 @@ def spark_backend(
     merged.setdefault(
         "spark.sql.warehouse.dir", str(Path(tempfile.gettempdir()) / "memberwise-spark-warehouse")
     )
+    # Executors' Python workers (pandas UDFs) run this interpreter, with its packages, rather
+    # than whatever `python3` is first on the PATH (PySpark reads the variable at start-up).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in merged.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()

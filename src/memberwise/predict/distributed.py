@@ -254,10 +254,13 @@ def predict_on_spark(
         diagnostics["bgnbd"] = {**empty, "message": message, "details": {"reason": "empty"}}
         diagnostics["gammagamma"] = dict(diagnostics["bgnbd"])
     else:
+        # Ordered as the rows first appear in member_id order: the model's own collapsing
+        # keeps that order, and on a flat likelihood the optimizer's path depends on it, so
+        # this gives the very fit of the embedded path (whose summary is in member_id order).
         collapsed = (
             summary.groupBy("frequency", "recency", "T")
-            .count()
-            .orderBy("frequency", "recency", "T")
+            .agg(F.count(F.lit(1)).alias("count"), F.min("member_id").alias("first"))
+            .orderBy("first")
             .toArrow()
         )
         spend = _sample(repeat, repeaters, SPEND_SAMPLE, seed).select("frequency", "monetary_value")

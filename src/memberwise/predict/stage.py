@@ -53,6 +53,7 @@ import pyarrow.parquet as pq
 from memberwise.kit import sparkframes
 from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
+from memberwise.kit.storage import replace_directory
 from memberwise.kit.warehouse import read_parquet, write_parquet
 from memberwise.predict.bgnbd import BetaGeoModel
 from memberwise.predict.churn import ChurnModel, fit_churn
@@ -574,14 +575,6 @@ def _snapshot(ctx: BuildContext, cutoff: datetime) -> pa.Table:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _replace(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` (a file or a directory of part files) over ``final``; a linked ``final``
-    of an earlier build is left as it was (only this build's link goes)."""
-    if final.is_dir():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
 def _stage_on_spark(ctx: BuildContext) -> int:
     """The stage when the engine is Spark: fit on the driver from collapsed and sampled
     tables, score in the executors (:mod:`memberwise.predict.distributed`)."""
@@ -646,7 +639,8 @@ def _stage_on_spark(ctx: BuildContext) -> int:
         )
         tmp = ctx.path(".profiles-predicted.parquet")
         write_parquet(ctx.con, filled, tmp)
-        _replace(tmp, ctx.path("profiles.parquet"))
+        # (A profiles file linked from an earlier build keeps its contents: only the link goes.)
+        replace_directory(tmp, ctx.path("profiles.parquet"))
         timings["write_seconds"] = time.perf_counter() - started
         ctx.progress("predictions", 4, steps)
     finally:
