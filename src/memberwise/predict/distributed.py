@@ -20,7 +20,7 @@ When the build's engine is Spark, no member-sized table reaches the driver:
   the embedded path does.
 - **Churn** (LightGBM, which has no distributed form here) is trained on at most
   :data:`CHURN_SAMPLE` members of the snapshot, drawn by a hash of the member id; see
-  ``docs/scaling.md`` for the learning curve that says why that is enough. Below that size
+  ``docs/cluster.md`` for the learning curve that says why that is enough. Below that size
   every member is used, as the embedded path does.
 - **Scoring** (p_alive, expected purchases, CLV, churn risk, best hour) runs in the executors
   with ``mapInPandas``, batch by batch, through the same row-wise functions
@@ -54,7 +54,7 @@ Frame = Any
 
 #: At most this many repeat buyers fit Gamma-Gamma (see the module doc).
 SPEND_SAMPLE = 200_000
-#: At most this many snapshot members train the churn model (see docs/scaling.md).
+#: At most this many snapshot members train the churn model (see docs/cluster.md).
 CHURN_SAMPLE = 200_000
 #: About this many purchases go to one bucket of the summary step (one pandas frame).
 PURCHASES_PER_BUCKET = 2_000_000
