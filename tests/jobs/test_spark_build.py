@@ -103,8 +103,10 @@ def test_personas_are_the_same_on_both_engines(builds: tuple[BuildResult, BuildR
     assert len(left["personas"]) >= 3
     assert right["personas"] == left["personas"]
     assert right["persona_silhouette"].keys() == left["persona_silhouette"].keys()
+    # The standardization comes from Spark's aggregates (its own log1p and two-pass
+    # variance), a few ulps off NumPy's; k-means' tolerance carries that to ~1e-6 here.
     for k, score in left["persona_silhouette"].items():
-        assert right["persona_silhouette"][k] == pytest.approx(score, rel=1e-9)
+        assert right["persona_silhouette"][k] == pytest.approx(score, rel=1e-5)
     assert (
         differences(
             duck.directory / "segments.parquet", spark.directory / "segments.parquet", ["member_id"]
