@@ -88,7 +88,7 @@ def stage_feedback(ctx: BuildContext) -> int:
         tested = rising(counts, test)
         tested = tested.filter(pa.compute.greater(tested.column("recent_complaints"), 0))
         name = level.removesuffix("_id")
-        tested = tested.append_column("level", pa.array([name] * tested.num_rows))
+        tested = tested.append_column("level", pa.array([name] * tested.num_rows, pa.string()))
         clock = pa.array([as_of] * tested.num_rows, pa.timestamp("us", tz="UTC"))
         parts.append(tested.append_column("as_of", clock))
     result = pa.concat_tables(parts)

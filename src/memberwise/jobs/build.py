@@ -64,6 +64,7 @@ from memberwise.kit.db import transaction
 from memberwise.kit.diffpublish import Commit
 from memberwise.kit.errors import InvalidRequest
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
+from memberwise.kit.sparkframes import is_spark
 from memberwise.kit.storage import join, read_table
 from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
 from memberwise.members import service as members_service
@@ -76,6 +77,7 @@ from memberwise.predict import stage as predict_stage
 from memberwise.privacy import lakeview
 from memberwise.privacy.lakeview import LakeView
 from memberwise.profiles import service as profiles_service
+from memberwise.profiles.distributed import personas_on_spark
 from memberwise.profiles.features import member_profiles
 from memberwise.profiles.fields import FIELD_TYPES
 from memberwise.profiles.personas import fit_personas
@@ -251,6 +253,10 @@ def stage_segments(ctx: BuildContext) -> int:
     profiles = ctx.table("profiles.parquet")
     config = ctx.program.personas
     segment = segment_column(profiles, ctx.program.segment_list())
+    if is_spark(ctx.con):
+        return _segments_on_spark(
+            ctx, profiles.select("member_id", *config.features, segment=segment)
+        )
     # One read gives both: persona assignments come back in their input's row order.
     rows = ctx.con.to_pyarrow(profiles.select("member_id", *config.features, segment=segment))
     ctx.progress("segments", 1, 2)
@@ -268,6 +274,28 @@ def stage_segments(ctx: BuildContext) -> int:
     written = _write_table(ctx.path("segments.parquet"), table, SEGMENT_SCHEMA)
     ctx.meta["personas"] = [c.as_dict() for c in personas.clusters]
     ctx.meta["persona_silhouette"] = {str(k): v for k, v in personas.silhouette.items()}
+    ctx.progress("segments", 2, 2)
+    return written
+
+
+def _segments_on_spark(ctx: BuildContext, rows: ir.Table) -> int:
+    """The segments stage on Spark: personas fitted on a sample, every member assigned in the
+    executors (:mod:`memberwise.profiles.distributed`), the file written by Spark."""
+    config = ctx.program.personas
+    table, clusters, silhouette = personas_on_spark(
+        ctx.con,
+        rows,
+        fields=config.features,
+        k_min=config.k_min,
+        k_max=config.k_max,
+        seed=0,
+        names=config.names,
+    )
+    ctx.progress("segments", 1, 2)
+    typed = table.cast(ibis.Schema.from_pyarrow(SEGMENT_SCHEMA)).order_by("member_id")
+    written = write_parquet(ctx.con, typed, ctx.path("segments.parquet"))
+    ctx.meta["personas"] = [c.as_dict() for c in clusters]
+    ctx.meta["persona_silhouette"] = {str(k): v for k, v in silhouette.items()}
     ctx.progress("segments", 2, 2)
     return written
 

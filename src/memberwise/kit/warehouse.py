@@ -7,6 +7,7 @@ with their session time zone set to UTC, so timestamps compare and extract the s
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import uuid
 import weakref
@@ -111,6 +112,9 @@ def spark_backend(
     merged.setdefault(
         "spark.sql.warehouse.dir", str(Path(tempfile.gettempdir()) / "memberwise-spark-warehouse")
     )
+    # Executors' Python workers (pandas UDFs) run this interpreter, with its packages, rather
+    # than whatever `python3` is first on the PATH (PySpark reads the variable at start-up).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in merged.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
@@ -205,13 +209,35 @@ def write_parquet(con: ibis.BaseBackend, expr: ir.Table, path: Path | str) -> in
     return _duckdb_write(con, expr, local_path(path))
 
 
+def _as_declared(raw: Any, sql: str, schema: ibis.Schema) -> str:
+    """``sql`` with each column DuckDB widened to a 128-bit integer (a sum of integers) cast
+    back to the 64-bit integer the expression declares. Parquet has no 128-bit integer, so
+    DuckDB would write those columns as DOUBLE where Spark writes int64 (a count shown as
+    ``104.0`` by one engine and ``104`` by the other); with the cast both write the Ibis type.
+    Binding the query to read its column types does not run it."""
+    relation = raw.sql(sql)
+    wide = {
+        name
+        for name, kind in zip(relation.columns, relation.types, strict=True)
+        if str(kind) in ("HUGEINT", "UHUGEINT") and schema[name].is_integer()
+    }
+    if not wide:
+        return sql
+
+    def column(name: str) -> str:
+        quoted = '"' + name.replace('"', '""') + '"'
+        return f"CAST({quoted} AS BIGINT) AS {quoted}" if name in wide else quoted
+
+    return f"SELECT {', '.join(column(n) for n in relation.columns)} FROM ({sql})"
+
+
 def _duckdb_write(con: ibis.BaseBackend, expr: ir.Table, path: Path) -> int:
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
     try:
         # Registers the expression's in-memory tables (memtables), as execute() would.
         con._run_pre_execute_hooks(expr)
-        sql = con.compile(expr)
         raw = con.con
+        sql = _as_declared(raw, con.compile(expr), expr.schema())
         raw.execute(
             f"COPY ({sql}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, "
             "COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 262144)"

@@ -50,8 +50,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from memberwise.kit import sparkframes
 from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
+from memberwise.kit.storage import replace_directory
 from memberwise.kit.warehouse import read_parquet, write_parquet
 from memberwise.predict.bgnbd import BetaGeoModel
 from memberwise.predict.churn import ChurnModel, fit_churn
@@ -188,6 +190,125 @@ def buyer_spend(
     return spend
 
 
+def fit_value_models(
+    x: np.ndarray[Any, np.dtype[np.float64]],
+    t_x: np.ndarray[Any, np.dtype[np.float64]],
+    age: np.ndarray[Any, np.dtype[np.float64]],
+    monetary_value: np.ndarray[Any, np.dtype[np.float64]],
+    diagnostics: dict[str, Any],
+    *,
+    weights: np.ndarray[Any, np.dtype[np.float64]] | None = None,
+    spend_rows: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None = None,
+) -> tuple[BetaGeoModel | None, GammaGammaModel | None]:
+    """BG/NBD on ``(x, t_x, age)`` (rows standing for ``weights`` customers each, default one)
+    and Gamma-Gamma on ``(x, monetary_value)``, or on ``spend_rows`` = (frequency, monetary
+    value) when given (the Spark path's repeat buyers, its summary being collapsed); each
+    model's status goes into ``diagnostics`` (None: it could not be fitted)."""
+    bgnbd: BetaGeoModel | None = None
+    gammagamma: GammaGammaModel | None = None
+    started = time.perf_counter()
+    try:
+        try:
+            bgnbd = BetaGeoModel().fit(x, t_x, age, weights=weights)
+        except FitNotConverged:
+            bgnbd = BetaGeoModel(penalizer=FALLBACK_PENALIZER).fit(x, t_x, age, weights=weights)
+        diagnostics["bgnbd"] = _fitted(bgnbd)
+    except MemberwiseError as exc:
+        diagnostics["bgnbd"] = _failure(exc)
+    diagnostics["bgnbd"]["fit_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    try:
+        frequency, spent = spend_rows if spend_rows is not None else (x, monetary_value)
+        gammagamma, cap = fit_spend(frequency, spent)
+        diagnostics["gammagamma"] = {**_fitted(gammagamma), "winsorized_at": cap}
+    except MemberwiseError as exc:
+        diagnostics["gammagamma"] = _failure(exc)
+    diagnostics["gammagamma"]["fit_seconds"] = time.perf_counter() - started
+    return bgnbd, gammagamma
+
+
+def score_value(
+    members: pa.Array,
+    summary: pa.Table | None,
+    first_day: np.ndarray[Any, np.dtype[np.float64]] | None,
+    bgnbd: BetaGeoModel | None,
+    gammagamma: GammaGammaModel | None,
+    settings: PredictionSettings,
+) -> pa.Table:
+    """``clv_12m``, ``p_alive``, ``expected_purchases_90d``, ``expected_spend`` and
+    ``repeat_purchases`` of each of ``members`` under fitted models (nulls where a model is
+    missing). ``summary`` holds the RFM rows of those who bought; ``first_day`` their first
+    purchase day's spend, aligned with it (needed only when Gamma-Gamma's mean is unbounded).
+
+    Row by row: scoring a batch of members gives exactly what scoring all at once gives, so
+    the Spark path calls it in the executors on one batch at a time.
+    """
+    n = len(members)
+    clv = np.zeros(n)
+    alive = np.ones(n)
+    expected = np.zeros(n)
+    spend = np.full(n, np.nan)
+    repeat = np.zeros(n, dtype=np.int64)
+    clv_known = np.ones(n, dtype=bool)
+    alive_known = np.ones(n, dtype=bool)
+    if summary is None:
+        alive_known = clv_known = np.zeros(n, dtype=bool)
+    else:
+        x = summary["frequency"].to_numpy().astype(np.float64)
+        t_x = summary["recency"].to_numpy()
+        age = summary["T"].to_numpy()
+        m = summary["monetary_value"].to_numpy()
+        position = pc.index_in(summary["member_id"], value_set=members)
+        found = pc.is_valid(position)
+        rows = np.flatnonzero(found.to_numpy(zero_copy_only=False))
+        where = position.filter(found).to_numpy(zero_copy_only=False).astype(np.int64)
+        repeat[where] = x[rows].astype(np.int64)
+        if bgnbd is not None:
+            alive[where] = bgnbd.probability_alive(x[rows], t_x[rows], age[rows])
+            expected[where] = bgnbd.conditional_expected_purchases(
+                EXPECTED_DAYS, x[rows], t_x[rows], age[rows]
+            )
+            # Members who never bought: p_alive with no repeat purchase (see the module doc).
+            others = np.ones(n, dtype=bool)
+            others[where] = False
+            if others.any():
+                alive[others] = bgnbd.probability_alive(0.0, 0.0, 0.0)[0]
+        else:
+            alive_known = np.zeros(n, dtype=bool)
+        if gammagamma is not None:
+            once = first_day if first_day is not None else np.zeros(len(x))
+            each = buyer_spend(gammagamma, x, m, once)
+            spend[where] = each[rows]
+            if bgnbd is not None:
+                clv[where] = customer_lifetime_value(
+                    bgnbd,
+                    gammagamma,
+                    x[rows],
+                    t_x[rows],
+                    age[rows],
+                    m[rows],
+                    months=CLV_MONTHS,
+                    discount_rate=settings.discount_rate,
+                    margin=settings.margin,
+                    periods_per_month=PERIODS_PER_MONTH["D"],
+                    spend=each[rows],
+                )
+                # A buyer the spend model cannot value (NaN) has no CLV.
+                clv_known[where] = np.isfinite(clv[where])
+        if gammagamma is None or bgnbd is None:
+            clv_known = np.zeros(n, dtype=bool)
+    return pa.table(
+        {
+            "member_id": members,
+            "clv_12m": pa.array(np.maximum(clv, 0.0), mask=~clv_known),
+            "p_alive": pa.array(np.clip(alive, 0.0, 1.0), mask=~alive_known),
+            "expected_purchases_90d": pa.array(np.maximum(expected, 0.0), mask=~alive_known),
+            "expected_spend": pa.array(spend, mask=~np.isfinite(spend)),
+            "repeat_purchases": pa.array(repeat),
+        }
+    )
+
+
 def value_predictions(
     members: pa.Array,
     purchases: pa.Table,
@@ -200,14 +321,6 @@ def value_predictions(
     ``members``: ``clv_12m``, ``p_alive``, ``expected_purchases_90d``, ``expected_spend``
     and ``repeat_purchases`` (nulls where a model could not be fitted), plus diagnostics."""
     diagnostics: dict[str, Any] = {"unit": "days", "currency": "CNY"}
-    n = len(members)
-    clv = np.zeros(n)
-    alive = np.ones(n)
-    expected = np.zeros(n)
-    spend = np.full(n, np.nan)
-    repeat = np.zeros(n, dtype=np.int64)
-    clv_known = np.ones(n, dtype=bool)
-    alive_known = np.ones(n, dtype=bool)
     bgnbd: BetaGeoModel | None = None
     gammagamma: GammaGammaModel | None = None
 
@@ -231,87 +344,23 @@ def value_predictions(
         message = "There are no purchases up to as_of."
         diagnostics["bgnbd"] = {**empty, "message": message, "details": {"reason": "empty"}}
         diagnostics["gammagamma"] = dict(diagnostics["bgnbd"])
+        table = score_value(members, None, None, None, None, settings)
     else:
-        x = summary["frequency"].to_numpy().astype(np.float64)
-        t_x = summary["recency"].to_numpy()
-        age = summary["T"].to_numpy()
-        m = summary["monetary_value"].to_numpy()
+        bgnbd, gammagamma = fit_value_models(
+            summary["frequency"].to_numpy().astype(np.float64),
+            summary["recency"].to_numpy(),
+            summary["T"].to_numpy(),
+            summary["monetary_value"].to_numpy(),
+            diagnostics,
+        )
         started = time.perf_counter()
-        try:
-            try:
-                bgnbd = BetaGeoModel().fit(x, t_x, age)
-            except FitNotConverged:
-                bgnbd = BetaGeoModel(penalizer=FALLBACK_PENALIZER).fit(x, t_x, age)
-            diagnostics["bgnbd"] = _fitted(bgnbd)
-        except MemberwiseError as exc:
-            diagnostics["bgnbd"] = _failure(exc)
-        diagnostics["bgnbd"]["fit_seconds"] = time.perf_counter() - started
-        started = time.perf_counter()
-        try:
-            gammagamma, cap = fit_spend(x, m)
-            diagnostics["gammagamma"] = {**_fitted(gammagamma), "winsorized_at": cap}
-        except MemberwiseError as exc:
-            diagnostics["gammagamma"] = _failure(exc)
-        diagnostics["gammagamma"]["fit_seconds"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        position = pc.index_in(summary["member_id"], value_set=members)
-        found = pc.is_valid(position)
-        rows = np.flatnonzero(found.to_numpy(zero_copy_only=False))
-        where = position.filter(found).to_numpy(zero_copy_only=False).astype(np.int64)
-        repeat[where] = x[rows].astype(np.int64)
-        if bgnbd is not None:
-            alive[where] = bgnbd.probability_alive(x[rows], t_x[rows], age[rows])
-            expected[where] = bgnbd.conditional_expected_purchases(
-                EXPECTED_DAYS, x[rows], t_x[rows], age[rows]
-            )
-            # Members who never bought: p_alive with no repeat purchase (see the module doc).
-            others = np.ones(n, dtype=bool)
-            others[where] = False
-            if others.any():
-                alive[others] = bgnbd.probability_alive(0.0, 0.0, 0.0)[0]
-        else:
-            alive_known = np.zeros(n, dtype=bool)
-        if gammagamma is not None:
-            first_day = (
-                _first_day_spend(purchases, summary["member_id"], timezone)
-                if not gammagamma.bounded
-                else np.zeros(len(x))
-            )
-            each = buyer_spend(gammagamma, x, m, first_day)
-            spend[where] = each[rows]
-            if bgnbd is not None:
-                clv[where] = customer_lifetime_value(
-                    bgnbd,
-                    gammagamma,
-                    x[rows],
-                    t_x[rows],
-                    age[rows],
-                    m[rows],
-                    months=CLV_MONTHS,
-                    discount_rate=settings.discount_rate,
-                    margin=settings.margin,
-                    periods_per_month=PERIODS_PER_MONTH["D"],
-                    spend=each[rows],
-                )
-                # A buyer the spend model cannot value (NaN) has no CLV.
-                clv_known[where] = np.isfinite(clv[where])
-        if gammagamma is None or bgnbd is None:
-            clv_known = np.zeros(n, dtype=bool)
+        first_day = (
+            _first_day_spend(purchases, summary["member_id"], timezone)
+            if gammagamma is not None and not gammagamma.bounded
+            else None
+        )
+        table = score_value(members, summary, first_day, bgnbd, gammagamma, settings)
         diagnostics["score_seconds"] = time.perf_counter() - started
-    if summary is None:
-        alive_known = clv_known = np.zeros(n, dtype=bool)
-    expected_known = alive_known
-    table = pa.table(
-        {
-            "member_id": members,
-            "clv_12m": pa.array(np.maximum(clv, 0.0), mask=~clv_known),
-            "p_alive": pa.array(np.clip(alive, 0.0, 1.0), mask=~alive_known),
-            "expected_purchases_90d": pa.array(np.maximum(expected, 0.0), mask=~expected_known),
-            "expected_spend": pa.array(spend, mask=~np.isfinite(spend)),
-            "repeat_purchases": pa.array(repeat),
-        }
-    )
     diagnostics["clv"] = {
         "months": CLV_MONTHS,
         "discount_rate": settings.discount_rate,
@@ -485,14 +534,14 @@ def _write_table(path: Path, table: pa.Table) -> None:
     os.replace(tmp, path)
 
 
-def _snapshot(ctx: BuildContext, cutoff: datetime) -> pa.Table:
-    """Profiles as of ``cutoff``, computed with the profiles stage's own expressions."""
+def _snapshot_table(ctx: BuildContext, cutoff: datetime, work: Path) -> ir.Table:
+    """Profiles as of ``cutoff``, computed with the profiles stage's own expressions and
+    written under ``work`` (the caller removes it)."""
     from memberwise.members import service as members_service
     from memberwise.profiles.features import member_profiles
 
     with ctx.runtime.engine.connect() as conn:
         attributes = members_service.analytics_attributes(conn)
-    work = ctx.path("_work_predictions")
     work.mkdir(exist_ok=True)
 
     def materialize(name: str, table: ir.Table) -> ir.Table:
@@ -500,26 +549,129 @@ def _snapshot(ctx: BuildContext, cutoff: datetime) -> pa.Table:
         write_parquet(ctx.con, table, path)
         return read_parquet(ctx.con, [path])
 
+    offset = ZoneInfo(ctx.program.display_timezone).utcoffset(cutoff) or timedelta(0)
+    profiles, _ = member_profiles(
+        ctx.runtime.lake.events_table(ctx.con),
+        ibis.memtable(attributes),
+        as_of=cutoff,
+        utc_offset=offset,
+        materialize=materialize,
+    )
+    path = work / "snapshot.parquet"
+    write_parquet(ctx.con, profiles, path)
+    return read_parquet(ctx.con, [path])
+
+
+def _snapshot(ctx: BuildContext, cutoff: datetime) -> pa.Table:
+    """Profiles as of ``cutoff`` as an Arrow table, in member_id order (the churn model's
+    seeded split assigns rows by position, so a fixed order gives the same model on every
+    engine and run)."""
+    work = ctx.path("_work_predictions")
     try:
-        offset = ZoneInfo(ctx.program.display_timezone).utcoffset(cutoff) or timedelta(0)
-        profiles, _ = member_profiles(
-            ctx.runtime.lake.events_table(ctx.con),
-            ibis.memtable(attributes),
-            as_of=cutoff,
-            utc_offset=offset,
-            materialize=materialize,
-        )
-        path = work / "snapshot.parquet"
-        write_parquet(ctx.con, profiles, path)
-        return pq.read_table(path)
+        _snapshot_table(ctx, cutoff, work)
+        table = pq.read_table(work / "snapshot.parquet")
+        return table.sort_by([("member_id", "ascending")])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _stage_on_spark(ctx: BuildContext) -> int:
+    """The stage when the engine is Spark: fit on the driver from collapsed and sampled
+    tables, score in the executors (:mod:`memberwise.predict.distributed`)."""
+    from memberwise.predict.distributed import predict_on_spark
+
+    steps = 5
+    as_of = ctx.result.as_of
+    settings = ctx.program.predictions
+    timezone = ctx.program.display_timezone
+    timings: dict[str, float] = {}
+    work = ctx.path("_work_predictions")
+    try:
+        started = time.perf_counter()
+        profiles = ctx.table("profiles.parquet")
+        purchases = read_purchases(ctx.runtime.lake.events_table(ctx.con), as_of=as_of)
+        cutoff = as_of - timedelta(days=settings.churn_horizon_days)
+        snapshot = _snapshot_table(ctx, cutoff, work)
+        timings["snapshot_seconds"] = time.perf_counter() - started
+        ctx.progress("predictions", 2, steps)
+
+        started = time.perf_counter()
+        scored, models, diagnostics = predict_on_spark(
+            ctx.con,
+            profiles,
+            purchases,
+            snapshot,
+            as_of=as_of,
+            timezone=timezone,
+            settings=settings,
+            seed=SEED,
+            work=str(work / "spark"),
+        )
+        table = scored.cast(ibis.Schema.from_pyarrow(PREDICTIONS_SCHEMA)).order_by("member_id")
+        rows = write_parquet(ctx.con, table, ctx.path("predictions.parquet"))
+        timings["models_seconds"] = time.perf_counter() - started
+        ctx.progress("predictions", 3, steps)
+
+        started = time.perf_counter()
+        models_dir = ctx.path("models")
+        models_dir.mkdir(exist_ok=True)
+        if models["bgnbd"] is not None:
+            models["bgnbd"].save(models_dir / "bgnbd.json")
+        if models["gammagamma"] is not None:
+            models["gammagamma"].save(models_dir / "gammagamma.json")
+        if models["churn"] is not None:
+            models["churn"].save(models_dir / "churn.txt", models_dir / "churn.json")
+        written = ctx.table("predictions.parquet")
+        diagnostics["members"] = rows
+        diagnostics["re_buyers"] = int(
+            written.next_purchase_date.notnull().sum().to_pyarrow().as_py() or 0
+        )
+        # Rules of later stages read the predicted fields from the profiles.
+        picked = written.select(
+            "member_id", **{f"_{name}": written[name] for name in PREDICTED_FIELDS}
+        )
+        joined = profiles.left_join(picked, profiles.member_id == picked.member_id)
+        filled = joined.select(
+            *[
+                joined[f"_{c}"].cast("float64").name(c) if c in PREDICTED_FIELDS else joined[c]
+                for c in profiles.columns
+            ]
+        )
+        tmp = ctx.path(".profiles-predicted.parquet")
+        write_parquet(ctx.con, filled, tmp)
+        # (A profiles file linked from an earlier build keeps its contents: only the link goes.)
+        replace_directory(tmp, ctx.path("profiles.parquet"))
+        timings["write_seconds"] = time.perf_counter() - started
+        ctx.progress("predictions", 4, steps)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _record(ctx, _finite(diagnostics), timings)
+    ctx.progress("predictions", steps, steps)
+    return rows
+
+
+def _record(ctx: BuildContext, diagnostics: dict[str, Any], timings: dict[str, float]) -> None:
+    """``predictions.json`` and the build manifest's ``predictions`` section."""
+    section = {
+        "model_version": ctx.result.build_id,
+        "as_of": ctx.result.as_of.isoformat(),
+        "fitted_at": datetime.now(UTC).isoformat(),
+        "timezone": ctx.program.display_timezone,
+        **diagnostics,
+        "timings": timings,
+    }
+    atomic_write_bytes(
+        ctx.path("predictions.json"), orjson.dumps(section, option=orjson.OPT_INDENT_2)
+    )
+    ctx.meta.setdefault("sections", {})["predictions"] = section
 
 
 def stage_predictions(ctx: BuildContext) -> int:
     """Fit, score, write ``predictions.parquet``, the models and the filled-in profiles."""
     steps = 5
     ctx.progress("predictions", 0, steps)
+    if sparkframes.is_spark(ctx.con):
+        return _stage_on_spark(ctx)
     as_of = ctx.result.as_of
     settings = ctx.program.predictions
     timezone = ctx.program.display_timezone
@@ -560,17 +712,6 @@ def stage_predictions(ctx: BuildContext) -> int:
     timings["write_seconds"] = time.perf_counter() - started
     ctx.progress("predictions", 4, steps)
 
-    section = {
-        "model_version": ctx.result.build_id,
-        "as_of": as_of.isoformat(),
-        "fitted_at": datetime.now(UTC).isoformat(),
-        "timezone": timezone,
-        **made.diagnostics,
-        "timings": timings,
-    }
-    atomic_write_bytes(
-        ctx.path("predictions.json"), orjson.dumps(section, option=orjson.OPT_INDENT_2)
-    )
-    ctx.meta.setdefault("sections", {})["predictions"] = section
+    _record(ctx, made.diagnostics, timings)
     ctx.progress("predictions", steps, steps)
     return int(made.table.num_rows)

@@ -210,16 +210,10 @@ def fit_personas(
     by_member = pc.sort_indices(ids).to_numpy() if n else np.arange(0)
     rng = np.random.default_rng(seed)
     rows = by_member[np.sort(rng.choice(n, size=min(sample, n), replace=False))]
-    picked = z[rows]
-    distinct = len(np.unique(picked, axis=0)) if n else 0
-    ks = range(k_min, min(k_max, distinct, len(picked) - 1) + 1)
-    scores: dict[int, float] = {}
-    centers = z.mean(axis=0, keepdims=True) if n else np.zeros((1, len(fields)))
-    if n >= k_min + 1 and len(ks) > 0:
-        fits = {k: _kmeans(picked, k, seed) for k in ks}
-        scores = silhouettes(picked, {k: labels for k, (_, labels) in fits.items()})
-        best = max(ks, key=lambda k: (scores[k], -k))
-        centers = fits[best][0]
+    fitted, scores = fit_centers(z[rows], n, k_min=k_min, k_max=k_max, seed=seed)
+    centers = fitted
+    if centers is None:
+        centers = z.mean(axis=0, keepdims=True) if n else np.zeros((1, len(fields)))
     nearest = _nearest(z, centers)
     order = _cluster_order(nearest, centers)
     centers = centers[order]
@@ -239,6 +233,22 @@ def fit_personas(
         scale=scale,
         centers=centers,
     )
+
+
+def fit_centers(
+    picked: FloatArray, n: int, *, k_min: int, k_max: int, seed: int
+) -> tuple[FloatArray | None, dict[int, float]]:
+    """k-means centres of the standardized sample ``picked`` (of ``n`` members in all) for
+    the k in ``[k_min, k_max]`` with the best silhouette, and the score of each k tried;
+    None when there are too few members or distinct rows for ``k_min`` clusters."""
+    distinct = len(np.unique(picked, axis=0)) if n else 0
+    ks = range(k_min, min(k_max, distinct, len(picked) - 1) + 1)
+    if n < k_min + 1 or len(ks) == 0:
+        return None, {}
+    fits = {k: _kmeans(picked, k, seed) for k in ks}
+    scores = silhouettes(picked, {k: labels for k, (_, labels) in fits.items()})
+    best = max(ks, key=lambda k: (scores[k], -k))
+    return fits[best][0], scores
 
 
 def _check_arguments(
@@ -397,6 +407,15 @@ def _describe(
     sums = np.array(
         [np.bincount(labels, weights=z[:, j], minlength=k) for j in range(len(fields))]
     ).T.reshape(k, len(fields))
+    return describe_sums(sums, sizes, fields, names)
+
+
+def describe_sums(
+    sums: FloatArray, sizes: IntArray, fields: Sequence[str], names: Mapping[int, str]
+) -> tuple[Cluster, ...]:
+    """The clusters described from each one's member count and sum of standardized features
+    (k x d): what :func:`fit_personas` reports, from aggregates a cluster engine can make."""
+    k = len(sizes)
     clusters = []
     for i in range(k):
         means = sums[i] / max(int(sizes[i]), 1)
