@@ -208,9 +208,13 @@ def live_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveConso
     rt.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium (the system's), shared by the browser tests."""
+    """Headless Chromium (the system's), shared by a module's browser tests.
+
+    Module-scoped on purpose: Playwright's sync API keeps an asyncio loop marked as running in
+    its thread while it is started, so a session-long browser would make every later
+    ``asyncio.run`` on the same xdist worker (the webhook sender's tests) fail."""
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = os.environ.get("MEMBERWISE_CHROMIUM", "/usr/bin/chromium")
     if not Path(chromium).exists():

@@ -13,6 +13,7 @@ from memberwise.kit.db import transaction
 from memberwise.kit.time import utcnow
 from memberwise.ledger import coupons, points
 from memberwise.membership import service as membership
+from memberwise.membership.stage import TIERS_SCHEMA
 from memberwise.privacy.crypto import FieldCipher
 from memberwise.program.schemas import Program
 from memberwise.program.service import parse_program
@@ -64,7 +65,7 @@ def publish_tier(
     row = {"member_id": member_id, "tier": tier, "source": "auto", "since": utcnow(),
            "until": None, "score": 0, "details": json.dumps(details), "change": "initial",
            "from_tier": None, "reason": "test placement"}  # fmt: skip
-    pq.write_table(pa.Table.from_pylist([row]), build / "tiers.parquet")
+    pq.write_table(pa.Table.from_pylist([row], schema=TIERS_SCHEMA), build / "tiers.parquet")
     membership.publish_tiers(conn, program, build)
 
 
