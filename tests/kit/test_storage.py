@@ -43,7 +43,10 @@ def s3() -> Iterator[Storage]:
         storage = Storage(
             {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
         )
-        storage.fs("s3://").mkdir(BUCKET)
+        # moto keeps one in-memory backend per process, shared by every server it starts: a
+        # bucket left by another module's server on this worker is still there.
+        if not storage.fs("s3://").exists(BUCKET):
+            storage.fs("s3://").mkdir(BUCKET)
         yield storage
     finally:
         server.stop()

@@ -102,13 +102,14 @@ def histogram(values: Sequence[float], edges: Sequence[float]) -> Histogram:
 def round_edges(values: Sequence[float], at_most: int) -> tuple[float, ...]:
     """Edges of bins of a round width (1, 2 or 5 times a power of ten, the smallest giving
     about ``at_most`` bins) covering every value; one bin of width 1 when every value is the
-    same, none for no values."""
+    same (spreads under a millionth count as the same: edges are rounded to 9 decimals), none
+    for no values."""
     if not values:
         return ()
     low, high = min(values), max(values)
     raw = (high - low) / at_most
-    if raw <= 0:
-        return (math.floor(low), math.floor(low) + 1.0)
+    if raw < 1e-6:
+        return (float(math.floor(low)), math.floor(high) + 1.0)
     power = 10.0 ** math.floor(math.log10(raw))
     width = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     start = math.floor(low / width) * width
