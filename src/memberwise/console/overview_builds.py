@@ -115,6 +115,8 @@ def round_edges(values: Sequence[float], at_most: int) -> tuple[float, ...]:
     start = math.floor(low / width) * width
     n = max(1, math.ceil((high - start) / width))
     edges = [round(start + i * width, 9) for i in range(n + 1)]
+    if edges[0] > low:  # a tiny negative low rounds its first edge up to 0: one bin below
+        edges.insert(0, round(edges[0] - width, 9))
     while edges[-1] < high:  # float rounding: the last (closed) bin must reach the maximum
         edges.append(round(edges[-1] + width, 9))
     return tuple(edges)
