@@ -13,11 +13,11 @@ from sqlalchemy import Connection
 
 from memberwise.console import charts
 from memberwise.console import overview_builds as per_build
-from memberwise.console import overview_queries as q
 from memberwise.console.i18n import translator, yuan
 from memberwise.kit.db import transaction
 from memberwise.kit.time import utcnow
 from memberwise.ledger import coupons, points
+from memberwise.ledger import service as ledger
 from memberwise.ledger.schemas import AdjustmentIn, IssueIn
 from memberwise.ledger.tables import points_lots
 from memberwise.membership.tables import tier_history
@@ -228,7 +228,7 @@ def test_points_expiring_are_the_open_lots_up_to_30_and_90_days(runtime: Runtime
                     expires_at=None if days is None else now + timedelta(days=days),
                 )
             )
-        found = q.points_liability(conn, now)
+        found = ledger.points_liability(conn, now)
     assert found == {"available": 0, "pending": 0, "expiring_30d": 120, "expiring_90d": 150}
 
 

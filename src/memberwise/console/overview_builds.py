@@ -3,12 +3,12 @@
 Members by tier and by segment over the recent builds, the CLV and churn-risk distributions and
 the black-card summary only change when a build is published (or, between builds, when an
 erasure or an identity merge removes rows): on a 20,000-member home they are most of the
-overview's time. :func:`build_figures` recomputes them when
-:func:`~memberwise.console.overview_queries.build_key` changes and returns the kept copy
-otherwise. The key is read in the caller's transaction on every request, so a build published by
-another process (``memberwise build`` beside the server) is seen by the next request; nothing
-here depends on the clock (the live parts of the overview, points expiring and the rest, are
-read on every request). One entry per engine (weakly held: it goes with the runtime).
+overview's time. :func:`build_figures` recomputes them when :func:`build_key` changes and
+returns the kept copy otherwise. The key is read in the caller's transaction on every request,
+so a build published by another process (``memberwise build`` beside the server) is seen by the
+next request; nothing here depends on the clock (the live parts of the overview, points expiring
+and the rest, are read on every request). One entry per engine (weakly held: it goes with the
+runtime).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
-from memberwise.console import overview_queries as q
+from memberwise.membership import service as membership
+from memberwise.predict import service as predict
+from memberwise.profiles import service as profiles
 
 #: Churn-risk bins (the chart and the table), and the CLV table's bins in yuan.
 RISK_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -60,7 +62,7 @@ _lock = threading.Lock()
 
 def build_figures(conn: Connection, engine: Engine) -> BuildFigures:
     """The per-build figures as of ``conn``'s reads: the kept ones when the key is unchanged."""
-    key = q.build_key(conn)
+    key = build_key(conn)
     with _lock:
         kept = _kept.get(engine)
     if kept is not None and kept.key == key:
@@ -68,21 +70,47 @@ def build_figures(conn: Connection, engine: Engine) -> BuildFigures:
     recent = key[0]
     assert isinstance(recent, tuple)
     builds = list(recent)
-    clv, risk = q.prediction_values(conn)
+    clv, risk = predict.prediction_values(conn)
     clv_yuan = [c / 100 for c in clv]
     made = BuildFigures(
         key=key,
         recent=builds,
-        segments=q.segments_by_build(conn, [b for b, _ in builds]),
-        tiers_then={b: q.tiers_at(conn, as_of) for b, as_of in builds},
+        segments=profiles.segments_by_build(conn, [b for b, _ in builds]),
+        tiers_then={b: membership.members_by_tier(conn, as_of) for b, as_of in builds},
         clv_chart=histogram(clv_yuan, round_edges(clv_yuan, CLV_CHART_BINS)),
         clv_table=histogram(clv_yuan, CLV_EDGES_YUAN),
         risk=histogram(risk, RISK_EDGES),
-        quota=q.latest_black_card(conn),
+        quota=latest_black_card(conn),
     )
     with _lock:
         _kept[engine] = made
     return made
+
+
+def build_key(conn: Connection, limit: int = 12) -> tuple[object, ...]:
+    """What the per-build figures depend on, in a few index reads: the newest ``limit`` builds
+    (id, as of), the scored members, and the tier-history rows up to the newest build's as of
+    with their members.
+
+    A build publishes its builds row, tier history and predictions in one transaction, so a new
+    build changes the first part. Between builds, rows up to that as of only go away or change
+    hands: an erasure deletes a member's rows (a count drops), an identity merge moves the
+    source's rows to the target (the members drop when both had some; otherwise the counts by
+    tier are unchanged). Tier changes outside a build are stamped when they happen, after the
+    newest as of, and only the live members-by-tier shows them."""
+    recent = profiles.recent_builds(conn, limit)
+    history = (0, 0)
+    if recent:
+        history = membership.tier_history_extent(conn, max(a for _, a in recent))
+    return (tuple(recent), predict.scored_members(conn), history)
+
+
+def latest_black_card(conn: Connection) -> dict[str, int]:
+    """The newest build's black-card summary: active members, eligible, quota, taken, slots,
+    invited (empty before a build with a black card)."""
+    tiers = profiles.latest_build_summary(conn).get("tiers") or {}
+    found = tiers.get("invitations") or {} if isinstance(tiers, dict) else {}
+    return {str(k): int(v) for k, v in found.items() if isinstance(v, int | float)}
 
 
 def histogram(values: Sequence[float], edges: Sequence[float]) -> Histogram:

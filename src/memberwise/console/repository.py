@@ -1,5 +1,5 @@
-"""Every query of the console: its own tables (passwords, links, sessions) and the read-only
-aggregates its pages show that no domain service offers yet (see :mod:`.overview_queries`)."""
+"""Every query of the console: its own tables (passwords, links, sessions). What its pages show
+of the domains they read through the domains' services."""
 
 from __future__ import annotations
 

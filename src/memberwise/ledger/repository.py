@@ -349,10 +349,6 @@ def release_money(conn: Connection, template: str, money: int) -> None:
     )
 
 
-def budgets(conn: Connection) -> dict[str, RowMapping]:
-    return {r["template"]: r for r in conn.execute(select(coupon_budgets)).mappings()}
-
-
 def count_member_issue(conn: Connection, template: str, member_id: str, limit: int) -> bool:
     """Count one more coupon of ``template`` for the member, unless at ``limit``."""
     conn.execute(
@@ -1353,3 +1349,46 @@ def points_redeemed_by_member(
         )
         out.update({m: int(s or 0) for m, s in conn.execute(query)})
     return out
+
+
+# -- what the ledgers owe (the console's overview) -----------------------------------------------
+
+
+def points_liability(conn: Connection, now: datetime) -> dict[str, int]:
+    """Available and pending balances, and lot points expiring in 30 / 90 days.
+
+    The expiring sums read only the available lots with an expiry up to 90 days ahead (a range
+    of ``ix_points_lots_status_expires``), not every lot; lots past their expiry the sweep has
+    not reached yet still count, as they are still owed."""
+    available, pending = conn.execute(
+        select(
+            func.coalesce(func.sum(points_balances.c.available), 0),
+            func.coalesce(func.sum(points_balances.c.pending), 0),
+        )
+    ).one()
+    in30 = case((points_lots.c.expires_at <= now + timedelta(days=30), points_lots.c.remaining))
+    in30_sum, in90_sum = conn.execute(
+        select(
+            func.coalesce(func.sum(in30), 0), func.coalesce(func.sum(points_lots.c.remaining), 0)
+        ).where(
+            points_lots.c.status == "available",
+            points_lots.c.expires_at.is_not(None),
+            points_lots.c.expires_at <= now + timedelta(days=90),
+            points_lots.c.remaining > 0,
+        )
+    ).one()
+    return {
+        "available": int(available),
+        "pending": int(pending),
+        "expiring_30d": int(in30_sum),
+        "expiring_90d": int(in90_sum),
+    }
+
+
+def coupon_budget_use(conn: Connection) -> list[tuple[str, int, int, int]]:
+    """(template, issued, redeemed, money redeemed in fen) per coupon template."""
+    b = coupon_budgets.c
+    rows = conn.execute(
+        select(b.template, b.issued, b.redeemed, b.redeemed_money).order_by(b.template)
+    ).all()
+    return [(str(t), int(i), int(r), int(m)) for t, i, r, m in rows]

@@ -235,3 +235,14 @@ def points_expiring(conn: Connection, now: datetime, until: datetime) -> list[tu
 def lots_still_held(conn: Connection, lot_ids: Sequence[str]) -> set[str]:
     """Of ``lot_ids``, those still holding available points (not spent, not expired)."""
     return repository.lots_still_held(conn, lot_ids)
+
+
+def points_liability(conn: Connection, now: datetime) -> dict[str, int]:
+    """Points owed: ``available`` and ``pending`` balances, and the available lot points
+    ``expiring_30d`` / ``expiring_90d`` from ``now``."""
+    return repository.points_liability(conn, now)
+
+
+def coupon_budget_use(conn: Connection) -> list[tuple[str, int, int, int]]:
+    """(template, issued, redeemed, money redeemed in fen) per coupon template."""
+    return repository.coupon_budget_use(conn)

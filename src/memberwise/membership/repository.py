@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
+    distinct,
     func,
     insert,
     literal,
@@ -223,8 +224,34 @@ def tier_history_of(conn: Connection, member_id: str, limit: int) -> Sequence[Ro
 
 
 def tier_counts(conn: Connection) -> dict[str, int]:
+    """Members per current tier."""
     stmt = select(member_tiers.c.tier, func.count()).group_by(member_tiers.c.tier)
-    return {tier: int(n) for tier, n in conn.execute(stmt)}
+    return {str(tier): int(n) for tier, n in conn.execute(stmt)}
+
+
+def tier_counts_at(conn: Connection, at: datetime) -> dict[str, int]:
+    """Members per tier as they stood at ``at`` (each member's last tier change by then)."""
+    ranked = select(
+        tier_history.c.to_tier,
+        func.row_number()
+        .over(partition_by=tier_history.c.member_id, order_by=tier_history.c.at.desc())
+        .label("rn"),
+    ).where(tier_history.c.at <= at)
+    sub = ranked.subquery()
+    rows = conn.execute(
+        select(sub.c.to_tier, func.count()).where(sub.c.rn == 1).group_by(sub.c.to_tier)
+    ).all()
+    return {str(t): int(n) for t, n in rows}
+
+
+def history_extent(conn: Connection, until: datetime) -> tuple[int, int]:
+    """(tier-history rows, members they are of) up to ``until``."""
+    rows, members = conn.execute(
+        select(func.count(), func.count(distinct(tier_history.c.member_id))).where(
+            tier_history.c.at <= until
+        )
+    ).one()
+    return int(rows), int(members)
 
 
 def members_in_tier(conn: Connection, tier: str) -> list[str]:
@@ -245,6 +272,14 @@ def invitations_by_status(conn: Connection, tier: str) -> Sequence[RowMapping]:
         invitations.c.decided_at,
     ).where(invitations.c.tier == tier)
     return conn.execute(stmt).mappings().all()
+
+
+def invitation_counts(conn: Connection) -> dict[str, int]:
+    """Invitations per status, over every tier."""
+    rows = conn.execute(
+        select(invitations.c.status, func.count()).group_by(invitations.c.status)
+    ).all()
+    return {str(s): int(n) for s, n in rows}
 
 
 def insert_invitations(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -475,6 +510,40 @@ def save_subscription(
         .values(**values, version=version + 1)
     )
     return (conn.execute(stmt).rowcount or 0) == 1
+
+
+def subscription_counts(conn: Connection) -> list[tuple[str, str, int]]:
+    """(plan, status, subscriptions), ordered by plan and status."""
+    rows = conn.execute(
+        select(subscriptions.c.plan, subscriptions.c.status, func.count())
+        .group_by(subscriptions.c.plan, subscriptions.c.status)
+        .order_by(subscriptions.c.plan, subscriptions.c.status)
+    ).all()
+    return [(str(p), str(s), int(n)) for p, s, n in rows]
+
+
+def revenue_by_plan(conn: Connection) -> dict[str, tuple[int, int]]:
+    """Plan -> (fees paid, fees refunded), in fen: paid invoices and subscriptions' refunds."""
+    paid = conn.execute(
+        select(subscriptions.c.plan, func.coalesce(func.sum(subscription_invoices.c.amount), 0))
+        .select_from(
+            subscription_invoices.join(
+                subscriptions,
+                subscriptions.c.subscription_id == subscription_invoices.c.subscription_id,
+            )
+        )
+        .where(subscription_invoices.c.paid_at.is_not(None))
+        .group_by(subscriptions.c.plan)
+    ).all()
+    refunded = conn.execute(
+        select(subscriptions.c.plan, func.coalesce(func.sum(subscriptions.c.refunded), 0)).group_by(
+            subscriptions.c.plan
+        )
+    ).all()
+    out = {str(p): (int(a), 0) for p, a in paid}
+    for plan, amount in refunded:
+        out[str(plan)] = (out.get(str(plan), (0, 0))[0], int(amount))
+    return out
 
 
 def insert_invoice(conn: Connection, values: dict[str, Any]) -> None:

@@ -817,3 +817,32 @@ def manager_of(conn: Connection, member_id: str) -> ManagerOut | None:
     service desk's routing of a black-card member's ticket."""
     row = repository.manager_of(conn, member_id)
     return ManagerOut(staff_id=row["staff_id"], name=row["name"]) if row is not None else None
+
+
+# --- counts for the console's overview ----------------------------------------------------------
+
+
+def members_by_tier(conn: Connection, at: datetime | None = None) -> dict[str, int]:
+    """Members per tier: now, or as they stood at ``at`` (by the tier history)."""
+    return repository.tier_counts(conn) if at is None else repository.tier_counts_at(conn, at)
+
+
+def tier_history_extent(conn: Connection, until: datetime) -> tuple[int, int]:
+    """(tier-history rows, their members) up to ``until``: changes only when a build publishes,
+    an erasure deletes or an identity merge moves a member's history."""
+    return repository.history_extent(conn, until)
+
+
+def subscriptions_by_plan(conn: Connection) -> list[tuple[str, str, int]]:
+    """(plan, status, subscriptions), ordered by plan and status."""
+    return repository.subscription_counts(conn)
+
+
+def revenue_by_plan(conn: Connection) -> dict[str, tuple[int, int]]:
+    """Plan -> (fees paid, fees refunded), in fen."""
+    return repository.revenue_by_plan(conn)
+
+
+def invitations_by_status(conn: Connection) -> dict[str, int]:
+    """Black-card invitations per status (pending, accepted, declined, expired)."""
+    return repository.invitation_counts(conn)

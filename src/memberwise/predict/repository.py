@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     bindparam,
     delete,
+    func,
     select,
     update,
 )
@@ -117,3 +118,18 @@ def churn_at_least(conn: Connection, threshold: float) -> list[tuple[str, str]]:
         .order_by(member_predictions.c.member_id)
     )
     return [(m, v) for m, v in conn.execute(query)]
+
+
+def prediction_values(conn: Connection) -> tuple[list[int], list[float]]:
+    """Every scored member's 12-month CLV (fen) and churn risk, where known."""
+    rows = conn.execute(
+        select(member_predictions.c.clv_12m_fen, member_predictions.c.churn_risk)
+    ).all()
+    clv = [int(c) for c, _ in rows if c is not None]
+    risk = [float(r) for _, r in rows if r is not None]
+    return clv, risk
+
+
+def scored_members(conn: Connection) -> int:
+    """How many member rows the predictions hold (one index read)."""
+    return int(conn.execute(select(func.count()).select_from(member_predictions)).scalar_one())

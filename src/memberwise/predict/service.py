@@ -192,3 +192,14 @@ def churn_at_least(conn: Connection, threshold: float) -> list[tuple[str, str]]:
     """(member, model version) of members at or above a churn risk: a journey's trigger (the
     version makes a crossing under a new model a new crossing)."""
     return repository.churn_at_least(conn, threshold)
+
+
+def prediction_values(conn: Connection) -> tuple[list[int], list[float]]:
+    """Every scored member's 12-month CLV (fen) and churn risk: the distributions an operator
+    looks at."""
+    return repository.prediction_values(conn)
+
+
+def scored_members(conn: Connection) -> int:
+    """How many members the published predictions score (changes when a build publishes)."""
+    return repository.scored_members(conn)

@@ -4,6 +4,7 @@ the DuckDB queries that read a build directory's Parquet artifacts for publishin
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -412,3 +413,38 @@ def audience_page(
     if after is not None:
         query = query.where(member_profiles.c.member_id > after)
     return list(conn.execute(query).scalars())
+
+
+# --- builds over time (the console's overview) ------------------------------------------------
+
+
+def recent_builds(conn: Connection, limit: int) -> list[tuple[str, datetime]]:
+    """The newest ``limit`` builds, oldest first: (build id, as of)."""
+    rows = conn.execute(
+        select(builds.c.build_id, builds.c.as_of).order_by(builds.c.as_of.desc()).limit(limit)
+    ).all()
+    return [(str(b), a) for b, a in reversed(rows)]
+
+
+def segments_by_build(conn: Connection, build_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Build id -> segment -> members (each build's published segment sizes)."""
+    if not build_ids:
+        return {}
+    rows = conn.execute(
+        select(profile_groups.c.build_id, profile_groups.c.name, profile_groups.c.members).where(
+            profile_groups.c.kind == "segment", profile_groups.c.build_id.in_(build_ids)
+        )
+    ).all()
+    out: dict[str, dict[str, int]] = {b: {} for b in build_ids}
+    for build_id, name, members in rows:
+        out[str(build_id)][str(name)] = int(members)
+    return out
+
+
+def latest_summary(conn: Connection) -> dict[str, Any]:
+    """The newest build's summary (empty before the first build)."""
+    summary = conn.execute(
+        select(builds.c.summary).order_by(builds.c.as_of.desc()).limit(1)
+    ).scalar_one_or_none()
+    found = orjson.loads(summary) if summary else {}
+    return found if isinstance(found, dict) else {}

@@ -10,6 +10,8 @@ tag. The API shows the latest published build only.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -371,3 +373,19 @@ def audience(
         if len(ids) < page:
             return out
         after = ids[-1]
+
+
+def recent_builds(conn: Connection, limit: int = 12) -> list[tuple[str, datetime]]:
+    """The newest ``limit`` builds, oldest first, as (build id, as of): the console's axis of
+    figures over builds."""
+    return repository.recent_builds(conn, limit)
+
+
+def segments_by_build(conn: Connection, build_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Build id -> segment -> members, for ``build_ids`` (each present, maybe empty)."""
+    return repository.segments_by_build(conn, build_ids)
+
+
+def latest_build_summary(conn: Connection) -> dict[str, Any]:
+    """The newest build's summary as its stages wrote it (empty before the first build)."""
+    return repository.latest_summary(conn)

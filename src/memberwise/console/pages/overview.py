@@ -10,12 +10,13 @@ from fastapi.responses import RedirectResponse, Response
 
 from memberwise.console import charts, i18n
 from memberwise.console import overview_builds as per_build
-from memberwise.console import overview_queries as q
 from memberwise.console.nav import ANALYSTS, NavEntry, visible
 from memberwise.console.web import PREFIX, Staff, render, runtime_of
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.time import utcnow
+from memberwise.ledger import service as ledger
+from memberwise.membership import service as membership
 from memberwise.privacy.service import authorize
 
 router = APIRouter()
@@ -86,12 +87,12 @@ def overview_context(request: Request) -> dict[str, Any]:
     now = utcnow()
     with transaction(rt.engine) as conn:
         built = per_build.build_figures(conn, rt.engine)
-        tiers_now = q.members_by_tier(conn)
-        subs = q.subscriptions_by_plan(conn)
-        revenue = q.revenue_by_plan(conn)
-        points = q.points_liability(conn, now)
-        coupons = q.coupon_budget_use(conn)
-        invitations = q.invitations_by_status(conn)
+        tiers_now = membership.members_by_tier(conn)
+        subs = membership.subscriptions_by_plan(conn)
+        revenue = membership.revenue_by_plan(conn)
+        points = ledger.points_liability(conn, now)
+        coupons = ledger.coupon_budget_use(conn)
+        invitations = membership.invitations_by_status(conn)
     recent, segments, tiers_then = built.recent, built.segments, built.tiers_then
     quota = built.quota
     order = _tier_order(program, set(tiers_now) | {k for v in tiers_then.values() for k in v})
