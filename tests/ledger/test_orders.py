@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, insert, select
 
 from memberwise.kit.db import transaction
-from memberwise.ledger import coupons, orders, points, repository
+from memberwise.ledger import coupons, fast_repository, orders, points
 from memberwise.ledger.schemas import RefundIn
 from memberwise.ledger.service import (
     CouponAlreadyRedeemed,
@@ -85,14 +85,14 @@ def test_a_coupon_lost_to_a_concurrent_order_stops_the_writes_before_the_points(
     coupon = coupons.issue(conn, program, "ten_off", ["m1"], key="k", at=T0).coupons[0]
     orders.place(conn, program, order("o1", coupons=[coupon.coupon_id]), at=T0)
     before = points.balance_of(conn, "m1")
-    read = repository.fast_prefetch
+    read = fast_repository.fast_prefetch
 
     def stale(*args: Any, **kwargs: Any) -> tuple[bool, bool, dict[str, Any] | None, str | None]:
         exists, known, row, tier = read(*args, **kwargs)
         assert row is not None
         return exists, known, {**row, "status": "issued"}, tier
 
-    monkeypatch.setattr(repository, "fast_prefetch", stale)
+    monkeypatch.setattr(fast_repository, "fast_prefetch", stale)
     # When an order pays with it and with points, then it is refused at the coupon's guarded
     # write, and the points' write after it was never made
     with pytest.raises(CouponAlreadyRedeemed):

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, RowMapping
 
 from memberwise.kit.errors import Conflict, Forbidden, MemberwiseError, NotFound
 from memberwise.kit.time import as_utc
-from memberwise.ledger import coupons, repository
+from memberwise.ledger import benefit_repository, coupons
 from memberwise.ledger import service as ledger
 from memberwise.membership import service as membership
 from memberwise.membership.service import Entitlements
@@ -180,7 +180,7 @@ def used_since(
     "full refund if no benefit was used" asks this."""
     if not benefits:
         return False
-    return repository.benefit_used_since(conn, member_id, list(benefits), since)
+    return benefit_repository.benefit_used_since(conn, member_id, list(benefits), since)
 
 
 def order_terms(
@@ -254,17 +254,19 @@ def _record(
     """
     member_id, counter, period = use["member_id"], use["counter"], use["period"]
     amount = int(use["amount"])
-    if amount > limit or not repository.take_counter(
+    if amount > limit or not benefit_repository.take_counter(
         conn, member_id, counter, period, amount, limit, use["created_at"]
     ):
         raise refuse()
-    if not repository.insert_use(conn, **use):
-        repository.give_back_counter(conn, member_id, counter, period, amount, use["created_at"])
-        twin = repository.get_use(conn, use["use_id"])
+    if not benefit_repository.insert_use(conn, **use):
+        benefit_repository.give_back_counter(
+            conn, member_id, counter, period, amount, use["created_at"]
+        )
+        twin = benefit_repository.get_use(conn, use["use_id"])
         assert twin is not None  # the key's row exists: insert_ignore found it
         _replay(twin, member_id, **same)
         return twin, False
-    row = repository.get_use(conn, use["use_id"])
+    row = benefit_repository.get_use(conn, use["use_id"])
     assert row is not None
     return row, True
 
@@ -276,7 +278,7 @@ def member_benefits(
     conn: Connection, program: Program, member_id: str, held: Sequence[str], at: datetime
 ) -> MemberBenefits:
     """Each benefit the member holds with what remains of it now (one keyed read)."""
-    used = repository.counters_of(conn, member_id)
+    used = benefit_repository.counters_of(conn, member_id)
     zone = program.display_timezone
     out: list[BenefitStatus] = []
     for name in dict.fromkeys(held):
@@ -294,7 +296,7 @@ def member_benefits(
             counter, period, limit = counted
             spent = used.get((counter, period.label), 0)
             if isinstance(benefit, MonthlyCoupons):
-                spent = limit - repository.unused_monthly_coupons(
+                spent = limit - benefit_repository.unused_monthly_coupons(
                     conn, member_id, name, period.label, limit
                 )
             status.limit, status.used, status.remaining = limit, spent, max(limit - spent, 0)
@@ -341,7 +343,7 @@ def reserve_express_refund(
     ExpressRefundCreditExceeded (nothing changed) or IdempotencyKeyReused.
     """
     use_id = f"express_refund:{data.refund_id}"
-    existing = repository.get_use(conn, use_id)
+    existing = benefit_repository.get_use(conn, use_id)
     if existing is not None:
         _replay(existing, member_id, amount=data.amount, reference=data.order_id)
         return _use_out(existing)
@@ -352,7 +354,7 @@ def reserve_express_refund(
     limit: int = benefit.credit_limit
 
     def refuse() -> MemberwiseError:
-        outstanding = repository.counter_used(conn, member_id, "express_refund", "")
+        outstanding = benefit_repository.counter_used(conn, member_id, "express_refund", "")
         return ExpressRefundCreditExceeded(
             f"an express refund of {data.amount} fen would exceed the credit: {outstanding} of "
             f"{limit} fen are outstanding until their returns arrive",
@@ -383,7 +385,9 @@ def reserve_express_refund(
             member_id=member_id,
             details={"amount": data.amount, "order_id": data.order_id, "limit": limit},
         )
-    return _use_out(row, limit - repository.counter_used(conn, member_id, "express_refund", ""))
+    return _use_out(
+        row, limit - benefit_repository.counter_used(conn, member_id, "express_refund", "")
+    )
 
 
 def restore_express_refund(
@@ -394,12 +398,14 @@ def restore_express_refund(
     Idempotent: restoring twice restores once. Raises ExpressRefundNotFound.
     """
     use_id = f"express_refund:{refund_id}"
-    settled = repository.settle_use(conn, use_id, member_id, "restored", at)
-    row = repository.get_use(conn, use_id)
+    settled = benefit_repository.settle_use(conn, use_id, member_id, "restored", at)
+    row = benefit_repository.get_use(conn, use_id)
     if row is None or row["member_id"] != member_id:
         raise ExpressRefundNotFound(f"the member has no express refund {refund_id!r}")
     if settled:
-        repository.give_back_counter(conn, member_id, "express_refund", "", int(row["amount"]), at)
+        benefit_repository.give_back_counter(
+            conn, member_id, "express_refund", "", int(row["amount"]), at
+        )
         privacy.audit(
             conn,
             actor,
@@ -432,7 +438,7 @@ def use_return_card(
     IdempotencyKeyReused.
     """
     use_id = f"return_card:{data.use_id}"
-    existing = repository.get_use(conn, use_id)
+    existing = benefit_repository.get_use(conn, use_id)
     if existing is not None:
         _replay(existing, member_id, reference=data.order_id)
         return _use_out(existing)
@@ -477,7 +483,7 @@ def use_return_card(
             member_id=member_id,
             details={"period": period.label},
         )
-    used = repository.counter_used(conn, member_id, "return_cards", period.label)
+    used = benefit_repository.counter_used(conn, member_id, "return_cards", period.label)
     return _use_out(row, benefit.count - used)
 
 
@@ -498,7 +504,7 @@ def claim_partner_perk(
     sharing with partners (a claim tells the partner who the member is).
     """
     use_id = f"partner_perk:{data.claim_id}"
-    existing = repository.get_use(conn, use_id)
+    existing = benefit_repository.get_use(conn, use_id)
     if existing is not None:
         _replay(existing, member_id, benefit=data.benefit)
         return _use_out(existing)
@@ -595,7 +601,7 @@ def issue_monthly_coupons(
     issued = 0
     for name, benefit in _held(program, held, MonthlyCoupons):
         key = f"monthly_coupons:{name}:{member_id}:{month}"
-        if not repository.insert_use(
+        if not benefit_repository.insert_use(
             conn,
             use_id=key,
             member_id=member_id,

@@ -33,7 +33,7 @@ from memberwise.kit import outbox
 from memberwise.kit.errors import NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.time import as_utc, utcnow
-from memberwise.ledger import repository
+from memberwise.ledger import coupon_repository, fast_repository
 from memberwise.ledger.schemas import (
     CouponOut,
     CouponStatus,
@@ -142,7 +142,7 @@ def issue(
     wanted = sorted(set(member_ids))
     known: set[str] = set()
     for i in range(0, len(wanted), 1000):
-        known |= repository.known_members(conn, wanted[i : i + 1000])
+        known |= coupon_repository.known_members(conn, wanted[i : i + 1000])
     # Sorted: issuance takes each member's counter row, always in the same order.
     for member_id in wanted:
         if member_id not in known:
@@ -150,7 +150,7 @@ def issue(
                 raise MemberUnknown(f"no member {member_id!r}")
             refused[member_id] = MemberUnknown.code
             continue
-        found = repository.coupon_by_issue(conn, key, member_id, template)
+        found = coupon_repository.coupon_by_issue(conn, key, member_id, template)
         if found is not None:
             issued.append(coupon_out(found))
             continue
@@ -161,14 +161,16 @@ def issue(
         if (
             refusal is None
             and limit is not None
-            and not repository.count_member_issue(conn, template, member_id, limit)
+            and not coupon_repository.count_member_issue(conn, template, member_id, limit)
         ):
             refusal = _Refusal(PerMemberLimit.code)
-        if refusal is None and not repository.reserve_issue(conn, template, 1, tmpl.budget_count):
+        if refusal is None and not coupon_repository.reserve_issue(
+            conn, template, 1, tmpl.budget_count
+        ):
             exhausted = True
             refusal = _Refusal(BudgetExhausted.code)
             if tmpl.per_member_limit is not None:
-                repository.uncount_member_issue(conn, template, member_id)
+                coupon_repository.uncount_member_issue(conn, template, member_id)
         if refusal is not None:
             if strict:
                 raise _ERRORS[refusal.code](_MESSAGES[refusal.code].format(template=template))
@@ -188,7 +190,7 @@ def issue(
             "discount": None,
             "redeemed_at": None,
         }
-        repository.insert_coupon(conn, values)
+        coupon_repository.insert_coupon(conn, values)
         outbox.emit(
             conn,
             "coupon.issued",
@@ -327,7 +329,7 @@ def price(
     goods_left = sum(i.price * i.quantity for i in items)
     templates: list[CouponTemplate] = []
     for coupon_id in coupon_ids:
-        row = (read or {}).get(coupon_id) or repository.fast_coupon(conn, coupon_id, at)
+        row = (read or {}).get(coupon_id) or fast_repository.fast_coupon(conn, coupon_id, at)
         if row is None or row["member_id"] != member_id:
             raise CouponNotFound(f"the member has no coupon {coupon_id!r}")
         _check_state(row)
@@ -395,7 +397,7 @@ def refuse_redemption(conn: Connection, step: str, key: str, at: datetime) -> No
     caller's transaction then rolls everything back."""
     if step == "budget":
         raise BudgetExhausted(f"coupon template {key!r} has no money budget left")
-    row = repository.fast_coupon(conn, key, at)
+    row = fast_repository.fast_coupon(conn, key, at)
     if row is None:  # pragma: no cover - priced in this transaction
         raise CouponNotFound(f"the member has no coupon {key!r}")
     _check_state(row)
@@ -406,15 +408,15 @@ def restore(conn: Connection, program: Program, order_id: str, at: datetime) -> 
     """Give back the coupons an order used (full refund or cancellation) where the template
     says so; ones past their end come back expired. Returns the ids given back."""
     restored: list[str] = []
-    rows = repository.order_coupons(conn, order_id)
+    rows = coupon_repository.order_coupons(conn, order_id)
     for row in rows:
         tmpl = program.coupons.get(row["template"])
         if tmpl is not None and not tmpl.restore_on_refund:
             continue
-        if repository.restore_coupon(conn, row["coupon_id"], order_id, at):
+        if coupon_repository.restore_coupon(conn, row["coupon_id"], order_id, at):
             restored.append(row["coupon_id"])
             if tmpl is not None and tmpl.budget_money is not None:
-                repository.release_money(conn, row["template"], int(row["discount"] or 0))
+                coupon_repository.release_money(conn, row["template"], int(row["discount"] or 0))
     return restored
 
 
@@ -511,7 +513,7 @@ def segment_member_ids(conn: Connection, segment: str) -> list[str]:
 
 def expire_due(conn: Connection, *, at: datetime | None = None) -> int:
     """Mark issued coupons past their end expired; how many."""
-    return repository.expire_coupons(conn, as_utc(at or utcnow()))
+    return coupon_repository.expire_coupons(conn, as_utc(at or utcnow()))
 
 
 def member_coupons(
@@ -523,7 +525,7 @@ def member_coupons(
     limit: int = 50,
 ) -> tuple[list[CouponOut], str | None]:
     """The member's coupons in id (issue) order; and the last id when there is a next page."""
-    rows = repository.member_coupons(
+    rows = coupon_repository.member_coupons(
         conn,
         member_id,
         status=None if status is None else status.value,
@@ -536,7 +538,7 @@ def member_coupons(
 
 def templates(conn: Connection, program: Program) -> list[TemplateOut]:
     """The program's templates with their budgets' use (counted from the coupons)."""
-    counts = repository.coupon_counts(conn)
+    counts = coupon_repository.coupon_counts(conn)
     out = []
     for name, t in program.coupons.items():
         issued = sum(n for (tmpl, _), (n, _) in counts.items() if tmpl == name)

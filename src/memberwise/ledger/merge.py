@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from memberwise.kit.ids import new_id
-from memberwise.ledger import repository
+from memberwise.ledger import merge_repository, repository
 from memberwise.ledger.schemas import EntryKind
 from memberwise.ledger.tables import (
     benefit_counters,
@@ -44,7 +44,7 @@ def merge_points(
     moved = repository.get_balance(conn, source)
     assert moved is not None
     available, pending, debt = int(moved["available"]), int(moved["pending"]), int(moved["debt"])
-    lots = repository.move_rows(conn, points_lots, source, target)
+    lots = merge_repository.move_rows(conn, points_lots, source, target)
     if available or pending or debt:
         entries: list[dict[str, Any]] = []
         for member, sign, kind in (
@@ -72,44 +72,44 @@ def merge_points(
         )
         assert taken  # the balance row is locked and was read above
         repository.change_balance(conn, target, at, available=available, pending=pending, debt=debt)
-    for row in repository.counter_rows(conn, points_earn_periods, source):
-        repository.add_to_counter(
+    for row in merge_repository.counter_rows(conn, points_earn_periods, source):
+        merge_repository.add_to_counter(
             conn,
             points_earn_periods,
             {"member_id": target, "period": row["period"]},
             "earned",
             int(row["earned"]),
         )
-    repository.delete_member_rows(conn, points_earn_periods, source)
+    merge_repository.delete_member_rows(conn, points_earn_periods, source)
     return lots
 
 
 def merge_coupons(conn: Connection, program: Program, source: str, target: str) -> int:
     """Move the source's coupons to the target; returns the coupons moved."""
     # One issuance that reached both ids (same key): the source's copy keeps a distinct key.
-    repository.rename_issue_key(
-        conn, repository.coupon_collisions(conn, source, target), f"#merged:{source}"
+    merge_repository.rename_issue_key(
+        conn, merge_repository.coupon_collisions(conn, source, target), f"#merged:{source}"
     )
-    theirs = repository.member_coupon_counts(conn, target)
-    mine = repository.member_coupon_counts(conn, source)
+    theirs = merge_repository.member_coupon_counts(conn, target)
+    mine = merge_repository.member_coupon_counts(conn, source)
     for template, n in mine.items():
         total = theirs.get(template, 0) + n
         settings = program.coupons.get(template)
         limit = settings.per_member_limit if settings is not None else None
         if limit is not None and total > limit:
-            unused = repository.issued_coupons(conn, source, template)
+            unused = merge_repository.issued_coupons(conn, source, template)
             void = unused[: total - limit]
-            repository.void_coupons(conn, void)
+            merge_repository.void_coupons(conn, void)
             total -= len(void)
-        repository.set_member_coupon_count(conn, template, source, 0)
-        repository.set_member_coupon_count(conn, template, target, total)
-    return repository.move_rows(conn, coupons, source, target)
+        merge_repository.set_member_coupon_count(conn, template, source, 0)
+        merge_repository.set_member_coupon_count(conn, template, target, total)
+    return merge_repository.move_rows(conn, coupons, source, target)
 
 
 def merge_benefits(conn: Connection, source: str, target: str, *, at: datetime) -> int:
     """Add the source's benefit counters to the target's, move its uses; returns uses moved."""
-    for row in repository.counter_rows(conn, benefit_counters, source):
-        repository.add_to_counter(
+    for row in merge_repository.counter_rows(conn, benefit_counters, source):
+        merge_repository.add_to_counter(
             conn,
             benefit_counters,
             {"member_id": target, "counter": row["counter"], "period": row["period"]},
@@ -117,8 +117,8 @@ def merge_benefits(conn: Connection, source: str, target: str, *, at: datetime) 
             int(row["used"]),
             extra={"updated_at": at},
         )
-    repository.delete_member_rows(conn, benefit_counters, source)
-    return repository.move_rows(conn, benefit_uses, source, target)
+    merge_repository.delete_member_rows(conn, benefit_counters, source)
+    return merge_repository.move_rows(conn, benefit_uses, source, target)
 
 
 def merge_member(
@@ -134,7 +134,7 @@ def merge_member(
     return {
         "points_lots": merge_points(conn, source, target, at=at, actor=actor),
         "coupons": merge_coupons(conn, program, source, target),
-        "orders": repository.move_rows(conn, orders, source, target),
-        "refunds": repository.move_rows(conn, order_refunds, source, target),
+        "orders": merge_repository.move_rows(conn, orders, source, target),
+        "refunds": merge_repository.move_rows(conn, order_refunds, source, target),
         "benefit_uses": merge_benefits(conn, source, target, at=at),
     }

@@ -34,7 +34,14 @@ from sqlalchemy import Connection, RowMapping
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
-from memberwise.ledger import benefits, coupons, points, repository
+from memberwise.ledger import (
+    benefits,
+    coupons,
+    fast_repository,
+    order_repository,
+    points,
+    repository,
+)
 from memberwise.ledger.schemas import (
     EntryKind,
     LotStatus,
@@ -155,7 +162,7 @@ def place(
     at = as_utc(order.placed_at or at or utcnow())
     digest = request_hash(order)
     first = order.coupon_ids[0] if order.coupon_ids else None
-    exists, known, coupon, found_tier = repository.fast_prefetch(
+    exists, known, coupon, found_tier = fast_repository.fast_prefetch(
         conn,
         order.order_id,
         order.member_id,
@@ -166,7 +173,7 @@ def place(
     if lookup_tier:
         tier = found_tier
     if exists:
-        found = repository.get_order(conn, order.order_id)
+        found = order_repository.get_order(conn, order.order_id)
         assert found is not None
         return _replay(found, digest), False
     if not known:
@@ -239,13 +246,13 @@ def place(
     # (PostgreSQL waits on the key; SQLite's write lock is taken here). Then the coupons, the
     # budgets, and one guarded statement that spends the points and adds the pending ones
     # (and locks the member's balance, after the coupons and budgets: the lock order).
-    refused = repository.fast_place(
+    refused = fast_repository.fast_place(
         conn, values, marked, counted, order.points, 0 if capped else earned, at
     )
     if refused is not None:
         step, key = refused
         if step == "order":
-            found = repository.get_order(conn, order.order_id)
+            found = order_repository.get_order(conn, order.order_id)
             assert found is not None
             return _replay(found, digest), False
         if step != "points":
@@ -273,7 +280,7 @@ def place(
             repository.change_balance(conn, member_id, at, pending=earned)
         if earned != values["points_earned"]:
             values["points_earned"] = earned
-            repository.update_order(conn, order.order_id, {"points_earned": earned})
+            order_repository.update_order(conn, order.order_id, {"points_earned": earned})
     earn = points.entry_row(
         member_id,
         EntryKind.earn_order,
@@ -317,7 +324,7 @@ def place(
         },
     )
     spend_of = (member_id, entries[0]["entry_id"], order.points) if order.points else None
-    repository.fast_write_tail(conn, entries, lot, audit, spend_of)
+    fast_repository.fast_write_tail(conn, entries, lot, audit, spend_of)
     return _out(values), True
 
 
@@ -346,7 +353,7 @@ def place_now(
 
 def get(conn: Connection, order_id: str) -> OrderOut:
     """An order as it stands. Raises OrderNotFound."""
-    row = repository.get_order(conn, order_id)
+    row = order_repository.get_order(conn, order_id)
     if row is None:
         raise OrderNotFound(f"no order {order_id!r}")
     return _out(row)
@@ -360,7 +367,7 @@ def complete(
     Idempotent (completing again changes nothing). Raises OrderNotFound.
     """
     at = as_utc(at or utcnow())
-    row = repository.lock_order(conn, order_id, at)
+    row = order_repository.lock_order(conn, order_id, at)
     if row is None:
         raise OrderNotFound(f"no order {order_id!r}")
     if row["completed_at"] is not None:
@@ -369,7 +376,7 @@ def complete(
     values: dict[str, Any] = {"completed_at": at}
     if row["status"] == OrderStatus.placed.value:
         values["status"] = OrderStatus.completed.value
-    repository.update_order(conn, order_id, values)
+    order_repository.update_order(conn, order_id, values)
     privacy.audit(
         conn,
         actor,
@@ -419,10 +426,10 @@ def member_orders(
     """A page of the member's orders, newest first, each with its refunds; ``after`` is the
     previous page's ``next_cursor``. Raises InvalidCursor (the member's existence is the
     caller's check)."""
-    rows = repository.member_orders(conn, member_id, after=_order_key(after), limit=limit + 1)
+    rows = order_repository.member_orders(conn, member_id, after=_order_key(after), limit=limit + 1)
     page = rows[:limit]
     refunds: dict[str, list[RefundLine]] = {}
-    for r in repository.refunds_of_orders(conn, [row["order_id"] for row in page]):
+    for r in order_repository.refunds_of_orders(conn, [row["order_id"] for row in page]):
         refunds.setdefault(r["order_id"], []).append(RefundLine.model_validate(dict(r)))
     items = [
         MemberOrder(**_out(row).model_dump(), refunds=refunds.get(row["order_id"], []))
@@ -435,14 +442,14 @@ def member_orders(
 
 def find_refund(conn: Connection, refund_id: str) -> RefundOut | None:
     """Refund ``refund_id`` with its order as it stands now, or None when there is none."""
-    found = repository.get_refund(conn, refund_id)
+    found = order_repository.get_refund(conn, refund_id)
     return None if found is None else _refund_out(found, get(conn, found["order_id"]))
 
 
 def member_order(conn: Connection, member_id: str, order_id: str) -> OrderOut:
     """The member's order ``order_id``. Raises OrderNotFound when there is no such order or
     it is another member's (the message does not tell which)."""
-    row = repository.get_order(conn, order_id)
+    row = order_repository.get_order(conn, order_id)
     if row is None or row["member_id"] != member_id:
         raise OrderNotFound(f"the member has no order {order_id!r}")
     return _out(row)
@@ -470,14 +477,14 @@ def refund(
     """
     at = as_utc(body.at or at or utcnow())
     digest = request_hash({"order_id": order_id, **body.model_dump(mode="json", exclude={"at"})})
-    found = repository.get_refund(conn, body.refund_id)
+    found = order_repository.get_refund(conn, body.refund_id)
     if found is not None:
         return _stored_refund(conn, found, order_id, digest), False
     # Locking the order serializes its refunds (and is this transaction's first write).
-    order = repository.lock_order(conn, order_id, at)
+    order = order_repository.lock_order(conn, order_id, at)
     if order is None:
         raise OrderNotFound(f"no order {order_id!r}")
-    found = repository.get_refund(conn, body.refund_id)
+    found = order_repository.get_refund(conn, body.refund_id)
     if found is not None:
         return _stored_refund(conn, found, order_id, digest), False
     paid, refunded = int(order["paid"]), int(order["refunded"])
@@ -553,7 +560,7 @@ def refund(
         "status": status.value,
         "updated_at": at,
     }
-    repository.update_order(conn, order_id, order_values)
+    order_repository.update_order(conn, order_id, order_values)
     values: dict[str, Any] = {
         "refund_id": body.refund_id,
         "order_id": order_id,
@@ -567,7 +574,7 @@ def refund(
         "request_hash": digest,
         "created_at": at,
     }
-    repository.insert_refund(conn, values)
+    order_repository.insert_refund(conn, values)
     privacy.audit(
         conn,
         actor,
@@ -621,7 +628,7 @@ def lines(conn: Connection, order_id: str) -> tuple[OrderOut, list[OrderItem]]:
 
     Raises OrderNotFound.
     """
-    row = repository.get_order(conn, order_id)
+    row = order_repository.get_order(conn, order_id)
     if row is None:
         raise OrderNotFound(f"no order {order_id!r}")
     items = row["items"]

@@ -43,7 +43,7 @@ from memberwise.kit import outbox
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
-from memberwise.ledger import repository
+from memberwise.ledger import report_repository, repository
 from memberwise.ledger.schemas import (
     AdjustmentIn,
     AwardKind,
@@ -770,9 +770,9 @@ def points_of(
 def earned_in_window(conn: Connection, as_of: datetime, days: int) -> dict[str, int]:
     """Points each member earned in the ``days`` before ``as_of``, for tier qualification: lots
     not cancelled (points reversed by a refund were never earned; spent or expired ones were)."""
-    return repository.points_earned_window(conn, as_of, days)
+    return report_repository.points_earned_window(conn, as_of, days)
 
 
 def earned_since(conn: Connection, since: dict[str, datetime]) -> dict[str, int]:
     """Points each member earned since their own time in ``since`` (their last tier change)."""
-    return repository.points_earned_since(conn, since)
+    return report_repository.points_earned_since(conn, since)

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import Conflict, InvalidRequest, MemberwiseError, NotFound
 from memberwise.kit.time import utcnow
-from memberwise.ledger import repository
+from memberwise.ledger import report_repository, repository
 from memberwise.members import repository as members_repository
 from memberwise.program.schemas import Program
 
@@ -215,7 +215,7 @@ def spend_by_member(
 ) -> dict[str, tuple[int, int]]:
     """(orders, money paid net of refunds, in fen) per member for orders placed in
     [since, until): the outcome an experiment on the members measures."""
-    return repository.spend_by_member(conn, member_ids, since, until)
+    return report_repository.spend_by_member(conn, member_ids, since, until)
 
 
 def points_redeemed_by_member(
@@ -223,26 +223,26 @@ def points_redeemed_by_member(
 ) -> dict[str, int]:
     """Points each member spent (on orders or coupons) in [since, until): an experiment's
     "points redeemed" metric."""
-    return repository.points_redeemed_by_member(conn, member_ids, since, until)
+    return report_repository.points_redeemed_by_member(conn, member_ids, since, until)
 
 
 def points_expiring(conn: Connection, now: datetime, until: datetime) -> list[tuple[str, str, int]]:
     """(member, lot, points left) of available points expiring in (now, until]: a journey's
     "your points are about to expire" trigger."""
-    return repository.points_expiring(conn, now, until)
+    return report_repository.points_expiring(conn, now, until)
 
 
 def lots_still_held(conn: Connection, lot_ids: Sequence[str]) -> set[str]:
     """Of ``lot_ids``, those still holding available points (not spent, not expired)."""
-    return repository.lots_still_held(conn, lot_ids)
+    return report_repository.lots_still_held(conn, lot_ids)
 
 
 def points_liability(conn: Connection, now: datetime) -> dict[str, int]:
     """Points owed: ``available`` and ``pending`` balances, and the available lot points
     ``expiring_30d`` / ``expiring_90d`` from ``now``."""
-    return repository.points_liability(conn, now)
+    return report_repository.points_liability(conn, now)
 
 
 def coupon_budget_use(conn: Connection) -> list[tuple[str, int, int, int]]:
     """(template, issued, redeemed, money redeemed in fen) per coupon template."""
-    return repository.coupon_budget_use(conn)
+    return report_repository.coupon_budget_use(conn)
