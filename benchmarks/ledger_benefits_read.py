@@ -36,7 +36,7 @@ from memberwise.kit.time import utcnow
 from memberwise.ledger import benefits
 from memberwise.ledger.benefits import ExpressRefundIn, ReturnCardIn
 from memberwise.members import service as members
-from memberwise.membership import service as membership
+from memberwise.membership import grants as membership_grants
 from memberwise.membership.schemas import TierGrant
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, KeyCreate, Role
@@ -66,7 +66,7 @@ def setup(home: Path, members_n: int, black_card: int) -> str:
             for i in range(start, min(start + 500, black_card)):
                 member = _mid(i)
                 grant = TierGrant(tier="apass", reason="benchmark")
-                membership.grant(conn, program, member, grant, actor=SYSTEM)
+                membership_grants.grant(conn, program, member, grant, actor=SYSTEM)
                 # The read needs counters in use: the credit-level primitives take them
                 # without the orders the API's after-sales calls require.
                 held = benefits.entitled_now(conn, program, member, now)

@@ -41,7 +41,8 @@ from memberwise.config import Settings
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.time import utcnow
 from memberwise.members import service as members
-from memberwise.membership import service as membership
+from memberwise.membership import grants as membership_grants
+from memberwise.membership import managers as membership_managers
 from memberwise.membership.schemas import TierGrant
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, KeyCreate, Role, StaffCreate
@@ -80,7 +81,7 @@ def setup_api(home: Path, members_n: int, black_card: int) -> tuple[str, str]:
             privacy.create_staff(
                 conn, StaffCreate(staff_id=staff_id, name=staff_id, role=Role.service)
             )
-            membership.add_manager(conn, program, staff_id, 1000)
+            membership_managers.add_manager(conn, program, staff_id, 1000)
         for n in range(20):
             staff_id = f"cs-{n:02d}"
             privacy.create_staff(
@@ -93,7 +94,7 @@ def setup_api(home: Path, members_n: int, black_card: int) -> tuple[str, str]:
     with transaction(engine) as conn:
         for i in range(black_card):
             grant = TierGrant(tier="apass", reason="benchmark")
-            membership.grant(conn, program, _mid(i), grant, actor=SYSTEM)
+            membership_grants.grant(conn, program, _mid(i), grant, actor=SYSTEM)
     engine.dispose()
     return platform_key, staff_key
 

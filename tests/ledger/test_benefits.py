@@ -34,7 +34,7 @@ from memberwise.ledger.benefits import (
     use_return_card,
 )
 from memberwise.ledger.tables import benefit_counters, benefit_uses, coupons
-from memberwise.membership import service as membership
+from memberwise.membership import grants as membership_grants
 from memberwise.membership.schemas import TierGrant
 from memberwise.privacy import consent
 from memberwise.privacy.consent import ConsentRequired
@@ -432,7 +432,7 @@ def api(client: TestClient, runtime: Runtime, program: Program, tmp_path: Path) 
     with transaction(runtime.engine) as conn:
         create_member(conn, FieldCipher(bytes(range(32))), "a1")
         grant = TierGrant(tier="vip", reason="test")
-        membership.grant(conn, program, "a1", grant, actor=SYSTEM)
+        membership_grants.grant(conn, program, "a1", grant, actor=SYSTEM)
     return client
 
 

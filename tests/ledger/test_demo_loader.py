@@ -29,7 +29,7 @@ from memberwise.ledger.tables import (
     points_entries,
     points_lots,
 )
-from memberwise.membership import service as membership
+from memberwise.membership import grants as membership_grants
 from memberwise.membership.schemas import TierGrant
 from memberwise.privacy.crypto import FieldCipher
 from memberwise.privacy.schemas import SYSTEM
@@ -126,7 +126,7 @@ def members(engine: Engine, program: Program) -> None:
         for member, tier in TIERS.items():
             create_member(conn, FieldCipher(bytes(range(32))), member)
             grant = TierGrant(tier=tier, reason="test")
-            membership.grant(conn, program, member, grant, actor=SYSTEM)
+            membership_grants.grant(conn, program, member, grant, actor=SYSTEM)
 
 
 def _snapshot(engine: Engine) -> dict[str, Any]:

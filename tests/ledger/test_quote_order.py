@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from memberwise.kit.db import transaction
 from memberwise.ledger import coupons, points
-from memberwise.membership import service as membership
+from memberwise.membership import grants as membership_grants
 from memberwise.membership.schemas import TierGrant
 from memberwise.privacy.crypto import FieldCipher
 from memberwise.privacy.schemas import SYSTEM, Role
@@ -100,7 +100,9 @@ def test_the_order_after_a_quote_charges_the_quotes_payable(
     with transaction(runtime.engine) as conn:
         create_member(conn, FieldCipher(bytes(range(32))), member)
         if case["vip"]:
-            membership.grant(conn, program, member, TierGrant(tier="vip", reason="t"), actor=SYSTEM)
+            membership_grants.grant(
+                conn, program, member, TierGrant(tier="vip", reason="t"), actor=SYSTEM
+            )
         for i, template in enumerate(case["coupons"]):  # type: ignore[arg-type]
             coupons.issue(conn, program, template, [member], key=f"{member}:{i}")
         if case["points"]:
@@ -147,7 +149,9 @@ def test_free_shipping_of_the_quote_is_given_by_the_order(
     """The case of the issue: the quote said free_shipping, the order charged 800."""
     with transaction(runtime.engine) as conn:
         create_member(conn, FieldCipher(bytes(range(32))), "fs1")
-        membership.grant(conn, program, "fs1", TierGrant(tier="vip", reason="t"), actor=SYSTEM)
+        membership_grants.grant(
+            conn, program, "fs1", TierGrant(tier="vip", reason="t"), actor=SYSTEM
+        )
         coupons.issue(conn, program, "ship", ["fs1"], key="fs1")
     platform = auth(Role.platform)
     cart = {

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from memberwise.kit.db import transaction
+from memberwise.membership import managers as membership_managers
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import Role, StaffCreate
 from memberwise.program.service import parse_program
@@ -121,10 +122,9 @@ def test_invitations_and_managers_over_http(
 ) -> None:
     with transaction(runtime.engine) as conn:
         privacy.create_staff(conn, StaffCreate(staff_id="am1", name="Li Na", role=Role.service))
-    from memberwise.membership import service
 
     with transaction(runtime.engine) as conn:
-        service.add_manager(conn, parse_program(program_file.read_text()), "am1", 10)
+        membership_managers.add_manager(conn, parse_program(program_file.read_text()), "am1", 10)
     staff = auth(Role.service)
     page = client.get("/v1/invitations?status=pending", headers=staff).json()
     # Quota 2: the two best-ranked eligible members, each with the reason.
@@ -172,15 +172,13 @@ def test_subscriptions_are_listed_filtered_and_paged(
 def test_a_members_account_manager_is_reassigned_through_the_api(
     client: TestClient, auth: Auth, program_file: Path, runtime: Runtime
 ) -> None:
-    from memberwise.membership import service
-
     program = parse_program(program_file.read_text())
     with transaction(runtime.engine) as conn:
         for staff_id, name in (("am1", "Li Na"), ("am2", "Wang Fang"), ("am3", "Zhao Lei")):
             privacy.create_staff(conn, StaffCreate(staff_id=staff_id, name=name, role=Role.service))
-        service.add_manager(conn, program, "am1", 10)
-        service.add_manager(conn, program, "am2", 10)
-        service.add_manager(conn, program, "am3", 1)
+        membership_managers.add_manager(conn, program, "am1", 10)
+        membership_managers.add_manager(conn, program, "am2", 10)
+        membership_managers.add_manager(conn, program, "am3", 1)
     staff = auth(Role.service)
     invited = client.get("/v1/invitations?status=pending", headers=staff).json()["items"]
     members = []

@@ -19,7 +19,8 @@ from memberwise.jobs.build import run_build
 from memberwise.kit.db import transaction
 from memberwise.kit.time import utcnow
 from memberwise.members.commands import import_file
-from memberwise.membership import service, subscriptions
+from memberwise.membership import member_view as membership_view
+from memberwise.membership import subscriptions
 from memberwise.membership.tables import member_tiers, subscription_invoices
 from memberwise.membership.tables import subscriptions as subscriptions_table
 from memberwise.privacy.schemas import SYSTEM
@@ -92,7 +93,7 @@ def test_the_demo_platform_runs_through_the_program(
     assert sum(by_tier.values()) == sum(section["changes"].values()) > 1_000
     assert set(by_tier) <= {t.name for t in program.tiers}
     with transaction(runtime.engine) as conn:
-        view = service.membership(conn, program, member_id)
+        view = membership_view.membership(conn, program, member_id)
         assert view.tier is not None
         for plan in program.plans:
             sub = subscriptions.join(conn, program, member_id, plan, at=utcnow(), actor=SYSTEM)

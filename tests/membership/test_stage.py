@@ -20,6 +20,9 @@ from memberwise.kit.outbox import outbox
 from memberwise.kit.warehouse import open_backend
 from memberwise.ledger import orders
 from memberwise.ledger.schemas import RefundIn
+from memberwise.membership import grants as membership_grants
+from memberwise.membership import managers as membership_managers
+from memberwise.membership import member_view as membership_view
 from memberwise.membership import service, stage
 from memberwise.membership.tables import member_tiers
 from memberwise.privacy import service as privacy
@@ -139,7 +142,7 @@ def test_invitations_respect_the_quota_and_break_ties_by_member_id(
         "invited": 3,
     }
     with runtime.engine.connect() as conn:
-        page = service.list_invitations(conn, status="pending", after=None, limit=10)
+        page = membership_grants.list_invitations(conn, status="pending", after=None, limit=10)
     ranked = sorted(page.items, key=lambda i: i.rank)
     assert [(i.member_id, i.rank) for i in ranked] == [("m11", 1), ("m09", 2), ("m10", 3)]
     with runtime.engine.connect() as conn:
@@ -176,9 +179,11 @@ def managers(runtime: Runtime) -> None:
 
 def accept_all(runtime: Runtime, p: Program) -> list[str]:
     with transaction(runtime.engine) as conn:
-        pending = service.list_invitations(conn, status="pending", after=None, limit=50).items
+        pending = membership_grants.list_invitations(
+            conn, status="pending", after=None, limit=50
+        ).items
         for inv in pending:
-            service.decide(conn, p, inv.invitation_id, True, actor=SYSTEM)
+            membership_grants.decide(conn, p, inv.invitation_id, True, actor=SYSTEM)
     return sorted(i.member_id for i in pending)
 
 
@@ -187,25 +192,25 @@ def test_managers_balance_load_within_capacity_stay_stable_and_take_over(
 ) -> None:
     p = program(quota=5)
     with transaction(runtime.engine) as conn:
-        service.add_manager(conn, p, "s1", 2)
-        service.add_manager(conn, p, "s2", 4)
+        membership_managers.add_manager(conn, p, "s1", 2)
+        membership_managers.add_manager(conn, p, "s2", 4)
     apply(runtime, p, build_dir)
     members = accept_all(runtime, p)
     assert len(members) == 5
     with runtime.engine.connect() as conn:
-        first = {m: service.membership(conn, p, m).manager for m in members}
+        first = {m: membership_view.membership(conn, p, m).manager for m in members}
         loads = Counter(m.staff_id for m in first.values() if m)
     # Lowest load relative to capacity first: s1 gets 2 (its capacity), s2 gets 3.
     assert loads == {"s1": 2, "s2": 3}
     apply(runtime, p, build_dir)  # a rebuild keeps every assignment
     with runtime.engine.connect() as conn:
-        assert {m: service.membership(conn, p, m).manager for m in members} == first
+        assert {m: membership_view.membership(conn, p, m).manager for m in members} == first
     with transaction(runtime.engine) as conn:
-        result = service.remove_manager(conn, p, "s1")
+        result = membership_managers.remove_manager(conn, p, "s1")
     # s1's two members move to s2, which has room for one: one waits for a manager.
     assert result == {"assigned": 1, "released": 0, "unassigned": 1}
     with runtime.engine.connect() as conn:
-        page = service.managed_members(conn, "s2", after=None, limit=10)
+        page = membership_managers.managed_members(conn, "s2", after=None, limit=10)
     assert len(page.members) == 4 and page.capacity == 4
 
 
@@ -215,16 +220,20 @@ def test_invitation_decisions_are_final_and_retries_answer_the_same(
     p = program(quota=1)
     apply(runtime, p, build_dir)
     with transaction(runtime.engine) as conn:
-        [inv] = service.list_invitations(conn, status="pending", after=None, limit=5).items
-        declined = service.decide(conn, p, inv.invitation_id, False, actor=SYSTEM)
-        assert service.decide(conn, p, inv.invitation_id, False, actor=SYSTEM) == declined
+        [inv] = membership_grants.list_invitations(
+            conn, status="pending", after=None, limit=5
+        ).items
+        declined = membership_grants.decide(conn, p, inv.invitation_id, False, actor=SYSTEM)
+        assert membership_grants.decide(conn, p, inv.invitation_id, False, actor=SYSTEM) == declined
         with pytest.raises(service.InvitationClosed):
-            service.decide(conn, p, inv.invitation_id, True, actor=SYSTEM)
+            membership_grants.decide(conn, p, inv.invitation_id, True, actor=SYSTEM)
     # A decliner is not invited again within the re-invite window; the next one is.
     section = apply(runtime, p, build_dir)
     assert section["invitations"]["invited"] == 1
     with runtime.engine.connect() as conn:
-        pending = service.list_invitations(conn, status="pending", after=None, limit=5).items
+        pending = membership_grants.list_invitations(
+            conn, status="pending", after=None, limit=5
+        ).items
     assert [i.member_id for i in pending] != [inv.member_id]
 
 
@@ -234,13 +243,13 @@ def test_a_manual_grant_survives_rebuilds(runtime: Runtime, build_dir: Path) -> 
     p = program()
     apply(runtime, p, build_dir)
     with transaction(runtime.engine) as conn:
-        service.grant(
+        membership_grants.grant(
             conn, p, "m00", TierGrant(tier="platinum", reason="VIP partner"), actor=SYSTEM
         )
     apply(runtime, p, build_dir)
     assert tiers_now(runtime)["m00"] == "platinum"
     with runtime.engine.connect() as conn:
-        out = service.membership(conn, p, "m00")
+        out = membership_view.membership(conn, p, "m00")
     assert out.tier is not None and out.tier.source == "manual"
     assert out.history[0]["reason"] == "VIP partner"
 
@@ -268,7 +277,7 @@ def test_stored_periods_drive_a_later_downgrade(runtime: Runtime, tmp_path: Path
         stage.publish(conn, later)
     assert tiers_now(runtime) == {"a": "gold", "b": "member"}
     with runtime.engine.connect() as conn:
-        history = service.membership(conn, program(quota=1), "b").history
+        history = membership_view.membership(conn, program(quota=1), "b").history
     assert history[0]["reason"] == "did not requalify for gold: score 0 < 1000"
     # The moves (not the first placements) are in the outbox for the platform's webhooks.
     with runtime.engine.connect() as conn:

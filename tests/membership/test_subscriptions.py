@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Connection
 
 from memberwise.ledger.benefits import ReturnCardIn, use_return_card
-from memberwise.membership import repository, subscriptions
+from memberwise.membership import subscription_repository, subscriptions
 from memberwise.membership.schemas import PaymentIn, PaymentOutcome, SubscriptionStatus
 from memberwise.membership.service import entitlements
 from memberwise.privacy.schemas import SYSTEM
@@ -112,7 +112,7 @@ def test_a_duplicate_callback_returns_the_first_answer_and_changes_nothing(
     first = pay(conn, p, sub.subscription_id, "pay-1", 9900, T0)
     again = pay(conn, p, sub.subscription_id, "pay-1", 9900, T0 + DAY)
     assert again == first
-    assert len(repository.events_of(conn, sub.subscription_id)) == 2  # created, paid
+    assert len(subscription_repository.events_of(conn, sub.subscription_id)) == 2  # created, paid
 
 
 def test_a_second_payment_for_a_paid_invoice_is_refused_and_the_refusal_replays(

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import Connection
 
-from memberwise.membership import service as membership
+from memberwise.membership import grants as membership_grants
 from memberwise.membership.schemas import TierGrant
 from memberwise.merchants import service
 from memberwise.privacy.crypto import FieldCipher
@@ -71,8 +71,12 @@ def test_black_card_complaints_about_kept_away_merchants_reach_the_hook(
     cipher = FieldCipher(bytes(range(32)))
     for member in ("vip", "plain"):
         create_member(conn, cipher, member)
-    membership.grant(conn, program, "vip", TierGrant(tier="apass", reason="test"), actor=SYSTEM)
-    membership.grant(conn, program, "plain", TierGrant(tier="gold", reason="test"), actor=SYSTEM)
+    membership_grants.grant(
+        conn, program, "vip", TierGrant(tier="apass", reason="test"), actor=SYSTEM
+    )
+    membership_grants.grant(
+        conn, program, "plain", TierGrant(tier="gold", reason="test"), actor=SYSTEM
+    )
     assert service.publish_build(conn, _build(tmp_path / "b1")) == 2
     assert [(c.event_id, c.member_id, c.merchant_id, c.tier) for c in calls] == [
         ("e0", "vip", "bad", "apass")

@@ -16,6 +16,7 @@ from memberwise.jobs import holders
 from memberwise.jobs.build import run_build
 from memberwise.kit.db import transaction
 from memberwise.ledger import coupons, points
+from memberwise.membership import grants as membership_grants
 from memberwise.membership import service as membership
 from memberwise.membership.schemas import TierGrant
 from memberwise.privacy import consent, erasure, lakeview, merge
@@ -65,8 +66,10 @@ def test_ledgers_tiers_and_consents_merge_exactly_and_once(conn: Connection) -> 
     points.adjust(conn, PROGRAM, "reg", 50, reason="start", key="r1", at=T0)
     coupons.issue(conn, PROGRAM, "single", ["guest", "reg"], key="k1", at=T0, strict=True)
     coupons.issue(conn, PROGRAM, "ten_off", ["guest"], key="k2", at=T0, strict=True)
-    membership.grant(conn, PROGRAM, "guest", TierGrant(tier="platinum", reason="vip"), actor=SYSTEM)
-    membership.grant(conn, PROGRAM, "reg", TierGrant(tier="gold", reason="x"), actor=SYSTEM)
+    membership_grants.grant(
+        conn, PROGRAM, "guest", TierGrant(tier="platinum", reason="vip"), actor=SYSTEM
+    )
+    membership_grants.grant(conn, PROGRAM, "reg", TierGrant(tier="gold", reason="x"), actor=SYSTEM)
     _answer(conn, "guest", "marketing_sms", "denied", "c1")
     _answer(conn, "reg", "marketing_sms", "granted", "c2")
     _answer(conn, "guest", "partner_sharing", "granted", "c3")

@@ -10,7 +10,8 @@ from sqlalchemy import Connection
 from memberwise.ledger import orders
 from memberwise.ledger.schemas import OrderIn, OrderItem
 from memberwise.members.repository import insert_seen
-from memberwise.membership import service as membership
+from memberwise.membership import grants as membership_grants
+from memberwise.membership import managers as membership_managers
 from memberwise.membership.schemas import TierGrant
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal, Role, StaffCreate
@@ -72,7 +73,7 @@ def add_members(conn: Connection, program: Program, **tiers: str) -> None:
     for member_id, tier in tiers.items():
         if tier != "member":
             grant = TierGrant(tier=tier, reason="test")
-            membership.grant(conn, program, member_id, grant, actor=SYSTEM)
+            membership_grants.grant(conn, program, member_id, grant, actor=SYSTEM)
 
 
 def add_agent(
@@ -99,7 +100,7 @@ def add_agent(
 
 def add_manager(conn: Connection, program: Program, staff_id: str) -> None:
     privacy.create_staff(conn, StaffCreate(staff_id=staff_id, name=staff_id, role=Role.service))
-    membership.add_manager(conn, program, staff_id, 10)
+    membership_managers.add_manager(conn, program, staff_id, 10)
 
 
 def open_ticket(

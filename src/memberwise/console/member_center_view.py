@@ -21,6 +21,7 @@ from memberwise.ledger import points as ledger_points
 from memberwise.ledger import service as ledger
 from memberwise.ledger.benefits import BenefitStatus
 from memberwise.ledger.schemas import CouponOut, CouponStatus, Lot
+from memberwise.membership import member_view as membership_view
 from memberwise.membership import service as membership
 from memberwise.membership.schemas import MembershipOut, Shortfall
 from memberwise.privacy import consent
@@ -152,7 +153,7 @@ def gather(
     """Everything the member center shows. Raises MemberUnknown (ledger) for an unknown id."""
     ledger.member_exists(conn, member_id)
     try:
-        ms: MembershipOut | None = membership.membership(conn, program, member_id)
+        ms: MembershipOut | None = membership_view.membership(conn, program, member_id)
     except membership.MembershipNotFound:
         ms = None
     progress: list[Progress] = []

@@ -16,7 +16,7 @@ from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.time import utcnow
 from memberwise.ledger import benefits, coupons, orders, points
 from memberwise.members import service as members
-from memberwise.membership import service as membership
+from memberwise.membership import member_view as membership_view
 from memberwise.predict import service as predict
 from memberwise.privacy import consent
 from memberwise.privacy import service as privacy
@@ -79,7 +79,7 @@ def member_view(rt: Runtime, member_id: str, user: ConsoleUser) -> MemberView:
             member=member,
             profile=profile,
             persona=persona,
-            membership=_maybe(lambda: membership.membership(conn, program, member_id)),
+            membership=_maybe(lambda: membership_view.membership(conn, program, member_id)),
             points=_maybe(lambda: points.points_of(conn, member_id, after=None, limit=20)),
             coupons=_maybe(
                 lambda: coupons.member_coupons(conn, member_id, status=None, after=None, limit=50)[

@@ -18,7 +18,8 @@ from memberwise.config import get_settings
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import InvalidRequest, MemberwiseError
 from memberwise.kit.time import utcnow
-from memberwise.membership import repository, service, stage, subscriptions
+from memberwise.membership import grants, manager_repository, stage, subscriptions
+from memberwise.membership import managers as membership_managers
 from memberwise.membership.schemas import TierGrant
 from memberwise.privacy.schemas import Principal, Role
 from memberwise.program.schemas import Program
@@ -117,7 +118,7 @@ def grant(
     try:
         data = TierGrant(tier=tier, until=until, reason=reason)
         with transaction(rt.engine) as conn:
-            out = service.grant(conn, _program(None), member_id, data, actor=CLI_ACTOR)
+            out = grants.grant(conn, _program(None), member_id, data, actor=CLI_ACTOR)
     except ValidationError as exc:  # e.g. an --until in the past or millennia ahead
         first = exc.errors()[0]
         raise _fail(InvalidRequest(f"{first['loc'][0]}: {first['msg']}")) from None
@@ -139,7 +140,9 @@ def add(
     rt = Runtime.open(get_settings())
     try:
         with transaction(rt.engine) as conn:
-            result = service.add_manager(conn, _program(None), staff_id, capacity, actor=CLI_ACTOR)
+            result = membership_managers.add_manager(
+                conn, _program(None), staff_id, capacity, actor=CLI_ACTOR
+            )
     except MemberwiseError as exc:
         raise _fail(exc) from None
     finally:
@@ -153,7 +156,9 @@ def remove(staff_id: str) -> None:
     rt = Runtime.open(get_settings())
     try:
         with transaction(rt.engine) as conn:
-            result = service.remove_manager(conn, _program(None), staff_id, actor=CLI_ACTOR)
+            result = membership_managers.remove_manager(
+                conn, _program(None), staff_id, actor=CLI_ACTOR
+            )
     except MemberwiseError as exc:
         raise _fail(exc) from None
     finally:
@@ -166,7 +171,7 @@ def list_() -> None:
     """Managers with their load and capacity."""
     rt = Runtime.open(get_settings())
     with rt.engine.connect() as conn:
-        rows = repository.managers_with_load(conn)
+        rows = manager_repository.managers_with_load(conn)
     rt.close()
     table = Table(show_edge=False)
     for name in ("staff_id", "name", "members", "capacity", "active"):

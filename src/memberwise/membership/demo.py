@@ -13,7 +13,8 @@ from sqlalchemy import select
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import Conflict
 from memberwise.kit.time import utcnow
-from memberwise.membership import service, subscriptions
+from memberwise.membership import grants, subscriptions
+from memberwise.membership import managers as membership_managers
 from memberwise.membership.schemas import PaymentIn, SubscriptionStatus
 from memberwise.membership.tables import member_tiers
 from memberwise.privacy import service as privacy
@@ -37,14 +38,14 @@ def seed(runtime: Runtime, program: Program) -> dict[str, int]:
                 privacy.create_staff(
                     conn, StaffCreate(staff_id=staff_id, name=name, role=Role.service)
                 )
-                service.add_manager(conn, program, staff_id, 10)
+                membership_managers.add_manager(conn, program, staff_id, 10)
                 counts["managers"] += 1
             # Half of all invitations are accepted (the rest stay pending for operators to see).
-            every = service.list_invitations(conn, status=None, after=None, limit=500).items
+            every = grants.list_invitations(conn, status=None, after=None, limit=500).items
             accepted = sum(1 for i in every if i.status == "accepted")
             pending = [i for i in every if i.status == "pending"]
             for invitation in pending[: max(0, (len(every) + 1) // 2 - accepted)]:
-                service.decide(conn, program, invitation.invitation_id, True, actor=DEMO_ACTOR)
+                grants.decide(conn, program, invitation.invitation_id, True, actor=DEMO_ACTOR)
             counts["accepted"] = accepted + min(
                 len(pending), max(0, (len(every) + 1) // 2 - accepted)
             )

@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse
 from memberwise.kit.db import transaction
 from memberwise.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from memberwise.kit.time import utcnow
-from memberwise.membership import notices, service, subscriptions
+from memberwise.membership import grants as membership_grants
+from memberwise.membership import managers as membership_managers
+from memberwise.membership import member_view, notices, subscriptions
 from memberwise.membership.schemas import (
     CancelIn,
     CancelOut,
@@ -52,7 +54,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 )
 def get_membership(member_id: str, rt: RuntimeDep, principal: Reader) -> MembershipOut:
     with transaction(rt.engine) as conn:
-        return service.membership(conn, rt.program(), member_id)
+        return member_view.membership(conn, rt.program(), member_id)
 
 
 @router.get(
@@ -72,7 +74,7 @@ def grant_tier(
     member_id: str, body: TierGrant, rt: RuntimeDep, principal: Operator
 ) -> MembershipOut:
     with transaction(rt.engine) as conn:
-        return service.grant(conn, rt.program(), member_id, body, actor=principal)
+        return membership_grants.grant(conn, rt.program(), member_id, body, actor=principal)
 
 
 @router.post(
@@ -173,19 +175,19 @@ def list_invitations(
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Page[InvitationOut]:
     with transaction(rt.engine) as conn:
-        return service.list_invitations(conn, status=status, after=after, limit=limit)
+        return membership_grants.list_invitations(conn, status=status, after=after, limit=limit)
 
 
 @router.post("/invitations/{invitation_id}/accept", summary="The member accepts the invitation")
 def accept(invitation_id: str, rt: RuntimeDep, principal: PlatformOrService) -> InvitationOut:
     with transaction(rt.engine) as conn:
-        return service.decide(conn, rt.program(), invitation_id, True, actor=principal)
+        return membership_grants.decide(conn, rt.program(), invitation_id, True, actor=principal)
 
 
 @router.post("/invitations/{invitation_id}/decline", summary="The member declines the invitation")
 def decline(invitation_id: str, rt: RuntimeDep, principal: PlatformOrService) -> InvitationOut:
     with transaction(rt.engine) as conn:
-        return service.decide(conn, rt.program(), invitation_id, False, actor=principal)
+        return membership_grants.decide(conn, rt.program(), invitation_id, False, actor=principal)
 
 
 @router.put(
@@ -196,7 +198,7 @@ def reassign_manager(
     member_id: str, body: ManagerAssign, rt: RuntimeDep, principal: Staff
 ) -> MemberManagerOut:
     with transaction(rt.engine) as conn:
-        return service.reassign_manager(
+        return membership_managers.reassign_manager(
             conn, rt.program(), member_id, body, at=utcnow(), actor=principal
         )
 
@@ -210,4 +212,4 @@ def managed(
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> ManagerMembersOut:
     with transaction(rt.engine) as conn:
-        return service.managed_members(conn, staff_id, after=after, limit=limit)
+        return membership_managers.managed_members(conn, staff_id, after=after, limit=limit)

@@ -27,9 +27,8 @@ from sqlalchemy import Connection
 from memberwise.kit import outbox
 from memberwise.kit.storage import parquet_batches
 from memberwise.kit.time import as_utc, utcnow
-from memberwise.membership import repository
+from memberwise.membership import member_view, notice_repository
 from memberwise.membership.schemas import Shortfall, TierNoticeOut
-from memberwise.membership.service import _shortfalls
 from memberwise.membership.tiers import from_us
 from memberwise.program.schemas import Program
 
@@ -87,7 +86,7 @@ def record(
                 found.append((r["member_id"], r["tier"], str(notice["to"]), on))
         if not found:
             continue
-        known = repository.notice_keys(conn, [m for m, *_ in found])
+        known = notice_repository.notice_keys(conn, [m for m, *_ in found])
         fresh = [f for f in found if (f[0], f[1], f[3]) not in known]
         messages, rows_out = [], []
         for member_id, tier, to_tier, on in fresh:
@@ -116,7 +115,7 @@ def record(
                 }
             )
             given.append(GivenNotice(member_id, tier, to_tier, on, now, message["message_id"]))
-        repository.insert_notices(conn, rows_out)
+        notice_repository.insert_notices(conn, rows_out)
         outbox.emit_many(conn, messages)
     if given:
         for hook in list(NOTICE_HOOKS):
@@ -134,7 +133,7 @@ def notices_of(conn: Connection, member_id: str) -> list[TierNoticeOut]:
             noticed_at=r["noticed_at"],
             build_id=r["build_id"],
         )
-        for r in repository.notices_of(conn, member_id)
+        for r in notice_repository.notices_of(conn, member_id)
     ]
 
 
@@ -142,7 +141,7 @@ def pending_notices(conn: Connection, now: datetime) -> list[tuple[str, str]]:
     """(member, notice key) of every notice whose downgrade date is still ahead."""
     return [
         (r["member_id"], notice_key(r["tier"], r["downgrade_on"]))
-        for r in repository.notices_after(conn, now)
+        for r in notice_repository.notices_after(conn, now)
     ]
 
 
@@ -150,7 +149,7 @@ def notices_standing(conn: Connection, wanted: Sequence[tuple[str, str]]) -> set
     """Of ``wanted`` (member, notice key), those still in force: the member holds the tier at
     risk and the latest build still warns of that date (they did not requalify, and were not
     downgraded yet)."""
-    rows = repository.tier_rows(conn, sorted({m for m, _ in wanted}))
+    rows = notice_repository.tier_rows(conn, sorted({m for m, _ in wanted}))
     out = set()
     for member_id, key in wanted:
         row = rows.get(member_id)
@@ -203,14 +202,14 @@ def near_next_tier(
     names = [t.name for t in program.tiers]
     below = [t.name for i, t in enumerate(program.tiers) if _next_automatic(program, i) is not None]
     out = []
-    for batch in repository.auto_tier_rows(conn, below):
+    for batch in notice_repository.auto_tier_rows(conn, below):
         for r in batch:
             index = names.index(r["tier"])
             target = _next_automatic(program, index)
             if target is None:
                 continue
             details: dict[str, Any] = json.loads(r["details"] or "{}")
-            shortfalls = _shortfalls(program, target, details, r["score"])
+            shortfalls = member_view.shortfalls(program, target, details, r["score"])
             if any(s.missing == 0 and s.rule is None for s in shortfalls):
                 continue  # already qualifies: the next build moves them up
             best = _closest(program, shortfalls, within_fen, within_points)
@@ -230,7 +229,7 @@ def tiers_reached(
     """Of ``wanted`` (member, ``near:`` key), those whose member now holds the target tier or a
     higher one (the trigger resolved)."""
     rank = {t.name: i for i, t in enumerate(program.tiers)}
-    rows = repository.tier_rows(conn, sorted({m for m, _ in wanted}))
+    rows = notice_repository.tier_rows(conn, sorted({m for m, _ in wanted}))
     out = set()
     for member_id, key in wanted:
         target = key.removeprefix("near:").rsplit(":", 1)[0]

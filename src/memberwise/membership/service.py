@@ -1,5 +1,8 @@
-"""Memberships at run time: publishing a build's tiers and invitations, the member's membership
-view, entitlements for the ledger, invitations, manual grants and account managers."""
+"""Memberships at run time: the domain's refusals, entitlements for the ledger, publishing a
+build's tiers and invitations with the automatic manager assignment, identity merges, and the
+counts the console's overview shows. The member's view is :mod:`.member_view`, invitation
+decisions and manual grants :mod:`.grants`, account managers :mod:`.managers`, paid plans
+:mod:`.subscriptions`."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -15,30 +17,13 @@ from memberwise.kit import diffpublish, outbox
 from memberwise.kit.diffpublish import Commit, no_commit
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
-from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.storage import read_table
 from memberwise.kit.time import as_utc, utcnow
-from memberwise.membership import repository, tables
+from memberwise.membership import manager_repository, repository, subscription_repository, tables
 from memberwise.membership import subscriptions as subs
-from memberwise.membership.schemas import (
-    InvitationOut,
-    ManagedMember,
-    ManagerAssign,
-    ManagerMembersOut,
-    ManagerOut,
-    MemberManagerOut,
-    MembershipOut,
-    NextTier,
-    Notice,
-    ScoreOut,
-    ScorePartOut,
-    Shortfall,
-    TierGrant,
-    TierOut,
-)
-from memberwise.membership.tiers import Source, from_us
+from memberwise.membership.tier_publish import write_tier_batch
 from memberwise.privacy import service as privacy
-from memberwise.privacy.schemas import SYSTEM, Principal, Role
+from memberwise.privacy.schemas import SYSTEM, Principal
 from memberwise.program.benefits import BenefitKind
 from memberwise.program.schemas import Program
 
@@ -117,7 +102,7 @@ def entitlements(conn: Connection, program: Program, member_id: str, at: datetim
     spec = next((t for t in program.tiers if t.name == tier_name), None)
     benefits: list[str] = list(spec.benefits) if spec is not None else []
     plans: list[str] = []
-    for row in repository.subscription_states(conn, member_id):
+    for row in subscription_repository.subscription_states(conn, member_id):
         plan = program.plans.get(row["plan"])
         if plan is not None and row["plan"] not in plans and subs.grants(row, plan, at):
             plans.append(row["plan"])
@@ -128,7 +113,7 @@ def entitlements(conn: Connection, program: Program, member_id: str, at: datetim
 # --- publishing a build ---------------------------------------------------------------------
 
 
-def _needs_manager(program: Program) -> set[str]:
+def tiers_with_manager(program: Program) -> set[str]:
     """Tiers whose holders get a dedicated account manager."""
     names = {program.black_card.tier} if program.black_card is not None else set()
     for tier in program.tiers:
@@ -166,112 +151,11 @@ def publish_tiers(
     with diffpublish.connect() as con:
         repository.load_tiers(conn, con, "stored")
         for batch in diffpublish.batches(con, repository.changed_tiers_sql(path, "stored")):
-            written += _publish_tier_batch(conn, batch.to_pylist(), locked, build_id, now)
+            written += write_tier_batch(conn, batch.to_pylist(), locked, build_id, now)
             commit()
     _publish_invitations(conn, program, build_dir, build_id, now)
     assign_managers(conn, program, at=now)
     return written
-
-
-def _publish_tier_batch(
-    conn: Connection, batch: list[dict[str, Any]], locked: set[str], build_id: str, now: datetime
-) -> int:
-    """Write one batch of changed tier rows and what hangs on each change; the rows written."""
-    rows, scores, history, audits = [], [], [], []
-    messages: list[dict[str, Any]] = []
-    initial = 0
-    for r in batch:
-        details = r["details"]  # JSON text, stored as it is
-        if r["member_id"] in locked and r["source"] == Source.auto:
-            if not r["score_changed"]:
-                continue  # only the (kept) tier differs: nothing of the build's to write
-            scores.append(
-                {
-                    "m_id": r["member_id"],
-                    "score": r["score"],
-                    "details": details,
-                    "build_id": build_id,
-                    "updated_at": now,
-                }
-            )
-            continue
-        rows.append(
-            {
-                "member_id": r["member_id"],
-                "tier": r["tier"],
-                "source": r["source"],
-                "since": r["since"],
-                "until": r["until"],
-                "score": r["score"],
-                "details": details,
-                "build_id": build_id,
-                "updated_at": now,
-            }
-        )
-        if r["change"] in ("initial", "upgrade", "downgrade"):
-            history.append(
-                {
-                    "change_id": new_id(),
-                    "member_id": r["member_id"],
-                    "at": r["since"],
-                    "from_tier": r["from_tier"],
-                    "to_tier": r["tier"],
-                    "reason": r["reason"],
-                    "build_id": build_id,
-                    "actor": "build",
-                }
-            )
-            if r["change"] == "initial":
-                initial += 1
-                continue  # one audit row for the batch's placements, below
-            # A first placement is not announced (a million messages on a first build);
-            # the platform reads it from the API. Moves are.
-            messages.append(
-                outbox.message_row(
-                    "member.tier_changed",
-                    {
-                        "member_id": r["member_id"],
-                        "change": r["change"],
-                        "from_tier": r["from_tier"],
-                        "to_tier": r["tier"],
-                        "reason": r["reason"],
-                        "since": r["since"],
-                        "until": r["until"],
-                    },
-                    member_id=r["member_id"],
-                    at=now,
-                )
-            )
-            audits.append(
-                privacy.audit_row(
-                    SYSTEM,
-                    f"tier.{r['change']}",
-                    "member",
-                    r["member_id"],
-                    member_id=r["member_id"],
-                    reason=r["reason"],
-                    details={"from": r["from_tier"], "to": r["tier"], "build_id": build_id},
-                )
-            )
-    repository.upsert_tiers(conn, rows)
-    repository.update_scores(conn, scores)
-    repository.insert_history(conn, history)
-    privacy.audit_many(conn, audits)
-    outbox.emit_many(conn, messages)
-    if initial:
-        # A member's first tier is in their history with its reason; the audit log records the
-        # placement once per committed batch (a million identical "entered member" rows say
-        # nothing more; one per batch stays exact when a publish is resumed after a crash).
-        privacy.audit(
-            conn,
-            SYSTEM,
-            "tier.initial",
-            "build",
-            build_id,
-            reason=f"first tiers of {initial:,} members",
-            details={"members": initial},
-        )
-    return len(rows) + len(scores)
 
 
 def _publish_invitations(
@@ -374,16 +258,16 @@ def assign_managers(conn: Connection, program: Program, *, at: datetime) -> dict
     """Give every member of a managed tier a manager, keeping existing assignments; members of
     managers who left are reassigned; members who left the tier are released. Each goes to the
     active manager with the lowest load relative to capacity (ties: staff id), never above it."""
-    managed_tiers = _needs_manager(program)
+    managed_tiers = tiers_with_manager(program)
     wanted: set[str] = set()
     for tier in managed_tiers:
         wanted.update(repository.members_in_tier(conn, tier))
-    managers = repository.managers_with_load(conn)
+    managers = manager_repository.managers_with_load(conn)
     active = {m["staff_id"]: m for m in managers if m["active"]}
-    current = repository.assignments(conn)
+    current = manager_repository.assignments(conn)
     released = [m for m, s in current.items() if m not in wanted]
     orphaned = sorted(m for m, s in current.items() if m in wanted and s not in active)
-    repository.unassign(conn, released + orphaned)
+    manager_repository.unassign(conn, released + orphaned)
     load = dict.fromkeys(active, 0)
     for m, s in current.items():
         if m in wanted and s in active:
@@ -399,179 +283,11 @@ def assign_managers(conn: Connection, program: Program, *, at: datetime) -> dict
         load[best] += 1
         reason = "manager left; reassigned" if member_id in orphaned else "black-card member"
         rows.append({"member_id": member_id, "staff_id": best, "assigned_at": at, "reason": reason})
-    repository.assign(conn, rows)
+    manager_repository.assign(conn, rows)
     return {"assigned": len(rows), "released": len(released), "unassigned": unassigned}
 
 
-def add_manager(
-    conn: Connection, program: Program, staff_id: str, capacity: int, *, actor: Principal = SYSTEM
-) -> dict[str, int]:
-    """Make a service staff member an account manager with ``capacity`` members."""
-    staff = next((s for s in privacy.list_staff(conn) if s.staff_id == staff_id), None)
-    if staff is None:
-        raise ManagerNotFound(
-            f"no staff member {staff_id}; create them with `memberwise staff create`"
-        )
-    if staff.role is not Role.service:
-        raise NotServiceStaff(
-            f"{staff_id} has role {staff.role.value}; account managers have the service role"
-        )
-    if capacity < 1:
-        raise InvalidRequest("capacity must be at least 1")
-    now = utcnow()
-    repository.upsert_manager(conn, staff_id, capacity, now)
-    privacy.audit(conn, actor, "manager.add", "staff", staff_id, details={"capacity": capacity})
-    return assign_managers(conn, program, at=now)
-
-
-def remove_manager(
-    conn: Connection, program: Program, staff_id: str, *, actor: Principal = SYSTEM
-) -> dict[str, int]:
-    """A manager leaves: their members are reassigned to the others at once."""
-    now = utcnow()
-    if not repository.deactivate_manager(conn, staff_id, now):
-        raise ManagerNotFound(f"{staff_id} is not an active account manager")
-    privacy.audit(conn, actor, "manager.remove", "staff", staff_id)
-    return assign_managers(conn, program, at=now)
-
-
-def reassign_manager(
-    conn: Connection,
-    program: Program,
-    member_id: str,
-    data: ManagerAssign,
-    *,
-    at: datetime,
-    actor: Principal = SYSTEM,
-) -> MemberManagerOut:
-    """Give the member account manager ``data.staff_id`` (an operator's or service lead's
-    decision; :func:`assign_managers` keeps it from then on), with an audit row.
-
-    Idempotent: the member's current manager again changes nothing. Raises NotManaged (the
-    member's tier has no account manager), ManagerNotFound (not an active manager) and
-    ManagerFull (at capacity).
-    """
-    tier = repository.tier_name(conn, member_id)
-    if tier not in _needs_manager(program):
-        raise NotManaged(
-            f"the member's tier ({tier or 'none'}) comes with no account manager in program "
-            f"{program.name!r}"
-        )
-    manager = repository.get_manager(conn, data.staff_id)
-    if manager is None or not manager["active"]:
-        raise ManagerNotFound(f"{data.staff_id} is not an active account manager")
-    current = repository.manager_of(conn, member_id)
-    if current is None or current["staff_id"] != data.staff_id:
-        if manager["members"] >= manager["capacity"]:
-            raise ManagerFull(
-                f"{data.staff_id} already looks after {manager['members']} members, their capacity",
-                details={"capacity": manager["capacity"]},
-            )
-        row = {"member_id": member_id, "staff_id": data.staff_id, "assigned_at": at}
-        repository.assign(conn, [row | {"reason": data.reason}])
-        privacy.audit(
-            conn,
-            actor,
-            "manager.reassign",
-            "member",
-            member_id,
-            member_id=member_id,
-            details={
-                "from": current["staff_id"] if current is not None else None,
-                "to": data.staff_id,
-                "reason": data.reason,
-            },
-        )
-        current = repository.manager_of(conn, member_id)
-    assert current is not None
-    return MemberManagerOut(
-        member_id=member_id,
-        staff_id=current["staff_id"],
-        name=current["name"],
-        assigned_at=current["assigned_at"],
-        reason=current["reason"],
-    )
-
-
-def managed_members(
-    conn: Connection, staff_id: str, *, after: str | None, limit: int
-) -> ManagerMembersOut:
-    cursor = decode_cursor(after)  # a bad cursor is refused first, as on every list
-    manager = repository.get_manager(conn, staff_id)
-    if manager is None:
-        raise ManagerNotFound(f"{staff_id} is not an account manager")
-    rows = repository.page_managed(conn, staff_id, after=cursor, limit=limit + 1)
-    items = [ManagedMember.model_validate(dict(r)) for r in rows[:limit]]
-    return ManagerMembersOut(
-        staff_id=staff_id,
-        name=manager["name"],
-        capacity=manager["capacity"],
-        active=bool(manager["active"]),
-        members=items,
-        next_cursor=encode_cursor(items[-1].member_id) if len(rows) > limit else None,
-    )
-
-
-# --- invitations ----------------------------------------------------------------------------
-
-
-def _invitation_out(row: Any) -> InvitationOut:
-    return InvitationOut.model_validate(dict(row))
-
-
-def list_invitations(
-    conn: Connection, *, status: str | None, after: str | None, limit: int
-) -> Page[InvitationOut]:
-    repository.expire_invitations(conn, utcnow())
-    rows = repository.page_invitations(
-        conn, status=status, after=decode_cursor(after), limit=limit + 1
-    )
-    items = [_invitation_out(r) for r in rows[:limit]]
-    return Page[InvitationOut](
-        items=items,
-        next_cursor=encode_cursor(items[-1].invitation_id) if len(rows) > limit else None,
-    )
-
-
-def decide(
-    conn: Connection, program: Program, invitation_id: str, accept: bool, *, actor: Principal
-) -> InvitationOut:
-    """Accept (the member enters the invitation tier and gets a manager) or decline."""
-    now = utcnow()
-    repository.expire_invitations(conn, now)
-    row = repository.get_invitation(conn, invitation_id)
-    if row is None:
-        raise InvitationNotFound(f"no invitation {invitation_id}")
-    status = "accepted" if accept else "declined"
-    if not repository.decide_invitation(conn, invitation_id, status, now):
-        current = repository.get_invitation(conn, invitation_id)
-        if current is not None and current["status"] == status:
-            return _invitation_out(current)  # a retried decision answers the same
-        raise InvitationClosed(
-            f"invitation {invitation_id} is {current['status'] if current else 'gone'}, not pending"
-        )
-    member_id = row["member_id"]
-    if accept:
-        _set_tier(
-            conn,
-            member_id,
-            row["tier"],
-            Source.invitation,
-            now,
-            None,
-            f"accepted invitation {invitation_id}",
-            actor,
-        )
-        assign_managers(conn, program, at=now)
-    privacy.audit(
-        conn, actor, f"invitation.{status}", "invitation", invitation_id, member_id=member_id
-    )
-    current = repository.get_invitation(conn, invitation_id)
-    assert current is not None
-    return _invitation_out(current)
-
-
-def _set_tier(
+def set_tier(
     conn: Connection,
     member_id: str,
     tier: str,
@@ -581,6 +297,8 @@ def _set_tier(
     reason: str,
     actor: Principal,
 ) -> None:
+    """Set the member's tier outside a build (an accepted invitation, a grant, a merge), with its
+    history and audit rows."""
     before = repository.get_tier(conn, member_id)
     repository.upsert_tiers(
         conn,
@@ -625,154 +343,9 @@ def _set_tier(
     )
 
 
-def grant(
-    conn: Connection, program: Program, member_id: str, data: TierGrant, *, actor: Principal
-) -> MembershipOut:
-    """Staff set a member's tier by hand; recalculation leaves it alone (until ``until``)."""
-    if data.tier not in {t.name for t in program.tiers}:
-        raise UnknownTier(f"no tier {data.tier!r} in program {program.name!r}")
-    _set_tier(
-        conn,
-        member_id,
-        data.tier,
-        Source.manual,
-        utcnow(),
-        as_utc(data.until) if data.until else None,
-        data.reason,
-        actor,
-    )
-    assign_managers(conn, program, at=utcnow())
-    return membership(conn, program, member_id)
-
-
-# --- the member's view ----------------------------------------------------------------------
-
-
-def _shortfalls(
-    program: Program, tier_index: int, details: dict[str, Any], score: int
-) -> list[Shortfall]:
-    metrics = {**details.get("metrics", {}), "score": score}
-    out = []
-    for q in program.tiers[tier_index].qualify:
-        if q.rule is not None:
-            out.append(Shortfall(metric="rule", rule=q.rule, text=f"meet {q.rule!r}"))
-            continue
-        need = q.threshold or 0
-        have = int(metrics.get(q.metric) or 0)
-        missing = max(0, need - have)
-        if q.spend is not None:
-            unit, shown = "fen", f"{missing / 100:,.2f} CNY more net spend"
-        elif q.score is not None:
-            unit, shown = "points", f"{missing:,} more {program.score.name}"
-        else:
-            unit, shown = "points", f"{missing:,} more points earned"
-        out.append(
-            Shortfall(
-                metric=q.metric,
-                unit=unit,
-                need=need,
-                have=have,
-                missing=missing,
-                text=shown if missing else f"{q.metric} reached",
-            )
-        )
-    return out
-
-
-def membership(conn: Connection, program: Program, member_id: str) -> MembershipOut:
-    """Tier, score with its parts, the next tier and what is missing, notices, subscriptions,
-    benefits, the black-card invitation and the account manager."""
-    now = utcnow()
-    row = repository.get_tier(conn, member_id)
-    sub_list = subs.of_member(conn, program, member_id, at=now)
-    if row is None and not sub_list:
-        raise MembershipNotFound(
-            f"member {member_id} has no membership yet: run `memberwise build` after their events"
-        )
-    tier_out = score_out = next_tier = notice = None
-    history: list[dict[str, Any]] = []
-    if row is not None:
-        details = json.loads(row["details"] or "{}")
-        index = next((i for i, t in enumerate(program.tiers) if t.name == row["tier"]), None)
-        spec = program.tiers[index] if index is not None else None
-        tier_out = TierOut(
-            name=row["tier"],
-            description=spec.description if spec else "",
-            source=row["source"],
-            since=row["since"],
-            until=row["until"],
-            benefits=list(spec.benefits) if spec else [],
-        )
-        values = details.get("parts", {})
-        score_out = ScoreOut(
-            name=program.score.name,
-            value=row["score"],
-            max=program.score.maximum,
-            parts=[
-                ScorePartOut(
-                    name=p.name,
-                    field=p.field,
-                    # Stored as [the field's value, the points it gives].
-                    value=(values.get(p.name) or [None, 0.0])[0],
-                    points=(values.get(p.name) or [None, 0.0])[1],
-                    max=p.max,
-                )
-                for p in program.score.parts
-            ],
-        )
-        if index is not None:
-            higher = next(
-                (j for j in range(index + 1, len(program.tiers)) if program.tiers[j].automatic),
-                None,
-            )
-            if higher is not None and row["source"] == Source.auto:
-                next_tier = NextTier(
-                    name=program.tiers[higher].name,
-                    any_of=_shortfalls(program, higher, details, row["score"]),
-                )
-        if details.get("notice"):
-            n = details["notice"]
-            on = from_us(n["downgrade_on_us"])
-            unless = "; or ".join(
-                s.text for s in _shortfalls(program, index or 0, details, row["score"])
-            )
-            notice = Notice(
-                downgrade_on=on,
-                to=n["to"],
-                text=f"will be downgraded to {n['to']} on {on.date()} unless {unless}",
-            )
-        history = [
-            {"at": h["at"], "from": h["from_tier"], "to": h["to_tier"], "reason": h["reason"]}
-            for h in repository.tier_history_of(conn, member_id, 20)
-        ]
-    invitation = repository.latest_invitation_of(conn, member_id)
-    manager = repository.manager_of(conn, member_id)
-    return MembershipOut(
-        member_id=member_id,
-        tier=tier_out,
-        score=score_out,
-        next_tier=next_tier,
-        notice=notice,
-        subscriptions=sub_list,
-        benefits=list(entitlements(conn, program, member_id, now).benefits),
-        invitation=(
-            {
-                "invitation_id": invitation["invitation_id"],
-                "status": invitation["status"],
-                "tier": invitation["tier"],
-                "expires_at": invitation["expires_at"],
-            }
-            if invitation is not None
-            else None
-        ),
-        manager=ManagerOut(staff_id=manager["staff_id"], name=manager["name"]) if manager else None,
-        history=history,
-    )
-
-
 def past_due_subscriptions(conn: Connection) -> list[tuple[str, str]]:
     """(member, subscription) whose renewal payment failed or is late (``past_due``)."""
-    return repository.subscriptions_in(conn, "past_due")
+    return subscription_repository.subscriptions_in(conn, "past_due")
 
 
 def pending_invitations(conn: Connection) -> list[tuple[str, str]]:
@@ -793,30 +366,25 @@ def merge_member(
         theirs is None or ranks.get(mine["tier"], -1) > ranks.get(theirs["tier"], -1)
     ):
         reason = f"identity merge: the better tier of {source}"
-        _set_tier(conn, target, mine["tier"], mine["source"], at, mine["until"], reason, actor)
+        set_tier(conn, target, mine["tier"], mine["source"], at, mine["until"], reason, actor)
     repository.delete_member_row(conn, tables.member_tiers, source)
-    repository.rename_subscription_keys(
-        conn, repository.colliding_subscription_keys(conn, source, target), f"#merged:{source}"
+    subscription_repository.rename_subscription_keys(
+        conn,
+        subscription_repository.colliding_subscription_keys(conn, source, target),
+        f"#merged:{source}",
     )
     moved = {
         "tier_history": history,
         "subscriptions": repository.move_member_rows(conn, tables.subscriptions, source, target),
         "invitations": repository.move_member_rows(conn, tables.invitations, source, target),
     }
-    if repository.manager_of(conn, target) is None:
+    if manager_repository.manager_of(conn, target) is None:
         moved["managers"] = repository.move_member_rows(
             conn, tables.member_managers, source, target
         )
     else:
         repository.delete_member_row(conn, tables.member_managers, source)
     return moved
-
-
-def manager_of(conn: Connection, member_id: str) -> ManagerOut | None:
-    """The member's account manager (None: the member has none): one keyed read, for the
-    service desk's routing of a black-card member's ticket."""
-    row = repository.manager_of(conn, member_id)
-    return ManagerOut(staff_id=row["staff_id"], name=row["name"]) if row is not None else None
 
 
 # --- counts for the console's overview ----------------------------------------------------------
@@ -835,12 +403,12 @@ def tier_history_extent(conn: Connection, until: datetime) -> tuple[int, int]:
 
 def subscriptions_by_plan(conn: Connection) -> list[tuple[str, str, int]]:
     """(plan, status, subscriptions), ordered by plan and status."""
-    return repository.subscription_counts(conn)
+    return subscription_repository.subscription_counts(conn)
 
 
 def revenue_by_plan(conn: Connection) -> dict[str, tuple[int, int]]:
     """Plan -> (fees paid, fees refunded), in fen."""
-    return repository.revenue_by_plan(conn)
+    return subscription_repository.revenue_by_plan(conn)
 
 
 def invitations_by_status(conn: Connection) -> dict[str, int]:

@@ -29,7 +29,9 @@ from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc
-from memberwise.membership import ledger_facts, repository
+from memberwise.membership import ledger_facts
+from memberwise.membership import repository as tier_repository
+from memberwise.membership import subscription_repository as repository
 from memberwise.membership.schemas import (
     CancelOut,
     InvoiceOut,
@@ -94,7 +96,7 @@ def fee_for(conn: Connection, program: Program, plan_name: str, member_id: str) 
     """The member's fee for one period: the price the last build computed for them (their
     score and profile decide it), or the plan's base fee for a member not built yet."""
     plan = plan_of(program, plan_name)
-    row = repository.get_tier(conn, member_id)
+    row = tier_repository.get_tier(conn, member_id)
     fees = json.loads(row["details"] or "{}").get("fees", {}) if row is not None else {}
     fee = fees.get(plan_name)
     return int(fee) if fee is not None else plan.fee

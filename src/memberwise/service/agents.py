@@ -10,6 +10,7 @@ from sqlalchemy import Connection, RowMapping
 
 from memberwise.kit.errors import InvalidRequest, NotFound
 from memberwise.kit.time import as_utc, utcnow
+from memberwise.membership import managers as membership_managers
 from memberwise.membership import service as membership
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import Principal, Role
@@ -96,7 +97,7 @@ def agent_leaves(
     if not repository.deactivate_agent(conn, staff_id, at):
         raise AgentNotFound(f"{staff_id} is not an active desk agent")
     with contextlib.suppress(membership.ManagerNotFound):  # not an account manager
-        membership.remove_manager(conn, program, staff_id, actor=actor)
+        membership_managers.remove_manager(conn, program, staff_id, actor=actor)
     privacy.audit(conn, actor, "service.agent_leaves", "staff", staff_id)
     reassigned = queued = 0
     ticket_ids = repository.live_ticket_ids_of(conn, staff_id, LIVE)

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from memberwise.membership import service as membership
+from memberwise.membership import managers as membership_managers
 from memberwise.program.schemas import Program
 from memberwise.service import repository
 
@@ -46,7 +46,7 @@ def choose(
 ) -> Route:
     """Route a new (or reopened, or handed-over) ticket and take the assignee's slot.
     ``managed=False`` says the member holds no account-manager benefit (a read saved)."""
-    manager = membership.manager_of(conn, member_id) if managed else None
+    manager = membership_managers.manager_of(conn, member_id) if managed else None
     if manager is not None:
         agent = repository.get_agent(conn, manager.staff_id)
         if agent is None:

@@ -27,7 +27,7 @@ from memberwise.ledger import coupons, points
 from memberwise.ledger import service as ledger
 from memberwise.ledger.schemas import AdjustmentIn, IssueIn
 from memberwise.members import service as members
-from memberwise.membership import service as membership
+from memberwise.membership import grants as membership_grants
 from memberwise.membership.schemas import TierGrant
 from memberwise.privacy.schemas import Role
 from memberwise.privacy.service import authorize
@@ -154,7 +154,9 @@ def grant_tier(
     def work() -> Any:
         grant = TierGrant(tier=tier, reason=reason)
         with transaction(rt.engine) as conn:
-            return membership.grant(conn, rt.program(), member_id, grant, actor=user.principal)
+            return membership_grants.grant(
+                conn, rt.program(), member_id, grant, actor=user.principal
+            )
 
     out = _act(request, user, GRANT_TIER, work)
     t = i18n.translator(rt.program().locale)

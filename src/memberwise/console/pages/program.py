@@ -17,7 +17,7 @@ from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import Posted, Require, render, runtime_of
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import NotFound
-from memberwise.membership import service as membership
+from memberwise.membership import grants as membership_grants
 from memberwise.membership import stage
 from memberwise.privacy.schemas import Role
 from memberwise.privacy.service import authorize
@@ -77,7 +77,7 @@ def _program_text(program_file: Path | None) -> str:
 
 def _invitation_rows(rt: Runtime) -> list[tuple[str, ...]]:
     with transaction(rt.engine) as conn:
-        page = membership.list_invitations(conn, status=None, after=None, limit=100)
+        page = membership_grants.list_invitations(conn, status=None, after=None, limit=100)
     rows: list[tuple[str, ...]] = []
     for inv in sorted(page.items, key=lambda i: i.rank):
         why = inv.explanation
