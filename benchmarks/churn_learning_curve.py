@@ -33,7 +33,8 @@ from memberwise.config import Settings
 from memberwise.kit.warehouse import duckdb_backend, write_parquet
 from memberwise.members import service as members_service
 from memberwise.predict.churn import fit_churn
-from memberwise.predict.stage import PURCHASES_SCHEMA, churn_labels, read_purchases
+from memberwise.predict.scoring import churn_labels
+from memberwise.predict.stage import PURCHASES_SCHEMA, read_purchases
 from memberwise.profiles.features import member_profiles
 from memberwise.program.service import current_program
 from memberwise.runtime import Runtime

@@ -22,7 +22,7 @@ from memberwise.events.bulk import ingest_paths
 from memberwise.jobs.build import run_build
 from memberwise.kit.db import transaction
 from memberwise.predict import service
-from memberwise.predict.stage import PREDICTIONS_SCHEMA
+from memberwise.predict.scoring import PREDICTIONS_SCHEMA
 from memberwise.predict.tables import member_predictions, prediction_models
 from memberwise.privacy.schemas import Role
 from memberwise.program.service import load_program, parse_program

@@ -14,13 +14,13 @@ import pytest
 from memberwise.predict.clv import customer_lifetime_value
 from memberwise.predict.fitting import PERIODS_PER_MONTH
 from memberwise.predict.rfm import rfm_summary
-from memberwise.predict.stage import (
+from memberwise.predict.scoring import (
     PREDICTIONS_SCHEMA,
-    PURCHASES_SCHEMA,
     churn_labels,
     predict_members,
     with_predictions,
 )
+from memberwise.predict.stage import PURCHASES_SCHEMA
 from memberwise.profiles.fields import PREDICTED_FIELDS
 from memberwise.program.predictions import PredictionSettings
 

@@ -23,8 +23,8 @@ When the build's engine is Spark, no member-sized table reaches the driver:
   every member is used, as the embedded path does.
 - **Scoring** (p_alive, expected purchases, CLV, churn risk, best hour) runs in the executors
   with ``mapInPandas``, batch by batch, through the same row-wise functions
-  (:func:`~.stage.score_value`, :meth:`~.churn.ChurnModel.predict`), and the result is written
-  by Spark. Population-wide values (the most common peak hour and weekday) are aggregates.
+  (:func:`~.value_models.score_value`, :meth:`~.churn.ChurnModel.predict`), and the result is
+  written by Spark. Population-wide values (the most common peak hour and weekday) are aggregates.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _local_day(moment: datetime, timezone: str) -> Any:
 def summarize_bucket(frame: Frame, *, as_of: datetime, timezone: str) -> Frame:
     """One bucket of members' purchases (``member_id``, ``ts_us``, ``amount``) -> their RFM
     summary, first purchase day's spend and habits (the executors run this)."""
-    from memberwise.predict.stage import _first_day_spend
+    from memberwise.predict.value_models import first_day_spend
 
     purchases = pa.table(
         {
@@ -99,7 +99,7 @@ def summarize_bucket(frame: Frame, *, as_of: datetime, timezone: str) -> Frame:
         freq="D",
         timezone=timezone,
     )
-    first = _first_day_spend(purchases, summary["member_id"], timezone)
+    first = first_day_spend(purchases, summary["member_id"], timezone)
     habits = next_purchase(purchases, timezone=timezone)
     out = pa.table(
         {
@@ -127,7 +127,7 @@ def score_batches(
 ) -> Iterator[Frame]:
     """Profiles joined with their summary (null for non-buyers), batch by batch -> the
     prediction columns (the executors run this through ``mapInPandas``)."""
-    from memberwise.predict.stage import score_value
+    from memberwise.predict.value_models import score_value
 
     for frame in batches:
         table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -206,11 +206,11 @@ def predict_on_spark(
     work: str,
 ) -> tuple[ir.Table, dict[str, Any], dict[str, Any]]:
     """Fit on the driver, score in the executors: (the predictions as an Ibis table of
-    ``con``, columns of :data:`~.stage.PREDICTIONS_SCHEMA`; the fitted models by name; the
+    ``con``, columns of :data:`~.scoring.PREDICTIONS_SCHEMA`; the fitted models by name; the
     diagnostics). ``work`` is a scratch directory the summary is written to."""
     from pyspark.sql import functions as F  # noqa: N812  (the usual name)
 
-    from memberwise.predict.stage import CLV_MONTHS, _failure, fit_value_models
+    from memberwise.predict.value_models import CLV_MONTHS, fit_value_models, not_fitted
 
     spark = sparkframes.session(con)
     diagnostics: dict[str, Any] = {"unit": "days", "currency": "CNY"}
@@ -321,7 +321,7 @@ def predict_on_spark(
         churn_info.update(status="fitted", **churn.metrics)
         churn_info["sample"] = {"members": table.num_rows, "of": members}
     except MemberwiseError as exc:
-        churn_info.update(_failure(exc))
+        churn_info.update(not_fitted(exc))
     diagnostics["churn"] = churn_info
     models["churn"] = churn
     timings["churn_fit_seconds"] = time.perf_counter() - started
