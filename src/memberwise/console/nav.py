@@ -50,6 +50,12 @@ def entries() -> tuple[NavEntry, ...]:
     return tuple(sorted(found, key=lambda e: (e.order, e.path)))
 
 
+def may(role: Role, roles: frozenset[Role]) -> bool:
+    """Whether ``role`` is one of ``roles``; admin may do everything (as the API's
+    ``authorize``), so a page shows admin every action."""
+    return role is Role.admin or role in roles
+
+
 def visible(role: Role) -> list[NavEntry]:
-    """The entries ``role`` may open (admin opens every page)."""
-    return [e for e in entries() if role is Role.admin or role in e.roles]
+    """The entries ``role`` may open."""
+    return [e for e in entries() if may(role, e.roles)]

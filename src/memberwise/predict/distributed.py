@@ -45,7 +45,6 @@ from memberwise.predict.churn import FEATURES, ChurnModel, fit_churn
 from memberwise.predict.fitting import InsufficientData
 from memberwise.predict.gammagamma import GammaGammaModel
 from memberwise.predict.habits import next_purchase
-from memberwise.predict.rfm import rfm_summary
 from memberwise.program.predictions import PredictionSettings
 
 #: A pandas DataFrame (pandas ships no type stubs here).
@@ -70,16 +69,10 @@ SCORES_DDL = (
 )
 
 
-def _local_day(moment: datetime, timezone: str) -> Any:
-    from zoneinfo import ZoneInfo
-
-    return moment.astimezone(ZoneInfo(timezone)).date()
-
-
 def summarize_bucket(frame: Frame, *, as_of: datetime, timezone: str) -> Frame:
     """One bucket of members' purchases (``member_id``, ``ts_us``, ``amount``) -> their RFM
     summary, first purchase day's spend and habits (the executors run this)."""
-    from memberwise.predict.value_models import first_day_spend
+    from memberwise.predict.value_models import first_day_spend, purchase_summary
 
     purchases = pa.table(
         {
@@ -90,15 +83,7 @@ def summarize_bucket(frame: Frame, *, as_of: datetime, timezone: str) -> Frame:
             "amount": pa.array(frame["amount"].to_numpy(np.float64), pa.float64()),
         }
     )
-    summary = rfm_summary(
-        purchases,
-        customer_col="member_id",
-        datetime_col="ts",
-        value_col="amount",
-        calibration_end=_local_day(as_of, timezone),
-        freq="D",
-        timezone=timezone,
-    )
+    summary = purchase_summary(purchases, as_of=as_of, timezone=timezone)
     first = first_day_spend(purchases, summary["member_id"], timezone)
     habits = next_purchase(purchases, timezone=timezone)
     out = pa.table(

@@ -6,7 +6,7 @@ history in days (with the fallbacks that keep a build going on odd data), and ev
 from __future__ import annotations
 
 import time
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -51,8 +51,18 @@ def _fitted(model: BetaGeoModel | GammaGammaModel) -> dict[str, Any]:
     }
 
 
-def local_date(moment: datetime, timezone: str) -> date:
-    return moment.astimezone(ZoneInfo(timezone)).date()
+def purchase_summary(purchases: pa.Table, *, as_of: datetime, timezone: str) -> pa.Table:
+    """The RFM summary the value models take, in purchase days of the program's time zone up
+    to ``as_of`` (one row per buyer; both engines' paths use it)."""
+    return rfm_summary(
+        purchases,
+        customer_col="member_id",
+        datetime_col="ts",
+        value_col="amount",
+        calibration_end=as_of.astimezone(ZoneInfo(timezone)).date(),
+        freq="D",
+        timezone=timezone,
+    )
 
 
 def fit_spend(
@@ -244,15 +254,7 @@ def value_predictions(
 
     summary = None
     if purchases.num_rows:
-        summary = rfm_summary(
-            purchases,
-            customer_col="member_id",
-            datetime_col="ts",
-            value_col="amount",
-            calibration_end=local_date(as_of, timezone),
-            freq="D",
-            timezone=timezone,
-        )
+        summary = purchase_summary(purchases, as_of=as_of, timezone=timezone)
     diagnostics["customers"] = 0 if summary is None else summary.num_rows
     diagnostics["repeat_buyers"] = (
         0 if summary is None else int(pc.sum(pc.greater(summary["frequency"], 0)).as_py() or 0)

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import ValidationError
 
 from memberwise.console import i18n
-from memberwise.console.nav import NavEntry
+from memberwise.console.nav import NavEntry, may
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import Posted, Require, render, runtime_of
 from memberwise.kit.db import transaction
@@ -81,7 +81,7 @@ def _page(request: Request, user: ConsoleUser, result: IssueOut | None = None) -
         refused[code] = refused.get(code, 0) + 1
     return render(
         request, "bulk.html", user, groups=_groups(rt), templates=sorted(rt.program().coupons),
-        may_issue=user.role is Role.admin or user.role in ISSUE_ROLES,
+        may_issue=may(user.role, ISSUE_ROLES),
         key=secrets.token_urlsafe(12), result=result, refused=sorted(refused.items()),
     )  # fmt: skip
 

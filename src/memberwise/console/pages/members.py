@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from memberwise.console import i18n
 from memberwise.console.member_view import member_view, section_rows
-from memberwise.console.nav import READERS, NavEntry
+from memberwise.console.nav import READERS, NavEntry, may
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import PREFIX, Posted, Staff, render, runtime_of
 from memberwise.kit.db import transaction
@@ -119,14 +119,10 @@ def member_page(request: Request, member_id: str, user: Staff) -> HTMLResponse:
         m=view,
         rows=section_rows(view, i18n.yuan),
         idem=secrets.token_urlsafe(16),
-        can_grant=_may(user, GRANT_TIER),
-        can_adjust=_may(user, ADJUST_POINTS),
-        can_issue=_may(user, ISSUE_COUPON),
+        can_grant=may(user.role, GRANT_TIER),
+        can_adjust=may(user.role, ADJUST_POINTS),
+        can_issue=may(user.role, ISSUE_COUPON),
     )
-
-
-def _may(user: ConsoleUser, roles: frozenset[Role]) -> bool:
-    return user.role is Role.admin or user.role in roles
 
 
 def _done(request: Request, user: ConsoleUser, message: str) -> HTMLResponse:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from memberwise.console import charts, i18n
-from memberwise.console.nav import NavEntry
+from memberwise.console.nav import NavEntry, may
 from memberwise.console.ops_format import percent
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import PREFIX, Posted, Require, render, runtime_of
@@ -84,7 +84,7 @@ def merchant(request: Request, merchant_id: str, user: Reader, saved: bool = Fal
     with transaction(rt.engine) as conn:
         out = merchants.scorecard(conn, program.merchants, merchant_id, tz)
         ledger = merchants.ledger(conn, program.merchants, merchant_id, tz)
-    may_penalize = user.role is Role.admin or user.role in PENALTY_ROLES
+    may_penalize = may(user.role, PENALTY_ROLES)
     return render(
         request,
         "merchant.html",

@@ -106,28 +106,12 @@ def overview_context(request: Request) -> dict[str, Any]:
             "figure": charts.bar(order, [tiers_now.get(n, 0) for n in order]),
             "rows": [(n, f"{tiers_now.get(n, 0):,}") for n in order if n in tiers_now],
         },
-        "tiers_over_time": {
-            "figure": charts.stacked(
-                labels, {n: [tiers_then[b].get(n, 0) for b, _ in recent] for n in order}
-            ),
-            "rows": [
-                (lab, n, f"{tiers_then[b].get(n, 0):,}")
-                for (b, _), lab in zip(recent, labels, strict=True)
-                for n in order
-                if tiers_then[b].get(n)
-            ],
-        },
-        "segments": {
-            "figure": charts.stacked(
-                labels, {s: [segments[b].get(s, 0) for b, _ in recent] for s in seg_names}
-            ),
-            "rows": [
-                (lab, s, f"{segments[b].get(s, 0):,}")
-                for (b, _), lab in zip(recent, labels, strict=True)
-                for s in seg_names
-                if s in segments[b]
-            ],
-        },
+        "tiers_over_time": _over_builds(
+            labels, [tiers_then[b] for b, _ in recent], order, keep_zero=False
+        ),
+        "segments": _over_builds(
+            labels, [segments[b] for b, _ in recent], seg_names, keep_zero=True
+        ),
         "subscriptions": {
             "figure": charts.stacked(
                 sorted({p for p, _, _ in subs}),
@@ -204,6 +188,23 @@ def overview_context(request: Request) -> dict[str, Any]:
         },
     }
     return ctx
+
+
+def _over_builds(
+    labels: list[str], by_build: list[dict[str, int]], names: list[str], *, keep_zero: bool
+) -> dict[str, Any]:
+    """Members per name over the builds (one count dict a build, in ``labels``' order): a
+    stacked chart and its table, a row a build and name it counted (with ``keep_zero``, a
+    name published with no members too)."""
+    return {
+        "figure": charts.stacked(labels, {n: [c.get(n, 0) for c in by_build] for n in names}),
+        "rows": [
+            (lab, n, f"{c.get(n, 0):,}")
+            for c, lab in zip(by_build, labels, strict=True)
+            for n in names
+            if (n in c if keep_zero else c.get(n))
+        ],
+    }
 
 
 def _budget(template: Any) -> str:

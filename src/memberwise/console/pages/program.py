@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from memberwise.builds import builds_root, previous_builds
 from memberwise.console import charts, i18n, service
-from memberwise.console.nav import ANALYSTS, NavEntry
+from memberwise.console.nav import ANALYSTS, NavEntry, may
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import Posted, Require, render, runtime_of
 from memberwise.kit.db import transaction
@@ -100,7 +100,7 @@ def _explain(parts: Any) -> str:
 def program_page(request: Request, user: Analyst) -> HTMLResponse:
     rt = runtime_of(request)
     program = rt.program()
-    may_rank = user.role is Role.admin or user.role in INVITATION_READERS
+    may_rank = may(user.role, INVITATION_READERS)
     return render(
         request,
         "program.html",
@@ -109,7 +109,7 @@ def program_page(request: Request, user: Analyst) -> HTMLResponse:
         program_file=rt.settings.program_file,
         text=_program_text(rt.settings.program_file),
         ranking=_invitation_rows(rt) if may_rank else None,
-        can_apply=user.role is Role.admin or user.role in APPLIERS,
+        can_apply=may(user.role, APPLIERS),
     )
 
 
