@@ -241,11 +241,10 @@ def with_state(
     """The inputs with each member's stored state (and points) joined from the exported
     files; a member without a stored tier has null state columns."""
     out = inputs
-    for key in ("state", "joined"):
-        if key in files:
-            out = out.left_join(read_parquet(con, [files[key]]), "member_id")
-    if points is not None:
-        out = out.left_join(read_parquet(con, [points]), "member_id")
+    paths = [files[k] for k in ("state", "joined") if k in files]
+    for path in [*paths, *([points] if points is not None else [])]:
+        right = read_parquet(con, [path]).rename(_state_key="member_id")
+        out = out.left_join(right, out.member_id == right._state_key).drop("_state_key")
     return out
 
 
