@@ -6,6 +6,10 @@ for them and their black-card eligibility and ranking values. Tier evaluation th
 against the tiers held now in the operational store (:mod:`memberwise.membership.tiers`), and the
 black-card invitations are chosen (:mod:`memberwise.membership.invitations`). Results go to
 ``tiers.parquet`` and ``invitations.parquet``; the publish step applies them.
+
+When the engine is Spark the same evaluation (:func:`evaluate_rows`) runs batch by batch in
+the executors against the stored tiers exported to Parquet, and nothing member-sized reaches
+the driver (:mod:`memberwise.membership.distributed`).
 """
 
 from __future__ import annotations
