@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +103,62 @@ def differences(left: Path, right: Path, key: list[str]) -> list[tuple[Any, str,
             if not _same(x[column], y[column]):
                 out.append((tuple(x[k] for k in key), column, x[column], y[column]))
     return out
+
+
+def tier_program(program: Program) -> Program:
+    """``program`` with a black card that has free slots on a small demo (criteria a few
+    members meet, a quota by count), so invitations are ranked on both engines."""
+    card = program.black_card
+    assert card is not None
+    quota = card.quota.model_copy(update={"count": 4, "per_active_members": None})
+    changed = card.model_copy(update={"criteria": "spend_365d >= 100000", "quota": quota})
+    return program.model_copy(update={"black_card": changed})
+
+
+def seed_tiers(home: Home) -> list[str]:
+    """Stored tiers for the first members of the demo, one per rule the evaluation applies
+    (a period past its grace, one within it, protection, a lapsed and a lasting manual
+    grant, an invitation tier, a tier the program no longer has, a floor tier); the seeded
+    member ids."""
+    from sqlalchemy import select
+
+    from memberwise.kit.db import transaction
+    from memberwise.members.tables import members
+    from memberwise.membership.tables import member_tiers
+
+    day = timedelta(days=1)
+    states = [
+        ("gold", "auto", AS_OF - 400 * day, AS_OF - 35 * day),
+        ("gold", "auto", AS_OF - 380 * day, AS_OF - 15 * day),
+        ("platinum", "auto", AS_OF - 30 * day, AS_OF + 40 * day),
+        ("platinum", "manual", AS_OF - 60 * day, AS_OF - day),
+        ("gold", "manual", AS_OF - 60 * day, None),
+        ("apass", "invitation", AS_OF - 10 * day, None),
+        ("diamond", "auto", AS_OF - 10 * day, None),
+        ("member", "auto", AS_OF - 100 * day, None),
+        ("gold", "auto", AS_OF - 366 * day, AS_OF - day),
+    ]
+    with transaction(home.runtime.engine) as conn:
+        ids = list(
+            conn.execute(
+                select(members.c.member_id).order_by(members.c.member_id).limit(len(states))
+            ).scalars()
+        )
+        conn.execute(
+            member_tiers.insert(),
+            [
+                {
+                    "member_id": m,
+                    "tier": tier,
+                    "source": source,
+                    "since": since,
+                    "until": until,
+                    "score": 0,
+                    "details": "{}",
+                    "build_id": "seed",
+                    "updated_at": AS_OF - 5 * day,
+                }
+                for m, (tier, source, since, until) in zip(ids, states, strict=True)
+            ],
+        )
+    return ids

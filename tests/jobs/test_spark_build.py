@@ -8,21 +8,29 @@ Runs only where pyspark imports; one Spark session and one pair of builds serve 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
-from memberwise.builds import BuildResult
+from memberwise.builds import BuildContext, BuildResult
 from memberwise.config import Engine
+from memberwise.kit.warehouse import open_backend
+from memberwise.membership import stage
 from tests.jobs.spark_parity import (
+    AS_OF,
+    Home,
     artifacts,
     build,
     differences,
     make_home,
     plain,
     schema_of,
+    seed_tiers,
+    tier_program,
 )
 
 pytest.importorskip("pyspark")
@@ -30,14 +38,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
 
 @pytest.fixture(scope="module")
-def builds(
-    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
-) -> Iterator[tuple[BuildResult, BuildResult]]:
+def home(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Home]:
+    """The demo home, with stored tiers to evaluate against and a black card with slots."""
     home = make_home(tmp_path_factory.mktemp("spark-build"), sqlite_template)
+    home.program = tier_program(home.program)
+    seed_tiers(home)
     try:
-        yield build(home, Engine.duckdb), build(home, Engine.spark)
+        yield home
     finally:
         home.runtime.close()
+
+
+@pytest.fixture(scope="module")
+def builds(home: Home) -> tuple[BuildResult, BuildResult]:
+    return build(home, Engine.duckdb), build(home, Engine.spark)
 
 
 def test_every_output_has_the_same_arrow_schema_on_both_engines(
@@ -113,3 +127,66 @@ def test_personas_are_the_same_on_both_engines(builds: tuple[BuildResult, BuildR
         )
         == []
     )
+
+
+def test_tiers_and_invitations_are_the_same_on_both_engines(
+    builds: tuple[BuildResult, BuildResult],
+) -> None:
+    """The Spark build evaluated the stored tiers in the executors (the seeded grace,
+    protection, manual, invitation and dropped-tier cases) and ranked the black card on the
+    cluster: every tier row, every invitation and the summary equal the embedded ones."""
+    duck, spark = builds
+    left = json.loads((duck.directory / "build.json").read_text())["tiers"]
+    right = json.loads((spark.directory / "build.json").read_text())["tiers"]
+
+    assert right == left
+    assert left["changes"]["downgrade"] >= 1
+    assert left["notices"] >= 1 and left["invitations"]["invited"] >= 1
+    assert pq.read_table(spark.directory / "tiers.parquet").num_rows == spark.members > 200
+    for name, key in (("tiers.parquet", ["member_id"]), ("invitations.parquet", ["rank"])):
+        assert differences(duck.directory / name, spark.directory / name, key) == [], name
+        left_schema = pq.read_table(duck.directory / name).schema.remove_metadata()
+        assert pq.read_table(spark.directory / name).schema.remove_metadata() == left_schema
+
+
+def test_the_tiers_stage_on_spark_brings_no_member_sized_data_to_the_driver(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every way a Spark result reaches the Python driver is watched while the stage runs:
+    the bulk ones refuse, and ``collect`` may only bring back aggregates and the invited few.
+    The stage still completes, with the embedded path's rows and summary."""
+    from pyspark.sql.classic.dataframe import DataFrame  # what sessions hand out in Spark 4
+
+    duck = build(home, Engine.duckdb, ["profiles", "tiers"])
+    directory = tmp_path / "tiers-only"
+    directory.mkdir()
+    shutil.copy(duck.directory / "profiles.parquet", directory / "profiles.parquet")
+    collected: list[int] = []
+    collect = DataFrame.collect
+
+    def small_collect(self: Any) -> Any:
+        rows = collect(self)
+        collected.append(len(rows))
+        assert len(rows) <= 40, f"{len(rows)} rows collected into the driver"
+        return rows
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("the tiers stage must not bring a table into the driver")
+
+    for name in ("toPandas", "toArrow", "toLocalIterator", "_collect_as_arrow"):
+        monkeypatch.setattr(DataFrame, name, refuse)
+    monkeypatch.setattr(DataFrame, "collect", small_collect)
+    result = BuildResult(build_id="tiers-only", directory=directory, as_of=AS_OF, engine="spark")
+    options = home.runtime.settings.backend_options()
+    with open_backend("spark", **options) as con:
+        ctx = BuildContext(home.runtime, home.program, con, directory, result, lambda *a: None, {})
+        written = stage.run_stage(ctx)
+    monkeypatch.undo()
+
+    assert written == duck.members > 200
+    assert collected and sum(collected) < 60  # a summary and the invited members
+    expected = json.loads((duck.directory / "build.json").read_text())["tiers"]
+    assert ctx.meta["sections"]["tiers"] == expected
+    assert expected["invitations"]["invited"] >= 1
+    for name, key in (("tiers.parquet", ["member_id"]), ("invitations.parquet", ["rank"])):
+        assert differences(duck.directory / name, directory / name, key) == [], name

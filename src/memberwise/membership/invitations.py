@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Set
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -87,16 +88,43 @@ def choose(
         candidates.tolist(), key=lambda k: (-round(float(composite[k]), 12), str(ids[rows[k]]))
     )
     chosen = order[:slots]
+    picked = [
+        Pick(
+            str(ids[rows[k]]),
+            float(composite[k]),
+            {c.field: float(values[c.field][k]) for c in card.ranking},
+            {c.field: float(percentiles[c.field][k]) for c in card.ranking},
+        )
+        for k in chosen
+    ]
+    return invitations_table(card, picked, summary), summary
+
+
+@dataclass
+class Pick:
+    """One chosen member: composite, and each ranking field's value and percentile."""
+
+    member_id: str
+    composite: float
+    values: dict[str, float]
+    percentiles: dict[str, float]
+
+
+def invitations_table(card: BlackCard, picked: list[Pick], summary: dict[str, Any]) -> pa.Table:
+    """The invitation rows of ``picked`` (best first), each with its explanation; sets
+    ``summary["invited"]``. Shared by the embedded path and the Spark path, which ranks on the
+    cluster and brings only the chosen few to the driver."""
+    total_weight = sum(c.weight for c in card.ranking)
     explanations = []
-    for k in chosen:
+    for pick in picked:
         contributions = [
             {
                 "field": c.field,
                 "description": c.description,
-                "value": float(values[c.field][k]),
-                "percentile": round(float(percentiles[c.field][k]), 6),
+                "value": pick.values[c.field],
+                "percentile": round(pick.percentiles[c.field], 6),
                 "weight": c.weight,
-                "contribution": round(c.weight * float(percentiles[c.field][k]) / total_weight, 6),
+                "contribution": round(c.weight * pick.percentiles[c.field] / total_weight, 6),
             }
             for c in card.ranking
         ]
@@ -104,21 +132,20 @@ def choose(
             json.dumps(
                 {
                     "criteria": card.criteria,
-                    "composite": round(float(composite[k]), 6),
+                    "composite": round(pick.composite, 6),
                     "contributions": contributions,
                     **summary,
                 },
                 ensure_ascii=False,
             )
         )
-    summary["invited"] = len(chosen)
-    table = pa.table(
+    summary["invited"] = len(picked)
+    return pa.table(
         {
-            "member_id": pa.array([ids[rows[k]] for k in chosen], pa.string()),
-            "rank": pa.array(range(1, len(chosen) + 1), pa.int32()),
-            "score": pa.array([round(float(composite[k]), 6) for k in chosen], pa.float64()),
+            "member_id": pa.array([p.member_id for p in picked], pa.string()),
+            "rank": pa.array(range(1, len(picked) + 1), pa.int32()),
+            "score": pa.array([round(p.composite, 6) for p in picked], pa.float64()),
             "explanation": pa.array(explanations, pa.string()),
         },
         schema=INVITATIONS_SCHEMA,
     )
-    return table, summary

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Connection,
     Integer,
     RowMapping,
+    Select,
     String,
     Text,
     bindparam,
@@ -53,22 +54,30 @@ def epoch_us(conn: Connection, column: Any) -> Any:
     return cast(func.extract("epoch", column) * 1_000_000, BigInteger)
 
 
-def tier_states(conn: Connection) -> list[tuple[str, str, str, int, int | None]]:
+def tier_states_query(conn: Connection) -> Select[Any]:
     """(member_id, tier, source, since µs, until µs) of every member with a tier."""
-    stmt = select(
+    return select(
         member_tiers.c.member_id,
         member_tiers.c.tier,
         member_tiers.c.source,
         epoch_us(conn, member_tiers.c.since),
         epoch_us(conn, member_tiers.c.until),
     )
-    return [(r[0], r[1], r[2], r[3], r[4]) for r in conn.execute(stmt).all()]
+
+
+def tier_states(conn: Connection) -> list[tuple[str, str, str, int, int | None]]:
+    """(member_id, tier, source, since µs, until µs) of every member with a tier."""
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in conn.execute(tier_states_query(conn)).all()]
+
+
+def join_times_query(conn: Connection) -> Select[Any]:
+    """(member_id, registered_at µs) of every member."""
+    return select(members.c.member_id, epoch_us(conn, members.c.registered_at))
 
 
 def join_times(conn: Connection) -> list[tuple[str, int | None]]:
     """(member_id, registered_at µs) of every member."""
-    stmt = select(members.c.member_id, epoch_us(conn, members.c.registered_at))
-    return [(r[0], r[1]) for r in conn.execute(stmt).all()]
+    return [(r[0], r[1]) for r in conn.execute(join_times_query(conn)).all()]
 
 
 def upsert_tiers(conn: Connection, rows: list[dict[str, Any]]) -> None:

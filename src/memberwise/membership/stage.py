@@ -6,6 +6,10 @@ for them and their black-card eligibility and ranking values. Tier evaluation th
 against the tiers held now in the operational store (:mod:`memberwise.membership.tiers`), and the
 black-card invitations are chosen (:mod:`memberwise.membership.invitations`). Results go to
 ``tiers.parquet`` and ``invitations.parquet``; the publish step applies them.
+
+When the engine is Spark the same evaluation (:func:`evaluate_rows`) runs batch by batch in
+the executors against the stored tiers exported to Parquet, and nothing member-sized reaches
+the driver (:mod:`memberwise.membership.distributed`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, Engine
 
+from memberwise.kit import sparkframes
 from memberwise.kit.diffpublish import Commit, no_commit
 from memberwise.kit.lake import atomic_write_bytes
 from memberwise.kit.time import utcnow
@@ -85,11 +90,26 @@ def member_inputs(
 ) -> pa.Table:
     """Per member: score and parts, metrics, qualification flags, plan fees, black-card
     eligibility and ranking fields (one row per profile)."""
+    since_table = ibis.memtable(since) if since is not None else None
+    out = member_inputs_expr(profiles, events, program, as_of=as_of, since=since_table)
+    return con.to_pyarrow(out)
+
+
+def member_inputs_expr(
+    profiles: ir.Table,
+    events: ir.Table | None,
+    program: Program,
+    *,
+    as_of: datetime,
+    since: ir.Table | None,
+) -> ir.Table:
+    """:func:`member_inputs` as an Ibis expression (nothing runs): the Spark path keeps it on
+    the cluster. ``since``: (member_id, since) of the stored tiers, for spend since a change."""
     scored = profiles.mutate(**score_columns(profiles, program.score))
     windows = spend_windows(program)
     since_needed = needs_spend_since_change(program)
     if events is not None and (windows or since_needed):
-        since_table = ibis.memtable(since) if since_needed and since is not None else None
+        since_table = since if since_needed else None
         spend = net_spend(events, as_of=as_of, windows=windows, since=since_table)
         names = [c for c in spend.columns if c != "member_id"]
         joined = scored.left_join(spend, "member_id")
@@ -118,8 +138,7 @@ def member_inputs(
     keep += [p.field for p in program.score.parts]
     if card is not None:
         keep += [c.field for c in card.ranking if c.field not in keep]
-    out = scored.select(*dict.fromkeys(keep), **columns)
-    return con.to_pyarrow(out)
+    return scored.select(*dict.fromkeys(keep), **columns)
 
 
 def _qualifies(table: ir.Table, q: Qualification) -> ir.BooleanValue:
@@ -411,9 +430,25 @@ def evaluate_members(
     points = points_metrics(
         program, engine, table.column("member_id").combine_chunks(), state, as_of
     )
+    rows, result = evaluate_rows(program, table, state, joins, points, as_of)
+    return rows, table, result
+
+
+def evaluate_rows(
+    program: Program,
+    table: pa.Table,
+    state: TierState,
+    joins: np.ndarray[Any, Any],
+    points: dict[str, Any],
+    as_of: datetime,
+) -> tuple[pa.Table, Evaluation]:
+    """The pure part of the evaluation, member by member (no store, no engine): from each
+    member's inputs, stored tier, registration time and points, their ``tiers.parquet`` rows.
+    The embedded path runs it once over all members; the Spark path runs the very same
+    function on each batch of members in the executors (:mod:`.distributed`)."""
     qualified = highest_qualified(program, table, points)
     result = evaluate(program, state, qualified, joins, as_of)
-    return tiers_table(program, table, result, points), table, result
+    return tiers_table(program, table, result, points), result
 
 
 def run_stage(ctx: BuildContext) -> int:
@@ -427,6 +462,11 @@ def run_stage(ctx: BuildContext) -> int:
         _write(ctx.path("invitations.parquet"), invitations.INVITATIONS_SCHEMA.empty_table())
         ctx.progress("tiers", 3, 3)
         return 0
+    if sparkframes.is_spark(ctx.con):
+        # The cluster evaluates and writes; the driver sees only aggregates (.distributed).
+        from memberwise.membership.distributed import stage_on_spark
+
+        return stage_on_spark(ctx)
     rows, inputs, result = evaluate_members(
         ctx.con,
         ctx.runtime.engine,
@@ -490,7 +530,7 @@ def summarize(
     preview prints them."""
     section: dict[str, Any] = {
         "transitions": transition_matrix(program, result),
-        "changes": {name: int((result.change == k).sum()) for k, name in enumerate(CHANGE_NAMES)},
+        "changes": change_counts({k: int((result.change == k).sum()) for k in range(5)}),
         "notices": int((result.notice_on != NONE).sum()),
     }
     chosen = invitations.INVITATIONS_SCHEMA.empty_table()
@@ -503,6 +543,11 @@ def summarize(
             program.black_card, inputs, taken=taken, blocked=blocked
         )
     return section, chosen
+
+
+def change_counts(counts: dict[int, int]) -> dict[str, int]:
+    """``{change name: members}`` in :data:`CHANGE_NAMES` order (0 for a change none had)."""
+    return {name: int(counts.get(k, 0)) for k, name in enumerate(CHANGE_NAMES)}
 
 
 def publish(conn: Connection, build_dir: Path, commit: Commit = no_commit) -> int:

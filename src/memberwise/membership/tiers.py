@@ -238,9 +238,16 @@ def transition_matrix(program: Program, evaluation: Evaluation) -> dict[str, dic
     names = [t.name for t in program.tiers]
     before = np.where(evaluation.previous >= 0, evaluation.previous, len(names))
     after = evaluation.state.tier
-    labels = [*names, "(none)"]
-    counts = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    counts = np.zeros((len(names) + 1, len(names) + 1), dtype=np.int64)
     np.add.at(counts, (before, after), 1)
+    return matrix_of(program, counts)
+
+
+def matrix_of(program: Program, counts: npt.NDArray[np.int64]) -> dict[str, dict[str, int]]:
+    """:func:`transition_matrix` from its counts (``counts[before, after]``, the last row
+    "(none)"), which the Spark path aggregates on the cluster."""
+    names = [t.name for t in program.tiers]
+    labels = [*names, "(none)"]
     return {
         labels[i]: {labels[j]: int(counts[i, j]) for j in range(len(names)) if counts[i, j]}
         for i in range(len(labels))

@@ -1,0 +1,418 @@
+"""The ``tiers`` stage on a Spark cluster: the executors evaluate, the driver sees aggregates.
+
+When the build's engine is Spark no member-sized table sits on the driver:
+
+- **The stored tiers reach the cluster as Parquet.** The tiers held now in the operational
+  store (and, for a tier anchored on it, each member's registration time) are exported by a
+  streaming cursor (``yield_per``) in chunks of :data:`EXPORT_ROWS` into a Parquet file in the
+  build's scratch, which Spark reads. The store, not the previous build's ``tiers.parquet``,
+  is the truth: staff grants, accepted invitations and lapsed manual tiers change it between
+  builds, and a first build on a cluster has no previous artifact. Spark cannot read the store
+  itself here (no JDBC driver ships with pyspark, and SQLite is a local file); the driver holds
+  one chunk at a time, so its memory stays flat.
+- **The evaluation runs in the executors** (``mapInArrow``): each batch of members, with their
+  inputs (the same Ibis expression as the embedded path, compiled to Spark SQL) joined with
+  their stored state, goes through the very function the embedded path runs over all members,
+  :func:`memberwise.membership.stage.evaluate_rows` (qualification, upgrade, hold and grace,
+  downgrade and its notice, manual and invitation overrides, the reason and details). The
+  rules are per member, so evaluating batch by batch gives the same rows; keeping one function
+  rather than a second version in SQL keeps the two engines from drifting apart.
+- **Spark writes** ``tiers.parquet`` from the executors
+  (:func:`memberwise.kit.warehouse.write_parquet`). The build's summary (transitions, changes,
+  notices) is an aggregate of that artifact: a few dozen rows reach the driver.
+- **Black-card invitations** are ranked on the cluster: percentiles among the eligible
+  members by window functions (ties share their average rank, as the embedded path's), the
+  weighted composite, the quota's free slots; only the chosen members (at most the quota)
+  come to the driver, where :func:`.invitations.invitations_table` writes their explanations.
+
+One part is still on the driver: a tier qualifying by **points earned** asks the ledger,
+which answers with a ``{member: points}`` mapping (:mod:`.ledger_facts`); those sums are
+written to Parquet for the executors, but the mapping itself is member-sized. The demo program
+qualifies by score and spend only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import Connection, Engine, Select
+
+from memberwise.kit import sparkframes
+from memberwise.kit.storage import is_local, join, local_path
+from memberwise.kit.time import utcnow
+from memberwise.kit.warehouse import read_parquet, write_parquet
+from memberwise.membership import invitations, ledger_facts, repository
+from memberwise.membership import service as membership_service
+from memberwise.membership.score import needs_spend_since_change
+from memberwise.membership.stage import (
+    _events_if_needed,
+    _positions,
+    _write,
+    change_counts,
+    evaluate_rows,
+    member_inputs_expr,
+)
+from memberwise.membership.tiers import NONE, TierState, from_us, matrix_of
+from memberwise.program.membership import Anchor
+from memberwise.program.schemas import Program
+
+if TYPE_CHECKING:
+    from memberwise.builds import BuildContext
+
+#: Rows per chunk of the store's export (one chunk in the driver at a time).
+EXPORT_ROWS = 50_000
+STATE_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.string()),
+        pa.field("stored_tier", pa.string()),
+        pa.field("stored_source", pa.string()),
+        pa.field("stored_since", pa.int64()),
+        pa.field("stored_until", pa.int64()),
+    ]
+)
+JOINED_SCHEMA = pa.schema([pa.field("member_id", pa.string()), pa.field("joined_us", pa.int64())])
+#: The columns the stored state adds to a batch of inputs (dropped before evaluation).
+STATE_COLUMNS = ("stored_tier", "stored_source", "stored_since", "stored_until", "joined_us")
+TIERS_DDL = (
+    "member_id string, tier string, source string, since timestamp, until timestamp, "
+    "score bigint, change string, from_tier string, reason string, details string"
+)
+
+
+def export_query(conn: Connection, query: Select[Any], schema: pa.Schema, where: Path | str) -> int:
+    """Stream the rows of ``query`` (typed as ``schema``) into one Parquet file at ``where``
+    (a local path or a URI), :data:`EXPORT_ROWS` at a time; the rows written."""
+    result = conn.execute(query, execution_options={"yield_per": EXPORT_ROWS})
+    rows = 0
+    if is_local(where):
+        target = local_path(where)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sink: Any = open(target, "wb")  # noqa: SIM115 (closed below, after the writer)
+    else:
+        from memberwise.kit.storage import Storage
+
+        sink = Storage().fs(str(where)).open(str(where), "wb")
+    try:
+        with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+            for part in result.partitions():
+                values = list(zip(*part, strict=True))
+                writer.write_table(
+                    pa.Table.from_arrays(
+                        [pa.array(v, type=f.type) for v, f in zip(values, schema, strict=True)],
+                        schema=schema,
+                    )
+                )
+                rows += len(part)
+    finally:
+        sink.close()
+    return rows
+
+
+def uses_join_date(program: Program) -> bool:
+    """Whether a tier's period is anchored on the member's registration anniversary."""
+    return any(t.validity.anchor is Anchor.join_date for t in program.tiers)
+
+
+def export_state(engine: Engine, program: Program, folder: Path | str) -> dict[str, str]:
+    """The stored tiers (and registration times, when a tier needs them) as Parquet files in
+    ``folder``: ``{"state": uri, "joined": uri}``."""
+    out = {"state": str(join(str(folder), "stored_tiers.parquet"))}
+    with engine.connect() as conn:
+        export_query(conn, repository.tier_states_query(conn), STATE_SCHEMA, out["state"])
+        if uses_join_date(program):
+            out["joined"] = str(join(str(folder), "join_times.parquet"))
+            export_query(conn, repository.join_times_query(conn), JOINED_SCHEMA, out["joined"])
+    return out
+
+
+def point_metrics(program: Program) -> list[str]:
+    """The points metrics a qualification counts (``points_90d``, ``points_since_change``)."""
+    return sorted(
+        {q.metric for t in program.tiers for q in t.qualify if q.metric.startswith("points")}
+    )
+
+
+def export_points(
+    engine: Engine, program: Program, state: str, folder: Path | str, as_of: Any
+) -> str | None:
+    """The ledger's points per member and metric as a Parquet file (None when no tier
+    qualifies by points). The ledger answers with a mapping held on the driver: the one
+    member-sized value left there (see the module doc)."""
+    wanted = point_metrics(program)
+    if not wanted:
+        return None
+    names = {t.name for t in program.tiers}
+    earned: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for metric in wanted:
+            if metric == "points_since_change":
+                stored = pq.read_table(_local_or_open(state)).to_pylist()
+                since = {
+                    r["member_id"]: from_us(r["stored_since"])
+                    for r in stored
+                    if r["stored_tier"] in names and r["stored_since"] is not None
+                }
+                earned[metric] = ledger_facts.ledger().earned_since(conn, since)
+            else:
+                days = int(metric.removeprefix("points_").removesuffix("d"))
+                earned[metric] = ledger_facts.ledger().earned_in_window(conn, as_of, days)
+    ids = sorted(set().union(*earned.values()))
+    table = pa.table(
+        {
+            "member_id": pa.array(ids, pa.string()),
+            **{m: pa.array([earned[m].get(i, 0) for i in ids], pa.int64()) for m in wanted},
+        }
+    )
+    where = str(join(str(folder), "points.parquet"))
+    sink = _local_or_open(where, "wb")
+    try:
+        pq.write_table(table, sink, compression="zstd")
+    finally:
+        if not isinstance(sink, (str, Path)):
+            sink.close()
+    return where
+
+
+def _local_or_open(where: str, mode: str = "rb") -> Any:
+    """A local path as is (pyarrow opens it), else an open file of the storage URI."""
+    if is_local(where):
+        return str(local_path(where))
+    from memberwise.kit.storage import Storage
+
+    return Storage().fs(where).open(where, mode)
+
+
+def _ints(table: pa.Table, name: str, fill: int) -> np.ndarray[Any, Any]:
+    return np.asarray(
+        table.column(name).fill_null(fill).to_numpy(zero_copy_only=False), dtype=np.int64
+    )
+
+
+def evaluate_batch(program: Program, table: pa.Table, as_of: Any) -> pa.Table:
+    """One batch of members' ``tiers.parquet`` rows: ``table`` is their inputs
+    (:func:`.stage.member_inputs_expr`) with the stored-state columns (:data:`STATE_COLUMNS`,
+    absent ones read as "no tier" / "no date") and the points metrics. The same rules as
+    :func:`.stage.current_state`: a stored tier the program no longer has is evaluated afresh."""
+    n = table.num_rows
+    names = pa.array([t.name for t in program.tiers], pa.string())
+    if "stored_tier" in table.column_names:
+        index = _positions(table.column("stored_tier").combine_chunks(), names)
+        keep = index >= 0
+        sources = np.array(table.column("stored_source").to_pylist(), dtype=object)
+        source = np.full(n, "auto", dtype=object)
+        source[keep] = sources[keep]
+        state = TierState(
+            tier=np.where(keep, index, NONE).astype(np.int64),
+            source=source,
+            since=np.where(keep, _ints(table, "stored_since", NONE), NONE).astype(np.int64),
+            until=np.where(keep, _ints(table, "stored_until", NONE), NONE).astype(np.int64),
+        )
+    else:
+        state = TierState(
+            tier=np.full(n, NONE, dtype=np.int64),
+            source=np.full(n, "auto", dtype=object),
+            since=np.full(n, NONE, dtype=np.int64),
+            until=np.full(n, NONE, dtype=np.int64),
+        )
+    if "joined_us" in table.column_names:
+        joins = _ints(table, "joined_us", NONE)
+    else:
+        joins = np.full(n, NONE, dtype=np.int64)
+    metrics = point_metrics(program)
+    points = {m: _ints(table, m, 0) for m in metrics}
+    dropped = [c for c in (*STATE_COLUMNS, *metrics) if c in table.column_names]
+    rows, _ = evaluate_rows(program, table.drop_columns(dropped), state, joins, points, as_of)
+    return rows
+
+
+def with_state(
+    con: ibis.BaseBackend,
+    inputs: ir.Table,
+    files: dict[str, str],
+    points: str | None,
+) -> ir.Table:
+    """The inputs with each member's stored state (and points) joined from the exported
+    files; a member without a stored tier has null state columns."""
+    out = inputs
+    paths = [files[k] for k in ("state", "joined") if k in files]
+    for path in [*paths, *([points] if points is not None else [])]:
+        right = read_parquet(con, [path]).rename(_state_key="member_id")
+        out = out.left_join(right, out.member_id == right._state_key).drop("_state_key")
+    return out
+
+
+def since_table(con: ibis.BaseBackend, program: Program, state: str) -> ir.Table:
+    """(member_id, since) of the stored tiers the program has, for spend since a change (a
+    member absent from it counts all their spend, as a null ``since`` does)."""
+    stored = read_parquet(con, [state])
+    names = [t.name for t in program.tiers]
+    kept = stored.filter(stored.stored_tier.isin(names))
+    return kept.select(
+        "member_id", since=kept.stored_since.as_timestamp("us").cast("timestamp('UTC')")
+    )
+
+
+def stage_on_spark(ctx: BuildContext) -> int:
+    """The ``tiers`` stage when the engine is Spark: ``tiers.parquet`` written by the
+    executors, the summary from aggregates, ``invitations.parquet`` from the chosen few."""
+    program, con = ctx.program, ctx.con
+    as_of = ctx.result.as_of
+    folder = ctx.scratch("_work_tiers")
+    try:
+        files = export_state(ctx.runtime.engine, program, folder)
+        points = export_points(ctx.runtime.engine, program, files["state"], folder, as_of)
+        since = (
+            since_table(con, program, files["state"]) if needs_spend_since_change(program) else None
+        )
+        inputs = member_inputs_expr(
+            ctx.table("profiles.parquet"),
+            _events_if_needed(ctx.runtime, con, program),
+            program,
+            as_of=as_of,
+            since=since,
+        )
+        frame = sparkframes.to_spark(con, with_state(con, inputs, files, points))
+
+        def evaluate(batches: Any) -> Any:
+            for batch in batches:
+                if batch.num_rows:
+                    yield from evaluate_batch(
+                        program, pa.Table.from_batches([batch]), as_of
+                    ).to_batches()
+
+        evaluated = frame.mapInArrow(evaluate, TIERS_DDL)
+        ctx.progress("tiers", 1, 3)
+        written = write_parquet(
+            con, sparkframes.from_spark(con, evaluated), ctx.path("tiers.parquet")
+        )
+        ctx.progress("tiers", 2, 3)
+        section = summary_of(con, program, ctx.path("tiers.parquet"))
+        chosen = invitations.INVITATIONS_SCHEMA.empty_table()
+        if program.black_card is not None:
+            chosen, section["invitations"] = choose_on_spark(
+                ctx.runtime.engine, program, sparkframes.to_spark(con, inputs)
+            )
+        _write(ctx.path("invitations.parquet"), chosen)
+    finally:
+        ctx.drop_scratch(folder)
+    ctx.meta.setdefault("sections", {})["tiers"] = section
+    ctx.progress("tiers", 3, 3)
+    return written
+
+
+def summary_of(con: ibis.BaseBackend, program: Program, tiers: Path) -> dict[str, Any]:
+    """Transitions, change counts and notices, aggregated by Spark from the written
+    ``tiers.parquet`` (one row per (from, to, change, notice) comes back)."""
+    from pyspark.sql import functions as F  # noqa: N812  (the usual name)
+
+    frame = sparkframes.to_spark(con, read_parquet(con, [tiers]))
+    noticed = F.get_json_object("details", "$.notice.to").isNotNull()
+    counted = frame.groupBy("from_tier", "tier", "change", noticed.alias("noticed")).count()
+    names = [t.name for t in program.tiers]
+    label = {name: i for i, name in enumerate(names)}
+    matrix = np.zeros((len(names) + 1, len(names) + 1), dtype=np.int64)
+    changes: dict[int, int] = {}
+    notices = 0
+    kinds = {name: k for k, name in enumerate(("kept", "initial", "upgrade", "downgrade"))}
+    kinds["renewed"] = 4
+    for row in counted.collect():
+        before = len(names) if row["from_tier"] is None else label[row["from_tier"]]
+        matrix[before, label[row["tier"]]] += row["count"]
+        code = kinds[row["change"]]
+        changes[code] = changes.get(code, 0) + row["count"]
+        notices += row["count"] if row["noticed"] else 0
+    return {
+        "transitions": matrix_of(program, matrix),
+        "changes": change_counts(changes),
+        "notices": notices,
+    }
+
+
+def _number(column: Any) -> Any:
+    """A ranking field as NumPy's ``nan_to_num(float(x))`` sees it (null and NaN: 0)."""
+    from pyspark.sql import functions as F  # noqa: N812  (the usual name)
+
+    value = column.cast("double")
+    return (
+        F.when(value.isNull() | F.isnan(value), F.lit(0.0))
+        .when(value == float("inf"), F.lit(sys.float_info.max))
+        .when(value == float("-inf"), F.lit(-sys.float_info.max))
+        .otherwise(value)
+    )
+
+
+def choose_on_spark(
+    engine: Engine, program: Program, inputs: Any
+) -> tuple[pa.Table, dict[str, Any]]:
+    """:func:`.invitations.choose` on the cluster: the same quota, percentiles, composite and
+    order; only the chosen members (at most the free slots) are collected."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F  # noqa: N812  (the usual name)
+
+    card = program.black_card
+    assert card is not None
+    now = utcnow()
+    with engine.connect() as conn:
+        taken = membership_service.taken_slots(conn, program, now)
+        blocked = membership_service.blocked_members(conn, program, now)
+    eligible_flag = F.coalesce(F.col("bc_eligible"), F.lit(False))
+    totals = inputs.agg(
+        F.sum(F.coalesce(F.col("bc_active"), F.lit(False)).cast("long")).alias("active"),
+        F.sum(eligible_flag.cast("long")).alias("eligible"),
+    ).collect()[0]
+    active, eligible = int(totals["active"] or 0), int(totals["eligible"] or 0)
+    limit = invitations.quota(card, active)
+    slots = max(0, limit - taken)
+    summary: dict[str, Any] = {
+        "active_members": active,
+        "eligible": eligible,
+        "quota": limit,
+        "taken": taken,
+        "slots": slots,
+    }
+    if eligible == 0 or slots == 0:
+        summary["invited"] = 0
+        return invitations.INVITATIONS_SCHEMA.empty_table(), summary
+    ranked = inputs.where(eligible_flag).select(
+        "member_id", *[_number(F.col(c.field)).alias(f"_v{i}") for i, c in enumerate(card.ranking)]
+    )
+    total_weight = sum(c.weight for c in card.ranking)
+    composite = None
+    for i, c in enumerate(card.ranking):
+        # The eligible members' average rank (ties share it), as pyarrow's min/max ranks give.
+        low = F.rank().over(Window.orderBy(f"_v{i}"))
+        ties = F.count(F.lit(1)).over(Window.partitionBy(f"_v{i}"))
+        ranked = ranked.withColumn(f"_p{i}", ((low + (low + ties - 1)) / 2.0) / F.lit(eligible))
+        part = F.lit(c.weight) * F.col(f"_p{i}") / F.lit(total_weight)
+        composite = part if composite is None else composite + part
+    ranked = ranked.withColumn("_composite", composite)
+    excluded = sorted(set(card.exclude) | set(blocked))
+    if excluded:
+        session = inputs.sparkSession
+        ranked = ranked.join(
+            session.createDataFrame([(m,) for m in excluded], "member_id string"),
+            "member_id",
+            "left_anti",
+        )
+    best = (
+        ranked.orderBy(F.bround("_composite", 12).desc(), F.col("member_id").asc())
+        .limit(slots)
+        .collect()
+    )
+    picked = [
+        invitations.Pick(
+            row["member_id"],
+            float(row["_composite"]),
+            {c.field: float(row[f"_v{i}"]) for i, c in enumerate(card.ranking)},
+            {c.field: float(row[f"_p{i}"]) for i, c in enumerate(card.ranking)},
+        )
+        for row in best
+    ]
+    return invitations.invitations_table(card, picked, summary), summary
