@@ -487,6 +487,28 @@ class EventLake:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def remove_where(self, where: str, params: Sequence[Any] = ()) -> RemoveResult:
+        """Rewrite every file holding rows that match ``where`` (DuckDB SQL over LAKE_SCHEMA
+        columns, ``?`` parameters) without them; used to forget a member."""
+        return _remove_local(self, where, params)
+
+    def drop(self, days: Sequence[date]) -> RemoveResult:
+        """Delete whole day partitions (retention)."""
+        return _drop_local(self, days)
+
+    def collect_garbage(self, *, older_than_seconds: float = STALE_TEMP_SECONDS) -> list[str]:
+        """Delete writes that never finished: dot-named temp files older than
+        ``older_than_seconds`` (a local lake renames, so nothing else is ever unlisted)."""
+        cutoff = time.time() - older_than_seconds
+        deleted = []
+        for day in self.partitions():
+            for path in sorted(self.partition_dir(day).glob(".tmp-*")):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        deleted.append(str(path))
+        return deleted
+
     def stats(self) -> LakeStats:
         """Partitions, visible files, stored rows (copies included), bytes, uncommitted files."""
         files = self.files()
@@ -534,6 +556,17 @@ class RemoveResult:
 
 
 def remove_rows(lake: EventLake, where: str, params: Sequence[Any] = ()) -> RemoveResult:
+    """Remove the lake's rows matching ``where`` (:meth:`EventLake.remove_where`: in place on
+    a local lake, by manifest and garbage collection on an object store)."""
+    return lake.remove_where(where, params)
+
+
+def drop_days(lake: EventLake, days: Sequence[date]) -> RemoveResult:
+    """Delete the lake's day partitions ``days`` (:meth:`EventLake.drop`)."""
+    return lake.drop(days)
+
+
+def _remove_local(lake: EventLake, where: str, params: Sequence[Any] = ()) -> RemoveResult:
     """Rewrite every visible lake file holding rows that match ``where`` (DuckDB SQL over the
     LAKE_SCHEMA columns, with ``?`` parameters) without those rows; used to forget a member.
 
@@ -577,7 +610,7 @@ def remove_rows(lake: EventLake, where: str, params: Sequence[Any] = ()) -> Remo
     return RemoveResult(rewritten, removed)
 
 
-def drop_days(lake: EventLake, days: Sequence[date]) -> RemoveResult:
+def _drop_local(lake: EventLake, days: Sequence[date]) -> RemoveResult:
     """Delete the day partitions ``days`` (retention); returns files deleted and rows in them.
 
     Serialized with compaction and :func:`remove_rows` by their lock. Each file's unlink is
