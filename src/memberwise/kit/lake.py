@@ -290,6 +290,15 @@ class EventLake:
                 )
         return sorted(found)
 
+    def signatures(self) -> list[str]:
+        """One line per visible data file (name relative to the root, size, mtime): what
+        changes whenever the lake's content may have (for "has anything changed" checks)."""
+        lines = []
+        for path in self.files():
+            stat = path.stat()
+            lines.append(f"{path.relative_to(self.root)}|{stat.st_size}|{stat.st_mtime_ns}")
+        return lines
+
     def is_committed(self, path: Path) -> bool:
         """False for a bulk ingest's file whose ingest has not finished (see bulk ingest)."""
         match = BULK_FILE.match(path.name)

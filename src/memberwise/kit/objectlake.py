@@ -130,6 +130,11 @@ class ObjectLake(EventLake):
             found.extend(self.storage.committed(self.day_uri(day)) or [])
         return sorted(found)
 
+    def signatures(self) -> list[str]:
+        """The committed files' names relative to the lake: every write and rewrite here
+        makes new names, so the names alone say whether the content may have changed."""
+        return [u.removeprefix(self.uri + "/") for u in self.uris()]
+
     def uri_plan(self) -> tuple[list[str], list[list[str]]]:
         """(files read as they are, groups to deduplicate together): a day of one file is
         read plainly, a day of several files is deduplicated (no overlap record is kept on
