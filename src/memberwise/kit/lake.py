@@ -290,6 +290,11 @@ class EventLake:
                 )
         return sorted(found)
 
+    def data_files(self, partitions: Sequence[date] | None = None) -> list[str]:
+        """The visible data files of the given days as strings DuckDB reads on a connection
+        from :meth:`connect` (local paths here, URIs on an object store)."""
+        return [str(p) for p in self.files(partitions)]
+
     def signatures(self) -> list[str]:
         """One line per visible data file (name relative to the root, size, mtime): what
         changes whenever the lake's content may have (for "has anything changed" checks)."""
@@ -380,6 +385,18 @@ class EventLake:
             for group in overlapping
         ]
         return "\nUNION ALL\n".join(f"({part})" for part in parts)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A new DuckDB connection in UTC that can read this lake's files (an object-store
+        lake registers its file system on it): run :meth:`events_sql` on it."""
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        self.register(con)
+        return con
+
+    def register(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Let ``con`` read this lake's files (nothing to do for local files)."""
+        return None
 
     def events_relation(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
         """The deduplicated events as a DuckDB relation (set the connection's TimeZone to UTC

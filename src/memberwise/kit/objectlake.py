@@ -130,6 +130,9 @@ class ObjectLake(EventLake):
             found.extend(self.storage.committed(self.day_uri(day)) or [])
         return sorted(found)
 
+    def data_files(self, partitions: Sequence[date] | None = None) -> list[str]:
+        return self.uris(partitions)
+
     def signatures(self) -> list[str]:
         """The committed files' names relative to the lake: every write and rewrite here
         makes new names, so the names alone say whether the content may have changed."""
