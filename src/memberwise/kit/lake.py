@@ -522,6 +522,12 @@ class EventLake:
         """Delete whole day partitions (retention)."""
         return _drop_local(self, days)
 
+    def scrub_beside(self, member_ids: Sequence[str]) -> int:
+        """Rewrite the data files kept beside the lake on its store (builds, models) without
+        the rows of ``member_ids``; the files rewritten. Nothing here: beside a local lake is
+        the home directory, which erasure walks itself."""
+        return 0
+
     def collect_garbage(self, *, older_than_seconds: float = STALE_TEMP_SECONDS) -> list[str]:
         """Delete writes that never finished: dot-named temp files older than
         ``older_than_seconds`` (a local lake renames, so nothing else is ever unlisted)."""

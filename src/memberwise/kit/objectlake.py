@@ -342,6 +342,12 @@ class ObjectLake(EventLake):
                 self.storage.delete(uri)
         return RemoveResult(files, rows)
 
+    def scrub_beside(self, member_ids: Sequence[str]) -> int:
+        """Rewrite every Parquet object under the storage root but the lake (the builds and
+        their models, scratch) without the rows of ``member_ids``."""
+        root = posixpath.dirname(self.uri)
+        return self.storage.scrub_parquet(root, member_ids, skip=[self.uri])
+
     def collect_garbage(self, *, older_than_seconds: float = STALE_TEMP_SECONDS) -> list[str]:
         """Delete every object of the lake's days that no commit record lists (a crashed
         writer's files older than ``older_than_seconds``, files a rewrite unlisted before a

@@ -355,6 +355,48 @@ class Storage:
         with self.fs(uri).open(files[0], "rb") as handle:
             return pq.ParquetFile(handle).schema_arrow
 
+    def scrub_parquet(
+        self, root: str, member_ids: Sequence[str], *, skip: Sequence[str] = ()
+    ) -> int:
+        """Rewrite every Parquet object under ``root`` (but not under ``skip``) that holds rows
+        of ``member_ids`` in a ``member_id`` or ``*_member_id`` column, without those rows,
+        each by one PUT under its own name (build artifacts: listed by name in their manifest,
+        so they stay committed). Returns the objects rewritten. Erasure's counterpart of a
+        walk of the home directory, for what lives on an object store."""
+        import pyarrow.compute as pc
+
+        fs = self.fs(root)
+        fs.invalidate_cache()
+        base = root.split("://", 1)[-1].rstrip("/")
+        scheme = scheme_of(root)
+        skipped = [s.split("://", 1)[-1].rstrip("/") + "/" for s in skip]
+        values = pa.array(sorted(set(member_ids)), pa.string())
+        changed = 0
+        try:
+            found = sorted(fs.find(base))
+        except FileNotFoundError:
+            return 0
+        for path in found:
+            if not path.endswith(".parquet") or any(path.startswith(s) for s in skipped):
+                continue
+            uri = f"{scheme}://{path}"
+            with fs.open(uri, "rb") as handle:
+                table = pq.read_table(handle)
+            keep = None
+            for name in table.column_names:
+                column = table.column(name)
+                wanted = name == "member_id" or name.endswith("_member_id")
+                if not wanted or not pa.types.is_string(column.type):
+                    continue
+                hit = pc.fill_null(pc.is_in(column, value_set=values), False)
+                keep = pc.invert(hit) if keep is None else pc.and_(keep, pc.invert(hit))
+            if keep is None or pc.all(keep).as_py():
+                continue
+            with fs.open(uri, "wb") as handle:
+                pq.write_table(table.filter(keep), handle, compression="zstd")
+            changed += 1
+        return changed
+
     def register(self, duckdb_con: Any, uris: Sequence[str | Path]) -> None:
         """Let a DuckDB connection read ``uris`` of remote schemes through fsspec (DuckDB's own
         S3 reader is an extension fetched from the internet, which these machines lack)."""
