@@ -186,7 +186,7 @@ class BuildStore:
     def has(self, build_id: str, name: str) -> bool:
         """True when the committed build holds the artifact ``name`` (a file or a folder)."""
         if self.uri is None:
-            return (self.local / build_id / name).exists()
+            return not _hidden(Path(name).parts) and (self.local / build_id / name).exists()
         return any(f == name or f.startswith(f"{name}/") for f in self.files(build_id))
 
     def manifest(self, build_id: str) -> dict[str, Any]:

@@ -5,17 +5,21 @@ profiles equal a build's over the same events on the local disk."""
 from __future__ import annotations
 
 import copy
+import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from memberwise.app import create_app
+from memberwise.builds import STALE_BUILD_SECONDS, BuildStore
 from memberwise.cli import app
 from memberwise.config import Settings
 from memberwise.events.bulk import ingest_paths
@@ -197,3 +201,105 @@ def test_ingest_build_serve_erase_compact_on_s3_equal_the_local_disk_run(
                 if named and "1" in table.column(column).to_pylist():
                     holders.append(name)
     assert holders == []
+
+
+# -- where builds live: committed by manifest on an object store, by build.json locally ----------
+
+
+def _working_copy(root: Path, build_id: str, *, finished: bool = True) -> Path:
+    """A build's working copy as the stages leave it (with build.json once finished)."""
+    directory = root / build_id
+    (directory / "models").mkdir(parents=True)
+    pq.write_table(pa.table({"member_id": ["m1", "m2"]}), directory / "profiles.parquet")
+    (directory / "models" / "churn.txt").write_text("tree\n")
+    (directory / "_work").mkdir()
+    (directory / "_work" / "scratch.parquet").write_bytes(b"scratch")
+    if finished:
+        (directory / "build.json").write_text(json.dumps({"build_id": build_id}))
+    return directory
+
+
+def _stores(remote: Storage, tmp_path: Path) -> list[BuildStore]:
+    """Builds on the local disk, and on S3 (with their own local working folder)."""
+    uri = f"s3://{BUCKET}/stores-{tmp_path.name}"
+    return [
+        BuildStore(tmp_path / "local" / "builds", None, Storage()),
+        BuildStore(tmp_path / "remote" / "builds", uri, remote),
+    ]
+
+
+def test_a_build_is_seen_only_once_committed_and_a_killed_one_never(
+    s3: Storage,  # noqa: F811  (the imported fixture)
+    tmp_path: Path,
+) -> None:
+    for store in _stores(s3, tmp_path):
+        old, killed = "20260301T000000Z-aaaaaa", "20260302T000000Z-bbbbbb"
+        store.commit(_working_copy(store.local, old))
+        # Killed before its build.json (locally) or its manifest (on S3): its files may be
+        # there, but no reader sees it.
+        copy_ = _working_copy(store.local, killed, finished=False)
+        if store.remote:
+            s3.fs(str(store.uri)).put_file(
+                str(copy_ / "profiles.parquet"), f"{store.uri}/{killed}/profiles.parquet"
+            )
+        assert store.committed() == [old]
+        assert store.latest(["profiles.parquet"]) == old
+        assert store.latest(["tiers.parquet"]) is None
+        assert store.files(old) == ["build.json", "models/churn.txt", "profiles.parquet"]
+        assert store.has(old, "models") and not store.has(old, "_work")
+        assert store.manifest(old) == {"build_id": old}
+        # --only stages get an earlier build's artifact: linked locally, downloaded from S3.
+        target = tmp_path / f"linked-{store.remote}"
+        target.mkdir()
+        store.copy_artifact(old, "models", target / "models")
+        assert (target / "models" / "churn.txt").read_text() == "tree\n"
+        store.mark_published(old)
+        assert store.published() == old
+        # A day later the killed build is a leftover: pruning deletes it, keeps the published.
+        gone = store.prune(0, now=_started_at(killed) + STALE_BUILD_SECONDS + 1)
+        assert gone == [killed]
+        assert store.committed() == [old] and not (store.local / killed).exists()
+        if store.remote:
+            assert not s3.exists(f"{store.uri}/{killed}")
+
+
+def test_a_checkout_downloads_a_committed_build_once_and_again_after_a_new_commit(
+    s3: Storage,  # noqa: F811  (the imported fixture)
+    tmp_path: Path,
+) -> None:
+    store = _stores(s3, tmp_path)[1]
+    build_id = "20260301T000000Z-cccccc"
+    store.commit(_working_copy(tmp_path / "elsewhere", build_id))  # another machine's build
+    directory = store.checkout(build_id, ["profiles.parquet"])
+    assert directory == store.local / build_id
+    assert sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) == [
+        "build.json",
+        "profiles.parquet",
+    ]
+    assert pq.read_table(directory / "profiles.parquet").num_rows == 2
+    # A re-commit (the build published: build.json rewritten) uploads only what changed, and
+    # the next checkout fetches anew.
+    working = tmp_path / "elsewhere" / build_id
+    (working / "build.json").write_text(json.dumps({"build_id": build_id, "status": "x"}))
+    store.commit(working)
+    assert json.loads((store.checkout(build_id, []) / "build.json").read_text())["status"] == "x"
+
+
+def test_builds_live_under_the_storage_uri(settings: Settings, tmp_path: Path) -> None:
+    local = Runtime.open(settings)
+    remote = Runtime.open(
+        settings.model_copy(update={"storage_uri": "s3://bucket/prod/", "storage_options": {}})
+    )
+    try:
+        assert BuildStore.of(local).uri is None
+        assert BuildStore.of(local).local == settings.home / "warehouse" / "builds"
+        assert BuildStore.of(remote).uri == "s3://bucket/prod/builds"
+        assert BuildStore.of(remote).location("b1") == "s3://bucket/prod/builds/b1"
+    finally:
+        local.close()
+        remote.close()
+
+
+def _started_at(build_id: str) -> float:
+    moment = datetime.strptime(build_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ")
+    return moment.replace(tzinfo=UTC).timestamp()
