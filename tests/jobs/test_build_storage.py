@@ -23,6 +23,7 @@ from memberwise.builds import STALE_BUILD_SECONDS, BuildStore
 from memberwise.cli import app
 from memberwise.config import Settings
 from memberwise.events.bulk import ingest_paths
+from memberwise.jobs import build
 from memberwise.jobs.build import run_build
 from memberwise.kit.db import transaction
 from memberwise.kit.objectlake import ObjectLake
@@ -303,3 +304,43 @@ def test_builds_live_under_the_storage_uri(settings: Settings, tmp_path: Path) -
 def _started_at(build_id: str) -> float:
     moment = datetime.strptime(build_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ")
     return moment.replace(tzinfo=UTC).timestamp()
+
+
+def test_a_build_on_s3_reads_inputs_from_the_store_and_a_failed_one_is_never_committed(
+    settings: Settings,
+    s3: Storage,  # noqa: F811  (the imported fixture)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    remote = Runtime.open(
+        settings.model_copy(
+            update={
+                "storage_uri": f"s3://{BUCKET}/inputs-{tmp_path.name}",
+                "storage_options": s3.options,
+            }
+        )
+    )
+    try:
+        ingest_paths([TAOBAO], remote.lake, fmt="taobao", deadletter_dir=tmp_path / "dead")
+        store = BuildStore.of(remote)
+        first = run_build(remote, PROGRAM, only=["profiles"], as_of=AS_OF)
+        assert store.committed() == [first.build_id]
+        # Another machine: no local copy of the first build; `--only tags` downloads profiles.
+        shutil.rmtree(store.local)
+        second = run_build(remote, PROGRAM, only=["tags"])
+        assert second.as_of == AS_OF  # (the reused profiles' clock, from the stored build.json)
+        assert store.files(second.build_id) == ["build.json", "profiles.parquet", "tags.parquet"]
+        tags = store.storage.read_table(f"{store.location(second.build_id)}/tags.parquet")
+        assert tags.num_rows == pq.read_table(second.directory / "tags.parquet").num_rows > 0
+
+        def killed(ctx: object) -> int:
+            raise RuntimeError("killed")
+
+        monkeypatch.setitem(build.RUNNERS, "tags", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            run_build(remote, PROGRAM, only=["profiles", "tags"], as_of=AS_OF)
+        assert store.committed() == [second.build_id, first.build_id]
+        assert [p.name for p in store.local.iterdir() if p.is_dir()] == [second.build_id]
+        assert store.storage.listdir(str(store.uri)) == sorted([first.build_id, second.build_id])
+    finally:
+        remote.close()
