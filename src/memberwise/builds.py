@@ -3,14 +3,30 @@
 It sits below every domain that contributes a stage (profiles, predict, membership, recommend,
 ...) and below ``jobs``, which runs the stages in order: a stage imports this module, never
 ``memberwise.jobs``, so the pipeline and its stages depend on each other in one direction.
+
+Where builds live (:class:`BuildStore`): under the storage URI's ``builds/`` folder. On a local
+disk (the default, ``file://``) that is ``HOME/warehouse/builds/<build_id>/`` as it always was:
+stages write their artifacts in place (each file by temp name and rename) and ``build.json``,
+written last by an atomic rename, is what makes a directory a build. On an object store
+(``s3://``) stages still write a local working copy (same code, same speed), then
+:meth:`BuildStore.commit` uploads its files to ``<storage>/builds/<build_id>/`` and PUTs
+``_manifest.json`` last, listing them: readers trust only a build with a manifest, so a build
+killed before it (or during the upload) is invisible, and pruning deletes its objects later.
+The models a build fits (``models/``, ``recommender/``) are files of the build, so they live
+and go with it. ``_published.json`` at the builds root names the build published last.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +34,7 @@ import ibis
 import ibis.expr.types as ir
 
 from memberwise.config import Engine
-from memberwise.kit.storage import is_local, join
+from memberwise.kit.storage import MANIFEST, Storage, is_local, join, replace_directory
 from memberwise.kit.warehouse import read_parquet, storage_of
 from memberwise.program.schemas import Program
 from memberwise.runtime import Runtime
@@ -89,6 +105,8 @@ class BuildContext:
 
 
 def builds_root(runtime: Runtime) -> Path:
+    """The local builds folder: the builds themselves on a local disk, their working copies
+    (and a cache of downloaded ones) when builds live on an object store."""
     return runtime.settings.home / "warehouse" / "builds"
 
 
@@ -98,3 +116,271 @@ def previous_builds(root: Path) -> list[Path]:
         return []
     found = [p for p in root.iterdir() if p.is_dir() and (p / "build.json").exists()]
     return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+#: What makes a local build directory a build (written last, by rename).
+BUILD_JSON = "build.json"
+#: The builds root's record of the build published last (``{"build_id": ..., "at": ...}``).
+PUBLISHED = "_published.json"
+#: A working copy's record of what was uploaded (relative path -> [size, mtime_ns]).
+UPLOADED = ".uploaded.json"
+#: An uncommitted build older than this is a killed build's leftover, which pruning deletes.
+STALE_BUILD_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class BuildStore:
+    """The builds of a home: ``local`` is the local builds folder; ``uri`` the builds root on
+    an object store, or None when builds live on the local disk (then ``local`` is it)."""
+
+    local: Path
+    uri: str | None
+    storage: Storage
+
+    @classmethod
+    def of(cls, runtime: Runtime) -> BuildStore:
+        """The builds under ``runtime``'s storage URI."""
+        settings = runtime.settings
+        root = settings.storage_root
+        uri = None if is_local(root) else str(join(root, "builds"))
+        return cls(builds_root(runtime), uri, Storage(dict(settings.storage_options)))
+
+    @property
+    def remote(self) -> bool:
+        return self.uri is not None
+
+    def location(self, build_id: str) -> Path | str:
+        """Where the committed build lives (a local path, or a URI)."""
+        return self.local / build_id if self.uri is None else str(join(self.uri, build_id))
+
+    # -- listing -------------------------------------------------------------------------------
+
+    def committed(self) -> list[str]:
+        """Ids of the committed builds, newest first."""
+        if self.uri is None:
+            return [p.name for p in previous_builds(self.local)]
+        found = [
+            name
+            for name in self.storage.listdir(self.uri)
+            if not name.startswith(("_", ".")) and self.storage.exists(self._manifest_uri(name))
+        ]
+        return sorted(found, reverse=True)
+
+    def is_committed(self, build_id: str) -> bool:
+        if self.uri is None:
+            return (self.local / build_id / BUILD_JSON).exists()
+        return self.storage.exists(self._manifest_uri(build_id))
+
+    def files(self, build_id: str) -> list[str]:
+        """The committed build's files, relative to it (``a.parquet``, ``models/churn.txt``)."""
+        if self.uri is None:
+            directory = self.local / build_id
+            return sorted(
+                str(p.relative_to(directory))
+                for p in directory.rglob("*")
+                if p.is_file() and not _hidden(p.relative_to(directory).parts)
+            )
+        body = json.loads(self.storage.read_bytes(self._manifest_uri(build_id)))
+        return list(body["files"])
+
+    def has(self, build_id: str, name: str) -> bool:
+        """True when the committed build holds the artifact ``name`` (a file or a folder)."""
+        if self.uri is None:
+            return not _hidden(Path(name).parts) and (self.local / build_id / name).exists()
+        return any(f == name or f.startswith(f"{name}/") for f in self.files(build_id))
+
+    def manifest(self, build_id: str) -> dict[str, Any]:
+        """The committed build's ``build.json``."""
+        if self.uri is None:
+            loaded: dict[str, Any] = json.loads((self.local / build_id / BUILD_JSON).read_text())
+            return loaded
+        remote: dict[str, Any] = json.loads(
+            self.storage.read_bytes(join(self.uri, build_id, BUILD_JSON))
+        )
+        return remote
+
+    def latest(self, needs: Sequence[str] = ()) -> str | None:
+        """The newest committed build holding every artifact of ``needs``."""
+        return next(
+            (b for b in self.committed() if all(self.has(b, n) for n in needs)),
+            None,
+        )
+
+    # -- reading into a local directory ----------------------------------------------------------
+
+    def copy_artifact(self, build_id: str, name: str, target: Path) -> None:
+        """Put the committed build's artifact ``name`` (a file or a folder) at ``target``:
+        hard links on a local disk (builds share unchanged files), downloads otherwise (to a
+        temp name, renamed into place)."""
+        if self.uri is None:
+            source = self.local / build_id / name
+            if source.is_dir():  # a Spark-written artifact: link its files one by one
+                shutil.copytree(source, target, copy_function=link_or_copy)
+            else:
+                link_or_copy(source, target)
+            return
+        files = [f for f in self.files(build_id) if f == name or f.startswith(f"{name}/")]
+        if not files:
+            raise FileNotFoundError(f"build {build_id} has no {name}")
+        tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+        fs = self.storage.fs(self.uri)
+        for relative in files:
+            inner = relative[len(name) :].lstrip("/")
+            local = tmp / inner if inner else tmp
+            local.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(str(join(self.uri, build_id, relative)), str(local))
+        replace_directory(tmp, target)
+
+    def checkout(self, build_id: str, needs: Sequence[str] | None = None) -> Path:
+        """A local directory holding the committed build (only ``needs`` and ``build.json``
+        when given): the build itself on a local disk, a cached download otherwise (fetched
+        again when the build was committed anew since)."""
+        directory = self.local / build_id
+        if self.uri is None:
+            return directory
+        stamp = self.storage.read_bytes(self._manifest_uri(build_id))
+        marker = directory / ".checkout.json"
+        fetched: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            fetched = json.loads(marker.read_text())
+        if fetched.get("manifest") != stamp.decode():
+            fetched = {"manifest": stamp.decode(), "names": []}
+        names = [BUILD_JSON, *(needs if needs is not None else self._top_names(build_id))]
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in dict.fromkeys(names):
+            if name in fetched["names"] and (directory / name).exists():
+                continue
+            self.copy_artifact(build_id, name, directory / name)
+            fetched["names"].append(name)
+        from memberwise.kit.lake import atomic_write_bytes
+
+        atomic_write_bytes(marker, json.dumps(fetched).encode())
+        return directory
+
+    def _top_names(self, build_id: str) -> list[str]:
+        return sorted({f.split("/", 1)[0] for f in self.files(build_id)})
+
+    # -- committing ------------------------------------------------------------------------------
+
+    def commit(self, directory: Path) -> None:
+        """Make the working copy ``directory`` (with its ``build.json``) the committed build of
+        its name. Local disk: nothing to do (``build.json`` was renamed in last). Object store:
+        upload the files changed since the last commit, then PUT ``_manifest.json`` listing
+        every file: the build is visible from that PUT on, whole."""
+        if self.uri is None:
+            return
+        build_id = directory.name
+        from memberwise.kit.lake import atomic_write_bytes
+
+        record = directory / UPLOADED
+        uploaded: dict[str, list[int]] = {}
+        with contextlib.suppress(OSError, ValueError):
+            uploaded = json.loads(record.read_text())
+        fs = self.storage.fs(self.uri)
+        files = []
+        for path in sorted(directory.rglob("*")):
+            relative = path.relative_to(directory)
+            if not path.is_file() or _hidden(relative.parts):
+                continue
+            name = relative.as_posix()
+            files.append(name)
+            stat = path.stat()
+            signature = [stat.st_size, stat.st_mtime_ns]
+            if uploaded.get(name) != signature:
+                fs.put_file(str(path), str(join(self.uri, build_id, name)))
+                uploaded[name] = signature
+        atomic_write_bytes(record, json.dumps(uploaded).encode())
+        self.storage.commit_directory(join(self.uri, build_id), files)
+
+    def mark_published(self, build_id: str) -> None:
+        """Record ``build_id`` as the build published last (the builds root's pointer)."""
+        body = json.dumps({"build_id": build_id, "at": datetime.now(UTC).isoformat()})
+        if self.uri is None:
+            from memberwise.kit.lake import atomic_write_bytes
+
+            self.local.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.local / PUBLISHED, body.encode())
+        else:
+            self.storage.write_bytes(join(self.uri, PUBLISHED), body.encode())
+
+    def published(self) -> str | None:
+        """The build published last, by the builds root's pointer (None before any)."""
+        try:
+            if self.uri is None:
+                raw = (self.local / PUBLISHED).read_bytes()
+            else:
+                raw = self.storage.read_bytes(join(self.uri, PUBLISHED))
+        except (FileNotFoundError, OSError):
+            return None
+        found = json.loads(raw).get("build_id")
+        return found if isinstance(found, str) else None
+
+    # -- pruning ---------------------------------------------------------------------------------
+
+    def prune(self, keep: int, *, now: float | None = None) -> list[str]:
+        """Keep the newest ``keep`` committed builds (and the published one); delete the others
+        and killed builds' leftovers (uncommitted, older than :data:`STALE_BUILD_SECONDS` by
+        their id's clock, so a build still running is never touched). Returns the ids gone."""
+        clock = time.time() if now is None else now
+        committed = self.committed()
+        kept = set(committed[:keep])
+        published = self.published()
+        if published is not None:
+            kept.add(published)
+        gone = [b for b in committed if b not in kept]
+        known = set(committed)
+        names = [p.name for p in self.local.iterdir() if p.is_dir()] if self.local.is_dir() else []
+        remote = self.storage.listdir(self.uri) if self.uri is not None else []
+        for name in sorted(set(names) | set(remote)):
+            if name in known or name.startswith(("_", ".")):
+                continue
+            started = _started(name)
+            if started is not None and clock - started > STALE_BUILD_SECONDS:
+                gone.append(name)
+        for build_id in gone:
+            if self.uri is not None:
+                # The manifest first: the build stops being one before its files go.
+                with contextlib.suppress(FileNotFoundError):
+                    self.storage.fs(self.uri).rm_file(self._manifest_uri(build_id))
+                self.storage.delete(join(self.uri, build_id))
+            shutil.rmtree(self.local / build_id, ignore_errors=True)
+        if self.uri is not None:
+            # Working copies of builds that are kept stay as a cache up to ``keep`` of them.
+            for name in names:
+                if name in known and name not in kept:
+                    shutil.rmtree(self.local / name, ignore_errors=True)
+        return sorted(gone)
+
+    def _manifest_uri(self, build_id: str) -> str:
+        assert self.uri is not None
+        return str(join(self.uri, build_id, MANIFEST))
+
+
+def latest_build(runtime: Runtime, needs: Sequence[str] = ("profiles.parquet",)) -> Path | None:
+    """A local directory of the newest committed build holding ``needs`` (downloaded when
+    builds live on an object store), or None before any such build."""
+    store = BuildStore.of(runtime)
+    build_id = store.latest(needs)
+    return None if build_id is None else store.checkout(build_id, needs)
+
+
+def link_or_copy(source: str | Path, target: str | Path) -> None:
+    """Hard-link ``source`` to ``target`` (builds share unchanged files), else copy it."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _hidden(parts: Sequence[str]) -> bool:
+    """Dot names (temp files, records of this module) and scratch are no part of a build."""
+    return any(p.startswith(".") for p in parts) or (bool(parts) and parts[0] == "_work")
+
+
+def _started(build_id: str) -> float | None:
+    """The start time a build id carries (``%Y%m%dT%H%M%SZ-xxxxxx``), None for another name."""
+    try:
+        moment = datetime.strptime(build_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC).timestamp()

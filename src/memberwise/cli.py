@@ -259,10 +259,8 @@ def _inputs_fingerprint(settings: Settings, rt: Runtime) -> str:
     changes nothing), the engine and the version."""
     digest = hashlib.sha256(f"{__version__}|{settings.engine}\n".encode())
     digest.update(current_program(settings.program_file).model_dump_json().encode())
-    for path in rt.lake.files():
-        stat = path.stat()
-        name = path.relative_to(settings.lake_root)
-        digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    for line in rt.lake.signatures():  # (local files, or the object store's committed ones)
+        digest.update(f"{line}\n".encode())
     return digest.hexdigest()
 
 
@@ -276,8 +274,9 @@ def _reusable_build(settings: Settings, rt: Runtime) -> str | None:
     build_id = stamp.get("build_id") if isinstance(stamp, dict) else None
     if not isinstance(build_id, str) or stamp.get("inputs") != _inputs_fingerprint(settings, rt):
         return None
-    directory = settings.home / "warehouse" / "builds" / build_id
-    return build_id if (directory / "build.json").exists() else None
+    from memberwise.builds import BuildStore  # (wherever builds live: disk or object store)
+
+    return build_id if BuildStore.of(rt).is_committed(build_id) else None
 
 
 def _remember_build(settings: Settings, rt: Runtime, build_id: str) -> None:

@@ -46,11 +46,7 @@ class Runtime:
         return cls(
             settings=settings,
             engine=engine,
-            lake=open_lake(
-                settings.lake_root,
-                settings.home.as_uri() if settings.lake_dir else settings.storage_root,
-                settings.storage_options,
-            ),
+            lake=lake_of(settings),
             cipher=FieldCipher(settings.pii_key_bytes),
             verifier=KeyVerifier(engine, ttl=settings.api_key_cache_seconds),
         )
@@ -65,6 +61,17 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def lake_of(settings: Settings) -> EventLake:
+    """The event lake ``settings`` name: under the storage URI (a local directory by default,
+    an :class:`~memberwise.kit.objectlake.ObjectLake` on an object store), or at
+    ``MEMBERWISE_LAKE_DIR`` when that is set."""
+    return open_lake(
+        settings.lake_root,
+        settings.home.as_uri() if settings.lake_dir else settings.storage_root,
+        settings.storage_options,
+    )
 
 
 async def get_runtime(request: Request) -> Runtime:

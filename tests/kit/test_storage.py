@@ -177,7 +177,7 @@ def test_the_lake_on_s3_reads_like_the_local_lake(s3: Storage, tmp_path: Path) -
     stats = remote.stats()
     assert (stats.partitions, stats.files, stats.rows) == (2, 3, 5)
     with pytest.raises(RemoteLakeError):
-        remote.compact()
+        remote.files()
 
 
 def test_a_bulk_ingest_publishes_its_staged_files_to_the_object_store(
@@ -220,3 +220,139 @@ def test_a_manifest_names_exactly_the_committed_files(s3: Storage) -> None:
     s3.commit_directory(out, ["attempt-1/part-0.parquet"])
     assert s3.exists(f"{out}/{MANIFEST}")
     assert s3.parquet_files(out) == [f"{out}/attempt-1/part-0.parquet"]
+
+
+# -- maintenance of the lake on an object store: new files, a manifest, then garbage collection --
+
+
+def _lakes(s3: Storage, tmp_path: Path) -> tuple[EventLake, ObjectLake]:
+    """A local lake and one on S3 with the same appends: e2 stored twice on day 1 (the first
+    copy wins), e5 alone on day 2, m-x's events on both days."""
+    local = EventLake(tmp_path / "local")
+    remote = ObjectLake(f"s3://{BUCKET}/maint/{tmp_path.name}", s3, tmp_path / "control")
+    batches = [
+        rows(["e1", "e2"], ingested=1, item="first"),
+        rows(["e2", "e3"], ingested=2, item="second"),
+        rows(["x1"], ingested=3, member_id="m-x"),
+        rows(["e5"], ingested=4, day=2),
+        rows(["x2"], ingested=5, day=2, member_id="m-x"),
+    ]
+    for batch in batches:
+        local.append(batch, prefix="api")
+        remote.append(batch, prefix="api")
+    return local, remote
+
+
+def _objects(s3: Storage, uri: str) -> list[str]:
+    """Every object under ``uri`` (relative names), listed or not."""
+    fs = s3.fs(uri)
+    fs.invalidate_cache()
+    root = uri.removeprefix("s3://")
+    return sorted(p.removeprefix(root + "/") for p in fs.find(root))
+
+
+def _member_ids_in_every_object(s3: Storage, uri: str) -> set[str]:
+    found: set[str] = set()
+    for name in _objects(s3, uri):
+        if name.endswith(".parquet"):
+            with s3.fs(uri).open(f"{uri}/{name}", "rb") as handle:
+                found.update(pq.read_table(handle, columns=["member_id"]).column(0).to_pylist())
+    return found
+
+
+def test_compaction_on_s3_commits_a_manifest_then_deletes_what_it_unlisted(
+    s3: Storage, tmp_path: Path
+) -> None:
+    local, remote = _lakes(s3, tmp_path)
+    expected = _events(local)
+    done = remote.compact()
+    assert done == local.compact()
+    assert (done.partitions, done.files_before, done.files_after) == (2, 5, 2)
+    assert (done.rows, done.duplicates_removed) == (6, 1)
+    assert _events(remote) == expected
+    day = remote.day_uri(datetime(2026, 3, 1).date())
+    # One data file and its manifest: the append records were folded in and deleted.
+    objects = _objects(s3, day)
+    assert len(objects) == 2 and objects[0] == MANIFEST
+    assert objects[1].startswith("compact-") and remote.uris([datetime(2026, 3, 1).date()]) == [
+        f"{day}/{objects[1]}"
+    ]
+    assert remote.compact().duplicates_removed == 0  # again: nothing to merge
+    assert _events(remote) == expected
+
+
+def test_an_append_after_the_rewrite_read_its_state_stays_listed(
+    s3: Storage, tmp_path: Path
+) -> None:
+    _, remote = _lakes(s3, tmp_path)
+    day = datetime(2026, 3, 1).date()
+    uri = remote.day_uri(day)
+    state = s3.commit_state(uri)
+    remote.append(rows(["late"], ingested=9), prefix="api")  # commits its own record
+    unlisted = s3.rewrite(uri, state, drop=state.files, add=[])
+    s3.delete_unlisted(uri, unlisted)
+    assert [e for e, _ in _events(remote)] == ["e5", "late", "x2"]
+
+
+def test_a_crash_after_the_manifest_leaves_only_unlisted_objects_which_gc_deletes(
+    s3: Storage, tmp_path: Path
+) -> None:
+    local, remote = _lakes(s3, tmp_path)
+    day = datetime(2026, 3, 1).date()
+    uri = remote.day_uri(day)
+    state = s3.commit_state(uri)
+    keep = [n for n in state.files if n != state.files[0]]
+    # The crash: the manifest unlisted one file and folded the records in; nothing deleted.
+    s3.rewrite(uri, state, drop=[state.files[0]], add=[])
+    before = _objects(s3, uri)
+    assert remote.uris([day]) == [f"{uri}/{n}" for n in keep]
+    # A writer that died before its commit record, just now: spared by the grace period.
+    orphan = f"{uri}/api-inflight.parquet"
+    with s3.fs(orphan).open(orphan, "wb") as handle:
+        pq.write_table(rows(["z"], ingested=9), handle)
+    collected = remote.collect_garbage()
+    gone = {c.removeprefix(uri + "/") for c in collected}
+    assert gone == {state.files[0], *(f"_commits/{n}" for n in state.present_records)}
+    assert set(before) - set(_objects(s3, uri)) == gone
+    # The in-flight file was never listed: it stays until it is older than the grace period.
+    assert "api-inflight.parquet" in _objects(s3, uri)
+    assert remote.collect_garbage() == []  # idempotent
+    assert [c.removeprefix(uri + "/") for c in remote.collect_garbage(older_than_seconds=0)] == [
+        "api-inflight.parquet"
+    ]
+    assert local.stats().files == 5  # (the local lake kept its own files)
+
+
+def test_erasure_on_s3_leaves_the_member_in_no_listed_file_and_no_object(
+    s3: Storage, tmp_path: Path
+) -> None:
+    from memberwise.kit.lake import remove_rows
+
+    local, remote = _lakes(s3, tmp_path)
+    where = "member_id IN (SELECT unnest(?::VARCHAR[]))"
+    removed = remove_rows(remote, where, [["m-x"]])
+    assert removed == remove_rows(local, where, [["m-x"]])
+    assert (removed.files_rewritten, removed.rows_removed) == (2, 2)
+    assert _events(remote) == _events(local)
+    assert [e for e, _ in _events(remote)] == ["e1", "e2", "e3", "e5"]
+    # Every listed file, then every object in the bucket under the lake.
+    listed: set[str] = set()
+    for uri in remote.uris():
+        with s3.fs(uri).open(uri, "rb") as handle:
+            listed.update(pq.read_table(handle, columns=["member_id"]).column(0).to_pylist())
+    assert "m-x" not in listed
+    assert _member_ids_in_every_object(s3, remote.uri) == {"m-e1", "m-e2", "m-e3", "m-e5"}
+    assert remove_rows(remote, where, [["m-x"]]).rows_removed == 0  # again: nothing left
+
+
+def test_retention_on_s3_drops_a_day_and_all_its_objects(s3: Storage, tmp_path: Path) -> None:
+    from memberwise.kit.lake import drop_days
+
+    local, remote = _lakes(s3, tmp_path)
+    first = datetime(2026, 3, 1).date()
+    dropped = drop_days(remote, [first])
+    assert dropped == drop_days(local, [first])
+    assert (dropped.files_rewritten, dropped.rows_removed) == (3, 5)
+    assert remote.partitions() == [datetime(2026, 3, 2).date()]
+    assert _objects(s3, remote.day_uri(first)) == []
+    assert _events(remote) == _events(local) == [("e5", "i4"), ("x2", "i5")]

@@ -44,7 +44,7 @@ def _days(lake: EventLake, start: datetime, end: datetime) -> list[date]:
 
 
 def _events_sql(lake: EventLake, days: Sequence[date]) -> str | None:
-    files = lake.files(days)
+    files = lake.data_files(days)  # (local paths, or an object store's committed URIs)
     if not files:
         return None
     listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in files)
@@ -57,10 +57,8 @@ def _events_sql(lake: EventLake, days: Sequence[date]) -> str | None:
     )
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+def _connect(lake: EventLake) -> duckdb.DuckDBPyConnection:
+    return lake.connect()  # UTC, and able to read a lake on an object store
 
 
 def abandoned(lake: EventLake, now: datetime, *, hours: float, days: int) -> list[tuple[str, str]]:
@@ -70,7 +68,7 @@ def abandoned(lake: EventLake, now: datetime, *, hours: float, days: int) -> lis
     sql = _events_sql(lake, _days(lake, start, now))
     if sql is None:
         return []
-    con = _connect()
+    con = _connect(lake)
     try:
         rows = con.execute(
             f"""
@@ -104,7 +102,7 @@ def bought(
     sql = _events_sql(lake, _days(lake, since, now))
     if sql is None:
         return set()
-    con = _connect()
+    con = _connect(lake)
     try:
         con.register("wanted", pa.table({"member_id": sorted({m for m, _ in wanted})}))
         rows = con.execute(

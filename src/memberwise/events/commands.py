@@ -15,7 +15,7 @@ from rich.table import Table
 from memberwise.config import Settings
 from memberwise.events.bulk import BulkFormat, BulkResult, ingest_paths
 from memberwise.events.bulk import Progress as IngestProgress
-from memberwise.kit.lake import EventLake
+from memberwise.runtime import lake_of
 
 lake_app = typer.Typer(help="Inspect and compact the event lake.", no_args_is_help=True)
 console = Console()
@@ -49,7 +49,7 @@ def ingest(
     from memberwise.events.bulk_hooks import member_registrar  # the operational store's side
 
     settings = Settings()
-    lake = EventLake(settings.lake_root)
+    lake = lake_of(settings)  # (on the storage URI: a local directory or an object store)
     target = deadletter or settings.home / "deadletter"
     on_members = member_registrar(settings)
     with Progress(
@@ -150,7 +150,7 @@ def compact(
     ] = None,
 ) -> None:
     """Merge each day's small files into one and drop stored duplicates (safe to interrupt)."""
-    lake = EventLake(Settings().lake_root)
+    lake = lake_of(Settings())
     days = [date.fromisoformat(d) for d in day] if day else None
     result = lake.compact(partitions=days)
     console.print(
@@ -165,10 +165,10 @@ def stats(
     json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Partitions, files, stored rows (copies included) and bytes of the lake."""
-    lake = EventLake(Settings().lake_root)
+    lake = lake_of(Settings())
     s = lake.stats()
     values = {
-        "root": str(lake.root),
+        "root": getattr(lake, "uri", str(lake.root)),
         "partitions": s.partitions,
         "files": s.files,
         "rows": s.rows,

@@ -3,9 +3,11 @@
 Each build gets a directory ``HOME/warehouse/builds/<build_id>/`` holding one artifact per
 stage (Parquet) and ``build.json`` (as-of time, engine, timings, the definitions used). A stage
 reads its inputs from the same directory; when a build runs only some stages (``--only``), the
-inputs it does not make are hard-linked from the latest earlier build that has them, so every
-build directory is complete and a published build can always be traced to its data. The last
-:data:`KEEP_BUILDS` directories are kept.
+inputs it does not make are hard-linked (or, from an object store, downloaded) from the latest
+committed build that has them, so every build is complete and a published build can always be
+traced to its data. When the storage URI is an object store, that directory is the build's
+working copy: it is committed to ``<storage>/builds/<build_id>/`` before publishing and at the
+end (:class:`~memberwise.builds.BuildStore`). The last :data:`KEEP_BUILDS` builds are kept.
 
 Stages, in order:
 
@@ -52,10 +54,11 @@ import memberwise.ledger  # noqa: F401  (registers the ledger's facts the tiers 
 from memberwise.builds import (
     BuildContext,
     BuildResult,
+    BuildStore,
     ProgressFn,
     StageResult,
     builds_root,
-    previous_builds,
+    link_or_copy,
 )
 from memberwise.config import Engine
 from memberwise.feedback import service as feedback_service
@@ -349,6 +352,9 @@ def stage_publish(ctx: BuildContext) -> int:
     """
     ctx.progress("publish", 0, len(PUBLISHERS))
     _write_manifest(ctx, status="built")
+    # The store only ever points at a committed build (on an object store: uploaded, manifest
+    # written), so a publish cut short resumes from artifacts every reader can fetch.
+    BuildStore.of(ctx.runtime).commit(ctx.directory)
     counts: dict[str, int] = {}
     # Complaints of black-card members about kept-away merchants open desk tickets: the desk
     # sits above merchants, so the build (above both) hands merchants the desk's hook.
@@ -382,15 +388,16 @@ RUNNERS: dict[str, Callable[[BuildContext], int]] = {
 }
 
 
-def _link_inputs(directory: Path, stages: Sequence[str], root: Path) -> None:
-    """Hard-link (or copy) the inputs no selected stage makes from the latest build with them."""
+def _link_inputs(directory: Path, stages: Sequence[str], store: BuildStore) -> None:
+    """Put the inputs no selected stage makes into ``directory``, from the latest committed
+    build that has them: hard links on a local disk, downloads from an object store."""
     made = {name for stage in stages for name in OUTPUTS[stage]}
     needed = [name for stage in stages for name in INPUTS[stage] if name not in made]
+    if not needed:
+        return
+    committed = [b for b in store.committed() if b != directory.name]
     for name in dict.fromkeys(needed):
-        source = next(
-            (b / name for b in previous_builds(root) if b != directory and (b / name).exists()),
-            None,
-        )
+        source = next((b for b in committed if store.has(b, name)), None)
         if source is None:
             producer = next(s for s, outs in OUTPUTS.items() if name in outs)
             raise BuildError(
@@ -398,18 +405,11 @@ def _link_inputs(directory: Path, stages: Sequence[str], root: Path) -> None:
                 "first",
                 details={"missing": name, "stage": producer},
             )
-        if source.is_dir():  # a Spark-written artifact: link its files one by one
-            shutil.copytree(source, directory / name, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(source, directory / name)
+        store.copy_artifact(source, name, directory / name)
 
 
-def _link_or_copy(source: str | Path, target: str | Path) -> None:
-    """Hard-link ``source`` to ``target`` (builds share unchanged files), else copy it."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+#: Kept for callers of the old name (it moved to :mod:`memberwise.builds`).
+_link_or_copy = link_or_copy
 
 
 def _write_manifest(ctx: BuildContext, *, status: str) -> None:
@@ -454,16 +454,10 @@ def _profile_counts(ctx: BuildContext) -> tuple[int, int]:
     return table.num_rows, int(events or 0)
 
 
-def _prune(root: Path, keep: int) -> None:
-    for old in previous_builds(root)[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _previous_manifest(root: Path, directory: Path) -> dict[str, Any] | None:
-    for build in previous_builds(root):
-        if build != directory:
-            loaded: dict[str, Any] = json.loads((build / "build.json").read_text())
-            return loaded
+def _previous_manifest(store: BuildStore, directory: Path) -> dict[str, Any] | None:
+    for build_id in store.committed():
+        if build_id != directory.name:
+            return store.manifest(build_id)
     return None
 
 
@@ -484,18 +478,20 @@ def run_build(
     stages = resolve_stages(only)
     now = datetime.now(UTC)
     clock = (as_of or now).astimezone(UTC)
-    root = builds_root(runtime)
+    store = BuildStore.of(runtime)
     build_id = new_build_id(now)
-    directory = root / build_id
+    # The build's working copy: the build itself on a local disk; uploaded and committed
+    # by :meth:`BuildStore.commit` when builds live on an object store.
+    directory = builds_root(runtime) / build_id
     directory.mkdir(parents=True)
     chosen = engine or runtime.settings.engine
     result = BuildResult(build_id=build_id, directory=directory, as_of=clock, engine=chosen)
     publishing = False
     try:
-        _link_inputs(directory, stages, root)
+        _link_inputs(directory, stages, store)
         if "profiles" not in stages:
             # Reused profiles keep the clock they were computed at.
-            before = _previous_manifest(root, directory)
+            before = _previous_manifest(store, directory)
             if before is not None:
                 result.as_of = datetime.fromisoformat(before["as_of"])
         meta: dict[str, Any] = {"started_at": now.isoformat()}
@@ -519,6 +515,9 @@ def run_build(
                 if on_stage is not None:
                     on_stage(done)
             _write_manifest(ctx, status="published" if "publish" in stages else "built")
+            store.commit(directory)
+            if "publish" in stages:
+                store.mark_published(build_id)
     except BaseException:
         # A publish cut short may have committed batches: its directory stays (build.json
         # says "built"), so `memberwise build --only publish` takes these artifacts and
@@ -526,5 +525,5 @@ def run_build(
         if not publishing:
             shutil.rmtree(directory, ignore_errors=True)
         raise
-    _prune(root, KEEP_BUILDS)
+    store.prune(KEEP_BUILDS)
     return result

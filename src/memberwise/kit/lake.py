@@ -290,6 +290,20 @@ class EventLake:
                 )
         return sorted(found)
 
+    def data_files(self, partitions: Sequence[date] | None = None) -> list[str]:
+        """The visible data files of the given days as strings DuckDB reads on a connection
+        from :meth:`connect` (local paths here, URIs on an object store)."""
+        return [str(p) for p in self.files(partitions)]
+
+    def signatures(self) -> list[str]:
+        """One line per visible data file (name relative to the root, size, mtime): what
+        changes whenever the lake's content may have (for "has anything changed" checks)."""
+        lines = []
+        for path in self.files():
+            stat = path.stat()
+            lines.append(f"{path.relative_to(self.root)}|{stat.st_size}|{stat.st_mtime_ns}")
+        return lines
+
     def is_committed(self, path: Path) -> bool:
         """False for a bulk ingest's file whose ingest has not finished (see bulk ingest)."""
         match = BULK_FILE.match(path.name)
@@ -371,6 +385,18 @@ class EventLake:
             for group in overlapping
         ]
         return "\nUNION ALL\n".join(f"({part})" for part in parts)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A new DuckDB connection in UTC that can read this lake's files (an object-store
+        lake registers its file system on it): run :meth:`events_sql` on it."""
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        self.register(con)
+        return con
+
+    def register(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Let ``con`` read this lake's files (nothing to do for local files)."""
+        return None
 
     def events_relation(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
         """The deduplicated events as a DuckDB relation (set the connection's TimeZone to UTC
@@ -487,6 +513,34 @@ class EventLake:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def remove_where(self, where: str, params: Sequence[Any] = ()) -> RemoveResult:
+        """Rewrite every file holding rows that match ``where`` (DuckDB SQL over LAKE_SCHEMA
+        columns, ``?`` parameters) without them; used to forget a member."""
+        return _remove_local(self, where, params)
+
+    def drop(self, days: Sequence[date]) -> RemoveResult:
+        """Delete whole day partitions (retention)."""
+        return _drop_local(self, days)
+
+    def scrub_beside(self, member_ids: Sequence[str]) -> int:
+        """Rewrite the data files kept beside the lake on its store (builds, models) without
+        the rows of ``member_ids``; the files rewritten. Nothing here: beside a local lake is
+        the home directory, which erasure walks itself."""
+        return 0
+
+    def collect_garbage(self, *, older_than_seconds: float = STALE_TEMP_SECONDS) -> list[str]:
+        """Delete writes that never finished: dot-named temp files older than
+        ``older_than_seconds`` (a local lake renames, so nothing else is ever unlisted)."""
+        cutoff = time.time() - older_than_seconds
+        deleted = []
+        for day in self.partitions():
+            for path in sorted(self.partition_dir(day).glob(".tmp-*")):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        deleted.append(str(path))
+        return deleted
+
     def stats(self) -> LakeStats:
         """Partitions, visible files, stored rows (copies included), bytes, uncommitted files."""
         files = self.files()
@@ -534,6 +588,17 @@ class RemoveResult:
 
 
 def remove_rows(lake: EventLake, where: str, params: Sequence[Any] = ()) -> RemoveResult:
+    """Remove the lake's rows matching ``where`` (:meth:`EventLake.remove_where`: in place on
+    a local lake, by manifest and garbage collection on an object store)."""
+    return lake.remove_where(where, params)
+
+
+def drop_days(lake: EventLake, days: Sequence[date]) -> RemoveResult:
+    """Delete the lake's day partitions ``days`` (:meth:`EventLake.drop`)."""
+    return lake.drop(days)
+
+
+def _remove_local(lake: EventLake, where: str, params: Sequence[Any] = ()) -> RemoveResult:
     """Rewrite every visible lake file holding rows that match ``where`` (DuckDB SQL over the
     LAKE_SCHEMA columns, with ``?`` parameters) without those rows; used to forget a member.
 
@@ -577,7 +642,7 @@ def remove_rows(lake: EventLake, where: str, params: Sequence[Any] = ()) -> Remo
     return RemoveResult(rewritten, removed)
 
 
-def drop_days(lake: EventLake, days: Sequence[date]) -> RemoveResult:
+def _drop_local(lake: EventLake, days: Sequence[date]) -> RemoveResult:
     """Delete the day partitions ``days`` (retention); returns files deleted and rows in them.
 
     Serialized with compaction and :func:`remove_rows` by their lock. Each file's unlink is

@@ -7,15 +7,18 @@ Readers trust only listed files: a crash between the PUT and the record leaves a
 reads. The API's appends and a bulk ingest's publish both go this way; the local control
 directory keeps what only one machine needs (a bulk ingest's staging and its markers).
 
-What stays on a local (or mounted) lake for now: compaction, erasure's rewrite of day files and
-retention's day drops, which replace files in place (they raise :class:`RemoteLakeError`).
+Compaction, erasure's rewrite of day files and retention's day drops cannot replace a file in
+place here: they write new files, commit a new manifest per day that lists them and unlists the
+old ones, then delete what is unlisted (see the maintenance section below, and
+docs/operations.md "Storage by URI").
 """
 
 from __future__ import annotations
 
 import posixpath
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,9 +34,11 @@ from memberwise.kit.lake import (
     PARQUET_OPTIONS,
     PARTITION_PREFIX,
     ROW_GROUP_ROWS,
+    STALE_TEMP_SECONDS,
     CompactResult,
     EventLake,
     LakeStats,
+    RemoveResult,
     _empty_sql,
     day_of,
     partition_name,
@@ -41,7 +46,7 @@ from memberwise.kit.lake import (
     utc_days,
 )
 from memberwise.kit.lake_schema import LAKE_SCHEMA
-from memberwise.kit.storage import Storage, join
+from memberwise.kit.storage import COMMITS_DIR, MANIFEST, Storage, join
 
 if TYPE_CHECKING:
     import duckdb
@@ -124,6 +129,14 @@ class ObjectLake(EventLake):
         for day in days:
             found.extend(self.storage.committed(self.day_uri(day)) or [])
         return sorted(found)
+
+    def data_files(self, partitions: Sequence[date] | None = None) -> list[str]:
+        return self.uris(partitions)
+
+    def signatures(self) -> list[str]:
+        """The committed files' names relative to the lake: every write and rewrite here
+        makes new names, so the names alone say whether the content may have changed."""
+        return [u.removeprefix(self.uri + "/") for u in self.uris()]
 
     def uri_plan(self) -> tuple[list[str], list[list[str]]]:
         """(files read as they are, groups to deduplicate together): a day of one file is
@@ -220,15 +233,191 @@ class ObjectLake(EventLake):
             uncommitted_files=0,
         )
 
-    # -- what rewrites files in place --------------------------------------------------------
+    # -- maintenance: rewrite by manifest, then collect what is unlisted ----------------------
+    #
+    # An object store cannot rename, so compaction, erasure and retention never replace a file:
+    # they write new files under new names, commit one new ``_manifest.json`` per day that
+    # lists them and unlists the old ones (folding in the append records read), then delete
+    # the unlisted objects. Readers trust only listed files, so they see the day before or
+    # after the manifest's PUT, never a mix; a crash after the PUT leaves unlisted objects
+    # that :meth:`collect_garbage` (or the same operation run again) deletes. The three are
+    # serialized by the control directory's lock, like on a local lake.
 
     def compact(self, *, partitions: Sequence[date] | None = None) -> CompactResult:
-        raise RemoteLakeError(
-            f"compaction of the lake at {self.uri} is not supported yet: compact a local copy"
+        """Merge each day's committed files into one (the first-ingested copy of every
+        ``event_id``), commit it by manifest, delete the files it replaces."""
+        days = self.partitions() if partitions is None else sorted(partitions)
+        totals = [0, 0, 0, 0, 0]
+        with self._compact_lock(), self._duckdb() as con:
+            for day in days:
+                before, after, rows, removed = self._compact_day(con, day)
+                totals[0] += 1 if before else 0
+                totals[1] += before
+                totals[2] += after
+                totals[3] += rows
+                totals[4] += removed
+        return CompactResult(*totals)
+
+    def _compact_day(self, con: duckdb.DuckDBPyConnection, day: date) -> tuple[int, int, int, int]:
+        uri = self.day_uri(day)
+        # A crashed writer's or rewrite's leftovers first (as a local lake's stale temp files).
+        self.storage.collect_garbage(uri, older_than_seconds=STALE_TEMP_SECONDS)
+        state = self.storage.commit_state(uri)
+        names = state.files
+        # A bulk ingest that has not finished keeps its files apart (as on a local lake).
+        merge = [n for n in names if self.is_committed(Path(n))]
+        uris = [str(join(uri, n)) for n in merge]
+        stored = sum(self._rows(u) for u in uris)
+        if len(merge) <= 1:
+            return len(names), len(names), stored, 0
+        name = f"compact-{uuid.uuid4().hex}.parquet"
+        sql = (
+            f"SELECT {_COLUMNS} FROM {_source(uris)} QUALIFY row_number() OVER "
+            f"(PARTITION BY event_id ORDER BY {_WINNER_ORDER}) = 1 ORDER BY ts, event_id"
         )
+        rows = self._write_query(con, sql, [], str(join(uri, name)))
+        unlisted = self.storage.rewrite(uri, state, drop=merge, add=[name])
+        self.storage.delete_unlisted(uri, unlisted)
+        return len(names), len(names) - len(merge) + 1, rows, stored - rows
+
+    def remove_where(self, where: str, params: Sequence[Any] = ()) -> RemoveResult:
+        """Rewrite every committed file holding rows that match ``where`` without them (a
+        file left empty is only unlisted), commit each touched day by manifest, then delete
+        the replaced files: once this returns, no object under the lake holds those rows."""
+        rewritten = removed = 0
+        with self._compact_lock(), self._duckdb() as con:
+            files = self.uris()
+            if not files:
+                return RemoveResult(0, 0)
+            hits = con.execute(
+                f"SELECT filename, count(*) FROM read_parquet({_listed(files)}, "
+                f"hive_partitioning = false, filename = true) WHERE {where} GROUP BY filename",
+                list(params),
+            ).fetchall()
+            by_day: dict[str, dict[str, int]] = {}
+            for filename, count in hits:
+                head, tail = posixpath.split(str(filename))
+                by_day.setdefault(head, {})[tail] = int(count)
+            for uri, counts in sorted(by_day.items()):
+                state = self.storage.commit_state(uri)
+                drop = [n for n in sorted(counts) if n in state.files]
+                add = []
+                for name in drop:
+                    new = f"erase-{uuid.uuid4().hex}.parquet"
+                    kept = self._write_query(
+                        con,
+                        f"SELECT {_COLUMNS} FROM {_source([str(join(uri, name))])} "
+                        f"WHERE NOT ({where})",
+                        list(params),
+                        str(join(uri, new)),
+                        skip_empty=True,
+                    )
+                    if kept:
+                        add.append(new)
+                    rewritten += 1
+                    removed += counts[name]
+                unlisted = self.storage.rewrite(uri, state, drop=drop, add=add)
+                self.storage.delete_unlisted(uri, unlisted)
+        return RemoveResult(rewritten, removed)
+
+    def drop(self, days: Sequence[date]) -> RemoveResult:
+        """Delete whole days (retention): an empty manifest unlists the day's files in one PUT,
+        then its objects are deleted, the manifest last."""
+        files = rows = 0
+        with self._compact_lock():
+            for day in days:
+                uri = self.day_uri(day)
+                state = self.storage.commit_state(uri)
+                if not state.found and not self.storage.listdir(uri):
+                    continue
+                for name in state.files:
+                    rows += self._rows(str(join(uri, name)))
+                    files += 1
+                unlisted = self.storage.rewrite(uri, state, drop=state.files, add=[])
+                self.storage.delete_unlisted(uri, unlisted)
+                leftovers = [
+                    n for n in self.storage.listdir(uri) if n not in (MANIFEST, COMMITS_DIR)
+                ]
+                self.storage.delete_unlisted(uri, leftovers)
+                self.storage.delete(uri)
+        return RemoveResult(files, rows)
+
+    def scrub_beside(self, member_ids: Sequence[str]) -> int:
+        """Rewrite every Parquet object under the storage root but the lake (the builds and
+        their models, scratch) without the rows of ``member_ids``."""
+        root = posixpath.dirname(self.uri)
+        return self.storage.scrub_parquet(root, member_ids, skip=[self.uri])
+
+    def collect_garbage(self, *, older_than_seconds: float = STALE_TEMP_SECONDS) -> list[str]:
+        """Delete every object of the lake's days that no commit record lists (a crashed
+        writer's files older than ``older_than_seconds``, files a rewrite unlisted before a
+        crash, folded-in append records). Idempotent; returns the URIs deleted."""
+        deleted: list[str] = []
+        with self._compact_lock():
+            for day in self.partitions():
+                uri = self.day_uri(day)
+                found = self.storage.collect_garbage(uri, older_than_seconds=older_than_seconds)
+                deleted.extend(str(join(uri, n)) for n in found)
+        return deleted
+
+    def _rows(self, uri: str) -> int:
+        with self.storage.fs(uri).open(uri, "rb") as handle:
+            return int(pq.ParquetFile(handle).metadata.num_rows)
+
+    @contextmanager
+    def _duckdb(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            self.register(con)
+            yield con
+        finally:
+            con.close()
+
+    def _write_query(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        sql: str,
+        params: list[Any],
+        uri: str,
+        *,
+        skip_empty: bool = False,
+    ) -> int:
+        """Stream ``sql``'s rows into one new lake file at ``uri`` (one PUT); the rows. With
+        ``skip_empty``, nothing is written for no rows."""
+        reader = con.sql(sql, params=params).to_arrow_reader(ROW_GROUP_ROWS)
+        first = next(iter(reader), None) if skip_empty else None
+        if skip_empty and first is None:
+            return 0
+        rows = 0
+        with (
+            self.storage.fs(uri).open(uri, "wb") as handle,
+            pq.ParquetWriter(handle, LAKE_SCHEMA, **PARQUET_OPTIONS) as writer,
+        ):
+            batches = reader if first is None else _chain(first, reader)
+            for batch in batches:
+                table = to_lake_table(pa.Table.from_batches([batch]))
+                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+                rows += table.num_rows
+        return rows
 
     def read_plan(self) -> tuple[list[Path], list[list[Path]]]:
         raise RemoteLakeError(f"the lake at {self.uri} has no local files: use uri_plan()")
+
+
+def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield first
+    yield from rest
+
+
+def _listed(files: Sequence[str]) -> str:
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+
+
+def _source(files: Sequence[str]) -> str:
+    return f"read_parquet({_listed(files)}, hive_partitioning = false)"
 
 
 def _max_ts(storage: Storage, uri: str) -> datetime | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,34 @@ MANIFEST = "_manifest.json"
 COMMITS_DIR = "_commits"
 #: Schemes whose rename is atomic (a reader never sees half a rename).
 ATOMIC_RENAME = frozenset({"file", "local", "hdfs", "viewfs"})
+
+
+@dataclass(frozen=True)
+class CommitState:
+    """The commit records of a directory as read at one moment: the manifest's files (if it
+    has one), the append records it folded in, the live append records (name -> files), every
+    append record present (folded in or not) and the files the manifest unlisted."""
+
+    has_manifest: bool
+    manifest_files: list[str]
+    superseded: frozenset[str]
+    records: dict[str, list[str]]
+    present_records: list[str]
+    #: Files the manifest stopped listing (deletable at once, unlike a file never listed).
+    unlisted: frozenset[str] = frozenset()
+
+    @property
+    def found(self) -> bool:
+        """True when the directory has any commit record (then only listed files count)."""
+        return self.has_manifest or bool(self.records)
+
+    @property
+    def files(self) -> list[str]:
+        """The names the directory holds now: the manifest's plus every live append's."""
+        names = set(self.manifest_files)
+        for listed in self.records.values():
+            names.update(listed)
+        return sorted(names)
 
 
 def scheme_of(uri: str | Path) -> str:
@@ -147,10 +176,25 @@ class Storage:
 
     # -- committed files -----------------------------------------------------------------------
 
-    def commit_directory(self, uri: str | Path, files: Sequence[str]) -> None:
+    def commit_directory(
+        self,
+        uri: str | Path,
+        files: Sequence[str],
+        *,
+        supersedes: Sequence[str] = (),
+        unlisted: Sequence[str] = (),
+    ) -> None:
         """Record ``files`` (names relative to ``uri``) as the directory's whole content: the
-        ``_manifest.json`` readers of an object store trust."""
-        body = {"files": sorted(files), "committed": uuid.uuid4().hex}
+        ``_manifest.json`` readers of an object store trust. ``supersedes`` names append
+        records (``_commits/<name>``) the manifest folds in: readers ignore them from now on,
+        whether or not they are deleted yet; ``unlisted`` names files it stops listing, which
+        garbage collection may delete at once (see :meth:`rewrite`)."""
+        body = {
+            "files": sorted(files),
+            "supersedes": sorted(supersedes),
+            "unlisted": sorted(unlisted),
+            "committed": uuid.uuid4().hex,
+        }
         self.write_bytes(join(uri, MANIFEST), json.dumps(body).encode())
 
     def commit_append(self, uri: str | Path, files: Sequence[str]) -> None:
@@ -161,25 +205,101 @@ class Storage:
             join(uri, COMMITS_DIR, f"{uuid.uuid4().hex}.json"), json.dumps(body).encode()
         )
 
+    def commit_state(self, uri: str | Path) -> CommitState:
+        """What the commit records of ``uri`` say now (see :class:`CommitState`)."""
+        fs = self.fs(uri)
+        fs.invalidate_cache()  # another process may have committed since the last listing
+        manifest_files: list[str] = []
+        superseded: frozenset[str] = frozenset()
+        unlisted: frozenset[str] = frozenset()
+        has_manifest = False
+        manifest = join(uri, MANIFEST)
+        if fs.exists(str(manifest)):
+            has_manifest = True
+            body = json.loads(self.read_bytes(manifest))
+            manifest_files = list(body["files"])
+            superseded = frozenset(body.get("supersedes", ()))
+            unlisted = frozenset(body.get("unlisted", ()))
+        records: dict[str, list[str]] = {}
+        present: list[str] = []
+        commits = join(uri, COMMITS_DIR)
+        for name in self.listdir(commits):
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            present.append(name)
+            if name not in superseded:
+                try:
+                    records[name] = list(json.loads(self.read_bytes(join(commits, name)))["files"])
+                except FileNotFoundError:  # folded in and deleted since the listing
+                    continue
+        return CommitState(has_manifest, manifest_files, superseded, records, present, unlisted)
+
     def committed(self, uri: str | Path) -> list[str] | None:
         """The files (full URIs/paths) the commit records of ``uri`` list, or None when it has
         no commit record (then its visible files are its content, as on a local disk)."""
-        fs = self.fs(uri)
-        fs.invalidate_cache()  # another process may have committed since the last listing
-        listed: set[str] = set()
-        found = False
-        manifest = join(uri, MANIFEST)
-        if fs.exists(str(manifest)):
-            found = True
-            listed.update(json.loads(self.read_bytes(manifest))["files"])
-        commits = join(uri, COMMITS_DIR)
-        for name in self.listdir(commits):
-            if name.endswith(".json") and not name.startswith("."):
-                found = True
-                listed.update(json.loads(self.read_bytes(join(commits, name)))["files"])
-        if not found:
+        state = self.commit_state(uri)
+        if not state.found:
             return None
-        return [str(join(uri, name)) for name in sorted(listed)]
+        return [str(join(uri, name)) for name in state.files]
+
+    def rewrite(
+        self, uri: str | Path, state: CommitState, *, drop: Sequence[str], add: Sequence[str]
+    ) -> list[str]:
+        """Replace files of the committed directory ``uri`` without renaming anything, the way
+        table formats do: ``add`` (names already written under ``uri``) are listed and ``drop``
+        unlisted by one new ``_manifest.json`` that folds in every append record ``state``
+        saw; appends committed after ``state`` was read keep their own records and stay
+        listed. Returns the names to delete afterwards (:meth:`delete_unlisted`): the dropped
+        files and the folded-in records. Readers trust the manifest from its PUT on, so a crash
+        before the deletes leaves only unlisted objects, which a later collection removes."""
+        kept = sorted((set(state.files) - set(drop)) | set(add))
+        gone = sorted(set(drop) - set(kept))
+        self.commit_directory(uri, kept, supersedes=state.present_records, unlisted=gone)
+        return gone + [f"{COMMITS_DIR}/{name}" for name in state.present_records]
+
+    def delete_unlisted(self, uri: str | Path, names: Sequence[str]) -> int:
+        """Delete ``names`` under ``uri`` (what :meth:`rewrite` unlisted); idempotent: an
+        object already gone counts nothing. Returns the objects deleted."""
+        fs = self.fs(uri)
+        deleted = 0
+        for name in names:
+            target = str(join(uri, name))
+            try:
+                fs.rm_file(target)
+                deleted += 1
+            except FileNotFoundError:
+                continue
+        fs.invalidate_cache()
+        return deleted
+
+    def collect_garbage(self, uri: str | Path, *, older_than_seconds: float) -> list[str]:
+        """Delete what no commit record of the committed directory ``uri`` lists: data files
+        (a crashed writer's, or ones a rewrite unlisted before a crash) and append records a
+        manifest folded in. Data files younger than ``older_than_seconds`` are spared (an
+        append in flight writes its file before its record). Safe to run again at any time;
+        files the manifest itself unlisted go at once, whatever their age; a directory without
+        commit records is left alone. Returns the names deleted."""
+        state = self.commit_state(uri)
+        if not state.found:
+            return []
+        listed = set(state.files)
+        cutoff = time.time() - older_than_seconds
+        fs = self.fs(uri)
+        doomed = [
+            f"{COMMITS_DIR}/{name}" for name in state.present_records if name in state.superseded
+        ]
+        for name in self.listdir(uri):
+            if name in listed or name in (MANIFEST, COMMITS_DIR):
+                continue
+            target = str(join(uri, name))
+            if fs.isdir(target):
+                continue
+            young = older_than_seconds > 0 and _modified(fs, target) > cutoff
+            if young and name not in state.unlisted:
+                continue
+            doomed.append(name)
+        self.delete_unlisted(uri, doomed)
+        return sorted(doomed)
 
     def parquet_files(self, uri: str | Path) -> list[str]:
         """The Parquet files that make up ``uri``: itself when it is a file; else the files its
@@ -235,6 +355,48 @@ class Storage:
         with self.fs(uri).open(files[0], "rb") as handle:
             return pq.ParquetFile(handle).schema_arrow
 
+    def scrub_parquet(
+        self, root: str, member_ids: Sequence[str], *, skip: Sequence[str] = ()
+    ) -> int:
+        """Rewrite every Parquet object under ``root`` (but not under ``skip``) that holds rows
+        of ``member_ids`` in a ``member_id`` or ``*_member_id`` column, without those rows,
+        each by one PUT under its own name (build artifacts: listed by name in their manifest,
+        so they stay committed). Returns the objects rewritten. Erasure's counterpart of a
+        walk of the home directory, for what lives on an object store."""
+        import pyarrow.compute as pc
+
+        fs = self.fs(root)
+        fs.invalidate_cache()
+        base = root.split("://", 1)[-1].rstrip("/")
+        scheme = scheme_of(root)
+        skipped = [s.split("://", 1)[-1].rstrip("/") + "/" for s in skip]
+        values = pa.array(sorted(set(member_ids)), pa.string())
+        changed = 0
+        try:
+            found = sorted(fs.find(base))
+        except FileNotFoundError:
+            return 0
+        for path in found:
+            if not path.endswith(".parquet") or any(path.startswith(s) for s in skipped):
+                continue
+            uri = f"{scheme}://{path}"
+            with fs.open(uri, "rb") as handle:
+                table = pq.read_table(handle)
+            keep = None
+            for name in table.column_names:
+                column = table.column(name)
+                wanted = name == "member_id" or name.endswith("_member_id")
+                if not wanted or not pa.types.is_string(column.type):
+                    continue
+                hit = pc.fill_null(pc.is_in(column, value_set=values), False)
+                keep = pc.invert(hit) if keep is None else pc.and_(keep, pc.invert(hit))
+            if keep is None or pc.all(keep).as_py():
+                continue
+            with fs.open(uri, "wb") as handle:
+                pq.write_table(table.filter(keep), handle, compression="zstd")
+            changed += 1
+        return changed
+
     def register(self, duckdb_con: Any, uris: Sequence[str | Path]) -> None:
         """Let a DuckDB connection read ``uris`` of remote schemes through fsspec (DuckDB's own
         S3 reader is an extension fetched from the internet, which these machines lack)."""
@@ -249,6 +411,14 @@ class Storage:
 
 #: Storage without options (local paths and anything configured by the environment).
 DEFAULT = Storage()
+
+
+def _modified(fs: fsspec.AbstractFileSystem, path: str) -> float:
+    """Seconds since the epoch of ``path``'s last write (0 when the store does not say)."""
+    try:
+        return float(fs.modified(path).timestamp())
+    except (NotImplementedError, OSError, AttributeError):
+        return 0.0
 
 
 def _dot_name(uri: str) -> str:

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import duckdb
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from memberwise.kit.db import insert_ignore
@@ -109,7 +108,7 @@ class _Op:
 
 def read_purchases(lake: EventLake, now: datetime) -> tuple[dict[str, _Order], list[_Op]]:
     """The lake's orders (purchase events grouped by order id) and refunds, up to ``now``."""
-    con = duckdb.connect()
+    con = lake.connect()  # (a lake on an object store is registered on it)
     try:
         con.execute("SET TimeZone = 'UTC'")
         rows = con.execute(_QUERY.format(events=lake.events_sql()), [now]).fetchall()

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from memberwise.builds import builds_root, previous_builds
+from memberwise.builds import latest_build
 from memberwise.config import get_settings
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import InvalidRequest, MemberwiseError
@@ -80,11 +80,11 @@ def preview_(
     rt = Runtime.open(get_settings())
     try:
         program = _program(program_file)
-        builds = [b for b in previous_builds(builds_root(rt)) if (b / "profiles.parquet").exists()]
-        if not builds:
+        latest = latest_build(rt, ("profiles.parquet",))
+        if latest is None:
             console.print("no build yet: run `memberwise build` first")
             raise typer.Exit(2)
-        out = stage.preview(rt, program, builds[0])
+        out = stage.preview(rt, program, latest)
     except MemberwiseError as exc:
         raise _fail(exc) from None
     finally:

@@ -10,8 +10,9 @@ two identities merge. Erasure then:
 2. deletes or pseudonymises every holder's rows in one transaction, and records a tombstone
    (a keyed hash of the id, never the id) so re-ingested events and new records are refused;
 3. rewrites the lake's day files without the member's events (crash-safe, see
-   :func:`memberwise.kit.lake.remove_rows`), and every other data file under the home (build
-   outputs, dead letters) without their rows;
+   :func:`memberwise.kit.lake.remove_rows`; on an object store by manifest, then the old files
+   are deleted), and every other data file under the home (build outputs, dead letters) and,
+   when the storage URI is an object store, under it (builds and models) without their rows;
 4. on SQLite, checkpoints and vacuums the store so no freed page or WAL frame keeps a copy.
 """
 
@@ -339,6 +340,7 @@ def erase_member(
     ids = [member_id, *aliases]
     removed = remove_rows(lake, "member_id IN (SELECT unnest(?::VARCHAR[]))", [ids])
     files = scrub_files(home, ids, skip=[lake.root])
+    files += lake.scrub_beside(ids)  # builds and models on an object store (none locally)
     with transaction(engine) as conn:
         repository.mark_scrubbed(conn, [member_hash(secret, m) for m in ids], utcnow())
     compact_store(engine)

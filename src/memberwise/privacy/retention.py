@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -46,11 +45,11 @@ def drop_old_events(
 
 
 def _aggregate_day(lake: EventLake, day: date) -> int:
-    files = lake.files([day])
+    files = lake.data_files([day])  # (local paths, or an object store's committed URIs)
     if not files:
         return 0
     listed = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
-    con = duckdb.connect()
+    con = lake.connect()
     try:
         table = con.sql(
             f"SELECT DATE '{day.isoformat()}' AS day, type, category_id, "
@@ -73,7 +72,7 @@ def _aggregate_day(lake: EventLake, day: date) -> int:
 
 def last_seen(lake: EventLake) -> dict[str, datetime]:
     """Each member's latest event time in the lake."""
-    con = duckdb.connect()
+    con = lake.connect()  # (a lake on an object store is registered on it)
     try:
         con.execute("SET TimeZone = 'UTC'")
         rows = con.execute(

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import duckdb
 from sqlalchemy import Connection, Engine
 
 from memberwise.kit.db import transaction
@@ -278,7 +277,7 @@ def archive(
 
 def lake_events(lake: EventLake, member_ids: list[str]) -> list[dict[str, Any]]:
     """The events of ``member_ids`` in the lake, oldest first, JSON-ready."""
-    con = duckdb.connect()
+    con = lake.connect()  # (a lake on an object store is registered on it)
     try:
         con.execute("SET TimeZone = 'UTC'")
         rows = con.execute(

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import duckdb
 import ibis
 import pyarrow as pa
 from sqlalchemy import Connection
@@ -137,7 +136,7 @@ def lake_events(
     """The lake's events of ``types`` in the ``days`` before its latest such event (newest
     first, at most ``limit``), with the fields the rules read."""
     wanted = ", ".join("'" + t.replace("'", "''") + "'" for t in types) or "''"
-    con = duckdb.connect()
+    con = lake.connect()  # (a lake on an object store is registered on it)
     try:
         con.execute("SET TimeZone = 'UTC'")
         found = con.execute(

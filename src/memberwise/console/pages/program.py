@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
-from memberwise.builds import builds_root, previous_builds
+from memberwise.builds import latest_build
 from memberwise.console import charts, i18n, service
 from memberwise.console.nav import ANALYSTS, NavEntry, may
 from memberwise.console.schemas import ConsoleUser
@@ -115,10 +115,10 @@ def program_page(request: Request, user: Analyst) -> HTMLResponse:
 
 def preview_context(rt: Runtime, program: Program) -> dict[str, Any]:
     """The preview of ``program`` on the latest build: matrix figure, its table, changes."""
-    builds = [b for b in previous_builds(builds_root(rt)) if (b / "profiles.parquet").exists()]
-    if not builds:
+    latest = latest_build(rt, ("profiles.parquet",))
+    if latest is None:
         raise NoBuild("no build yet: run `memberwise build` first")
-    out = stage.preview(rt, program, builds[0])
+    out = stage.preview(rt, program, latest)
     moves: dict[str, dict[str, int]] = out["transitions"]
     names = [t.name for t in program.tiers]
     sources = [n for n in [*names, "(none)"] if n in moves]
