@@ -15,6 +15,7 @@ from rich.table import Table
 from memberwise.config import Settings
 from memberwise.events.bulk import BulkFormat, BulkResult, ingest_paths
 from memberwise.events.bulk import Progress as IngestProgress
+from memberwise.events.timeline import mark
 from memberwise.kit.lake import EventLake
 
 lake_app = typer.Typer(help="Inspect and compact the event lake.", no_args_is_help=True)
@@ -81,6 +82,7 @@ def ingest(
             progress=show,
         )
     scrubbed = on_members.scrub_erased(lake)
+    mark("done")
     if scrubbed and not json:
         console.print(f"removed {scrubbed:,} events of erased members again (their tombstones)")
     if json:
