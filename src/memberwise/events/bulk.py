@@ -511,7 +511,9 @@ class _MemberFeed:
             seen = pa.concat_arrays([seen, new])
             fresh.append(new)
             waiting += len(new)
-            if waiting >= MEMBER_CHUNK:
+            # A full chunk goes at once; a smaller one when no batch is waiting, so the ids
+            # left for the end of the pass (when everything else waits for them) are few.
+            if waiting >= MEMBER_CHUNK or (waiting >= MEMBER_CHUNK // 10 and self.queue.empty()):
                 self._send(fresh)
                 fresh, waiting = [], 0
         if fresh and self.error is None and not self.stopped:

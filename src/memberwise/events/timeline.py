@@ -1,6 +1,7 @@
 """An ingest's phases on the clock, for profiling: with ``MEMBERWISE_INGEST_TRACE=1`` each
-phase prints, to stderr, the seconds since the process started (wall) and the process's CPU
-seconds so far, so a phase's CPU / wall shows whether it used one core or both."""
+phase prints, to stderr, the seconds since the process started (wall), the process's CPU
+seconds so far (all threads) and the calling thread's, so a phase's CPU / wall shows whether
+it used one core or both, and the main thread's CPU is the length of the serial chain."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def mark(phase: str) -> None:
         with _lock:
             threads = ", ".join(f"{k} {v:.2f}" for k, v in sorted(_busy.items()))
         print(
-            f"[ingest] {_since_start():8.2f} s wall {time.process_time():8.2f} s CPU  {phase}"
+            f"[ingest] {_since_start():8.2f} s wall {time.process_time():8.2f} s CPU"
+            f" ({threading.current_thread().name} {time.thread_time():.2f})  {phase}"
             + (f"  (thread CPU s: {threads})" if threads else ""),
             file=sys.stderr,
             flush=True,
