@@ -232,18 +232,17 @@ class PartitionWriter:
         closing = [ex.submit(self._close_all, n) for n, ex in enumerate(self.executors)]
         for future in closing:
             future.result()
+        # Flushed to disk now, several at once (waits on the disk that threads overlap), so
+        # publishing them later only renames.
+        with ThreadPoolExecutor(8, thread_name_prefix="stage-fsync") as pool:
+            list(pool.map(fsync_file, [path for paths in self.files.values() for path in paths]))
         return self.files
 
     def _close_all(self, slot: int) -> None:
-        """Finish this writer's files and flush them to disk (in parallel with the other
-        writers, so publishing them later only renames)."""
+        """Finish this writer's files (in parallel with the other writers)."""
         open_files = self.open[slot]
         while open_files:
             open_files.popitem()[1].close()
-        for day, paths in list(self.files.items()):
-            if day % self.threads == slot:
-                for path in paths:
-                    fsync_file(path)
 
     def abort(self) -> None:
         """Stop the writer threads (after close, or on an error)."""
