@@ -496,7 +496,10 @@ class _MemberFeed:
 
     def _run(self) -> None:
         with busy("register"):  # SQLite works in this thread; a PostgreSQL server does not
-            self._register()
+            try:
+                self._register()
+            except Exception as exc:  # never expected; finish() fails the file with it
+                self.error = exc
 
     def _register(self) -> None:
         seen: pa.Array = pa.array([], pa.string())
@@ -576,9 +579,9 @@ def _publish(lake: EventLake, fp: str, staged: dict[int, list[Path]]) -> list[Pa
         crash_point("publishing")
         return move[1]
 
-    # The files are already on disk (the writers fsync them): what is left is a rename and a
-    # directory fsync per file, waits on the disk that a few threads overlap. Any order is
-    # safe: nothing counts as ingested before the manifest.
+    # The files are already on disk (fsynced when the pass closed them): what is left is a
+    # rename and a directory fsync per file, waits on the disk that a few threads overlap. Any
+    # order is safe: nothing counts as ingested before the manifest.
     with ThreadPoolExecutor(8, thread_name_prefix="publish") as pool:
         published = list(pool.map(publish, moves))
     keep = set(published)
@@ -643,7 +646,7 @@ class _FileRun:
     def execute(self) -> dict[int, list[Path]]:
         """Stage the file's good rows per UTC day, registering their members meanwhile; a
         second pass only if ids repeat."""
-        feed = self._feed = _MemberFeed(self.on_members) if self.on_members else None
+        feed = self._feed = _MemberFeed(self.on_members) if self.on_members is not None else None
         try:
             staged = self._pass(candidates=None)
         except BaseException:
