@@ -156,13 +156,18 @@ class Home:
     """A memberwise home for one timed run: a fresh lake and SQLite file, or a fresh
     PostgreSQL database named after ``--database-url``."""
 
-    def __init__(self, root: Path, command: list[str], database_url: str | None) -> None:
+    def __init__(
+        self, root: Path, command: list[str], database_url: str | None, trace: bool = False
+    ) -> None:
         self.root = root
         self.command = command
         self.database_url = database_url
+        self.trace = trace
 
     def env(self) -> dict[str, str]:
         env = {**os.environ, "MEMBERWISE_HOME": str(self.root)}
+        if self.trace:
+            env["MEMBERWISE_INGEST_TRACE"] = "1"
         if self.database_url:
             env["MEMBERWISE_DATABASE_URL"] = self.database_url
         return env
@@ -211,6 +216,8 @@ def time_command(home: Home, path: Path, rows: int, members: int) -> tuple[float
     if done.returncode != 0:
         raise SystemExit(f"ingest failed ({done.returncode}): {done.stdout}{done.stderr}")
     result = json.loads(done.stdout)
+    if home.trace:  # the command's phase timeline (memberwise.events.timeline)
+        print("".join(f"    {line}\n" for line in done.stderr.splitlines() if "[ingest]" in line))
     registered = home.members()
     if result["accepted"] != rows or registered != members:
         raise SystemExit(
@@ -252,11 +259,19 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="PostgreSQL (dropped, recreated)")
     parser.add_argument(
         "--command",
-        default=str(Path(sys.executable).with_name("memberwise")),
-        help="the memberwise command (default: the one installed next to this Python)",
+        default=None,
+        help="the memberwise command (default: `python -m memberwise`, which runs "
+        "memberwise.entry:main like the console script pyproject.toml declares; a console "
+        "script installed before that entry point existed imports the whole CLI, seconds of "
+        "start-up)",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print each command run's phase timeline (wall, CPU, per-thread CPU)",
+    )
     parser.add_argument(
         "--data",
         type=Path,
@@ -294,7 +309,8 @@ def main() -> None:
             f"in {time.perf_counter() - started:.0f} s; cpus={os.cpu_count()}; store={store}; "
             f"load {load()}"
         )
-        home = Home(work / "home", [args.command], args.database_url)
+        command = [args.command] if args.command else [sys.executable, "-m", "memberwise"]
+        home = Home(work / "home", command, args.database_url, args.trace)
         ours: dict[str, list[tuple[float, float]]] = {f: [] for f in formats}
         plain: dict[str, list[tuple[float, float]]] = {f: [] for f in formats}
         # Interleaved, so both see the same machine (a shared VM's speed drifts over minutes).

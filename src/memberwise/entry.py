@@ -18,6 +18,10 @@ FAST_COMMANDS = {"ingest": "memberwise.events.commands:ingest_app"}
 def main() -> None:
     """Run the command named in ``sys.argv``."""
     target = FAST_COMMANDS.get(sys.argv[1]) if len(sys.argv) > 1 else None
+    if target is not None:
+        from memberwise.events.timeline import mark
+
+        mark("python started")
     if target is None:
         from memberwise.cli import app
 
@@ -33,6 +37,7 @@ def main() -> None:
             raise SystemExit(2)
     module, attribute = target.split(":")
     fast = getattr(__import__(module, fromlist=[attribute]), attribute)
+    mark("imports done")
     # Objects made so far (the imports) and by the command live until the process ends: kept
     # out of the collector's full passes, and of the one at exit that would walk them all.
     gc.freeze()

@@ -13,7 +13,7 @@ from memberwise.config import Settings
 from memberwise.kit.cache import BoundedSet
 from memberwise.kit.db import make_engine
 from memberwise.kit.lake import EventLake
-from memberwise.kit.objectlake import open_lake
+from memberwise.kit.objectlake import lake_of, open_lake
 from memberwise.kit.time import BusinessWindow, as_utc, configure_window
 from memberwise.privacy.crypto import FieldCipher
 from memberwise.privacy.service import KeyVerifier
@@ -61,17 +61,6 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def lake_of(settings: Settings) -> EventLake:
-    """The event lake ``settings`` name: under the storage URI (a local directory by default,
-    an :class:`~memberwise.kit.objectlake.ObjectLake` on an object store), or at
-    ``MEMBERWISE_LAKE_DIR`` when that is set."""
-    return open_lake(
-        settings.lake_root,
-        settings.home.as_uri() if settings.lake_dir else settings.storage_root,
-        settings.storage_options,
-    )
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -19,7 +19,7 @@ import typer
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from memberwise.events import bulk_hooks, commands, sources
+from memberwise.events import bulk, bulk_hooks, commands, sources
 from memberwise.events.bulk import BulkResult, fingerprint, ingest_paths
 from memberwise.events.schemas import INPUT_SCHEMA, EventIn, max_ts, time_in_range
 from memberwise.kit.lake import EventLake
@@ -826,3 +826,72 @@ def test_keys_outside_the_contract_are_warned_about_whatever_the_spacing(
     assert (result.accepted, result.rejected) == (2, 0)
     expected = ["ignored column(s) not in the event contract: utm"] if warned else []
     assert result.files[0].warnings == expected
+
+
+def _members_file(path: Path) -> Path:
+    """12 events in row groups of 2 (one batch each with BATCH_ROWS = 2): members m1..m5 in
+    good rows, m9 only in a row refused for its type."""
+    members = ["m1", "m2", "m1", "m3", "m9", "m2", "m4", "m1", "m5", "m3", "m4", "m5"]
+    table = pa.table(
+        {
+            "event_id": [f"e{n:02d}" for n in range(12)],
+            "member_id": members,
+            "type": ["nope" if m == "m9" else "view" for m in members],
+            "ts": [datetime(2026, 5, 1 + n, 10, tzinfo=UTC) for n in range(12)],
+        },
+        schema=pa.schema([INPUT_SCHEMA.field(n) for n in ("event_id", "member_id", "type", "ts")]),
+    )
+    pq.write_table(table, path, row_group_size=2)
+    return path
+
+
+def test_members_are_registered_while_the_file_is_read_each_once_before_publishing(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "BATCH_ROWS", 2)
+    monkeypatch.setattr(bulk, "MEMBER_CHUNK", 2)
+    source = _members_file(tmp_path / "events.parquet")
+    calls: list[tuple[list[str], int]] = []
+
+    def register(member_ids: list[str]) -> None:
+        calls.append((member_ids, run.lake.stats().rows))  # what the lake held at that moment
+
+    result = ingest_paths(
+        [source], run.lake, deadletter_dir=run.deadletters, on_members=register, now=NOW
+    )
+
+    assert (result.accepted, result.rejected) == (11, 1)
+    registered = [m for chunk, _ in calls for m in chunk]
+    assert sorted(registered) == ["m1", "m2", "m3", "m4", "m5"]  # each once, not m9
+    assert all(chunk == sorted(chunk) and 1 <= len(chunk) <= 2 for chunk, _ in calls)
+    assert [rows for _, rows in calls] == [0] * len(calls)  # before any event was published
+    assert run.stored() == 11
+
+
+def test_a_registration_failing_midway_fails_the_file_unpublished_and_a_rerun_completes(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "BATCH_ROWS", 2)
+    monkeypatch.setattr(bulk, "MEMBER_CHUNK", 2)
+    source = _members_file(tmp_path / "events.parquet")
+    registered: list[str] = []
+
+    def second_call_fails(member_ids: list[str]) -> None:
+        if registered:
+            raise ConnectionError("the operational store went away")
+        registered.extend(member_ids)
+
+    failed = ingest_paths(
+        [source], run.lake, deadletter_dir=run.deadletters, on_members=second_call_fails, now=NOW
+    )
+
+    assert failed.failed_files == [
+        (source, "registering members failed: the operational store went away")
+    ]
+    assert run.stored() == 0  # nothing published, nothing committed
+    assert list(run.lake.ingested_dir.glob("*.json")) == []
+    assert not list(run.deadletters.glob("*.csv"))
+    again = run.ingest(source)
+    assert [f.status for f in again.files] == ["ingested"]
+    assert sorted(m for chunk in run.members for m in chunk) == ["m1", "m2", "m3", "m4", "m5"]
+    assert run.stored() == 11

@@ -9,10 +9,18 @@ For each source file (Parquet, CSV with a header, JSON Lines, or Taobao UserBeha
    SELECT (:mod:`memberwise.events.validation_sql`), several batches at a time; good rows get
    the file's ``ingested_at`` and are written, per UTC day, to ``_staging/<fp>/``, bad rows to
    the dead letter's temporary file, with their row number and reason.
+   While the batches are read, the members of the good rows are registered by a thread of
+   their own (``on_members``, idempotent, set-based), which the pass waits for at its end.
 3. The staged files are published into the lake as ``events/date=D/part-<fp>-<n>.parquet``
-   (fsync, atomic rename, directory fsync), replacing files of the same name; then the members
-   are registered (``on_members``, idempotent); then the dead letter is renamed into place;
-   and only then the manifest is written.
+   (fsync, atomic rename, directory fsync), replacing files of the same name; then the dead
+   letter is renamed into place; and only then the manifest is written.
+
+Members are registered before their events are published, so a crash or a failed file may
+leave members with no events yet: that is harmless (a member who signed up and has not acted
+yet looks the same, and every reader of members tolerates it), and the re-run that publishes
+the events registers nobody twice. For the same reason a member named only by rows that turn
+out to repeat an earlier row's ``event_id`` (a conflicting copy, dropped as a duplicate) is
+registered too: the file named them in a valid row.
 
 A crash (even ``kill -9``) at any moment therefore leaves either nothing visible, or some of
 this file's published files, which a re-run rewrites under the same names with the same rows:
@@ -31,8 +39,10 @@ per slice, several slices at once), and the good rows are encoded by pyarrow's P
 in a background thread, so decoding, checking and encoding overlap; CSV and Taobao files are
 parsed by pyarrow's streaming CSV reader, then checked the same way; JSON Lines are split into
 blocks of lines and parsed and checked by DuckDB in the same query, and only the lines that
-fail to parse are parsed again (in Python) for the dead letter's reason. Members are
-registered set-based (``on_members`` gets up to MEMBER_CHUNK distinct ids at once).
+fail to parse are parsed again (in Python) for the dead letter's reason. Good rows are encoded
+by as many writer threads as there are validating workers (one per UTC day at a time). Members
+are registered set-based while the file is read (``on_members`` gets up to MEMBER_CHUNK
+distinct new ids at once, sorted), so the store's work overlaps DuckDB's.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import queue
 import shutil
 import threading
 import time
@@ -72,6 +83,7 @@ from memberwise.events.sources import (
     open_source,
 )
 from memberwise.events.staging import DeadLetter, IdHashes, PartitionWriter, split_by_day
+from memberwise.events.timeline import busy, mark
 from memberwise.events.validation_sql import (
     INT_FIELDS,
     JSON_KEY_COUNT,
@@ -93,8 +105,8 @@ BulkFormat = Literal["auto", "csv", "jsonl", "parquet", "taobao"]
 MembersCallback = Callable[[list[str]], None]
 #: Environment variable naming a stage at which the process kills itself (crash tests only).
 CRASH_ENV = "MEMBERWISE_TEST_CRASH_AT"
-#: Member ids handed to ``on_members`` per call.
-MEMBER_CHUNK = 100_000
+#: Member ids handed to ``on_members`` per call (at most; the last call of a file gets the rest).
+MEMBER_CHUNK = 50_000
 
 
 @dataclass(frozen=True)
@@ -382,6 +394,7 @@ def _ingest_locked(
     shutil.rmtree(staging, ignore_errors=True)
     deadletter = DeadLetter(deadletter_dir, f"{path.stem}-{fp}.csv")
     try:
+        mark(f"{path.name}: start")
         run = _FileRun(
             path=path,
             fmt=fmt,
@@ -392,18 +405,15 @@ def _ingest_locked(
             deadletter=deadletter,
             report=report,
             workers=workers,
+            on_members=on_members,
         )
         staged = run.execute()
+        crash_point("members")
         crash_point("staged")
         published = _publish(lake, fp, staged)
+        mark("published")
         result.files_written = len(published)
         crash_point("published")
-        if on_members is not None:
-            try:
-                run.register_members(on_members)
-            except Exception as exc:  # the store's own error; the file stays uncommitted
-                raise _RegistrationFailed(f"registering members failed: {exc}") from exc
-        crash_point("members")
         result.deadletter = deadletter.commit()
         crash_point("deadletter")
         result.rows_read = run.rows_read
@@ -432,6 +442,7 @@ def _ingest_locked(
         )
         crash_point("manifest")
         _cleanup(lake, fp, staging)
+        mark("committed")
     except (SourceError, SchemaMismatch, _RegistrationFailed) as exc:
         result.status = "failed"
         result.error = str(exc)
@@ -445,8 +456,80 @@ def _ingest_locked(
 
 
 class _RegistrationFailed(Exception):
-    """``on_members`` raised: the events are published but the file is not committed, so a
-    re-run registers the members again."""
+    """``on_members`` raised: the file's events are not published and the file is not
+    committed, so a re-run registers the members again."""
+
+
+class _MemberFeed:
+    """Registers the members of a file's good rows while the file is read: the pass hands it
+    each batch's distinct member ids (in file order); a thread of its own keeps those not seen
+    before in this file and calls ``on_members`` with up to MEMBER_CHUNK of them at a time
+    (sorted, so concurrent transactions lock rows in one order). The store's work (SQLite or
+    PostgreSQL) then overlaps DuckDB's instead of following it. The first error of
+    ``on_members`` stops the feed and is raised by :meth:`finish`."""
+
+    def __init__(self, on_members: MembersCallback) -> None:
+        self.on_members = on_members
+        self.queue: queue.SimpleQueue[pa.Array | None] = queue.SimpleQueue()
+        self.error: Exception | None = None
+        self.stopped = False
+        self.registered = 0
+        self.thread = threading.Thread(target=self._run, name="register-members", daemon=True)
+        self.thread.start()
+
+    def put(self, members: pa.Array) -> None:
+        if len(members) and self.error is None:
+            self.queue.put(members)
+
+    def finish(self) -> None:
+        """Wait until every id handed over is registered; raise the first error."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise _RegistrationFailed(f"registering members failed: {self.error}") from self.error
+
+    def stop(self) -> None:
+        """The pass failed: register nothing more, wait for the thread, ignore its error."""
+        self.stopped = True
+        self.queue.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        with busy("register"):  # SQLite works in this thread; a PostgreSQL server does not
+            try:
+                self._register()
+            except Exception as exc:  # never expected; finish() fails the file with it
+                self.error = exc
+
+    def _register(self) -> None:
+        seen: pa.Array = pa.array([], pa.string())
+        fresh: list[pa.Array] = []
+        waiting = 0
+        while (members := self.queue.get()) is not None:
+            if self.error is not None or self.stopped:
+                continue  # drain: the pass still hands batches over until it ends
+            new = members.filter(pc.invert(pc.is_in(members, value_set=seen)))
+            if not len(new):
+                continue
+            seen = pa.concat_arrays([seen, new])
+            fresh.append(new)
+            waiting += len(new)
+            # A full chunk goes at once; a smaller one when no batch is waiting, so the ids
+            # left for the end of the pass (when everything else waits for them) are few.
+            if waiting >= MEMBER_CHUNK or (waiting >= MEMBER_CHUNK // 10 and self.queue.empty()):
+                self._send(fresh)
+                fresh, waiting = [], 0
+        if fresh and self.error is None and not self.stopped:
+            self._send(fresh)
+
+    def _send(self, fresh: list[pa.Array]) -> None:
+        ids = sorted(pa.concat_arrays(fresh).to_pylist())
+        try:
+            for start in range(0, len(ids), MEMBER_CHUNK):
+                self.on_members(ids[start : start + MEMBER_CHUNK])
+                self.registered += min(MEMBER_CHUNK, len(ids) - start)
+        except Exception as exc:  # the store's own error; the file stays uncommitted
+            self.error = exc
 
 
 def _pending(lake: EventLake, path: Path, fmt: str, fp: str, clock: _Clock) -> dict[str, Any]:
@@ -485,14 +568,22 @@ def _cleanup(lake: EventLake, fp: str, staging: Path) -> None:
 def _publish(lake: EventLake, fp: str, staged: dict[int, list[Path]]) -> list[Path]:
     """Move staged files into the lake under deterministic names, then delete files of this
     fingerprint that an interrupted earlier run published under names not reused now."""
-    published = []
-    for day in sorted(staged):
-        directory = lake.partition_dir(day_of(day))
-        for path in staged[day]:
-            final = directory / f"part-{fp}-{int(path.stem)}.parquet"
-            lake.publish(path, final)
-            published.append(final)
-            crash_point("publishing")
+    moves = [
+        (path, lake.partition_dir(day_of(day)) / f"part-{fp}-{int(path.stem)}.parquet")
+        for day in sorted(staged)
+        for path in staged[day]
+    ]
+
+    def publish(move: tuple[Path, Path]) -> Path:
+        lake.publish(*move)
+        crash_point("publishing")
+        return move[1]
+
+    # The files are already on disk (fsynced when the pass closed them): what is left is a
+    # rename and a directory fsync per file, waits on the disk that a few threads overlap. Any
+    # order is safe: nothing counts as ingested before the manifest.
+    with ThreadPoolExecutor(8, thread_name_prefix="publish") as pool:
+        published = list(pool.map(publish, moves))
     keep = set(published)
     if lake.events_dir.is_dir():
         for stale in lake.events_dir.glob(f"date=*/part-{fp}-*.parquet"):
@@ -532,6 +623,7 @@ class _FileRun:
         deadletter: DeadLetter,
         report: Callable[[int, float], None],
         workers: int,
+        on_members: MembersCallback | None = None,
     ) -> None:
         self.path = path
         self.fmt = fmt
@@ -548,25 +640,33 @@ class _FileRun:
         self._local = threading.local()
         self._candidates: pa.Array | None = None
         self._seen: set[str] = set()
+        self.on_members = on_members
+        self._feed: _MemberFeed | None = None
 
     def execute(self) -> dict[int, list[Path]]:
-        """Stage the file's good rows per UTC day; a second pass only if ids repeat."""
-        staged = self._pass(candidates=None)
+        """Stage the file's good rows per UTC day, registering their members meanwhile; a
+        second pass only if ids repeat."""
+        feed = self._feed = _MemberFeed(self.on_members) if self.on_members is not None else None
+        try:
+            staged = self._pass(candidates=None)
+        except BaseException:
+            if feed is not None:
+                feed.stop()
+            raise
+        finally:
+            self._feed = None
+        mark(f"first pass done: {self.rows_read:,} rows, {self.accepted:,} accepted")
+        if feed is not None:
+            feed.finish()  # the store's error, if any, fails the file here
+            mark(f"members registered: {feed.registered:,}")
         repeated = self._hashes.repeated()
         if len(repeated):
             staged = self._pass(candidates=repeated)
+            mark("second pass done")
+        if self.con is not None:
+            self.con.close()
+            self.con = None
         return staged
-
-    def register_members(self, on_members: MembersCallback) -> None:
-        """Hand the distinct member ids of the accepted rows to ``on_members``, in chunks."""
-        assert self.con is not None
-        reader = self.con.sql("SELECT DISTINCT m FROM members ORDER BY m").to_arrow_reader(
-            MEMBER_CHUNK
-        )
-        for batch in reader:
-            on_members(batch.column(0).to_pylist())
-        self.con.close()
-        self.con = None
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -582,7 +682,6 @@ class _FileRun:
         con = duckdb.connect(config=config)
         con.execute("SET TimeZone = 'UTC'")
         con.execute("CREATE TABLE ids (h UBIGINT)")
-        con.execute("CREATE TABLE members (m VARCHAR)")
         self.con = con
         self._hashes = IdHashes(con)
         self._local = threading.local()
@@ -601,7 +700,7 @@ class _FileRun:
         self._candidates = candidates
         self._seen = set()
         self._keys: set[str] = set()
-        writer = PartitionWriter(self.staging)
+        writer = PartitionWriter(self.staging, self.workers)
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="validate") as pool:
                 inflight: deque[Future[_Checked]] = deque()
@@ -611,6 +710,7 @@ class _FileRun:
                         self._consume(inflight.popleft().result(), plan, source, writer, con)
                 while inflight:
                     self._consume(inflight.popleft().result(), plan, source, writer, con)
+                mark("batches read and validated")
             staged = writer.close()
         finally:
             writer.abort()
@@ -635,6 +735,10 @@ class _FileRun:
 
     def _check(self, plan: ValidationPlan, batch: Batch) -> _Checked:
         """Validate one batch (in a worker thread): good rows in lake shape, bad rows apart."""
+        with busy("validate"):
+            return self._check_batch(plan, batch)
+
+    def _check_batch(self, plan: ValidationPlan, batch: Batch) -> _Checked:
         cursor = self._cursor()
         if isinstance(batch, ParquetSlice):
             out = cursor.sql(self._sliced_plan.sql(batch.relation())).to_arrow_table()
@@ -721,12 +825,10 @@ class _FileRun:
             good, hashes, days = self._drop_repeats(good, hashes, days)
         elif good.num_rows:
             self._hashes.add(checked.sorted_hashes)
+        if self._feed is not None:
+            self._feed.put(checked.members)
         if good.num_rows:
-            con.register("batch_members", pa.table({"m": checked.members}))
-            con.execute("INSERT INTO members SELECT m FROM batch_members")
-            con.unregister("batch_members")
-            for day, part in split_by_day(good, days):
-                writer.add(day, part)
+            writer.add_batch(split_by_day(good, days))
         self.rows_read += checked.rows
         self.accepted += good.num_rows
         self._keys |= checked.keys

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json as jsonlib
+import threading
 from datetime import date
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
@@ -15,7 +16,12 @@ from rich.table import Table
 from memberwise.config import Settings
 from memberwise.events.bulk import BulkFormat, BulkResult, ingest_paths
 from memberwise.events.bulk import Progress as IngestProgress
-from memberwise.runtime import lake_of
+from memberwise.events.timeline import mark
+from memberwise.kit.lake import EventLake
+from memberwise.kit.objectlake import lake_of
+
+if TYPE_CHECKING:
+    from memberwise.events.bulk_hooks import MemberRegistrar
 
 lake_app = typer.Typer(help="Inspect and compact the event lake.", no_args_is_help=True)
 console = Console()
@@ -46,12 +52,10 @@ def ingest(
     row number and reason. Re-running the same files is a no-op; exit code 1 if a file failed."""
     if format not in FORMATS:
         raise typer.BadParameter(f"expected one of {', '.join(FORMATS)}", param_hint="--format")
-    from memberwise.events.bulk_hooks import member_registrar  # the operational store's side
-
     settings = Settings()
     lake = lake_of(settings)  # (on the storage URI: a local directory or an object store)
     target = deadletter or settings.home / "deadletter"
-    on_members = member_registrar(settings)
+    on_members = _LazyRegistrar(settings)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -81,6 +85,7 @@ def ingest(
             progress=show,
         )
     scrubbed = on_members.scrub_erased(lake)
+    mark("done")
     if scrubbed and not json:
         console.print(f"removed {scrubbed:,} events of erased members again (their tombstones)")
     if json:
@@ -108,6 +113,33 @@ ingest_app.command("ingest", help="Load event files (CSV, JSONL, Parquet, Taobao
 @ingest_app.callback()
 def _ingest_root() -> None:
     """memberwise (ingest only)."""
+
+
+class _LazyRegistrar:
+    """The operational store's member registrar, loaded on first use.
+
+    Bulk ingest first calls it from its member-registration thread while DuckDB validates the
+    first batches, so importing and connecting the store's side (SQLAlchemy tables, members,
+    privacy) overlaps the pass instead of delaying its start.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.inner: MemberRegistrar | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, member_ids: list[str]) -> None:
+        with self.lock:
+            if self.inner is None:
+                from memberwise.events.bulk_hooks import member_registrar
+
+                self.inner = member_registrar(self.settings)
+        self.inner(member_ids)
+
+    def scrub_erased(self, lake: EventLake) -> int:
+        """See :meth:`memberwise.events.bulk_hooks.MemberRegistrar.scrub_erased` (0 when no
+        member was registered, so no erased one was seen)."""
+        return self.inner.scrub_erased(lake) if self.inner is not None else 0
 
 
 def _summary(result: BulkResult) -> Table:

@@ -7,7 +7,7 @@ import csv
 import io
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memberwise.events.schemas import LAKE_SCHEMA
+from memberwise.events.timeline import busy
 from memberwise.kit.lake import (
     PARQUET_OPTIONS,
     ROW_GROUP_ROWS,
     day_of,
     fsync_dir,
+    fsync_file,
     partition_name,
 )
 
@@ -148,18 +150,42 @@ def split_by_day(good: pa.Table, days: pa.ChunkedArray) -> Iterator[tuple[int, p
 
 
 class PartitionWriter:
-    """Good rows buffered per UTC day and written as row groups to staged files by one
-    background thread, so encoding overlaps reading and validating."""
+    """Good rows buffered per UTC day and written as row groups to staged files by background
+    threads, so encoding overlaps reading and validating.
 
-    def __init__(self, directory: Path) -> None:
+    Encoding and compressing Parquet is the heaviest step after validation, so it runs on
+    ``threads`` writers (pyarrow releases the GIL while it encodes): a day always goes to the
+    same writer (``day % threads``), whose queue is first in, first out, so each day's file
+    gets its rows in file order, and consecutive days (a time-ordered file) go to different
+    writers.
+    """
+
+    def __init__(self, directory: Path, threads: int = 1) -> None:
         self.directory = directory
         self.buffers: dict[int, list[pa.Table]] = {}
         self.buffered: dict[int, int] = {}
         self.total = 0
-        self.open: dict[int, pq.ParquetWriter] = {}
+        self.threads = max(1, threads)
+        # Per writer thread: its open files, least recently used first.
+        self.open: list[dict[int, pq.ParquetWriter]] = [{} for _ in range(self.threads)]
         self.files: dict[int, list[Path]] = {}
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="stage-writer")
+        self.executors = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"stage-writer-{n}")
+            for n in range(self.threads)
+        ]
         self.pending: deque[Future[None]] = deque()
+
+    def add_batch(self, parts: Iterable[tuple[int, pa.Table]]) -> None:
+        """Add one batch's rows per day; then write out at once every buffered day that this
+        batch did not touch. In a time-ordered file (the usual export) such a day is complete,
+        so it is encoded while the pass goes on instead of at its end; a file in random order
+        touches every day in every batch and stays buffered up to full row groups."""
+        touched = set()
+        for day, table in parts:
+            touched.add(day)
+            self.add(day, table)
+        for day in [d for d in self.buffers if d not in touched]:
+            self._flush(day)
 
     def add(self, day: int, table: pa.Table) -> None:
         self.buffers.setdefault(day, []).append(table)
@@ -173,24 +199,29 @@ class PartitionWriter:
     def _flush(self, day: int) -> None:
         pieces = self.buffers.pop(day)
         self.total -= self.buffered.pop(day)
-        self.pending.append(self.executor.submit(self._write, day, pieces))
-        while len(self.pending) > 4:
+        slot = day % self.threads
+        self.pending.append(self.executors[slot].submit(self._write, slot, day, pieces))
+        while len(self.pending) > 4 * self.threads:
             self.pending.popleft().result()
 
-    def _write(self, day: int, pieces: list[pa.Table]) -> None:
-        writer = self.open.pop(day, None)
+    def _write(self, slot: int, day: int, pieces: list[pa.Table]) -> None:
+        """Append ``pieces`` to the day's staged file (in writer thread ``slot``, the only one
+        that touches this day)."""
+        open_files = self.open[slot]
+        writer = open_files.pop(day, None)
         if writer is None:
-            if len(self.open) >= _MAX_OPEN:
-                oldest = next(iter(self.open))
-                self.open.pop(oldest).close()
+            if len(open_files) >= max(1, _MAX_OPEN // self.threads):
+                oldest = next(iter(open_files))
+                open_files.pop(oldest).close()
             paths = self.files.setdefault(day, [])
             directory = self.directory / partition_name(day_of(day))
             directory.mkdir(parents=True, exist_ok=True)
             path = directory / f"{len(paths)}.parquet"
             paths.append(path)
             writer = pq.ParquetWriter(path, LAKE_SCHEMA, **PARQUET_OPTIONS)
-        self.open[day] = writer  # re-inserted last: the dict order is least recently used first
-        writer.write_table(pa.concat_tables(pieces), row_group_size=ROW_GROUP_ROWS)
+        open_files[day] = writer  # re-inserted last: the dict order is least recently used first
+        with busy("encode"):
+            writer.write_table(pa.concat_tables(pieces), row_group_size=ROW_GROUP_ROWS)
 
     def close(self) -> dict[int, list[Path]]:
         """Write what is buffered, finish every file; returns the staged files per day."""
@@ -198,16 +229,26 @@ class PartitionWriter:
             self._flush(day)
         while self.pending:
             self.pending.popleft().result()
-        self.executor.submit(self._close_all).result()
+        closing = [ex.submit(self._close_all, n) for n, ex in enumerate(self.executors)]
+        for future in closing:
+            future.result()
+        # Flushed to disk now, several at once (waits on the disk that threads overlap), so
+        # publishing them later only renames.
+        with ThreadPoolExecutor(8, thread_name_prefix="stage-fsync") as pool:
+            list(pool.map(fsync_file, [path for paths in self.files.values() for path in paths]))
         return self.files
 
-    def _close_all(self) -> None:
-        while self.open:
-            self.open.popitem()[1].close()
+    def _close_all(self, slot: int) -> None:
+        """Finish this writer's files (in parallel with the other writers)."""
+        open_files = self.open[slot]
+        while open_files:
+            open_files.popitem()[1].close()
 
     def abort(self) -> None:
-        """Stop the writer thread (after close, or on an error)."""
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        for writer in self.open.values():
-            writer.close()
-        self.open.clear()
+        """Stop the writer threads (after close, or on an error)."""
+        for executor in self.executors:
+            executor.shutdown(wait=True, cancel_futures=True)
+        for open_files in self.open:
+            for writer in open_files.values():
+                writer.close()
+            open_files.clear()

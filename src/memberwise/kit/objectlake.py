@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     import duckdb
     import ibis
 
+    from memberwise.config import Settings
+
 
 class RemoteLakeError(RuntimeError):
     """An operation that rewrites lake files in place, asked of a lake on an object store."""
@@ -449,3 +451,16 @@ def open_lake(local_root: Path, storage_root: str, options: dict[str, Any]) -> E
     if is_local(storage_root):
         return EventLake(local_root)
     return ObjectLake(str(join(storage_root, "lake")), Storage(dict(options)), local_root)
+
+
+def lake_of(settings: Settings) -> EventLake:
+    """The event lake ``settings`` name: under the storage URI (a local directory by default,
+    an :class:`ObjectLake` on an object store), or at ``MEMBERWISE_LAKE_DIR`` when that is set.
+
+    It lives here rather than in :mod:`memberwise.runtime` so that ``memberwise ingest`` opens
+    the lake without importing the API's stack (over a second of start-up)."""
+    return open_lake(
+        settings.lake_root,
+        settings.home.as_uri() if settings.lake_dir else settings.storage_root,
+        settings.storage_options,
+    )
