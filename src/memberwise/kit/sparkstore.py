@@ -18,6 +18,7 @@ deletes its attempt folder; readers never trust unlisted files.
 from __future__ import annotations
 
 import json
+import posixpath
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ SOURCE = "memberwise_store"
 #: Spark setting choosing how object stores are reached: ``python`` (this module, the default)
 #: or ``hadoop`` (Spark's own S3A connector, when hadoop-aws is on the cluster's classpath).
 MODE_KEY = "spark.memberwise.objectStore"
+#: Bytes of objects one reading task reads (Spark's own default ``maxPartitionBytes``).
+READ_TASK_BYTES = 128 * 1024 * 1024
+#: Spark setting overriding :data:`READ_TASK_BYTES` (``1`` reads each object in its own task).
+READ_TASK_BYTES_KEY = "spark.memberwise.readTaskBytes"
 #: Rows per Arrow batch handed to Spark by a reading task.
 BATCH_ROWS = 64 * 1024
 
@@ -208,10 +213,30 @@ def _register(session: Any) -> None:
     session.dataSource.register(StoreParquet)
 
 
+def reading_tasks(files: Sequence[str], storage: Storage, *, task_bytes: int) -> int:
+    """How many reading tasks ``files`` deserve: about ``task_bytes`` of objects each (as
+    Spark's own reader packs files by ``spark.sql.files.maxPartitionBytes``), at least one
+    and at most one a file. The sizes come from one listing of the files' common prefix (a
+    few LIST requests, not one request a file). Each task is a Python worker's start-up and
+    imports (a second or more on a loaded machine), so a small lake is read by one task."""
+    if not files:
+        return 1
+    prefix = posixpath.commonpath([f.split("://", 1)[-1] for f in files])
+    scheme = files[0].split("://", 1)[0] + "://" if "://" in files[0] else ""
+    try:
+        listed = storage.fs(files[0]).find(scheme + prefix, detail=True)
+        sizes = {str(k).split("://", 1)[-1]: int(v.get("size") or 0) for k, v in listed.items()}
+        total = sum(sizes.get(f.split("://", 1)[-1], 0) for f in files)
+    except (OSError, ValueError):  # no listing: one task a file, as Spark would
+        return len(files)
+    return max(1, min(len(files), -(-total // task_bytes)))
+
+
 def read(session: Any, files: Sequence[str], storage: Storage) -> Any:
     """A lazy DataFrame of the Parquet objects ``files`` (URIs), read by the executors."""
     _register(session)
-    tasks = max(1, 2 * int(session.sparkContext.defaultParallelism))
+    task_bytes = int(session.conf.get(READ_TASK_BYTES_KEY, str(READ_TASK_BYTES)))
+    tasks = reading_tasks(files, storage, task_bytes=max(1, task_bytes))
     return (
         session.read.format(SOURCE)
         .option("files", json.dumps(list(files)))

@@ -49,6 +49,15 @@ SPARK_CONF: dict[str, str] = {
     "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.parquet.compression.codec": "zstd",
+    # Adaptive execution sizes each shuffle's output by its bytes (64 MiB a partition), not by
+    # the cluster's cores: a small build's aggregates and pandas-UDF groups run as one task
+    # each (every Python task is a worker start-up and imports, seconds on a loaded machine)
+    # while a large one still splits into as many partitions as its data needs, up to
+    # ``spark.sql.shuffle.partitions``.
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.parallelismFirst": "false",
+    "spark.python.worker.reuse": "true",
 }
 DEFAULT_SPARK_MASTER = "local[*]"
 
