@@ -64,7 +64,7 @@ def _free_port() -> int:
         return port
 
 
-def _wait_for(check: Callable[[], bool], what: str, seconds: float = 120.0) -> None:
+def _wait_for(check: Callable[[], bool], what: str, seconds: float = 300.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
