@@ -150,7 +150,9 @@ def main() -> None:
     parser.add_argument("--stages", default=STAGES)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-memory", default="1g")
-    parser.add_argument("--port", type=int, default=8124, help="the S3 server's port")
+    parser.add_argument(
+        "--port", type=int, default=8124, help="the S3 server's port (0: any free one)"
+    )
     parser.add_argument("--conf", default="", help="extra MEMBERWISE_SPARK_CONF pairs")
     parser.add_argument("--conf-b", default=None, help="a second Spark configuration")
     parser.add_argument("--no-duckdb", action="store_true")
@@ -159,6 +161,12 @@ def main() -> None:
     from memberwise.kit.storage import Storage
     from tests.jobs.test_spark_cluster import standalone_cluster
 
+    if args.port == 0:  # any free port (two benchmarks side by side)
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            args.port = int(probe.getsockname()[1])
     args.dir.mkdir(parents=True, exist_ok=True)
     home = args.dir / "home"
     options = {
