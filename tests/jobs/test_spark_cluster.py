@@ -1,35 +1,60 @@
-"""The build on a real Spark standalone cluster: a master and a worker started here from the
-pyspark install (one core, 1 GiB), the build's Spark session pointed at the master through
-``MEMBERWISE_SPARK_MASTER``; the executors (separate JVMs with their own Python workers) run
-the profile expressions, the RFM summary, the BG/NBD and churn scoring and the persona
-assignment, and the outputs equal DuckDB's.
+"""The build on a real Spark standalone cluster over a local S3 server: a master and two workers
+started here from the pyspark install (one core, 1 GiB each), a moto S3 server holding the
+lake (``memberwise ingest`` writes it to ``s3://``), and the build's Spark session pointed at
+the master through ``MEMBERWISE_SPARK_MASTER``. The executors (separate JVMs with their own
+Python workers) read the lake's objects, run the profile expressions, the RFM summary (its
+scratch on S3), the BG/NBD and churn scoring and the persona assignment, and the outputs equal
+DuckDB's. A second test has Spark write an artifact to S3 and checks it object by object.
 
 Runs only where pyspark imports; it stops any local session of the process first (a process
-has one SparkContext) and its own at the end.
+has one SparkContext) and its own at the end. :func:`standalone_cluster` is also used by
+``benchmarks/spark_cluster_build.py``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from memberwise.config import Engine
-from tests.jobs.spark_parity import artifacts, build, differences, make_home, plain, schema_of
+from memberwise.kit.storage import MANIFEST, Storage
+from tests.jobs.spark_parity import (
+    Home,
+    artifacts,
+    build,
+    differences,
+    make_home,
+    plain,
+    schema_of,
+)
+from tests.kit.test_storage import BUCKET, s3  # noqa: F401  (the S3 server fixture)
 
 pyspark = pytest.importorskip("pyspark")
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
 SPARK_HOME = Path(pyspark.__file__).parent
 STAGES = ["profiles", "predictions", "tags", "segments"]
+#: Each executor: the worker's one core and most of its memory; two shuffle partitions, the
+#: cluster's cores (the demo is tiny: more partitions would be more Python tasks, not speed).
+CLUSTER_CONF = (
+    "spark.executor.memory=640m,spark.executor.cores=1,spark.cores.max=2,"
+    "spark.driver.host=127.0.0.1,spark.driver.memory=1g,"
+    "spark.sql.shuffle.partitions=2,spark.default.parallelism=2"
+)
 
 
 def _free_port() -> int:
@@ -39,7 +64,7 @@ def _free_port() -> int:
         return port
 
 
-def _wait_for(check: Callable[[], bool], what: str, seconds: float = 90.0) -> None:
+def _wait_for(check: Callable[[], bool], what: str, seconds: float = 300.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -51,7 +76,28 @@ def _wait_for(check: Callable[[], bool], what: str, seconds: float = 90.0) -> No
     raise RuntimeError(f"the Spark {what} did not come up in {seconds:.0f} s")
 
 
-def _stop_sessions() -> None:
+def _descendants(pid: int) -> list[int]:
+    """Process ids under ``pid`` (a worker's executor JVMs), from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def stop_sessions() -> None:
+    """Stop the process's Spark session, if any (one SparkContext per process)."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -59,17 +105,29 @@ def _stop_sessions() -> None:
         active.stop()
 
 
-@pytest.fixture(scope="module")
-def master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``spark://127.0.0.1:PORT`` of a running master with one registered worker."""
-    logs = tmp_path_factory.mktemp("spark-cluster")
-    port, ui, worker_ui = _free_port(), _free_port(), _free_port()
+@dataclass(frozen=True)
+class Cluster:
+    """A running standalone cluster: its master URL and the master's web UI port."""
+
+    url: str
+    ui: int
+
+
+@contextmanager
+def standalone_cluster(
+    logs: Path, *, workers: int = 2, cores: int = 1, memory: str = "1g"
+) -> Iterator[Cluster]:
+    """A master and ``workers`` workers started from the pyspark install on 127.0.0.1; on exit
+    the process's Spark session is stopped, then every worker (and the executors under it)
+    and the master, by process id."""
+    logs.mkdir(parents=True, exist_ok=True)
+    port, ui = _free_port(), _free_port()
     env = {
         **os.environ,
         "SPARK_HOME": str(SPARK_HOME),
         "SPARK_LOCAL_IP": "127.0.0.1",
         "PYSPARK_PYTHON": sys.executable,
-        # The executors' Python workers import memberwise from the same place as the tests.
+        # The executors' Python workers import memberwise from the same place as the driver.
         "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
     }
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
@@ -93,67 +151,144 @@ def master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             return True
 
         _wait_for(listening, "master")
-        started.append(
-            subprocess.Popen(
-                [
-                    *(spark_class, "org.apache.spark.deploy.worker.Worker", url),
-                    *("--cores", "1", "--memory", "1g", "--webui-port", str(worker_ui)),
-                    *("--work-dir", str(logs / "work")),
-                ],
-                env=env,
-                stdout=(logs / "worker.log").open("wb"),
-                stderr=subprocess.STDOUT,
+        for n in range(workers):
+            started.append(
+                subprocess.Popen(
+                    [
+                        *(spark_class, "org.apache.spark.deploy.worker.Worker", url),
+                        *("--host", "127.0.0.1", "--cores", str(cores), "--memory", memory),
+                        *("--webui-port", str(_free_port()), "--work-dir", str(logs / f"w{n}")),
+                    ],
+                    env=env,
+                    stdout=(logs / f"worker{n}.log").open("wb"),
+                    stderr=subprocess.STDOUT,
+                )
             )
-        )
 
         def registered() -> bool:
             with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as answer:
-                return int(json.load(answer).get("aliveworkers", 0)) >= 1
+                return int(json.load(answer).get("aliveworkers", 0)) >= workers
 
-        _wait_for(registered, "worker")
-        _stop_sessions()
+        _wait_for(registered, f"{workers} workers")
+        stop_sessions()
         os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-        yield url
+        yield Cluster(url, ui)
     finally:
-        _stop_sessions()
+        stop_sessions()
         os.environ.pop("SPARK_LOCAL_IP", None)
         for process in reversed(started):
+            below = _descendants(process.pid)
             process.terminate()
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait(timeout=10)
+            for pid in below:  # an executor JVM its worker did not take down
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
-def test_a_build_on_a_standalone_cluster_equals_the_embedded_build(
-    master: str, tmp_path: Path, sqlite_template: Path
-) -> None:
-    home = make_home(
-        tmp_path,
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with standalone_cluster(tmp_path_factory.mktemp("spark-cluster")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def home(
+    cluster: Cluster,
+    s3: Storage,  # noqa: F811  (the imported fixture)
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_template: Path,
+) -> Iterator[Home]:
+    """A 120-member demo whose lake is on the S3 server, built on the cluster."""
+    root = tmp_path_factory.mktemp("cluster-home")
+    made = make_home(
+        root,
         sqlite_template,
         members=120,
-        spark_master=master,
-        spark_conf="spark.executor.memory=768m,spark.cores.max=1,spark.driver.host=127.0.0.1",
+        spark_master=cluster.url,
+        spark_conf=CLUSTER_CONF,
+        storage_uri=f"s3://{BUCKET}/{root.name}/",
+        storage_options=s3.options,
     )
     try:
-        duck = build(home, Engine.duckdb, STAGES)
-        spark = build(home, Engine.spark, STAGES)
-        from memberwise.kit.warehouse import spark_backend
-
-        context = spark_backend()._session.sparkContext
+        yield made
     finally:
-        home.runtime.close()
+        made.runtime.close()
 
-    # The session ran on the cluster: its master, and an executor besides the driver.
-    assert context.master == master
-    assert context._jsc.sc().getExecutorMemoryStatus().size() >= 2
+
+def test_a_build_on_a_standalone_cluster_over_s3_equals_the_embedded_build(
+    cluster: Cluster,
+    home: Home,
+    s3: Storage,  # noqa: F811
+) -> None:
+    lake_files = s3.fs("s3://").find(f"{BUCKET}/{home.root.name}/lake")
+    assert any(f.endswith(".parquet") for f in lake_files)  # the lake is on S3
+    assert not any((home.root / "home" / "lake").rglob("*.parquet"))
+    duck = build(home, Engine.duckdb, STAGES)
+    spark = build(home, Engine.spark, STAGES)
+    from memberwise.kit.warehouse import spark_backend
+
+    context = spark_backend()._session.sparkContext
+    # The session ran on the cluster: its master, and two executors besides the driver.
+    assert context.master == cluster.url
+    assert context._jsc.sc().getExecutorMemoryStatus().size() == 3
+    assert duck.members == spark.members > 0
     names = artifacts(duck.directory)
     assert names == artifacts(spark.directory)
     for name in names:
         assert plain(schema_of(duck.directory / name)) == plain(
             schema_of(spark.directory / name)
         ), name
-    keys = {"tags.parquet": ["tag", "member_id"], "details.parquet": None}
+    keys = {"tags.parquet": ["tag", "member_id"]}
     for name in ("profiles.parquet", "predictions.parquet", "tags.parquet", "segments.parquet"):
         key = keys.get(name) or ["member_id"]
         assert differences(duck.directory / name, spark.directory / name, key) == [], name
+    # The predictions' scratch (the RFM summary, written and read on S3) was dropped.
+    assert not s3.exists(f"s3://{BUCKET}/{home.root.name}/warehouse/work/{spark.build_id}")
+
+
+def test_spark_reads_the_s3_lake_and_writes_an_artifact_to_s3_object_by_object(
+    cluster: Cluster,
+    home: Home,
+    s3: Storage,  # noqa: F811
+) -> None:
+    from memberwise.kit.warehouse import duckdb_backend, spark_backend, write_parquet
+
+    lake = home.runtime.lake
+    settings = home.runtime.settings
+    con = spark_backend(master=cluster.url, conf=settings.spark_options(), storage=s3)
+    target = f"s3://{BUCKET}/{home.root.name}/artifacts/events.parquet"
+    events = lake.events_table(con)
+    rows = write_parquet(con, events.order_by("event_id"), target)
+
+    duck = duckdb_backend(storage=s3)
+    try:
+        expected = lake.events_table(duck).to_pyarrow().sort_by("event_id")
+    finally:
+        duck.disconnect()
+    assert rows == expected.num_rows > 0
+    # The manifest names every data object of one attempt folder, and nothing else is there.
+    manifest = json.loads(s3.read_bytes(f"{target}/{MANIFEST}"))
+    listed = manifest["files"]
+    attempts = {name.split("/")[0] for name in listed}
+    assert len(attempts) == 1 and next(iter(attempts)).startswith("attempt-")
+    assert s3.listdir(target) == sorted([MANIFEST, *attempts])
+    assert s3.listdir(f"{target}/{next(iter(attempts))}") == sorted(
+        name.split("/")[1] for name in listed
+    )
+    # Object by object: each is a whole Parquet file; together they are the lake's events.
+    parts = []
+    for name in listed:
+        with s3.fs(target).open(f"{target}/{name}", "rb") as handle:
+            parts.append(pq.read_table(handle))
+    written = pa.concat_tables(parts).sort_by("event_id")
+    assert written.schema.names == expected.schema.names
+    assert written.to_pylist() == expected.cast(written.schema).to_pylist()
+    # Written again: a new attempt replaces the old one, which is deleted.
+    write_parquet(con, events.filter(events.type == "purchase"), target)
+    again = json.loads(s3.read_bytes(f"{target}/{MANIFEST}"))["files"]
+    assert {n.split("/")[0] for n in again}.isdisjoint(attempts)
+    assert not any(name in attempts for name in s3.listdir(target))

@@ -49,6 +49,15 @@ SPARK_CONF: dict[str, str] = {
     "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.parquet.compression.codec": "zstd",
+    # Adaptive execution sizes each shuffle's output by its bytes (64 MiB a partition), not by
+    # the cluster's cores: a small build's aggregates and pandas-UDF groups run as one task
+    # each (every Python task is a worker start-up and imports, seconds on a loaded machine)
+    # while a large one still splits into as many partitions as its data needs, up to
+    # ``spark.sql.shuffle.partitions``.
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.parallelismFirst": "false",
+    "spark.python.worker.reuse": "true",
 }
 DEFAULT_SPARK_MASTER = "local[*]"
 
@@ -136,6 +145,33 @@ def spark_uri(uri: str | Path) -> str:
     return text
 
 
+def spark_read(session: Any, files: Sequence[str], storage: Storage) -> Any:
+    """A lazy Spark DataFrame of Parquet ``files``: Spark's own reader for local and HDFS
+    paths (and S3A when configured), else the executors read the objects through fsspec
+    (:mod:`memberwise.kit.sparkstore`)."""
+    remote = [f for f in files if not is_local(f)]
+    if remote:
+        from memberwise.kit import sparkstore
+
+        if sparkstore.through_python(session, remote[0]):
+            return sparkstore.read(session, files, storage)
+    return session.read.parquet(*(spark_uri(_plain(f)) for f in files))
+
+
+def spark_write(frame: Any, uri: str | Path, storage: Storage) -> None:
+    """Write a Spark DataFrame to the directory ``uri`` from the executors (replacing it):
+    Spark's own writer, or the fsspec data source on an object store without S3A. Used for a
+    stage's scratch, read back with :func:`spark_read` of ``storage.parquet_files(uri)``."""
+    text = str(uri)
+    if not is_local(text):
+        from memberwise.kit import sparkstore
+
+        if sparkstore.through_python(frame.sparkSession, text):
+            sparkstore.write(frame, text, storage)
+            return
+    frame.write.mode("overwrite").parquet(spark_uri(uri))
+
+
 def spark_dataframe(con: ibis.BaseBackend, expr: ir.Table) -> Any:
     """``expr`` as a Spark DataFrame of ``con``'s session: nothing is computed or collected
     until the frame is written or acted on."""
@@ -161,9 +197,8 @@ def read_parquet(
         [f for p in paths for f in storage.parquet_files(p)] if expand else [str(p) for p in paths]
     )
     if con.name == "pyspark":
-        session = con._session
         name = f"parquet_{uuid.uuid4().hex}"
-        session.read.parquet(*(spark_uri(_plain(f)) for f in files)).createOrReplaceTempView(name)
+        spark_read(con._session, files, storage).createOrReplaceTempView(name)
         return con.table(name)
     remote = [f for f in files if not is_local(f)]
     if remote:
@@ -304,6 +339,13 @@ def _spark_write(con: ibis.BaseBackend, expr: ir.Table, path: Path | str) -> int
         storage.delete(text)
         fs.mv(tmp_uri, text, recursive=True)
         return rows
+    from memberwise.kit import sparkstore
+
+    if sparkstore.through_python(con._session, text):
+        # No S3A connector here: the executors write the objects through fsspec and the
+        # driver commits the manifest (kit/sparkstore.py).
+        sparkstore.write(frame, text, storage)
+        return storage.num_rows(text)
     # An object store: a fresh attempt folder, then the manifest naming its files (one PUT).
     attempt = f"attempt-{uuid.uuid4().hex}"
     writer.parquet(spark_uri(join(text, attempt)))

@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from memberwise.kit import sparkframes
 from memberwise.kit.errors import MemberwiseError
+from memberwise.kit.warehouse import spark_read, spark_write, storage_of
 from memberwise.predict.bgnbd import BetaGeoModel
 from memberwise.predict.churn import FEATURES, ChurnModel, fit_churn
 from memberwise.predict.fitting import InsufficientData
@@ -218,8 +219,10 @@ def predict_on_spark(
         def summarize(frame: Frame) -> Frame:
             return summarize_bucket(frame.drop(columns=["bucket"]), as_of=as_of, timezone=timezone)
 
-        grouped.applyInPandas(summarize, SUMMARY_DDL).write.mode("overwrite").parquet(summary_path)
-        summary = spark.read.parquet(summary_path)
+        # Spark's writer, or the executors' fsspec writer on an object store (kit/sparkstore).
+        storage = storage_of(con)
+        spark_write(grouped.applyInPandas(summarize, SUMMARY_DDL), summary_path, storage)
+        summary = spark_read(spark, storage.parquet_files(summary_path), storage)
     else:
         summary = spark.createDataFrame([], SUMMARY_DDL)
     timings["summary_seconds"] = time.perf_counter() - started
