@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -103,3 +105,24 @@ def differences(left: Path, right: Path, key: list[str]) -> list[tuple[Any, str,
             if not _same(x[column], y[column]):
                 out.append((tuple(x[k] for k in key), column, x[column], y[column]))
     return out
+
+
+@contextmanager
+def no_collect() -> Iterator[None]:
+    """Within the block, a Spark DataFrame cannot be brought to the driver (``toPandas``,
+    ``toArrow``, ``collect``, ``toLocalIterator`` raise): what a stage that must keep
+    member-sized data in the executors runs under in the tests."""
+    from pyspark.sql import DataFrame
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("a Spark result was collected into the driver")
+
+    names = ("toPandas", "toArrow", "collect", "toLocalIterator")
+    saved = {name: getattr(DataFrame, name) for name in names}
+    for name in names:
+        setattr(DataFrame, name, refuse)
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(DataFrame, name, method)
