@@ -113,3 +113,17 @@ def test_personas_are_the_same_on_both_engines(builds: tuple[BuildResult, BuildR
         )
         == []
     )
+
+
+def test_recommendations_run_on_the_cluster_for_every_profiled_member(
+    builds: tuple[BuildResult, BuildResult],
+) -> None:
+    duck, spark = builds
+    section = json.loads((spark.directory / "build.json").read_text())["recommendations"]
+
+    # Spark ML's ALS, the SQL co-occurrence and the executors' ranker made these lists.
+    assert section["info"]["engine"] == "spark"
+    lists = pq.read_table(spark.directory / "recommendations.parquet")
+    profiled = pq.read_table(duck.directory / "profiles.parquet").column("member_id")
+    assert set(lists.column("member_id").to_pylist()) == set(profiled.to_pylist())
+    assert lists.column("member_id").null_count == lists.column("item_id").null_count == 0

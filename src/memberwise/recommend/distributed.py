@@ -706,12 +706,47 @@ def recommendations_on_spark(
 ) -> SparkOutcome:
     """Train on the time split, measure on the held-out members, score every member and write
     ``recommendations.parquet`` and ``similar_items.parquet`` from the executors."""
+    spark = sparkframes.session(ctx.con)
+    began = time.perf_counter()
+    scratch = ctx.scratch("recommend-spark")
+    # ALS's iterations make a lineage deep enough to overflow the stack when tasks are
+    # deserialized; Spark ML cuts it every 10 iterations once a checkpoint folder is set.
+    spark.sparkContext.setCheckpointDir(spark_uri(join(scratch, "checkpoints")))
+    try:
+        return _run(
+            ctx,
+            spark,
+            began,
+            catalog=catalog,
+            unavailable=unavailable,
+            early_items=early_items,
+            granting=granting,
+            list_length=list_length,
+            config=config,
+            ks=ks,
+        )
+    finally:
+        ctx.drop_scratch(scratch)
+
+
+def _run(
+    ctx: BuildContext,
+    spark: Any,
+    began: float,
+    *,
+    catalog: pa.Table,
+    unavailable: Sequence[str],
+    early_items: Sequence[str],
+    granting: dict[str, int],
+    list_length: int,
+    config: RecommenderConfig,
+    ks: Sequence[int],
+) -> SparkOutcome:
+    """:func:`recommendations_on_spark`'s body (the caller owns the scratch folder)."""
     from pyspark.sql import functions as F  # noqa: N812  (the usual name)
 
     from memberwise.recommend import service
 
-    spark = sparkframes.session(ctx.con)
-    began = time.perf_counter()
     as_of: datetime = ctx.result.as_of
     now_day = as_of.timestamp() * 1_000_000 / DAY_US
     cut_day = now_day - config.label_days

@@ -599,7 +599,10 @@ def spark_popularity(ctx: BuildContext) -> pa.Table:
         .agg(F.count("*").alias("count"), F.min("ts").alias("ts"))
         .drop("_recent")
     )
-    table = read_small(ctx, grouped, "popularity")
+    try:
+        table = read_small(ctx, grouped, "popularity")
+    finally:
+        ctx.drop_scratch(ctx.scratch("recommend-spark"))
     if not table.num_rows:
         return pa.table(
             {
