@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -162,3 +164,27 @@ def seed_tiers(home: Home) -> list[str]:
             ],
         )
     return ids
+@contextmanager
+def no_collect() -> Iterator[None]:
+    """Within the block, a Spark DataFrame cannot be brought to the driver (``toPandas``,
+    ``toArrow``, ``collect``, ``toLocalIterator`` raise): what a stage that must keep
+    member-sized data in the executors runs under in the tests."""
+    # Spark 4 sessions hand out the classic DataFrame, which overrides these methods:
+    # patching only the public base class would stop nothing.
+    from pyspark.sql.classic.dataframe import DataFrame
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("a Spark result was collected into the driver")
+
+    names = ("toPandas", "toArrow", "collect", "toLocalIterator", "_collect_as_arrow")
+    saved = {name: DataFrame.__dict__[name] for name in names if name in DataFrame.__dict__}
+    for name in names:
+        setattr(DataFrame, name, refuse)
+    try:
+        yield
+    finally:
+        for name in names:
+            if name in saved:
+                setattr(DataFrame, name, saved[name])
+            else:
+                delattr(DataFrame, name)

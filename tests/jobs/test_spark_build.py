@@ -190,3 +190,15 @@ def test_the_tiers_stage_on_spark_brings_no_member_sized_data_to_the_driver(
     assert expected["invitations"]["invited"] >= 1
     for name, key in (("tiers.parquet", ["member_id"]), ("invitations.parquet", ["rank"])):
         assert differences(duck.directory / name, directory / name, key) == [], name
+def test_recommendations_run_on_the_cluster_for_every_profiled_member(
+    builds: tuple[BuildResult, BuildResult],
+) -> None:
+    duck, spark = builds
+    section = json.loads((spark.directory / "build.json").read_text())["recommendations"]
+
+    # Spark ML's ALS, the SQL co-occurrence and the executors' ranker made these lists.
+    assert section["info"]["engine"] == "spark"
+    lists = pq.read_table(spark.directory / "recommendations.parquet")
+    profiled = pq.read_table(duck.directory / "profiles.parquet").column("member_id")
+    assert set(lists.column("member_id").to_pylist()) == set(profiled.to_pylist())
+    assert lists.column("member_id").null_count == lists.column("item_id").null_count == 0

@@ -42,7 +42,7 @@ def test_spark_round_trips_s3_objects_without_collecting_and_a_failed_job_change
     s3: Storage,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pyspark.sql import DataFrame
+    from pyspark.sql.classic.dataframe import DataFrame  # what Spark 4 sessions hand out
 
     from memberwise.kit import sparkstore
     from memberwise.kit.warehouse import read_parquet, write_parquet

@@ -41,7 +41,7 @@ def test_settings_reach_the_session_and_defaults_stay_defaults(spark: ibis.BaseB
 def test_spark_writes_from_its_executors_and_every_reader_takes_the_directory(
     spark: ibis.BaseBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pyspark.sql import DataFrame
+    from pyspark.sql.classic.dataframe import DataFrame  # what Spark 4 sessions hand out
 
     def no_collect(*_: Any, **__: Any) -> None:
         raise AssertionError("a write must not collect the result into the driver")

@@ -176,6 +176,63 @@ def test_fallback_lists_rank_recent_popularity_by_region_and_category() -> None:
     )
 
 
+def test_fallback_lists_from_grouped_rows_equal_those_from_every_event() -> None:
+    # The Spark path hands over events grouped by item, region, category, type and window
+    # (count, first ts): the lists, new arrivals by first-seen time included, are the same.
+    as_of = datetime(2026, 6, 1, tzinfo=UTC)
+    rows = [
+        ("a", "purchase", "北京", "c1", 1),
+        ("a", "purchase", "北京", "c1", 2),
+        ("a", "view", "上海", "c1", 2),
+        ("b", "view", "北京", "c1", 3),
+        ("b", "view", "北京", "c1", 50),
+        ("c", "cart", "上海", "c2", 4),
+        ("c", "favorite", "上海", "c2", 20),
+        ("d", "purchase", "上海", "c2", 40),
+    ]
+    events = pa.table(
+        {
+            "item_id": [r[0] for r in rows],
+            "type": [r[1] for r in rows],
+            "region": [r[2] for r in rows],
+            "category_id": [r[3] for r in rows],
+            "ts": pa.array(
+                [as_of - timedelta(days=r[4]) for r in rows], pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
+    grouped = (
+        events.append_column(
+            "recent", pa.array([r[4] < stage.POPULAR_DAYS for r in rows], pa.bool_())
+        )
+        .group_by(["item_id", "region", "category_id", "type", "recent"])
+        .aggregate([("ts", "count"), ("ts", "min")])
+    )
+    grouped = grouped.rename_columns({"ts_count": "count", "ts_min": "ts"}).drop_columns(["recent"])
+    empty = pa.table(
+        {
+            "item_id": pa.array([], pa.string()),
+            "category_id": pa.array([], pa.string()),
+            "parent_category_id": pa.array([], pa.string()),
+            "hidden": pa.array([], pa.bool_()),
+            "in_stock": pa.array([], pa.bool_()),
+            "launched_at": pa.array([], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    as_of_us = int(as_of.timestamp() * US)
+
+    each = stage.fallback_lists(events, empty, as_of_us=as_of_us, names={})
+    by_group = stage.fallback_lists(grouped, empty, as_of_us=as_of_us, names={})
+
+    assert grouped.num_rows == 7
+    assert by_group.to_pylist() == each.to_pylist()
+    assert [(r["item_id"], r["score"]) for r in each.to_pylist() if r["key"] == "all"] == [
+        ("a", 11.0),
+        ("c", 5.0),
+        ("b", 1.0),
+    ]
+
+
 def test_early_access_goes_to_tiers_whose_benefits_grant_it() -> None:
     program = parse_program(
         """

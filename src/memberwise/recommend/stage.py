@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
 from memberwise.kit.lake import fsync_file
+from memberwise.kit.sparkframes import is_spark
 from memberwise.recommend import service
 from memberwise.recommend.evaluate import OWN_BASELINES, POLICY_PREFIX, Scores, evaluate
 from memberwise.recommend.interactions import from_events
@@ -173,7 +174,9 @@ def fallback_lists(
     Popularity is the weighted count of the last :data:`POPULAR_DAYS` days' events (all
     events when those days have none); unavailable items (hidden, sold out, not launched) are
     left out. New arrivals are items launched in the last :data:`NEW_DAYS` days (by the
-    catalog, else first seen in events), most popular first.
+    catalog, else first seen in events), most popular first. ``events`` may carry a ``count``
+    column: each row then stands for that many events of its type (the Spark path hands over
+    events grouped by item, region, category, type and window, ``ts`` their first time).
     """
     ts = pc.cast(pc.cast(events.column("ts"), pa.timestamp("us", tz="UTC")), pa.int64())
     recent = pc.greater(ts, as_of_us - POPULAR_DAYS * 86_400_000_000)
@@ -182,6 +185,8 @@ def fallback_lists(
     weight = np.zeros(len(kinds))
     for kind, w in POPULARITY_WEIGHTS.items():
         weight[kinds == kind] = w
+    if "count" in window.column_names:  # pre-aggregated rows (the Spark path): one per group
+        weight = weight * window.column("count").to_numpy(zero_copy_only=False)
     has_item = pc.is_valid(window.column("item_id")).to_numpy(zero_copy_only=False) & (weight > 0)
     item = window.column("item_id").to_numpy(zero_copy_only=False)[has_item].astype(np.str_)
     region = (
@@ -445,6 +450,8 @@ def stage_recommendations(ctx: BuildContext) -> int:
     began = time.perf_counter()
     as_of = ctx.result.as_of
     as_of_us = int(as_of.timestamp() * US)
+    if is_spark(ctx.con):
+        return _stage_on_spark(ctx, began)
     events = read_events(ctx)
     with ctx.runtime.engine.connect() as conn:
         catalog = service.catalog_table(conn)
@@ -555,6 +562,149 @@ def stage_recommendations(ctx: BuildContext) -> int:
         "seconds": round(time.perf_counter() - began, 3),
     }
     return rows
+
+
+def _upcoming(catalog: pa.Table, as_of_us: int, ahead_us: int) -> list[str]:
+    """Items launching within ``ahead_us`` after the clock, visible and in stock, by launch."""
+    launched = catalog.column("launched_at").cast(pa.int64()).fill_null(0)
+    upcoming = catalog.filter(
+        pc.and_(
+            pc.and_(pc.greater(launched, as_of_us), pc.less_equal(launched, as_of_us + ahead_us)),
+            pc.and_(pc.invert(catalog.column("hidden")), catalog.column("in_stock")),
+        )
+    ).sort_by([("launched_at", "ascending"), ("item_id", "ascending")])
+    return [str(i) for i in upcoming.column("item_id").to_pylist()]
+
+
+def spark_popularity(ctx: BuildContext) -> pa.Table:
+    """The lake's item events grouped by item, region, category, type and popularity window
+    (``count``, ``ts`` = the group's first time), computed by Spark: what
+    :func:`fallback_lists` needs, item-sized, read from the scratch folder."""
+    from pyspark.sql import functions as F  # noqa: N812  (the usual name)
+
+    from memberwise.kit import sparkframes
+    from memberwise.recommend.distributed import read_small
+
+    as_of = ctx.result.as_of
+    as_of_us = int(as_of.timestamp() * US)
+    events = ctx.runtime.lake.events_table(ctx.con)
+    expr = events.filter(
+        (events.ts <= ibis.literal(as_of)) & events.type.isin(list(ITEM_EVENTS))
+    ).select("item_id", "region", "category_id", "type", "ts")
+    frame = sparkframes.to_spark(ctx.con, expr)
+    recent = F.unix_micros("ts") > F.lit(as_of_us - POPULAR_DAYS * 86_400_000_000)
+    grouped = (
+        frame.withColumn("_recent", recent)
+        .groupBy("item_id", "region", "category_id", "type", "_recent")
+        .agg(F.count("*").alias("count"), F.min("ts").alias("ts"))
+        .drop("_recent")
+    )
+    try:
+        table = read_small(ctx, grouped, "popularity")
+    finally:
+        ctx.drop_scratch(ctx.scratch("recommend-spark"))
+    if not table.num_rows:
+        return pa.table(
+            {
+                "item_id": pa.array([], pa.string()),
+                "region": pa.array([], pa.string()),
+                "category_id": pa.array([], pa.string()),
+                "type": pa.array([], pa.string()),
+                "count": pa.array([], pa.int64()),
+                "ts": pa.array([], pa.timestamp("us", tz="UTC")),
+            }
+        )
+    return table.sort_by(
+        [
+            ("item_id", "ascending"),
+            ("region", "ascending"),
+            ("type", "ascending"),
+            ("ts", "ascending"),
+        ]
+    )
+
+
+def _stage_on_spark(ctx: BuildContext, began: float) -> int:
+    """The stage when the engine is Spark (:mod:`.distributed`): lists and similar items
+    written from the executors, the fallback lists from item-sized aggregates."""
+    from memberwise.recommend.distributed import recommendations_on_spark
+
+    settings = ctx.program.recommendations
+    steps = 6
+    as_of = ctx.result.as_of
+    as_of_us = int(as_of.timestamp() * US)
+    with ctx.runtime.engine.connect() as conn:
+        catalog = service.catalog_table(conn)
+        categories = service.categories_table(conn)
+    ctx.progress("recommendations", 1, steps)
+    unavailable = catalog.filter(
+        pc.or_(catalog.column("hidden"), pc.invert(catalog.column("in_stock")))
+    ).column("item_id")
+    granting = early_access_tiers(ctx.program)
+    ahead_us = max(granting.values(), default=0) * 3_600 * US
+    early_items = _upcoming(catalog, as_of_us, ahead_us) if granting else []
+    config = RecommenderConfig(seed=7)
+    outcome = recommendations_on_spark(
+        ctx,
+        catalog=catalog,
+        unavailable=[str(i) for i in unavailable.to_pylist()],
+        early_items=early_items,
+        granting=granting,
+        list_length=settings.list_length,
+        config=config,
+        ks=KS,
+    )
+    ctx.progress("recommendations", 4, steps)
+    names = dict(
+        zip(
+            categories.column("category_id").to_pylist(),
+            categories.column("name").to_pylist(),
+            strict=True,
+        )
+    )
+    service_write(
+        ctx,
+        service.FALLBACKS,
+        fallback_lists(spark_popularity(ctx), catalog, as_of_us=as_of_us, names=names),
+    )
+    ctx.progress("recommendations", 5, steps)
+    profiles = pq.read_table(ctx.path("profiles.parquet"))
+    wanted = [c for c in PROFILE_FIELDS if c in profiles.column_names]
+    tiers = member_tiers(ctx)
+    suggestions, problems = target(
+        profiles.select(wanted),
+        settings.campaigns,
+        ctx.program.coupons,
+        segments=_segments(ctx),
+        tiers=tiers,
+    )
+    service_write(ctx, service.COUPONS, suggestions)
+    ctx.progress("recommendations", 6, steps)
+    metrics = outcome.metrics
+    sections = ctx.meta.setdefault("sections", {})
+    sections[service.SECTION] = {
+        "model_id": ctx.result.build_id,
+        "metrics": metrics,
+        "method": metrics["method"],
+        "published_method": metrics["published_method"],
+        "decision": metrics["decision"],
+        "own_policy": None,
+        "gate_metrics": list(service.GATE_METRICS),
+        "label_days": config.label_days,
+        "config": {
+            "list_length": settings.list_length,
+            "diversity_share": settings.diversity_share,
+            "publish_tolerance": settings.publish_tolerance,
+            "model": config.to_json(),
+        },
+        "info": outcome.info,
+        "members": None,
+        "early_access_members": None,
+        "coupon_suggestions": suggestions.num_rows,
+        "targeting_problems": problems,
+        "seconds": round(time.perf_counter() - began, 3),
+    }
+    return outcome.rows
 
 
 def service_write(ctx: BuildContext, name: str, table: pa.Table) -> int:
