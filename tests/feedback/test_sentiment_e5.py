@@ -118,7 +118,10 @@ def test_the_shipped_plugin_reads_clear_reviews_right(monkeypatch: pytest.Monkey
     assert [int(x > 0.5) for x in p] == list(CLEAR.values())
     # Two held-out negatives in mild words that the NBSVM alone reads as (barely) positive: the
     # plug-in sends them to the encoder and gets them right.
-    mild = ["此书我觉得我个人不是特别喜欢，所有的内容太过虚幻了。", "音箱因为在键盘下边，声音很小。。"]
+    mild = [
+        "此书我觉得我个人不是特别喜欢，所有的内容太过虚幻了。",
+        "音箱因为在键盘下边，声音很小。。",
+    ]
     base = SentimentModel.load()
     assert (base.predict_proba(mild) > 0.5).all()
     combined, sent = model.log_odds(mild)
