@@ -16,6 +16,8 @@ from memberwise.console.web import PREFIX, Staff, render, runtime_of
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.time import utcnow
+from memberwise.predict import service as predict
+from memberwise.predict.schemas import ChurnFit
 from memberwise.privacy.service import authorize
 
 router = APIRouter()
@@ -34,6 +36,17 @@ i18n.add(
         "overview.clv": ("12 个月 CLV 分布", "12-month CLV distribution"),
         "overview.churn": ("流失风险分布", "Churn-risk distribution"),
         "overview.black_card": ("黑卡名额使用", "Black-card quota used"),
+        "overview.churn_too_young": (
+            "流失模型尚未训练：它从构建前 {days} 天（流失预测期）的会员画像学习，而那时有画像的"
+            "会员太少（事件数据还不够久，或会员太少）。",
+            "The churn model was not fitted: it learns from member profiles {days} days (its "
+            "horizon) before the build, and too few members had one then (the events do not "
+            "reach back that far yet, or there are too few members).",
+        ),
+        "overview.churn_not_fitted": (
+            "流失模型尚未训练：{message}",
+            "The churn model was not fitted: {message}",
+        ),
         "col.tier": ("等级", "Tier"),
         "col.build": ("构建", "Build"),
         "col.segment": ("分群", "Segment"),
@@ -92,6 +105,7 @@ def overview_context(request: Request) -> dict[str, Any]:
         points = q.points_liability(conn, now)
         coupons = q.coupon_budget_use(conn)
         invitations = q.invitations_by_status(conn)
+        churn_fit = predict.get_models(conn).churn
     recent, segments, tiers_then = built.recent, built.segments, built.tiers_then
     quota = built.quota
     order = _tier_order(program, set(tiers_now) | {k for v in tiers_then.values() for k in v})
@@ -188,6 +202,7 @@ def overview_context(request: Request) -> dict[str, Any]:
         "churn": {
             "figure": charts.binned(built.risk.edges, built.risk.counts, label="{:.1f}"),
             "rows": _binned(built.risk, money=False),
+            "empty": _churn_missing(churn_fit, t),
         },
         "black_card": {
             "figure": charts.bar(
@@ -203,6 +218,16 @@ def overview_context(request: Request) -> dict[str, Any]:
         },
     }
     return ctx
+
+
+def _churn_missing(fit: ChurnFit | None, t: Any) -> str | None:
+    """Why the churn chart is empty when the published build's churn model was not fitted
+    (e.g. a demo of fewer days than the churn horizon), instead of a bare "no data"."""
+    if fit is None or fit.status == "fitted":
+        return None
+    if fit.details.get("reason") == "too_few_members":
+        return str(t("overview.churn_too_young")).format(days=fit.horizon_days)
+    return str(t("overview.churn_not_fitted")).format(message=fit.message or fit.status)
 
 
 def _budget(template: Any) -> str:
