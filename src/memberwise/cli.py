@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +24,7 @@ from memberwise.console.commands import console_url, demo_admin_link
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
 from memberwise.feedback.commands import app as feedback_app
-from memberwise.home import not_ready
+from memberwise.home import bad_url, not_ready, unreachable
 from memberwise.jobs.commands import build, execute_build, print_summary
 from memberwise.jobs.privacy_commands import app as privacy_app
 from memberwise.kit.db import make_engine, transaction
@@ -101,6 +102,8 @@ errors = Console(stderr=True)
 
 #: Commands that work without a set-up home (they set it up, or read only files and the lake).
 NO_STORE = frozenset({"init", "run", "version", "migrate", "demo", "clv", "lake"})
+#: Those of them that never open the store (a wrong MEMBERWISE_DATABASE_URL does not stop them).
+FILES_ONLY = frozenset({"version", "demo", "clv", "lake"})
 
 
 @app.callback()
@@ -109,7 +112,20 @@ def _needs_a_home(ctx: typer.Context) -> None:
     sentence and exit code 2 (instead of an SQL error from its first query)."""
     command = ctx.invoked_subcommand
     rest: list[str] = ctx.meta.get("memberwise.words", [])[1:]
-    if command is None or command in NO_STORE or "--help" in rest:
+    if command is None or command == "version" or "--help" in rest:
+        return
+    url = get_settings().db_url
+    # The store commands' own check (not_ready, below) also says when the store does not answer.
+    check = NO_STORE - FILES_ONLY
+    wrong = (
+        None
+        if command in FILES_ONLY
+        else bad_url(url) or (unreachable(url) if command in check else None)
+    )
+    if wrong is not None:
+        errors.print(wrong, soft_wrap=True, highlight=False)
+        raise typer.Exit(2)
+    if command in NO_STORE:
         return
     if command == "recommend" and rest[:1] == ["evaluate"]:  # a file-based evaluation
         return
@@ -218,6 +234,7 @@ def serve(
     # The workers build their settings from the environment: say it there.
     os.environ["MEMBERWISE_WEBHOOKS_SENDER"] = "true" if webhooks else "false"
     settings = get_settings()
+    _refuse_a_taken_port(host or settings.host, port or settings.port)
     uvicorn.run(
         "memberwise.app:create_app",
         factory=True,
@@ -227,6 +244,24 @@ def serve(
         log_level="info",
         access_log=access_log,
     )
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """Exit 2 with one sentence when ``host:port`` cannot be listened on (another server holds
+    it), instead of uvicorn's log line after the app has started."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            errors.print(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another server holds the "
+                "port; stop it, or choose another one with MEMBERWISE_PORT (or --port for "
+                "`memberwise serve`)",
+                soft_wrap=True,
+                highlight=False,
+            )
+            raise typer.Exit(2) from None
 
 
 def _ensure_demo(settings: Settings, *, members: int, days: int, seed: int) -> Path:
@@ -306,6 +341,8 @@ def run(
     from memberwise.events.bulk_hooks import member_registrar
 
     settings = get_settings()
+    if serve_api:  # said now, not after the minutes of setting up
+        _refuse_a_taken_port(settings.host, settings.port)
     if settings.program_file is None and DEMO_PROGRAM.exists():
         settings.program_file = DEMO_PROGRAM.absolute()
     if settings.program_file is not None:
