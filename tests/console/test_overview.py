@@ -20,7 +20,7 @@ from memberwise.kit.time import utcnow
 from memberwise.ledger import coupons, points
 from memberwise.ledger.schemas import AdjustmentIn, IssueIn
 from memberwise.ledger.tables import points_lots
-from memberwise.membership.tables import tier_history
+from memberwise.membership.tables import invitations, tier_history
 from memberwise.predict.tables import member_predictions, prediction_models
 from memberwise.privacy.schemas import SYSTEM, Role
 from memberwise.profiles.tables import builds
@@ -101,9 +101,29 @@ def test_black_card_quota_comes_from_the_latest_build(signed_in: SignIn, runtime
                 summary=json.dumps(summary),
             )
         )
+        now = utcnow()
+        for n, status in enumerate(["pending", "accepted", "pending", "revoked"]):
+            conn.execute(
+                invitations.insert().values(
+                    invitation_id=f"i{n}",
+                    member_id=f"m{n}",
+                    tier="black",
+                    status=status,
+                    rank=n + 1,
+                    score=1.0,
+                    explanation={},
+                    created_at=now,
+                    expires_at=now + timedelta(days=7),
+                )
+            )
     client, _ = signed_in(Role.analyst)
     rows = _cells(client.get("/console/").text)
     assert ["名额", "7"] in rows and ["已占用", "3"] in rows and ["符合条件", "2"] in rows
+    # Statuses in the page's language (one it does not know as stored).
+    assert rows[-3:] == [["状态: 已接受", "1"], ["状态: 待接受", "2"], ["状态: revoked", "1"]]
+    t = translator("zh-CN")
+    assert str(t("black_card.per_active")).format(n=1000) == "每 1,000 名活跃会员 1 个"
+    assert str(translator("en")("black_card.per_active")).format(n=1000) == "1 / 1,000 active"
 
 
 # -- the per-build figures: kept per build, exact, and invalidated by what changes them --------

@@ -68,6 +68,11 @@ i18n.add(
         "black_card.taken": ("已占用", "Taken"),
         "black_card.eligible": ("符合条件", "Eligible"),
         "black_card.active_members": ("活跃会员", "Active members"),
+        "black_card.per_active": ("每 {n:,} 名活跃会员 1 个", "1 / {n:,} active"),
+        "invitation.pending": ("待接受", "pending"),
+        "invitation.accepted": ("已接受", "accepted"),
+        "invitation.declined": ("已拒绝", "declined"),
+        "invitation.expired": ("已过期", "expired"),
         "points.available": ("可用", "Available"),
         "points.pending": ("待生效", "Pending"),
         "points.expiring_30d": ("30 天内过期", "Expiring in 30 days"),
@@ -207,14 +212,14 @@ def overview_context(request: Request) -> dict[str, Any]:
         "black_card": {
             "figure": charts.bar(
                 [t(f"black_card.{k}") for k in _QUOTA_KEYS if k in quota]
-                + [f"{t('col.status')}: {s}" for s in sorted(invitations)],
+                + [_invitation_status(s, t) for s in sorted(invitations)],
                 [quota[k] for k in _QUOTA_KEYS if k in quota]
                 + [invitations[s] for s in sorted(invitations)],
             ),
             "rows": [(t(f"black_card.{k}"), f"{quota[k]:,}") for k in _QUOTA_KEYS if k in quota]
-            + [(f"{t('col.status')}: {s}", f"{n:,}") for s, n in sorted(invitations.items())],
+            + [(_invitation_status(s, t), f"{n:,}") for s, n in sorted(invitations.items())],
             "tier": card.tier if card is not None else None,
-            "quota": _quota_text(card),
+            "quota": _quota_text(card, t),
         },
     }
     return ctx
@@ -241,13 +246,19 @@ def _budget(template: Any) -> str:
     return " / ".join(parts) or "-"
 
 
-def _quota_text(card: Any) -> str:
+def _quota_text(card: Any, t: Any) -> str:
     if card is None:
         return "-"
     quota = card.quota
     if quota.count is not None:
         return f"{quota.count:,}"
-    return f"1 / {quota.per_active_members:,} active"
+    return str(t("black_card.per_active")).format(n=quota.per_active_members)
+
+
+def _invitation_status(status: str, t: Any) -> str:
+    """An invitation status in the page's language (an unknown one as it is stored)."""
+    said = t(f"invitation.{status}")
+    return f"{t('col.status')}: {status if said == f'invitation.{status}' else said}"
 
 
 def _binned(hist: per_build.Histogram, *, money: bool) -> list[tuple[str, str]]:
