@@ -49,6 +49,22 @@ def test_help_lists_every_command_with_a_description() -> None:
         assert command in result.output
 
 
+def test_help_paragraphs_join_the_docstrings_line_breaks() -> None:
+    from memberwise.cli import _unwrapped
+
+    assert _unwrapped(
+        ["Creates the home, ingests it (a no-op\nwhen already ingested).", "- a\n- b"]
+    ) == ("Creates the home, ingests it (a no-op when already ingested).\n\n- a\n- b")
+    lines = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output.splitlines()
+    assert any(
+        line.strip().startswith(
+            "Creates the home, key and schema, generates the demo platform once, "
+            "ingests it (a no-op when already ingested), registers its members,"
+        )
+        for line in lines
+    )
+
+
 def test_keys_create_json_prints_a_working_key(env: Settings) -> None:
     assert runner.invoke(app, ["init"]).exit_code == 0
     result = runner.invoke(app, ["keys", "create", "--role", "operator", "--json"])

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 from rich.console import Console
+from typer import rich_utils as typer_rich_utils
 from typer.core import TyperGroup
 
 from memberwise import __version__
@@ -58,6 +59,25 @@ class _Group(TyperGroup):
         ctx.meta["memberwise.words"] = [*getattr(ctx, "_protected_args", []), *ctx.args]
         return super().invoke(ctx)
 
+
+def _unwrapped(paragraphs: list[str], markup_mode: Any = None) -> str:
+    """Help paragraphs with the docstrings' source line breaks joined, as click and older Typer
+    show them: Typer 0.29 keeps them and then wraps again, so ``run --help`` broke its lines in
+    odd places. A line starting with space, ``-`` or ``*`` (a list, an example) keeps its
+    break."""
+    out = []
+    for paragraph in paragraphs:
+        lines = paragraph.split("\n")
+        joined = lines[0]
+        for line in lines[1:]:
+            keep = line[:1] in (" ", "-", "*") or paragraph.startswith("\b")
+            joined += ("\n" if keep else " ") + line
+        out.append(joined)
+    return "\n\n".join(out)
+
+
+if hasattr(typer_rich_utils, "_fix_linebreaks"):  # display only: absent in other Typer versions
+    typer_rich_utils._fix_linebreaks = _unwrapped
 
 app = typer.Typer(
     cls=_Group,
@@ -325,7 +345,10 @@ def _remember_build(settings: Settings, rt: Runtime, build_id: str) -> None:
 @app.command()
 def run(
     members: Annotated[int, typer.Option(help="Demo platform size (members).")] = 20_000,
-    days: Annotated[int, typer.Option(help="Days of demo behaviour.")] = 120,
+    days: Annotated[
+        int,
+        typer.Option(help="Days of demo behaviour (90 or more: the churn model's horizon)."),
+    ] = 120,
     seed: Annotated[int, typer.Option(help="Demo generator seed.")] = 7,
     serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the API.")] = True,
 ) -> None:
@@ -335,7 +358,7 @@ def run(
     when already ingested), registers its members, builds profiles, tags and segments with
     the demo program (kept as the home's program; the last build is reused when nothing it
     reads changed), loads the demo's orders and coupons into the ledgers, then serves
-    http://HOST:PORT.
+    http://HOST:PORT (MEMBERWISE_HOST and MEMBERWISE_PORT, 127.0.0.1:8000 by default).
     """
     from memberwise.events.bulk import ingest_paths
     from memberwise.events.bulk_hooks import member_registrar
