@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import orjson
@@ -46,6 +47,22 @@ def test_help_lists_every_command_with_a_description() -> None:
         "lake",
     ):
         assert command in result.output
+
+
+def test_help_paragraphs_join_the_docstrings_line_breaks() -> None:
+    from memberwise.cli import _unwrapped
+
+    assert _unwrapped(
+        ["Creates the home, ingests it (a no-op\nwhen already ingested).", "- a\n- b"]
+    ) == ("Creates the home, ingests it (a no-op when already ingested).\n\n- a\n- b")
+    lines = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output.splitlines()
+    assert any(
+        line.strip().startswith(
+            "Creates the home, key and schema, generates the demo platform once, "
+            "ingests it (a no-op when already ingested), registers its members,"
+        )
+        for line in lines
+    )
 
 
 def test_keys_create_json_prints_a_working_key(env: Settings) -> None:
@@ -145,6 +162,73 @@ def test_a_store_that_is_not_migrated_is_not_set_up(
     result = runner.invoke(app, ["members", "import", "x.csv"])
     assert result.exit_code == 2
     assert "run `memberwise init` first" in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (
+            "postgres://u:secret@db.example/x",
+            "MEMBERWISE_DATABASE_URL postgres://...@db.example/x is not a store memberwise can "
+            "open (Can't load plugin: sqlalchemy.dialects:postgres): use sqlite:///PATH or "
+            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB",
+        ),
+        (
+            "postgresql+asyncpg://u:secret@db.example/x",
+            "the database driver of MEMBERWISE_DATABASE_URL is not installed (No module named "
+            "'asyncpg'): use postgresql+psycopg://... (psycopg 3 is installed with memberwise) "
+            "or sqlite:///PATH",
+        ),
+        (
+            "postgresql+psycopg://postgres@127.0.0.1:1/x",
+            "the operational store does not answer (OperationalError): check "
+            "MEMBERWISE_DATABASE_URL and that the database is running",
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    "command", [["migrate"], ["init"], ["run", "--no-serve"], ["keys", "list"]]
+)
+def test_a_wrong_database_url_gets_one_sentence_and_exit_2(
+    url: str, said: str, command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMBERWISE_HOME", str(tmp_path / "fresh"))
+    monkeypatch.setenv("MEMBERWISE_DATABASE_URL", url)
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2
+    assert result.output.strip() == said
+    assert "secret" not in result.output
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_taken_port_is_said_before_anything_is_set_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMBERWISE_HOME", str(tmp_path / "fresh"))
+    monkeypatch.delenv("MEMBERWISE_DATABASE_URL", raising=False)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        monkeypatch.setenv("MEMBERWISE_PORT", str(port))
+        result = runner.invoke(app, ["run"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"cannot listen on 127.0.0.1:{port} (Address already in use): another server holds "
+        "the port; stop it, or choose another one with MEMBERWISE_PORT (or --port for "
+        "`memberwise serve`)"
+    )
+    assert not (tmp_path / "fresh").exists()  # said before the minutes of setting up
+
+
+def test_members_import_of_a_file_that_is_not_parquet_is_one_sentence(env: Settings) -> None:
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    csv = env.home / "members.csv"
+    csv.write_text("member_id,name\nm1,Ann\n")
+    result = runner.invoke(app, ["members", "import", str(csv)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"{csv} is not a Parquet file (")
+    assert "Traceback" not in result.output
 
 
 def test_tiers_preview_without_tiers_says_so(env: Settings) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 from rich.console import Console
+from typer import rich_utils as typer_rich_utils
 from typer.core import TyperGroup
 
 from memberwise import __version__
@@ -23,7 +25,7 @@ from memberwise.console.commands import console_url, demo_admin_link
 from memberwise.demo.commands import app as demo_app
 from memberwise.events.commands import ingest, lake_app
 from memberwise.feedback.commands import app as feedback_app
-from memberwise.home import not_ready
+from memberwise.home import bad_url, not_ready, unreachable
 from memberwise.jobs.commands import build, execute_build, print_summary
 from memberwise.jobs.privacy_commands import app as privacy_app
 from memberwise.kit.db import make_engine, transaction
@@ -57,6 +59,25 @@ class _Group(TyperGroup):
         ctx.meta["memberwise.words"] = [*getattr(ctx, "_protected_args", []), *ctx.args]
         return super().invoke(ctx)
 
+
+def _unwrapped(paragraphs: list[str], markup_mode: Any = None) -> str:
+    """Help paragraphs with the docstrings' source line breaks joined, as click and older Typer
+    show them: Typer 0.29 keeps them and then wraps again, so ``run --help`` broke its lines in
+    odd places. A line starting with space, ``-`` or ``*`` (a list, an example) keeps its
+    break."""
+    out = []
+    for paragraph in paragraphs:
+        lines = paragraph.split("\n")
+        joined = lines[0]
+        for line in lines[1:]:
+            keep = line[:1] in (" ", "-", "*") or paragraph.startswith("\b")
+            joined += ("\n" if keep else " ") + line
+        out.append(joined)
+    return "\n\n".join(out)
+
+
+if hasattr(typer_rich_utils, "_fix_linebreaks"):  # display only: absent in other Typer versions
+    typer_rich_utils._fix_linebreaks = _unwrapped
 
 app = typer.Typer(
     cls=_Group,
@@ -101,6 +122,8 @@ errors = Console(stderr=True)
 
 #: Commands that work without a set-up home (they set it up, or read only files and the lake).
 NO_STORE = frozenset({"init", "run", "version", "migrate", "demo", "clv", "lake"})
+#: Those of them that never open the store (a wrong MEMBERWISE_DATABASE_URL does not stop them).
+FILES_ONLY = frozenset({"version", "demo", "clv", "lake"})
 
 
 @app.callback()
@@ -109,7 +132,20 @@ def _needs_a_home(ctx: typer.Context) -> None:
     sentence and exit code 2 (instead of an SQL error from its first query)."""
     command = ctx.invoked_subcommand
     rest: list[str] = ctx.meta.get("memberwise.words", [])[1:]
-    if command is None or command in NO_STORE or "--help" in rest:
+    if command is None or command == "version" or "--help" in rest:
+        return
+    url = get_settings().db_url
+    # The store commands' own check (not_ready, below) also says when the store does not answer.
+    check = NO_STORE - FILES_ONLY
+    wrong = (
+        None
+        if command in FILES_ONLY
+        else bad_url(url) or (unreachable(url) if command in check else None)
+    )
+    if wrong is not None:
+        errors.print(wrong, soft_wrap=True, highlight=False)
+        raise typer.Exit(2)
+    if command in NO_STORE:
         return
     if command == "recommend" and rest[:1] == ["evaluate"]:  # a file-based evaluation
         return
@@ -218,6 +254,7 @@ def serve(
     # The workers build their settings from the environment: say it there.
     os.environ["MEMBERWISE_WEBHOOKS_SENDER"] = "true" if webhooks else "false"
     settings = get_settings()
+    _refuse_a_taken_port(host or settings.host, port or settings.port)
     uvicorn.run(
         "memberwise.app:create_app",
         factory=True,
@@ -227,6 +264,24 @@ def serve(
         log_level="info",
         access_log=access_log,
     )
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """Exit 2 with one sentence when ``host:port`` cannot be listened on (another server holds
+    it), instead of uvicorn's log line after the app has started."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            errors.print(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another server holds the "
+                "port; stop it, or choose another one with MEMBERWISE_PORT (or --port for "
+                "`memberwise serve`)",
+                soft_wrap=True,
+                highlight=False,
+            )
+            raise typer.Exit(2) from None
 
 
 def _ensure_demo(settings: Settings, *, members: int, days: int, seed: int) -> Path:
@@ -289,7 +344,10 @@ def _remember_build(settings: Settings, rt: Runtime, build_id: str) -> None:
 @app.command()
 def run(
     members: Annotated[int, typer.Option(help="Demo platform size (members).")] = 20_000,
-    days: Annotated[int, typer.Option(help="Days of demo behaviour.")] = 120,
+    days: Annotated[
+        int,
+        typer.Option(help="Days of demo behaviour (90 or more: the churn model's horizon)."),
+    ] = 120,
     seed: Annotated[int, typer.Option(help="Demo generator seed.")] = 7,
     serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the API.")] = True,
 ) -> None:
@@ -299,12 +357,14 @@ def run(
     when already ingested), registers its members, builds profiles, tags and segments with
     the demo program (kept as the home's program; the last build is reused when nothing it
     reads changed), loads the demo's orders and coupons into the ledgers, then serves
-    http://HOST:PORT.
+    http://HOST:PORT (MEMBERWISE_HOST and MEMBERWISE_PORT, 127.0.0.1:8000 by default).
     """
     from memberwise.events.bulk import ingest_paths
     from memberwise.events.bulk_hooks import member_registrar
 
     settings = get_settings()
+    if serve_api:  # said now, not after the minutes of setting up
+        _refuse_a_taken_port(settings.host, settings.port)
     if settings.program_file is None and DEMO_PROGRAM.exists():
         settings.program_file = DEMO_PROGRAM.absolute()
     if settings.program_file is not None:

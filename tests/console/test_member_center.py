@@ -207,3 +207,61 @@ def test_a_program_that_no_longer_loads_is_a_page_not_a_500(
     runtime.settings.program_file.write_text("name: [broken", encoding="utf-8")
     page = client.get(link)
     assert 400 <= page.status_code < 500 and "无法打开会员中心" in page.text
+
+
+def test_every_source_the_engine_names_has_a_chinese_reason() -> None:
+    """The member center translates reasons by the engine's source names: a source missing
+    from the table showed the English sentence on the Chinese page (``als``, ``cooc``)."""
+    from memberwise.console.member_i18n import Words
+    from memberwise.recommend.ranker import SOURCES
+
+    zh = Words("zh-CN", "Asia/Shanghai")
+    named = [*SOURCES, "early_access", "session", "fallback"]
+    assert [zh.reason(s, "english") for s in named] == [
+        "您常买的商品",
+        "与您喜好相似的会员也喜欢",
+        "常与您看过或买过的商品一起被选购",
+        "热卖商品",
+        "新品上架",
+        "购物习惯与您相似的会员常买",
+        "会员抢先购",
+        "与您刚刚浏览的商品相关",
+        "热卖商品",
+    ]
+    assert Words("en", "UTC").reason("als", "members with tastes like yours like this") == (
+        "members with tastes like yours like this"
+    )
+
+
+def test_published_recommendations_show_with_chinese_reasons(
+    client: TestClient, auth: Auth, program: Program, runtime: Runtime, tmp_path: Path
+) -> None:
+    """A member with a published list sees it, each reason in Chinese (the demo's lists are
+    mostly ``als`` and ``cooc``, which showed in English)."""
+    from memberwise.recommend import service as recommend
+    from tests.recommend.build_factory import catalog_table, publish, write_build
+
+    lists = {
+        "m1": [
+            ("toy-1", 9.0, "members with tastes like yours like this", "als"),
+            ("snack-1", 6.0, "people who viewed 纸尿裤 L also viewed this", "cooc"),
+            ("phone-1", 3.0, "members who shop like you buy this", "neighbours"),
+            ("new-1", 1.5, "new in 食品", "new"),
+        ]
+    }
+    with transaction(runtime.engine) as conn:
+        recommend.import_items(conn, catalog_table())
+        publish(conn, write_build(tmp_path / "b1", lists=lists, fallbacks={}))
+    page = client.get(_link(client, auth))
+    assert page.status_code == 200, page.text
+    shown = re.findall(
+        r'<li data-testid="rec"><strong>([^<]*)</strong>\s*<span class="muted small">([^<]*)',
+        page.text,
+    )
+    assert shown[:4] == [
+        ("积木", "与您喜好相似的会员也喜欢"),
+        ("薯片", "常与您看过或买过的商品一起被选购"),
+        ("手机 Pro", "购物习惯与您相似的会员常买"),
+        ("新品饼干", "新品上架"),
+    ]
+    assert "members" not in _text(page.text)

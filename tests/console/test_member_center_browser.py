@@ -13,14 +13,25 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page
 
 from memberwise.app import create_app
+from memberwise.kit.db import transaction
 from memberwise.privacy.schemas import Role
+from memberwise.recommend import service as recommend
 from memberwise.runtime import Runtime
 from tests.console.browser import Requests, serve
 from tests.console.member_factories import seed_member, use_program
+from tests.recommend.build_factory import catalog_table, publish, write_build
 
 pytestmark = pytest.mark.xdist_group("console-browser")
 Auth = Callable[[Role], dict[str, str]]
 ROOT = Path(__file__).resolve().parents[2]
+#: The member's published list (the demo's sources: ALS and co-occurrence lead).
+LISTS = {
+    "m1": [
+        ("toy-1", 9.0, "members with tastes like yours like this", "als"),
+        ("snack-1", 6.0, "people who viewed 纸尿裤 L also viewed this", "cooc"),
+        ("milk-1", 3.0, "bought every 25 days", "repeat"),
+    ]
+}
 
 
 def shot(page: Page, name: str) -> None:
@@ -34,6 +45,9 @@ def test_a_member_opens_the_center_and_withdraws_a_consent(
     client: TestClient, auth: Auth, runtime: Runtime, tmp_path: Path, browser: Browser
 ) -> None:
     seed_member(runtime, use_program(runtime, tmp_path))
+    with transaction(runtime.engine) as conn:  # a published list, as a build leaves one
+        recommend.import_items(conn, catalog_table())
+        publish(conn, write_build(tmp_path / "b1", lists=LISTS))
     made = client.post(
         "/v1/member-center/links", json={"member_id": "m1"}, headers=auth(Role.platform)
     )
@@ -48,6 +62,11 @@ def test_a_member_opens_the_center_and_withdraws_a_consent(
         express = page.get_by_test_id("benefit-express_refund").inner_text()
         assert "极速退款额度" in express and "¥10,000" in express
         assert page.get_by_test_id("coupon").count() == 2
+        recs = page.get_by_test_id("rec")
+        assert [recs.nth(i).inner_text() for i in range(2)] == [
+            "积木\n与您喜好相似的会员也喜欢",
+            "薯片\n常与您看过或买过的商品一起被选购",
+        ]
         # The stylesheet applied (no CDN, no inline style): the header is the accent colour.
         colour = page.locator(".mc-head").evaluate("e => getComputedStyle(e).backgroundColor")
         assert colour == "rgb(180, 35, 42)"

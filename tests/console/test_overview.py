@@ -20,8 +20,8 @@ from memberwise.ledger import coupons, points
 from memberwise.ledger import service as ledger
 from memberwise.ledger.schemas import AdjustmentIn, IssueIn
 from memberwise.ledger.tables import points_lots
-from memberwise.membership.tables import tier_history
-from memberwise.predict.tables import member_predictions
+from memberwise.membership.tables import invitations, tier_history
+from memberwise.predict.tables import member_predictions, prediction_models
 from memberwise.privacy.schemas import SYSTEM, Role
 from memberwise.profiles.tables import builds
 from memberwise.runtime import Runtime
@@ -101,9 +101,29 @@ def test_black_card_quota_comes_from_the_latest_build(signed_in: SignIn, runtime
                 summary=json.dumps(summary),
             )
         )
+        now = utcnow()
+        for n, status in enumerate(["pending", "accepted", "pending", "revoked"]):
+            conn.execute(
+                invitations.insert().values(
+                    invitation_id=f"i{n}",
+                    member_id=f"m{n}",
+                    tier="black",
+                    status=status,
+                    rank=n + 1,
+                    score=1.0,
+                    explanation={},
+                    created_at=now,
+                    expires_at=now + timedelta(days=7),
+                )
+            )
     client, _ = signed_in(Role.analyst)
     rows = _cells(client.get("/console/").text)
     assert ["名额", "7"] in rows and ["已占用", "3"] in rows and ["符合条件", "2"] in rows
+    # Statuses in the page's language (one it does not know as stored).
+    assert rows[-3:] == [["状态: 已接受", "1"], ["状态: 待接受", "2"], ["状态: revoked", "1"]]
+    t = translator("zh-CN")
+    assert str(t("black_card.per_active")).format(n=1000) == "每 1,000 名活跃会员 1 个"
+    assert str(translator("en")("black_card.per_active")).format(n=1000) == "1 / 1,000 active"
 
 
 # -- the per-build figures: kept per build, exact, and invalidated by what changes them --------
@@ -244,3 +264,50 @@ def test_round_edges_cover_every_value_once(values: list[float]) -> None:
 def test_histogram_closes_only_the_last_bin() -> None:
     found = per_build.histogram([0.0, 0.05, 0.1, 0.5, 1.0, 1.5, -0.1], (0.0, 0.1, 0.5, 1.0))
     assert found.counts == (2, 1, 2)
+
+
+def test_an_empty_churn_chart_says_why_the_model_was_not_fitted(
+    signed_in: SignIn, runtime: Runtime
+) -> None:
+    """A demo of fewer days than the churn horizon (``memberwise run --days 30``) publishes no
+    churn risk: the chart says why instead of a bare "no data"."""
+    churn = {  # predictions.json's churn part as the stage writes it on a 30-day lake
+        "horizon_days": 90,
+        "features_as_of": "2026-09-08T02:08:42+00:00",
+        "labels": "no purchase in (2026-09-08T02:08:42+00:00, 2026-12-07T02:08:42+00:00]",
+        "status": "not_fitted",
+        "code": "insufficient_data",
+        "message": "No member has a profile as of 2026-09-08T02:08:42+00:00 (as_of minus the "
+        "90-day churn horizon): the lake does not reach back that far.",
+        "details": {"reason": "too_few_members"},
+    }
+    client, _ = signed_in(Role.analyst)
+    page = client.get("/console/").text
+    assert '<p class="empty">流失模型' not in page  # no build yet: the plain "no data"
+    now = utcnow()
+    with transaction(runtime.engine) as conn:
+        conn.execute(
+            prediction_models.insert().values(
+                model_version="b1",
+                as_of=now,
+                fitted_at=now,
+                published_at=now,
+                status="published",
+                summary=json.dumps({"members": 3, "churn": churn}),
+            )
+        )
+    section = re.search(r'id="churn-title">.*?</section>', client.get("/console/").text, re.S)
+    assert section is not None
+    assert re.findall(r'<p class="empty">([^<]*)</p>', section.group(0)) == [
+        "流失模型尚未训练：它从构建前 90 天（流失预测期）的会员画像学习，而那时有画像的会员太少"
+        "（事件数据还不够久，或会员太少）。"
+    ]
+    churn.update(message="The churn model's test part has 0 member(s) who churned.")
+    churn.update(details={"reason": "one_class"})
+    with transaction(runtime.engine) as conn:
+        conn.execute(prediction_models.update().values(summary=json.dumps({"churn": churn})))
+    section = re.search(r'id="churn-title">.*?</section>', client.get("/console/").text, re.S)
+    assert section is not None
+    assert re.findall(r'<p class="empty">([^<]*)</p>', section.group(0)) == [
+        "流失模型尚未训练：The churn model&#39;s test part has 0 member(s) who churned."
+    ]

@@ -86,16 +86,21 @@ _BENEFIT_KINDS: dict[str, tuple[str, str]] = {
     "partner_perk": ("合作伙伴权益", "Partner perk"),
 }
 
+#: A sentence per source the engine names (``recommend.ranker.SOURCES``, then
+#: ``early_access`` of the offline lists, ``session`` of serving's lift and ``fallback`` of the
+#: fallback fill): the member center's reason in Chinese, where the engine's is English.
 _SOURCES: dict[str, tuple[str, str]] = {
     "repeat": ("您常买的商品", "You buy this regularly"),
-    "cf": ("与您喜好相似的会员也喜欢", "Members with tastes like yours like it"),
-    "co_occurrence": ("常与您买过的商品一起购买", "Often bought with what you bought"),
+    "als": ("与您喜好相似的会员也喜欢", "Members with tastes like yours like it"),
+    "cooc": ("常与您看过或买过的商品一起被选购", "Goes with what you looked at or bought"),
     "popular": ("热卖商品", "Popular now"),
-    "new_arrival": ("新品上架", "New arrival"),
+    "new": ("新品上架", "New arrival"),
+    "neighbours": ("购物习惯与您相似的会员常买", "Members who shop like you buy it"),
     "early_access": ("会员抢先购", "Early access for your tier"),
     "session": ("与您刚刚浏览的商品相关", "Related to what you just looked at"),
     "fallback": ("热卖商品", "Popular now"),
 }
+
 
 _PURPOSES: dict[str, tuple[str, str]] = {
     "personalization": ("个性化推荐", "Personalised recommendations"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 from rich.console import Console
@@ -52,7 +53,18 @@ def import_(
 ) -> None:
     """Register the members in a Parquet file (columns as in POST /v1/members); idempotent."""
     rt = Runtime.open(get_settings())
-    created, registered, unchanged = import_file(rt, path)
+    try:
+        created, registered, unchanged = import_file(rt, path)
+    except pa.ArrowInvalid as exc:  # not Parquet (a CSV, a spreadsheet): one sentence
+        Console(stderr=True).print(
+            f"{path} is not a Parquet file ({exc}): `memberwise members import` reads Parquet "
+            "with the columns of POST /v1/members (member_id, name, phone, email, ...)",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+    finally:
+        rt.close()
     console.print(f"created {created:,}, registered {registered:,}, unchanged {unchanged:,}")
 
 

@@ -82,6 +82,9 @@ class ChurnFit(BaseModel):
     labels: str
     code: str | None = None
     message: str | None = None
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="Why it was not fitted, e.g. reason too_few_members."
+    )
     members: int | None = None
     churn_rate: float | None = None
     parts: dict[str, int] = Field(default_factory=dict)

@@ -58,7 +58,7 @@ class RecommendedItem(BaseModel):
     score: float
     reason: str = Field(description="Why, in words a member center can show.")
     source: str = Field(
-        description="repeat, cf, co_occurrence, popular, new_arrival, early_access (offline), "
+        description="repeat, als, cooc, popular, new, neighbours, early_access (offline), "
         "session (lifted by the member's last minutes), fallback (no own list)."
     )
     title: str | None = None

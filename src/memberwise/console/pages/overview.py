@@ -17,6 +17,8 @@ from memberwise.kit.errors import MemberwiseError
 from memberwise.kit.time import utcnow
 from memberwise.ledger import service as ledger
 from memberwise.membership import service as membership
+from memberwise.predict import service as predict
+from memberwise.predict.schemas import ChurnFit
 from memberwise.privacy.service import authorize
 
 router = APIRouter()
@@ -35,6 +37,17 @@ i18n.add(
         "overview.clv": ("12 个月 CLV 分布", "12-month CLV distribution"),
         "overview.churn": ("流失风险分布", "Churn-risk distribution"),
         "overview.black_card": ("黑卡名额使用", "Black-card quota used"),
+        "overview.churn_too_young": (
+            "流失模型尚未训练：它从构建前 {days} 天（流失预测期）的会员画像学习，而那时有画像的"
+            "会员太少（事件数据还不够久，或会员太少）。",
+            "The churn model was not fitted: it learns from member profiles {days} days (its "
+            "horizon) before the build, and too few members had one then (the events do not "
+            "reach back that far yet, or there are too few members).",
+        ),
+        "overview.churn_not_fitted": (
+            "流失模型尚未训练：{message}",
+            "The churn model was not fitted: {message}",
+        ),
         "col.tier": ("等级", "Tier"),
         "col.build": ("构建", "Build"),
         "col.segment": ("分群", "Segment"),
@@ -56,6 +69,11 @@ i18n.add(
         "black_card.taken": ("已占用", "Taken"),
         "black_card.eligible": ("符合条件", "Eligible"),
         "black_card.active_members": ("活跃会员", "Active members"),
+        "black_card.per_active": ("每 {n:,} 名活跃会员 1 个", "1 / {n:,} active"),
+        "invitation.pending": ("待接受", "pending"),
+        "invitation.accepted": ("已接受", "accepted"),
+        "invitation.declined": ("已拒绝", "declined"),
+        "invitation.expired": ("已过期", "expired"),
         "points.available": ("可用", "Available"),
         "points.pending": ("待生效", "Pending"),
         "points.expiring_30d": ("30 天内过期", "Expiring in 30 days"),
@@ -93,6 +111,7 @@ def overview_context(request: Request) -> dict[str, Any]:
         points = ledger.points_liability(conn, now)
         coupons = ledger.coupon_budget_use(conn)
         invitations = membership.invitations_by_status(conn)
+        churn_fit = predict.get_models(conn).churn
     recent, segments, tiers_then = built.recent, built.segments, built.tiers_then
     quota = built.quota
     order = _tier_order(program, set(tiers_now) | {k for v in tiers_then.values() for k in v})
@@ -173,18 +192,19 @@ def overview_context(request: Request) -> dict[str, Any]:
         "churn": {
             "figure": charts.binned(built.risk.edges, built.risk.counts, label="{:.1f}"),
             "rows": _binned(built.risk, money=False),
+            "empty": _churn_missing(churn_fit, t),
         },
         "black_card": {
             "figure": charts.bar(
                 [t(f"black_card.{k}") for k in _QUOTA_KEYS if k in quota]
-                + [f"{t('col.status')}: {s}" for s in sorted(invitations)],
+                + [_invitation_status(s, t) for s in sorted(invitations)],
                 [quota[k] for k in _QUOTA_KEYS if k in quota]
                 + [invitations[s] for s in sorted(invitations)],
             ),
             "rows": [(t(f"black_card.{k}"), f"{quota[k]:,}") for k in _QUOTA_KEYS if k in quota]
-            + [(f"{t('col.status')}: {s}", f"{n:,}") for s, n in sorted(invitations.items())],
+            + [(_invitation_status(s, t), f"{n:,}") for s, n in sorted(invitations.items())],
             "tier": card.tier if card is not None else None,
-            "quota": _quota_text(card),
+            "quota": _quota_text(card, t),
         },
     }
     return ctx
@@ -205,6 +225,14 @@ def _over_builds(
             if (n in c if keep_zero else c.get(n))
         ],
     }
+def _churn_missing(fit: ChurnFit | None, t: Any) -> str | None:
+    """Why the churn chart is empty when the published build's churn model was not fitted
+    (e.g. a demo of fewer days than the churn horizon), instead of a bare "no data"."""
+    if fit is None or fit.status == "fitted":
+        return None
+    if fit.details.get("reason") == "too_few_members":
+        return str(t("overview.churn_too_young")).format(days=fit.horizon_days)
+    return str(t("overview.churn_not_fitted")).format(message=fit.message or fit.status)
 
 
 def _budget(template: Any) -> str:
@@ -218,13 +246,19 @@ def _budget(template: Any) -> str:
     return " / ".join(parts) or "-"
 
 
-def _quota_text(card: Any) -> str:
+def _quota_text(card: Any, t: Any) -> str:
     if card is None:
         return "-"
     quota = card.quota
     if quota.count is not None:
         return f"{quota.count:,}"
-    return f"1 / {quota.per_active_members:,} active"
+    return str(t("black_card.per_active")).format(n=quota.per_active_members)
+
+
+def _invitation_status(status: str, t: Any) -> str:
+    """An invitation status in the page's language (an unknown one as it is stored)."""
+    said = t(f"invitation.{status}")
+    return f"{t('col.status')}: {status if said == f'invitation.{status}' else said}"
 
 
 def _binned(hist: per_build.Histogram, *, money: bool) -> list[tuple[str, str]]:
