@@ -13,7 +13,7 @@ from memberwise.config import Settings
 from memberwise.kit.cache import BoundedSet
 from memberwise.kit.db import make_engine
 from memberwise.kit.lake import EventLake
-from memberwise.kit.objectlake import lake_of, open_lake
+from memberwise.kit.objectlake import lake_of
 from memberwise.kit.time import BusinessWindow, as_utc, configure_window
 from memberwise.privacy.crypto import FieldCipher
 from memberwise.privacy.service import KeyVerifier

@@ -164,6 +164,8 @@ def seed_tiers(home: Home) -> list[str]:
             ],
         )
     return ids
+
+
 @contextmanager
 def no_collect() -> Iterator[None]:
     """Within the block, a Spark DataFrame cannot be brought to the driver (``toPandas``,

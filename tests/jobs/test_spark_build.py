@@ -190,6 +190,8 @@ def test_the_tiers_stage_on_spark_brings_no_member_sized_data_to_the_driver(
     assert expected["invitations"]["invited"] >= 1
     for name, key in (("tiers.parquet", ["member_id"]), ("invitations.parquet", ["rank"])):
         assert differences(duck.directory / name, directory / name, key) == [], name
+
+
 def test_recommendations_run_on_the_cluster_for_every_profiled_member(
     builds: tuple[BuildResult, BuildResult],
 ) -> None:

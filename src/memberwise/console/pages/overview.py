@@ -225,6 +225,8 @@ def _over_builds(
             if (n in c if keep_zero else c.get(n))
         ],
     }
+
+
 def _churn_missing(fit: ChurnFit | None, t: Any) -> str | None:
     """Why the churn chart is empty when the published build's churn model was not fitted
     (e.g. a demo of fewer days than the churn horizon), instead of a bare "no data"."""
