@@ -352,7 +352,11 @@ def from_events(
     if items is not None:
         item_sources.append(pa.chunked_array([items["item_id"]]))
     item_ids = np.sort(
-        pc.unique(pa.chunked_array([c for s in item_sources for c in s.chunks], pa.string()))
+        pc.unique(
+            pa.chunked_array(
+                [c.cast(pa.string()) for s in item_sources for c in s.chunks], pa.string()
+            )
+        )
         .to_numpy(zero_copy_only=False)
         .astype(np.str_)
     )
