@@ -44,7 +44,7 @@ from tests.jobs.spark_parity import (
 from tests.kit.test_storage import BUCKET, s3  # noqa: F401  (the S3 server fixture)
 
 pyspark = pytest.importorskip("pyspark")
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark-cluster")]
 
 SPARK_HOME = Path(pyspark.__file__).parent
 STAGES = ["profiles", "predictions", "tags", "segments"]

@@ -32,7 +32,7 @@ from memberwise.recommend.model import RecommenderConfig
 from tests.jobs.spark_parity import AS_OF, Home, build, make_home, no_collect, plain, schema_of
 
 pytest.importorskip("pyspark")
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark-recs")]
 
 #: Spark's recall@10 and hit rate@10 may be at most this far below the embedded path's on the
 #: same held-out members (15 on this demo: one member is 0.067).

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import posixpath
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,7 +52,21 @@ if TYPE_CHECKING:
     import duckdb
     import ibis
 
-    from memberwise.config import Settings
+
+class LakeSettings(Protocol):
+    """What :func:`lake_of` reads of :class:`memberwise.config.Settings` (a protocol, so the kit
+    does not import the settings module, which imports the kit)."""
+
+    @property
+    def home(self) -> Path: ...
+    @property
+    def lake_dir(self) -> Path | None: ...
+    @property
+    def lake_root(self) -> Path: ...
+    @property
+    def storage_root(self) -> str: ...
+    @property
+    def storage_options(self) -> Mapping[str, Any]: ...
 
 
 class RemoteLakeError(RuntimeError):
@@ -453,7 +467,7 @@ def open_lake(local_root: Path, storage_root: str, options: dict[str, Any]) -> E
     return ObjectLake(str(join(storage_root, "lake")), Storage(dict(options)), local_root)
 
 
-def lake_of(settings: Settings) -> EventLake:
+def lake_of(settings: LakeSettings) -> EventLake:
     """The event lake ``settings`` name: under the storage URI (a local directory by default,
     an :class:`ObjectLake` on an object store), or at ``MEMBERWISE_LAKE_DIR`` when that is set.
 
@@ -462,5 +476,5 @@ def lake_of(settings: Settings) -> EventLake:
     return open_lake(
         settings.lake_root,
         settings.home.as_uri() if settings.lake_dir else settings.storage_root,
-        settings.storage_options,
+        dict(settings.storage_options),
     )

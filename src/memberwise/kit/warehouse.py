@@ -10,7 +10,6 @@ import os
 import sys
 import tempfile
 import uuid
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,13 +60,17 @@ SPARK_CONF: dict[str, str] = {
 }
 DEFAULT_SPARK_MASTER = "local[*]"
 
-#: The storage (file system options) each open backend reads and writes URIs with.
-_STORAGES: weakref.WeakKeyDictionary[ibis.BaseBackend, Storage] = weakref.WeakKeyDictionary()
+#: The attribute that holds the storage (file system options) a backend reads and writes URIs
+#: with. Not a dictionary keyed by the backend: Ibis backends compare and hash by their
+#: connection parameters, so every in-memory DuckDB backend is "equal" to every other, and a
+#: weak dictionary dropped one backend's storage when another equal one was collected.
+_STORAGE_ATTRIBUTE = "_memberwise_storage"
 
 
 def storage_of(con: ibis.BaseBackend) -> Storage:
     """The storage ``con`` was opened with (the default, option-less one otherwise)."""
-    return _STORAGES.get(con, DEFAULT)
+    storage: Storage = getattr(con, _STORAGE_ATTRIBUTE, DEFAULT)
+    return storage
 
 
 def duckdb_backend(
@@ -88,7 +91,7 @@ def duckdb_backend(
     # Order-insensitive aggregates need no insertion order: lets DuckDB stream and parallelize.
     raw.execute("SET preserve_insertion_order = false")
     if storage is not None:
-        _STORAGES[con] = storage
+        setattr(con, _STORAGE_ATTRIBUTE, storage)
     return con
 
 
@@ -130,7 +133,7 @@ def spark_backend(
     session.sparkContext.setLogLevel("ERROR")
     con = ibis.pyspark.connect(session)
     if storage is not None:
-        _STORAGES[con] = storage
+        setattr(con, _STORAGE_ATTRIBUTE, storage)
     return con
 
 
