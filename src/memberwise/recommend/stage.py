@@ -514,13 +514,7 @@ def stage_recommendations(ctx: BuildContext) -> int:
     service_write(ctx, service.SIMILAR, model.similar_items(n=SIMILAR_LENGTH))
     ctx.progress("recommendations", 4, steps)
 
-    names = dict(
-        zip(
-            categories.column("category_id").to_pylist(),
-            categories.column("name").to_pylist(),
-            strict=True,
-        )
-    )
+    names = _category_names(categories)
     service_write(
         ctx, service.FALLBACKS, fallback_lists(events, catalog, as_of_us=as_of_us, names=names)
     )
@@ -655,13 +649,7 @@ def _stage_on_spark(ctx: BuildContext, began: float) -> int:
         ks=KS,
     )
     ctx.progress("recommendations", 4, steps)
-    names = dict(
-        zip(
-            categories.column("category_id").to_pylist(),
-            categories.column("name").to_pylist(),
-            strict=True,
-        )
-    )
+    names = _category_names(categories)
     service_write(
         ctx,
         service.FALLBACKS,
@@ -740,3 +728,14 @@ def _segments(ctx: BuildContext) -> dict[str, set[str]]:
             groups.add(f"persona-{personas[i]}")
         out[m] = groups
     return out
+
+
+def _category_names(categories: pa.Table) -> dict[str, str]:
+    """Category id -> name, for the fallback lists' reasons (both engines)."""
+    return dict(
+        zip(
+            categories.column("category_id").to_pylist(),
+            categories.column("name").to_pylist(),
+            strict=True,
+        )
+    )
