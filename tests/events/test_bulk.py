@@ -895,3 +895,90 @@ def test_a_registration_failing_midway_fails_the_file_unpublished_and_a_rerun_co
     assert [f.status for f in again.files] == ["ingested"]
     assert sorted(m for chunk in run.members for m in chunk) == ["m1", "m2", "m3", "m4", "m5"]
     assert run.stored() == 11
+
+
+def _lake_and_letters(root: Path, path: Path) -> tuple[Any, ...]:
+    run = Run(root)
+    result = run.ingest(path)
+    letters = [dict(r) for p in result.deadletter_paths for r in csv.DictReader(p.open())]
+    return (result.accepted, result.rejected, letters, run.rows(), result.files[0].warnings)
+
+
+ODD_LINES: list[bytes] = [
+    *(
+        orjson.dumps({"member_id": "m1", "type": "view", "ts": "2026-05-01T10:00:00Z", **case})
+        for case in AGREEMENT_CASES
+    ),
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z","utm":"x"}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z","utm":null}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z",'
+    b'"properties":{"a":{"b":"c\\":"}},"text":"say \\"utm\\": 1 \\u00e9"}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z","event_id":"y"}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z"}{"a":1}',
+    b'\xef\xbb\xbf{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z"}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z",}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z","price":1e400}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z","rating":-0}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z","text":"a\\ud800"}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z","brand":null}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z","properties":null}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z","utm":{"a":[1]}}',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z","quantity":2}\r',
+    b'{"event_id":"x","member_id":"m1","type":"view","ts":"2026-05-01T10:00:00Z","price":null,'
+    b'"quantity":3,"rating":5,"item_id":"500798421","order_id":"o1","properties":{"k":[1,{"z":null}]}}',
+    b"{}",
+    b'{"event_id":"x"}',
+]
+
+
+@pytest.mark.parametrize("line", ODD_LINES, ids=range(len(ODD_LINES)))
+def test_blocks_arrow_parses_land_exactly_as_the_duckdb_path_lands_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: bytes
+) -> None:
+    # A good line and the odd one, ingested as they come (Arrow parses a block of plain events)
+    # and with the Arrow parse switched off (DuckDB's JSON functions read every block).
+    good = b'{"event_id":"g","member_id":"m2","type":"cart","ts":"2026-05-02T10:00:00+08:00"}'
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(good + b"\n" + line + b"\n")
+    parsed_blocks: list[bool] = []
+    parse = sources.JsonLines.parsed
+
+    def spy(self: sources.JsonLines) -> sources.ParsedLines | None:
+        parsed = parse(self)
+        parsed_blocks.append(parsed is not None)
+        return parsed
+
+    monkeypatch.setattr(sources.JsonLines, "parsed", spy)
+    fast = _lake_and_letters(tmp_path / "fast", path)
+    monkeypatch.setattr(sources.JsonLines, "parsed", lambda self: None)
+    slow = _lake_and_letters(tmp_path / "slow", path)
+
+    assert fast == slow
+    assert len(parsed_blocks) == 1
+
+
+def test_arrow_parses_a_block_of_plain_events_and_one_wrong_kind_sends_it_the_duckdb_way(
+    run: Run, tmp_path: Path
+) -> None:
+    good = {"event_id": "p1", "member_id": "m1", "type": "view", "ts": "2026-05-01T10:00:00Z"}
+    plain = [good, {**good, "event_id": "p2", "quantity": 2, "properties": {"a": 1}}]
+    odd = [*plain, {**good, "event_id": "p3", "quantity": "2"}]
+    blocks = [
+        sources._json_block(
+            memoryview(write_jsonl(tmp_path / f"{n}.jsonl", lines).read_bytes()),
+            1,
+            sources._jsonl(tmp_path / f"{n}.jsonl"),
+        )[0]
+        for n, lines in (("plain", plain), ("odd", odd))
+    ]
+    assert blocks[0] is not None and blocks[1] is not None
+
+    parsed = blocks[0].parsed()
+    assert parsed is not None and parsed.keys == frozenset()
+    assert parsed.table.column("quantity").to_pylist() == [None, 2]
+    assert parsed.table.column("__has_properties").to_pylist() == [False, True]
+    assert blocks[1].parsed() is None  # "2" is text where Arrow was told an integer
+
+    result = run.ingest(tmp_path / "odd.jsonl")
+    assert (result.accepted, result.rejected) == (3, 0)
+    assert [r["quantity"] for r in run.rows()] == [None, 2, 2]

@@ -71,6 +71,7 @@ import pyarrow.compute as pc
 
 from memberwise.events.schemas import EVENT_FIELDS, LAKE_SCHEMA, RejectCode
 from memberwise.events.sources import (
+    PARSED_JSON_SCHEMA,
     Batch,
     Format,
     JsonLines,
@@ -606,6 +607,8 @@ class _Checked:
     members: pa.Array
     sorted_hashes: np.ndarray[Any, Any]
     keys: frozenset[str] = frozenset()
+    #: The plan whose check numbers the bad rows carry, when not the source's own.
+    plan: ValidationPlan | None = None
 
 
 class _FileRun:
@@ -697,6 +700,8 @@ class _FileRun:
         plan = build_validation(source.schema, now=self.now, raw_columns=source.raw_columns)
         # Parquet slices are read by DuckDB itself, which then exports every field.
         self._sliced_plan = build_validation(source.schema, now=self.now, export_all=True)
+        # JSON Lines blocks that Arrow parsed whole arrive typed (JsonLines.parsed).
+        self._parsed_plan = build_validation(PARSED_JSON_SCHEMA, now=self.now, export_all=True)
         self._candidates = candidates
         self._seen = set()
         self._keys: set[str] = set()
@@ -745,6 +750,17 @@ class _FileRun:
             return self._assemble(out, out, self._sliced_plan)
         if isinstance(batch, JsonLines):
             name = f"lines_{threading.get_ident()}"
+            parsed = batch.parsed()
+            if parsed is not None:
+                cursor.register(name, parsed.table)
+                try:
+                    out = cursor.sql(self._parsed_plan.sql(parsed.relation(name))).to_arrow_table()
+                finally:
+                    cursor.unregister(name)
+                checked = self._assemble(out, out, self._parsed_plan)
+                checked.keys = parsed.keys
+                checked.plan = self._parsed_plan
+                return checked
             cursor.register(name, batch.table)
             try:
                 out = cursor.sql(self._sliced_plan.sql(batch.relation(name))).to_arrow_table()
@@ -835,7 +851,7 @@ class _FileRun:
         self._write_bad(
             checked.bad.to_pylist() if checked.bad is not None else [],
             source.take_malformed(before=checked.last_row),
-            plan,
+            checked.plan or plan,
         )
         self.report(self.rows_read, source.position)
 
