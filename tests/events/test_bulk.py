@@ -943,14 +943,14 @@ def test_blocks_arrow_parses_land_exactly_as_the_duckdb_path_lands_them(
     parsed_blocks: list[bool] = []
     parse = sources.JsonLines.parsed
 
-    def spy(self: sources.JsonLines) -> sources.ParsedLines | None:
-        parsed = parse(self)
+    def spy(self: sources.JsonLines, con: duckdb.DuckDBPyConnection) -> sources.ParsedLines | None:
+        parsed = parse(self, con)
         parsed_blocks.append(parsed is not None)
         return parsed
 
     monkeypatch.setattr(sources.JsonLines, "parsed", spy)
     fast = _lake_and_letters(tmp_path / "fast", path)
-    monkeypatch.setattr(sources.JsonLines, "parsed", lambda self: None)
+    monkeypatch.setattr(sources.JsonLines, "parsed", lambda self, con: None)
     slow = _lake_and_letters(tmp_path / "slow", path)
 
     assert fast == slow
@@ -973,11 +973,12 @@ def test_arrow_parses_a_block_of_plain_events_and_one_wrong_kind_sends_it_the_du
     ]
     assert blocks[0] is not None and blocks[1] is not None
 
-    parsed = blocks[0].parsed()
+    con = duckdb.connect()
+    parsed = blocks[0].parsed(con)
     assert parsed is not None and parsed.keys == frozenset()
     assert parsed.table.column("quantity").to_pylist() == [None, 2]
-    assert parsed.table.column("__has_properties").to_pylist() == [False, True]
-    assert blocks[1].parsed() is None  # "2" is text where Arrow was told an integer
+    assert parsed.table.column("properties").to_pylist() == [None, '{"a":1}']
+    assert blocks[1].parsed(con) is None  # "2" is text where Arrow was told an integer
 
     result = run.ingest(tmp_path / "odd.jsonl")
     assert (result.accepted, result.rejected) == (3, 0)

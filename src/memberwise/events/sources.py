@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import mmap
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
@@ -446,8 +448,7 @@ _ARROW_READ = pa.schema(
         if n != "properties"
     ]
 )
-_HAS_PROPERTIES = "__has_properties"
-#: The fields of a block Arrow parsed, as validation reads them (see :meth:`ParsedLines.relation`).
+#: The columns of a block Arrow parsed, as validation reads them (see :meth:`JsonLines.parsed`).
 PARSED_JSON_SCHEMA = pa.schema(
     [*_ARROW_READ, pa.field("properties", pa.string()), pa.field(ROW, pa.int64())]
 ).append(pa.field(LINE, pa.large_string()))
@@ -456,22 +457,11 @@ PARSED_JSON_SCHEMA = pa.schema(
 @dataclass(frozen=True)
 class ParsedLines:
     """A JSON Lines block that Arrow's JSON reader parsed whole (see :meth:`JsonLines.parsed`):
-    typed contract fields, whether each line has a ``properties`` object, ``__row`` and
-    ``__line``; ``keys`` are the top-level keys outside the contract."""
+    ``table`` has PARSED_JSON_SCHEMA's columns; ``keys`` are the top-level keys outside the
+    contract."""
 
     table: pa.Table
     keys: frozenset[str]
-
-    def relation(self, name: str) -> str:
-        """A FROM item with PARSED_JSON_SCHEMA's columns from the registered ``name``:
-        ``properties`` as the text DuckDB gives the object (as on the DuckDB path), read only
-        from the lines that have one."""
-        fields = ", ".join(f'"{f.name}"' for f in _ARROW_READ)
-        return (
-            f'(SELECT {fields}, CASE WHEN "{_HAS_PROPERTIES}" THEN '
-            f"json_extract_string(\"{LINE}\", '$.properties') END AS properties, "
-            f'"{ROW}", "{LINE}" FROM {name})'
-        )
 
 
 @dataclass(frozen=True)
@@ -486,7 +476,7 @@ class JsonLines:
     complete: bool = True
     braced: bool = False
 
-    def parsed(self) -> ParsedLines | None:
+    def parsed(self, con: duckdb.DuckDBPyConnection) -> ParsedLines | None:
         """The block parsed by Arrow's JSON reader, or None when it holds anything but plain
         event objects whose values all have their field's kind; then the DuckDB path
         (:meth:`relation`) finds each line's problem. Arrow parses a typical block in about
@@ -496,7 +486,8 @@ class JsonLines:
         two objects on one line, a line that is no object, invalid JSON. Lines not starting
         with ``{`` (e.g. after a byte-order mark, which Arrow skips but DuckDB refuses) are
         never given to it. ``properties`` must come out as an object (a struct) or not at
-        all; its text is then DuckDB's, as on the slow path."""
+        all; its text is then DuckDB's (``con``), as on the slow path, taken from the few
+        lines that have one."""
         if not (self.complete and self.braced):
             return None
         try:
@@ -513,20 +504,33 @@ class JsonLines:
             return None
         if parsed.num_rows != self.num_rows:
             return None
-        n = parsed.num_rows
         keys = frozenset(parsed.schema.names).difference(EVENT_FIELDS)
+        lines = self.table.column(LINE)
+        properties = pa.nulls(parsed.num_rows, pa.string())
         if "properties" in parsed.schema.names:
             props = parsed.column("properties")
             if not (pa.types.is_struct(props.type) or pa.types.is_null(props.type)):
                 return None
-            has = props.is_valid()
-        else:
-            has = pa.repeat(False, n)
-        columns = [parsed.column(f.name) for f in _ARROW_READ]
-        names = [f.name for f in _ARROW_READ]
+            has = props.is_valid().combine_chunks()
+            if props.null_count < len(props):
+                name = f"properties_{threading.get_ident()}"
+                con.register(name, pa.table({"line": lines.filter(has)}))
+                try:
+                    found = con.sql(
+                        f"SELECT json_extract_string(line, '$.properties') FROM {name}"
+                    ).to_arrow_table()
+                finally:
+                    con.unregister(name)
+                texts = found.column(0).combine_chunks().cast(pa.string())
+                properties = pc.replace_with_mask(properties, has, texts)
         table = pa.Table.from_arrays(
-            [*columns, has, self.table.column(ROW), self.table.column(LINE)],
-            names=[*names, _HAS_PROPERTIES, ROW, LINE],
+            [
+                *(parsed.column(f.name) for f in _ARROW_READ),
+                properties,
+                self.table.column(ROW),
+                lines,
+            ],
+            schema=PARSED_JSON_SCHEMA,
         )
         return ParsedLines(table, keys)
 
