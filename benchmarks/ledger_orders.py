@@ -206,20 +206,18 @@ def run_clients(url: str, plans: list[list[tuple[str, str, str]]]) -> float:
     return total / elapsed
 
 
+def pgbench_connection(url: str) -> list[str]:
+    """pgbench's options naming the server and user of ``url``."""
+    u = make_url(url)
+    return ["-h", u.host or "127.0.0.1", "-p", str(u.port or 5432), "-U", u.username or "postgres"]
+
+
 def pgbench(binary: str, url: str, clients: int, seconds: int) -> float:
     u = make_url(url)
-    args = [
-        binary,
-        "-h",
-        u.host or "127.0.0.1",
-        "-p",
-        str(u.port or 5432),
-        "-U",
-        u.username or "postgres",
-    ]
     out = subprocess.run(
         [
-            *args,
+            binary,
+            *pgbench_connection(url),
             "-b",
             "tpcb-like",
             "-c",
@@ -260,12 +258,7 @@ def bench_postgres(
             "-s",
             str(scale),
             "-q",
-            "-h",
-            u.host or "127.0.0.1",
-            "-p",
-            str(u.port or 5432),
-            "-U",
-            u.username or "postgres",
+            *pgbench_connection(url),
             u.database or "postgres",
         ],
         check=True,

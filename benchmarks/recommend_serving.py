@@ -37,7 +37,8 @@ from memberwise.config import Settings
 from memberwise.kit.db import make_engine, transaction
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import KeyCreate, Role
-from memberwise.recommend import service
+from memberwise.recommend import publishing
+from memberwise.recommend.catalog import import_items
 from memberwise.store import migrate
 
 PII_KEY = "A" * 43 + "="
@@ -71,7 +72,7 @@ def write_synthetic_build(directory: Path, *, members: int, items: int, length: 
                 "source": pa.array(sources[rng.integers(0, 5, len(member))].tolist()),
             }
         ),
-        directory / service.RECOMMENDATIONS,
+        directory / publishing.RECOMMENDATIONS,
     )
     base = np.repeat(np.arange(items), 20)
     pq.write_table(
@@ -85,7 +86,7 @@ def write_synthetic_build(directory: Path, *, members: int, items: int, length: 
                 "score": np.tile(np.linspace(0.9, 0.1, 20), items),
             }
         ),
-        directory / service.SIMILAR,
+        directory / publishing.SIMILAR,
     )
     keys = ["all", "new"] + [f"region:{r}" for r in REGIONS]
     keys += [f"category:c{c:02d}" for c in range(16)]
@@ -100,7 +101,7 @@ def write_synthetic_build(directory: Path, *, members: int, items: int, length: 
             rows["reason"].append("popular right now")
     pq.write_table(
         pa.table({**rows, "rank": pa.array(rows["rank"], pa.int32())}),
-        directory / service.FALLBACKS,
+        directory / publishing.FALLBACKS,
     )
     pq.write_table(
         pa.table(
@@ -116,7 +117,7 @@ def write_synthetic_build(directory: Path, *, members: int, items: int, length: 
     manifest = {
         "build_id": "bench",
         "as_of": "2026-11-20T00:00:00+00:00",
-        service.SECTION: {"model_id": "bench", "metrics": {}, "config": {}},
+        publishing.SECTION: {"model_id": "bench", "metrics": {}, "config": {}},
     }
     (directory / "build.json").write_text(json.dumps(manifest))
 
@@ -156,8 +157,8 @@ def main() -> None:
             build, members=args.members, items=args.items, length=args.list_length
         )
         with transaction(engine) as conn:
-            service.import_items(conn, catalog(args.items))
-            outcome = service.publish_build(conn, build)
+            import_items(conn, catalog(args.items))
+            outcome = publishing.publish_build(conn, build)
             key = privacy.create_key(conn, KeyCreate(role=Role.platform)).key
         engine.dispose()
         assert outcome is not None and outcome.published

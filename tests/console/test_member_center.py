@@ -238,7 +238,7 @@ def test_published_recommendations_show_with_chinese_reasons(
 ) -> None:
     """A member with a published list sees it, each reason in Chinese (the demo's lists are
     mostly ``als`` and ``cooc``, which showed in English)."""
-    from memberwise.recommend import service as recommend
+    from memberwise.recommend.catalog import import_items
     from tests.recommend.build_factory import catalog_table, publish, write_build
 
     lists = {
@@ -250,7 +250,7 @@ def test_published_recommendations_show_with_chinese_reasons(
         ]
     }
     with transaction(runtime.engine) as conn:
-        recommend.import_items(conn, catalog_table())
+        import_items(conn, catalog_table())
         publish(conn, write_build(tmp_path / "b1", lists=lists, fallbacks={}))
     page = client.get(_link(client, auth))
     assert page.status_code == 200, page.text

@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page
 from memberwise.app import create_app
 from memberwise.kit.db import transaction
 from memberwise.privacy.schemas import Role
-from memberwise.recommend import service as recommend
+from memberwise.recommend.catalog import import_items
 from memberwise.runtime import Runtime
 from tests.console.browser import Requests, serve
 from tests.console.member_factories import seed_member, use_program
@@ -46,7 +46,7 @@ def test_a_member_opens_the_center_and_withdraws_a_consent(
 ) -> None:
     seed_member(runtime, use_program(runtime, tmp_path))
     with transaction(runtime.engine) as conn:  # a published list, as a build leaves one
-        recommend.import_items(conn, catalog_table())
+        import_items(conn, catalog_table())
         publish(conn, write_build(tmp_path / "b1", lists=LISTS))
     made = client.post(
         "/v1/member-center/links", json={"member_id": "m1"}, headers=auth(Role.platform)

@@ -19,8 +19,9 @@ import typer
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from memberwise.events import bulk, bulk_hooks, commands, sources
-from memberwise.events.bulk import BulkResult, fingerprint, ingest_paths
+from memberwise.events import bulk_hooks, commands, member_feed, sources
+from memberwise.events.bulk import fingerprint, ingest_paths
+from memberwise.events.bulk_results import BulkResult
 from memberwise.events.schemas import INPUT_SCHEMA, EventIn, max_ts, time_in_range
 from memberwise.kit.lake import EventLake
 
@@ -849,7 +850,7 @@ def test_members_are_registered_while_the_file_is_read_each_once_before_publishi
     run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sources, "BATCH_ROWS", 2)
-    monkeypatch.setattr(bulk, "MEMBER_CHUNK", 2)
+    monkeypatch.setattr(member_feed, "MEMBER_CHUNK", 2)
     source = _members_file(tmp_path / "events.parquet")
     calls: list[tuple[list[str], int]] = []
 
@@ -872,7 +873,7 @@ def test_a_registration_failing_midway_fails_the_file_unpublished_and_a_rerun_co
     run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sources, "BATCH_ROWS", 2)
-    monkeypatch.setattr(bulk, "MEMBER_CHUNK", 2)
+    monkeypatch.setattr(member_feed, "MEMBER_CHUNK", 2)
     source = _members_file(tmp_path / "events.parquet")
     registered: list[str] = []
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from memberwise.events.bulk import CRASH_ENV
+from memberwise.events.ingest_markers import CRASH_ENV
 from memberwise.events.schemas import INPUT_SCHEMA
 from memberwise.kit.lake import EventLake
 

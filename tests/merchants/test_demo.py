@@ -28,7 +28,7 @@ from memberwise.merchants.scorecard import counted_ratings, industries, scorecar
 from memberwise.privacy.schemas import Role
 from memberwise.program.merchants import MerchantSettings
 from memberwise.program.service import parse_program
-from memberwise.recommend import service as recommend_service
+from memberwise.recommend import catalog as recommend_catalog
 from memberwise.runtime import Runtime
 
 END = date(2026, 11, 20)
@@ -115,10 +115,10 @@ def test_the_build_publishes_scorecards_topics_and_rising_items(
 ) -> None:
     ingest_paths([demo / "events"], runtime.lake, deadletter_dir=tmp_path / "dead", now=AS_OF)
     with transaction(runtime.engine) as conn:  # the catalog, as `memberwise run` loads it
-        recommend_service.import_items(
+        recommend_catalog.import_items(
             conn,
-            recommend_service.read_table_file(demo / "items.parquet"),
-            categories=recommend_service.read_table_file(demo / "categories.parquet"),
+            recommend_catalog.read_table_file(demo / "items.parquet"),
+            categories=recommend_catalog.read_table_file(demo / "categories.parquet"),
         )
     turned = incidents(demo)["turned_bad"]
     as_of = datetime.fromisoformat(turned["date"]).replace(tzinfo=UTC) + timedelta(days=7)

@@ -13,7 +13,7 @@ from memberwise.kit.time import utcnow
 from memberwise.merchants import repository
 from memberwise.merchants import service as merchants_service
 from memberwise.privacy.schemas import Role
-from memberwise.recommend import service as recommend_service
+from memberwise.recommend import catalog as recommend_catalog
 from memberwise.runtime import Runtime
 from tests.merchants.test_service import _scorecard
 from tests.recommend.build_factory import catalog_table, publish, write_build
@@ -26,7 +26,7 @@ def test_a_penalised_merchants_items_leave_the_members_list(
 ) -> None:
     # Given a member's published list and a merchant selling one of its items
     with transaction(runtime.engine) as conn:
-        recommend_service.import_items(conn, catalog_table())
+        recommend_catalog.import_items(conn, catalog_table())
         lists = {"m1": [("diaper-1", 9.0, "r", "repeat"), ("milk-1", 6.0, "r", "repeat"),
                         ("toy-1", 3.0, "r", "cooc")]}  # fmt: skip
         fallbacks = {"all": [("snack-1", 5.0, "popular now")]}
@@ -57,7 +57,7 @@ def test_badge_holders_items_move_up_the_list(
     program.write_text("name: t\nmerchants:\n  support: {recommendation_boost: 1.5}\n")
     runtime.settings.program_file = program
     with transaction(runtime.engine) as conn:
-        recommend_service.import_items(conn, catalog_table())
+        recommend_catalog.import_items(conn, catalog_table())
         lists = {"m1": [("diaper-1", 9.0, "r", "repeat"), ("milk-1", 6.0, "r", "repeat"),
                         ("toy-1", 5.0, "r", "cooc"), ("snack-1", 1.0, "r", "popular")]}  # fmt: skip
         publish(conn, write_build(tmp_path / "b1", lists=lists))

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
-from memberwise.recommend import service
-from memberwise.recommend.service import PublishOutcome
+from memberwise.recommend import publishing
+from memberwise.recommend.publishing import PublishOutcome
 from memberwise.recommend.targeting import SUGGESTION_SCHEMA
 
 AS_OF = datetime(2026, 11, 20, tzinfo=UTC)
@@ -91,7 +91,7 @@ def write_build(
                 ]
             ),
         ),
-        directory / service.RECOMMENDATIONS,
+        directory / publishing.RECOMMENDATIONS,
     )
     sim_rows = [
         {"item_id": i, "rank": r, "similar_item_id": j, "score": s}
@@ -110,7 +110,7 @@ def write_build(
                 ]
             ),
         ),
-        directory / service.SIMILAR,
+        directory / publishing.SIMILAR,
     )
     fb_rows = [
         {"key": k, "rank": r, "item_id": i, "score": s, "reason": why}
@@ -130,7 +130,7 @@ def write_build(
                 ]
             ),
         ),
-        directory / service.FALLBACKS,
+        directory / publishing.FALLBACKS,
     )
     if profiles:
         pq.write_table(
@@ -149,13 +149,13 @@ def write_build(
         )
     pq.write_table(
         pa.Table.from_pylist(list(coupons), schema=SUGGESTION_SCHEMA),
-        directory / service.COUPONS,
+        directory / publishing.COUPONS,
     )
     manifest = {
         "build_id": build_id,
         "as_of": AS_OF.isoformat(),
         "engine": "duckdb",
-        service.SECTION: {
+        publishing.SECTION: {
             "model_id": build_id,
             "metrics": dict(metrics or {"recall@10": 0.2, "ndcg@10": 0.1}),
             "config": dict(config or {"diversity_share": 0.5}),
@@ -166,6 +166,6 @@ def write_build(
 
 
 def publish(conn: Connection, directory: Path) -> PublishOutcome:
-    outcome = service.publish_build(conn, directory)
+    outcome = publishing.publish_build(conn, directory)
     assert outcome is not None
     return outcome

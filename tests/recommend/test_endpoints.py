@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from memberwise.cli import app
 from memberwise.kit.db import transaction
 from memberwise.privacy.schemas import Role
-from memberwise.recommend import repository, service
+from memberwise.recommend import catalog, export, repository
 from memberwise.recommend.schemas import ItemIn
 from memberwise.runtime import Runtime
 from tests.recommend.build_factory import catalog_table, publish, write_build
@@ -60,7 +60,7 @@ COUPONS = [
 @pytest.fixture
 def published(runtime: Runtime, tmp_path: Path) -> Runtime:
     with transaction(runtime.engine) as conn:
-        service.import_items(conn, catalog_table())
+        catalog.import_items(conn, catalog_table())
         publish(
             conn,
             write_build(
@@ -360,10 +360,10 @@ def test_export_writes_every_members_list_without_unavailable_items(
 ) -> None:
     out = tmp_path / "recs.parquet"
     with transaction(runtime.engine) as conn:
-        service.put_item(
+        catalog.put_item(
             conn, "milk-1", ItemIn(category_id="c0101", consumable=True, in_stock=False)
         )
-        counts = service.export_lists(conn, out, n=2)
+        counts = export.export_lists(conn, out, n=2)
 
     rows = pq.read_table(out).to_pylist()
     assert counts == (1, 2)
@@ -395,7 +395,7 @@ def test_items_import_command_loads_a_csv_and_refuses_a_bad_file(
     assert "0 created, 0 updated, 2 unchanged" in again.output
     assert refused.exit_code == 1 and "invalid_items" in refused.output
     with transaction(runtime.engine) as conn:
-        a = service.get_item(conn, "a")
-        b = service.get_item(conn, "b")
+        a = catalog.get_item(conn, "a")
+        b = catalog.get_item(conn, "b")
     assert (a.consumable, a.rebuy_days, a.price, a.in_stock) == (True, 18, 12000, True)
     assert (b.consumable, b.rebuy_days) == (False, None)

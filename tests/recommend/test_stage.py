@@ -17,7 +17,8 @@ from memberwise.events.schemas import LAKE_SCHEMA
 from memberwise.jobs.build import run_build
 from memberwise.kit.db import transaction
 from memberwise.program.service import parse_program
-from memberwise.recommend import repository, service, stage
+from memberwise.recommend import publishing, repository, stage
+from memberwise.recommend.catalog import import_items
 from memberwise.runtime import Runtime
 from tests.recommend import END, categories, checkerboard, group_of
 
@@ -58,7 +59,7 @@ def board(runtime: Runtime) -> Runtime:
     )
     names = categories().append_column("parent_id", pa.nulls(8, pa.string()))
     with transaction(runtime.engine) as conn:
-        service.import_items(conn, catalog, categories=names)
+        import_items(conn, catalog, categories=names)
     return runtime
 
 
@@ -68,7 +69,7 @@ def test_the_stage_writes_lists_of_the_members_own_tastes_and_publishes_them(
     result = run_build(board, PROGRAM, as_of=END)
 
     assert "recommendations" in [s.name for s in result.stages]
-    lists = pq.read_table(result.directory / service.RECOMMENDATIONS).to_pylist()
+    lists = pq.read_table(result.directory / publishing.RECOMMENDATIONS).to_pylist()
     members = {r["member_id"] for r in lists}
     assert len(members) == 48
     # The known answer: each member's first items are of their own group, never hidden ones.
@@ -312,14 +313,14 @@ def test_the_build_publishes_the_own_history_lists_and_says_why(runtime: Runtime
     assert section["method"] == "own_history"
     assert section["config"]["model"]["policy"] == "own_history"
     assert section["info"]["ranker"] == "fallback"  # no ranker trained for the policy
-    assert service.build_note(result.directory) == f"recommendations: {section['decision']}"
-    lists = pq.read_table(result.directory / service.RECOMMENDATIONS).to_pylist()
+    assert publishing.build_note(result.directory) == f"recommendations: {section['decision']}"
+    lists = pq.read_table(result.directory / publishing.RECOMMENDATIONS).to_pylist()
     firsts = {(r["member_id"], r["item_id"]) for r in lists if r["rank"] <= 3}
     # Every member's first three items are their own three staples, with the repeat reason.
     assert firsts == {(f"m{m:03d}", f"s{m:03d}-{j}") for m in range(80) for j in range(3)}
     assert {r["source"] for r in lists if r["rank"] <= 3} == {"repeat"}
     with transaction(runtime.engine) as conn:
-        models = service.list_models(conn)
+        models = publishing.list_models(conn)
     assert models.serving == result.build_id
     assert models.models[0].method == "own_history"
     assert models.models[0].metrics["recall@10"] == 1.0

@@ -14,8 +14,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from memberwise.config import Settings
-from memberwise.events.bulk import BulkFormat, BulkResult, ingest_paths
-from memberwise.events.bulk import Progress as IngestProgress
+from memberwise.events.bulk import BulkFormat, ingest_paths
+from memberwise.events.bulk_results import BulkResult
+from memberwise.events.bulk_results import Progress as IngestProgress
 from memberwise.events.timeline import mark
 from memberwise.kit.lake import EventLake
 from memberwise.kit.objectlake import lake_of

@@ -47,12 +47,12 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -188,11 +188,24 @@ def to_lake_table(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=LAKE_SCHEMA)
 
 
+def lake_days(table: pa.Table) -> Iterator[tuple[date, pa.Table]]:
+    """``table``'s rows in lake shape (:func:`to_lake_table`), one part per UTC day of ``ts``,
+    in the order the days first appear: what an append writes, one file a day."""
+    table = to_lake_table(table)
+    days = utc_days(table.column("ts"))
+    for day_number in pc.unique(days).to_pylist():
+        yield day_of(day_number), table.filter(pc.equal(days, day_number))
+
+
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write ``table`` (LAKE_SCHEMA) to ``path`` and fsync it; not atomic by itself."""
     with pq.ParquetWriter(path, LAKE_SCHEMA, **PARQUET_OPTIONS) as writer:
         writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
     fsync_file(path)
+
+
+#: A lake's file handle: a local path, or a URI in an object store.
+F = TypeVar("F")
 
 
 def _empty_sql() -> str:
@@ -206,6 +219,23 @@ def _sql_list(paths: Sequence[Path]) -> str:
 
 def _read_sql(paths: Sequence[Path]) -> str:
     return f"read_parquet({_sql_list(paths)}, hive_partitioning = false)"
+
+
+def deduplicated_sql(
+    plain: Sequence[F], overlapping: Sequence[Sequence[F]], read: Callable[[Sequence[F]], str]
+) -> str:
+    """DuckDB SQL of the events of a lake's files (LAKE_SCHEMA columns): the ``plain`` files
+    as they are, and of each group of ``overlapping`` files (they may share events) one row
+    per ``event_id`` (the first ingested wins). ``read`` turns files into a table source."""
+    if not plain and not overlapping:
+        return _empty_sql()
+    parts = [f"SELECT {_COLUMNS} FROM {read(plain)}"] if plain else []
+    parts += [
+        f"SELECT {_COLUMNS} FROM {read(group)} QUALIFY row_number() OVER "
+        f"(PARTITION BY event_id ORDER BY {_WINNER_ORDER}) = 1"
+        for group in overlapping
+    ]
+    return "\nUNION ALL\n".join(f"({part})" for part in parts)
 
 
 class EventLake:
@@ -234,12 +264,9 @@ class EventLake:
         """
         if table.num_rows == 0:
             return []
-        table = to_lake_table(table)
-        days = utc_days(table.column("ts"))
         written = []
-        for day_number in pc.unique(days).to_pylist():
-            part = table.filter(pc.equal(days, day_number))
-            directory = self.partition_dir(day_of(day_number))
+        for day, part in lake_days(table):
+            directory = self.partition_dir(day)
             directory.mkdir(parents=True, exist_ok=True)
             name = uuid.uuid4().hex
             tmp = directory / f".tmp-{name}.parquet"
@@ -376,15 +403,7 @@ class EventLake:
         The file list is taken now: files added later are not seen by this SQL text.
         """
         plain, overlapping = self.read_plan()
-        if not plain and not overlapping:
-            return _empty_sql()
-        parts = [f"SELECT {_COLUMNS} FROM {_read_sql(plain)}"] if plain else []
-        parts += [
-            f"SELECT {_COLUMNS} FROM {_read_sql(group)} QUALIFY row_number() OVER "
-            f"(PARTITION BY event_id ORDER BY {_WINNER_ORDER}) = 1"
-            for group in overlapping
-        ]
-        return "\nUNION ALL\n".join(f"({part})" for part in parts)
+        return deduplicated_sql(plain, overlapping, _read_sql)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A new DuckDB connection in UTC that can read this lake's files (an object-store

@@ -39,11 +39,10 @@ from memberwise.kit.lake import (
     EventLake,
     LakeStats,
     RemoveResult,
-    _empty_sql,
-    day_of,
+    deduplicated_sql,
+    lake_days,
     partition_name,
     to_lake_table,
-    utc_days,
 )
 from memberwise.kit.lake_schema import LAKE_SCHEMA
 from memberwise.kit.storage import COMMITS_DIR, MANIFEST, Storage, join
@@ -93,12 +92,8 @@ class ObjectLake(EventLake):
         Returns the files' paths relative to the lake root (they have no local path)."""
         if table.num_rows == 0:
             return []
-        table = to_lake_table(table)
-        days = utc_days(table.column("ts"))
         written = []
-        for day_number in pc.unique(days).to_pylist():
-            part = table.filter(pc.equal(days, day_number))
-            day = day_of(day_number)
+        for day, part in lake_days(table):
             name = f"{prefix}-{uuid.uuid4().hex}.parquet"
             self._put(part, str(join(self.day_uri(day), name)))
             self.storage.commit_append(self.day_uri(day), [name])
@@ -174,20 +169,12 @@ class ObjectLake(EventLake):
         """DuckDB SQL of the deduplicated events; run it on a connection that
         :meth:`register` was called with."""
         plain, groups = self.uri_plan()
-        if not plain and not groups:
-            return _empty_sql()
 
         def source(files: Sequence[str]) -> str:
             listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
             return f"read_parquet([{listed}], hive_partitioning = false)"
 
-        parts = [f"SELECT {_COLUMNS} FROM {source(plain)}"] if plain else []
-        parts += [
-            f"SELECT {_COLUMNS} FROM {source(group)} QUALIFY row_number() OVER "
-            f"(PARTITION BY event_id ORDER BY {_WINNER_ORDER}) = 1"
-            for group in groups
-        ]
-        return "\nUNION ALL\n".join(f"({part})" for part in parts)
+        return deduplicated_sql(plain, groups, source)
 
     def register(self, con: duckdb.DuckDBPyConnection) -> None:
         """Let ``con`` read this lake's URIs (fsspec, no DuckDB extension download)."""

@@ -15,6 +15,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection
 
 from memberwise.kit.time import as_utc
@@ -31,6 +32,11 @@ def render(sql: str, dialect: str) -> str:
     return _PARAM.sub(
         lambda m: f"CAST(%({m[1]})s AS json)" if "_json" in m[1] else f"%({m[1]})s", sql
     )
+
+
+def json_text(value: Any) -> str:
+    """``value`` as the JSON text a ``*_json`` parameter takes (:func:`render` casts it)."""
+    return orjson.dumps(value).decode()
 
 
 def stamp(conn: Connection, value: datetime | None) -> Any:

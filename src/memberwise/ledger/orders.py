@@ -37,6 +37,7 @@ from memberwise.kit.time import as_utc, utcnow
 from memberwise.ledger import (
     benefits,
     coupons,
+    fast_entries,
     fast_repository,
     order_repository,
     points,
@@ -324,7 +325,7 @@ def place(
         },
     )
     spend_of = (member_id, entries[0]["entry_id"], order.points) if order.points else None
-    fast_repository.fast_write_tail(conn, entries, lot, audit, spend_of)
+    fast_entries.fast_write_tail(conn, entries, lot, audit, spend_of)
     return _out(values), True
 
 

@@ -1,7 +1,7 @@
 """Every query of the points ledger (balances, entries, lots) and of the stored idempotent
 answers; the other ledgers' queries are in :mod:`.coupon_repository`, :mod:`.order_repository`,
-:mod:`.benefit_repository`, :mod:`.fast_repository` (the order hot path),
-:mod:`.report_repository` (aggregates) and :mod:`.merge_repository` (identity merges).
+:mod:`.benefit_repository`, :mod:`.fast_repository` and :mod:`.fast_entries` (the order hot
+path), :mod:`.report_repository` (aggregates) and :mod:`.merge_repository` (identity merges).
 
 The balance, budget and coupon updates are *guarded* statements: the check and the change are
 one ``UPDATE ... WHERE <check>``, so two transactions can never both pass a check that only one

@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 from memberwise.kit.pagination import Page, decode_cursor, encode_cursor
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.membership import repository
+from memberwise.membership.manager_assignment import assign_managers
 from memberwise.membership.member_view import membership
 from memberwise.membership.schemas import (
     InvitationOut,
@@ -21,7 +22,6 @@ from memberwise.membership.service import (
     InvitationClosed,
     InvitationNotFound,
     UnknownTier,
-    assign_managers,
     set_tier,
 )
 from memberwise.membership.tiers import Source

@@ -1,6 +1,6 @@
 """Account managers at run time: adding and removing managers, an operator's reassignment of a
 member, a manager's members, a member's manager (the automatic assignment after a build is
-:func:`memberwise.membership.service.assign_managers`).
+:func:`memberwise.membership.manager_assignment.assign_managers`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from memberwise.kit.errors import InvalidRequest
 from memberwise.kit.pagination import decode_cursor, encode_cursor
 from memberwise.kit.time import utcnow
 from memberwise.membership import manager_repository, repository
+from memberwise.membership.manager_assignment import assign_managers, tiers_with_manager
 from memberwise.membership.schemas import (
     ManagedMember,
     ManagerAssign,
@@ -25,8 +26,6 @@ from memberwise.membership.service import (
     ManagerNotFound,
     NotManaged,
     NotServiceStaff,
-    assign_managers,
-    tiers_with_manager,
 )
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import SYSTEM, Principal, Role

@@ -1,30 +1,28 @@
-"""Memberships at run time: the domain's refusals, entitlements for the ledger, publishing a
-build's tiers and invitations with the automatic manager assignment, identity merges, and the
-counts the console's overview shows. The member's view is :mod:`.member_view`, invitation
-decisions and manual grants :mod:`.grants`, account managers :mod:`.managers`, paid plans
-:mod:`.subscriptions`."""
+"""Memberships at run time: the domain's refusals, entitlements for the ledger, setting a tier
+outside a build, identity merges, and the counts the console's overview shows. Publishing a
+build's tiers and invitations is :mod:`.tier_publish` (re-exported here for the build stages),
+the automatic manager assignment :mod:`.manager_assignment`, the member's view
+:mod:`.member_view`, invitation decisions and manual grants :mod:`.grants`, account managers
+:mod:`.managers`, paid plans :mod:`.subscriptions`."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 
 from sqlalchemy import Connection
 
-from memberwise.kit import diffpublish, outbox
-from memberwise.kit.diffpublish import Commit, no_commit
 from memberwise.kit.errors import Conflict, InvalidRequest, NotFound
 from memberwise.kit.ids import new_id
-from memberwise.kit.storage import read_table
-from memberwise.kit.time import as_utc, utcnow
 from memberwise.membership import manager_repository, repository, subscription_repository, tables
 from memberwise.membership import subscriptions as subs
-from memberwise.membership.tier_publish import write_tier_batch
+
+# The build stages (embedded and Spark) publish through the domain's service.
+from memberwise.membership.tier_publish import blocked_members as blocked_members
+from memberwise.membership.tier_publish import publish_tiers as publish_tiers
+from memberwise.membership.tier_publish import taken_slots as taken_slots
 from memberwise.privacy import service as privacy
-from memberwise.privacy.schemas import SYSTEM, Principal
-from memberwise.program.benefits import BenefitKind
+from memberwise.privacy.schemas import Principal
 from memberwise.program.schemas import Program
 
 
@@ -108,183 +106,6 @@ def entitlements(conn: Connection, program: Program, member_id: str, at: datetim
             plans.append(row["plan"])
             benefits += plan.benefits
     return Entitlements(tier=tier_name, plans=tuple(plans), benefits=tuple(dict.fromkeys(benefits)))
-
-
-# --- publishing a build ---------------------------------------------------------------------
-
-
-def tiers_with_manager(program: Program) -> set[str]:
-    """Tiers whose holders get a dedicated account manager."""
-    names = {program.black_card.tier} if program.black_card is not None else set()
-    for tier in program.tiers:
-        if any(
-            program.benefits[b].kind == BenefitKind.account_manager
-            for b in tier.benefits
-            if b in program.benefits
-        ):
-            names.add(tier.name)
-    return names
-
-
-def publish_tiers(
-    conn: Connection, program: Program, build_dir: Path, *, commit: Commit = no_commit
-) -> int:
-    """Apply ``tiers.parquet`` and ``invitations.parquet`` by difference: only members whose
-    stored tier row differs from the build's (tier, source, since, until, score or details)
-    are written, :data:`~memberwise.kit.diffpublish.BATCH_ROWS` a transaction (``commit``
-    after each), with their history, audit and outbox rows in the same transaction; then new
-    invitations and manager assignments. Members made manual or invited since the build ran
-    keep their tier (only their score is refreshed). A member absent from the build keeps their
-    row, as before. Returns the members written.
-
-    A crash between batches loses nothing: publishing the build again skips the members already
-    written (their rows now equal the build's), so each change is announced once.
-    """
-    path = build_dir / "tiers.parquet"
-    if not path.exists():
-        return 0
-    manifest = json.loads((build_dir / "build.json").read_text())
-    build_id = manifest["build_id"]
-    now = utcnow()
-    locked = repository.locked_members(conn)
-    written = 0
-    with diffpublish.connect() as con:
-        repository.load_tiers(conn, con, "stored")
-        for batch in diffpublish.batches(con, repository.changed_tiers_sql(path, "stored")):
-            written += write_tier_batch(conn, batch.to_pylist(), locked, build_id, now)
-            commit()
-    _publish_invitations(conn, program, build_dir, build_id, now)
-    assign_managers(conn, program, at=now)
-    return written
-
-
-def _publish_invitations(
-    conn: Connection, program: Program, build_dir: Path, build_id: str, now: datetime
-) -> None:
-    card = program.black_card
-    path = build_dir / "invitations.parquet"
-    if card is None or not path.exists():
-        return
-    repository.expire_invitations(conn, now)
-    blocked = blocked_members(conn, program, now)
-    rows = []
-    for r in read_table(path).to_pylist():
-        if r["member_id"] in blocked:
-            continue  # invited or given the card since the build ran
-        rows.append(
-            {
-                "invitation_id": new_id(),
-                "member_id": r["member_id"],
-                "tier": card.tier,
-                "status": "pending",
-                "rank": r["rank"],
-                "score": r["score"],
-                "explanation": json.loads(r["explanation"]),
-                "build_id": build_id,
-                "created_at": now,
-                "expires_at": now + timedelta(days=card.invitation_days),
-                "decided_at": None,
-            }
-        )
-    repository.insert_invitations(conn, rows)
-    outbox.emit_many(
-        conn,
-        [
-            outbox.message_row(
-                "invitation.created",
-                {
-                    "invitation_id": r["invitation_id"],
-                    "tier": r["tier"],
-                    "rank": r["rank"],
-                    "expires_at": r["expires_at"],
-                },
-                member_id=r["member_id"],
-                at=now,
-            )
-            for r in rows
-        ],
-    )
-    privacy.audit_many(
-        conn,
-        [
-            privacy.audit_row(
-                SYSTEM,
-                "invitation.create",
-                "invitation",
-                r["invitation_id"],
-                member_id=r["member_id"],
-                details={"rank": r["rank"]},
-            )
-            for r in rows
-        ],
-    )
-
-
-def blocked_members(conn: Connection, program: Program, now: datetime) -> set[str]:
-    """Members not to invite: holders, pending invitees, and recent decliners."""
-    card = program.black_card
-    if card is None:
-        return set()
-    blocked = set(repository.members_in_tier(conn, card.tier))
-    window = timedelta(days=card.reinvite_after_days)
-    for inv in repository.invitations_by_status(conn, card.tier):
-        if (inv["status"] == "pending" and as_utc(inv["expires_at"]) > now) or (
-            inv["status"] == "declined"
-            and inv["decided_at"]
-            and as_utc(inv["decided_at"]) + window > now
-        ):
-            blocked.add(inv["member_id"])
-    return blocked
-
-
-def taken_slots(conn: Connection, program: Program, now: datetime) -> int:
-    """Holders plus live pending invitations: what the quota has already given out."""
-    card = program.black_card
-    if card is None:
-        return 0
-    holders = len(repository.members_in_tier(conn, card.tier))
-    pending = sum(
-        1
-        for inv in repository.invitations_by_status(conn, card.tier)
-        if inv["status"] == "pending" and as_utc(inv["expires_at"]) > now
-    )
-    return holders + pending
-
-
-# --- account managers -----------------------------------------------------------------------
-
-
-def assign_managers(conn: Connection, program: Program, *, at: datetime) -> dict[str, int]:
-    """Give every member of a managed tier a manager, keeping existing assignments; members of
-    managers who left are reassigned; members who left the tier are released. Each goes to the
-    active manager with the lowest load relative to capacity (ties: staff id), never above it."""
-    managed_tiers = tiers_with_manager(program)
-    wanted: set[str] = set()
-    for tier in managed_tiers:
-        wanted.update(repository.members_in_tier(conn, tier))
-    managers = manager_repository.managers_with_load(conn)
-    active = {m["staff_id"]: m for m in managers if m["active"]}
-    current = manager_repository.assignments(conn)
-    released = [m for m, s in current.items() if m not in wanted]
-    orphaned = sorted(m for m, s in current.items() if m in wanted and s not in active)
-    manager_repository.unassign(conn, released + orphaned)
-    load = dict.fromkeys(active, 0)
-    for m, s in current.items():
-        if m in wanted and s in active:
-            load[s] += 1
-    todo = sorted(m for m in wanted if m not in current or m in orphaned)
-    rows, unassigned = [], 0
-    for member_id in todo:
-        free = [s for s in active if load[s] < active[s]["capacity"]]
-        if not free:
-            unassigned += 1
-            continue
-        best = min(free, key=lambda s: (load[s] / active[s]["capacity"], s))
-        load[best] += 1
-        reason = "manager left; reassigned" if member_id in orphaned else "black-card member"
-        rows.append({"member_id": member_id, "staff_id": best, "assigned_at": at, "reason": reason})
-    manager_repository.assign(conn, rows)
-    return {"assigned": len(rows), "released": len(released), "unassigned": unassigned}
 
 
 def set_tier(

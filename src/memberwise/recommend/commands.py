@@ -132,7 +132,7 @@ def export_command(
     rank (1 = best), item_id, score, reason -- for batch pushes and evaluation."""
     from memberwise.config import get_settings
     from memberwise.kit.db import make_engine, transaction
-    from memberwise.recommend.service import export_lists
+    from memberwise.recommend.export import export_lists
 
     engine = make_engine(get_settings().db_url)
     try:

@@ -11,7 +11,7 @@ from memberwise.kit.db import transaction
 from memberwise.privacy import consent
 from memberwise.privacy.auth import Authorize
 from memberwise.privacy.schemas import Principal, Purpose, Role
-from memberwise.recommend import service
+from memberwise.recommend import catalog, publishing, service
 from memberwise.recommend.schemas import (
     CouponSuggestionsOut,
     ItemIn,
@@ -86,7 +86,7 @@ def get_models(
     limit: Annotated[int, Query(ge=1, le=100, description="How many models, newest first.")] = 20,
 ) -> RecModelsOut:
     with transaction(rt.engine) as conn:
-        return service.list_models(conn, limit=limit)
+        return publishing.list_models(conn, limit=limit)
 
 
 @router.get("/items/{item_id}/similar", summary="Items bought or browsed with this one")
@@ -120,10 +120,10 @@ def get_suggested_coupons(
 )
 def put_item(item_id: str, item: ItemIn, rt: RuntimeDep, principal: CatalogWriter) -> ItemOut:
     with transaction(rt.engine) as conn:
-        return service.put_item(conn, item_id, item)
+        return catalog.put_item(conn, item_id, item)
 
 
 @router.get("/items/{item_id}", summary="An item as the catalog holds it")
 def get_item(item_id: str, rt: RuntimeDep, principal: Reader) -> ItemOut:
     with transaction(rt.engine) as conn:
-        return service.get_item(conn, item_id)
+        return catalog.get_item(conn, item_id)

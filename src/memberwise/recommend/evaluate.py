@@ -234,6 +234,15 @@ def own_then_popular(data: Interactions, members: IntArray, n: int) -> Lists:
 
 
 # -- the whole comparison -----------------------------------------------------------------------
+def _merged(parts: Sequence[Candidates]) -> Candidates:
+    """The candidates of a method's member batches, as one set (batches cover disjoint
+    members, so this is a plain concatenation)."""
+    if not parts:
+        return Candidates.empty()
+    fields = ("pos", "item", "score", "arg", "arg2")
+    return Candidates(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+
+
 def evaluate(
     train: Interactions,
     labels: dict[int, IntArray],
@@ -271,18 +280,7 @@ def evaluate(
             r = rec.rank(members[lo:hi], n, predict_threads=single, own_history=own_history)
             return Candidates(r.pos + lo, r.item, r.score, r.arg, r.arg2)
 
-        parts = rec.map_batches(batch, len(members))
-        merged = (
-            Candidates(
-                *(
-                    np.concatenate([getattr(p, f) for p in parts])
-                    for f in ("pos", "item", "score", "arg", "arg2")
-                )
-            )
-            if parts
-            else Candidates.empty()
-        )
-        return Lists.from_candidates(merged)
+        return Lists.from_candidates(_merged(rec.map_batches(batch, len(members))))
 
     if rec.config.policy == "ranker":
         methods[f"blend ({rec.ranker.kind})"] = ranked(False)
@@ -294,17 +292,7 @@ def evaluate(
             c = rec.source_candidates(members[lo:hi], s, n)
             return Candidates(c.pos + lo, c.item, c.score, c.arg, c.arg2)
 
-        parts = rec.map_batches(source_batch, len(members))
-        merged = (
-            Candidates(
-                *(
-                    np.concatenate([getattr(p, f) for p in parts])
-                    for f in ("pos", "item", "score", "arg", "arg2")
-                )
-            )
-            if parts
-            else Candidates.empty()
-        )
+        merged = _merged(rec.map_batches(source_batch, len(members)))
         if len(merged):
             methods[f"source: {s}"] = Lists.from_candidates(merged)
     methods["baseline: global popular"] = global_popular(train, len(members), n)

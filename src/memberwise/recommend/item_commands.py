@@ -20,7 +20,7 @@ from rich.console import Console
 from memberwise.config import get_settings
 from memberwise.kit.db import make_engine, transaction
 from memberwise.kit.errors import MemberwiseError
-from memberwise.recommend import service
+from memberwise.recommend import catalog
 from memberwise.recommend.schemas import ItemsImportResult
 
 app = typer.Typer(help="Load and inspect the platform's item catalog.", no_args_is_help=True)
@@ -34,12 +34,12 @@ def _group() -> None:
 
 def import_catalog(db_url: str, path: Path, categories: Path | None = None) -> ItemsImportResult:
     """Import ``path`` (and parent categories from ``categories``) in one transaction."""
-    table = service.read_table_file(path)
-    parents = service.read_table_file(categories) if categories is not None else None
+    table = catalog.read_table_file(path)
+    parents = catalog.read_table_file(categories) if categories is not None else None
     engine = make_engine(db_url)
     try:
         with transaction(engine) as conn:
-            return service.import_items(conn, table, categories=parents)
+            return catalog.import_items(conn, table, categories=parents)
     finally:
         engine.dispose()
 

@@ -97,16 +97,7 @@ def item_facts(conn: Connection, item_ids: Sequence[str]) -> Sequence[RowMapping
     if not item_ids:
         return []
     ids = string_values(conn, list(item_ids))
-    query = select(
-        items.c.item_id,
-        items.c.category_id,
-        items.c.parent_category_id,
-        items.c.title,
-        items.c.in_stock,
-        items.c.hidden,
-        items.c.launched_at,
-        items.c.consumable,
-    ).where(items.c.item_id.in_(select(ids.c.value)))
+    query = select(*_FACT_COLUMNS).where(items.c.item_id.in_(select(ids.c.value)))
     return conn.execute(query).mappings().all()
 
 
