@@ -289,7 +289,9 @@ def member_benefits(
             name=name,
             kind=benefit.kind,
             description=benefit.description,
-            terms=benefit.model_dump(mode="json", exclude={"kind", "description"}),
+            terms=benefit.model_dump(
+                mode="json", exclude={"kind", "description", "description_zh"}
+            ),
         )
         counted = _counted(benefit, name, member_id, at, zone)
         if counted is not None:

@@ -50,6 +50,8 @@ class _Benefit(Section):
     """What every benefit has: a sentence for members and operators."""
 
     description: str = ""
+    #: The description in Chinese, shown where the page is Chinese (see docs/membership.md).
+    description_zh: str = ""
 
 
 class FreeShipping(_Benefit):

@@ -19,7 +19,7 @@ from memberwise.console import i18n
 from memberwise.console.member_view import member_view, section_rows
 from memberwise.console.nav import READERS, NavEntry, may
 from memberwise.console.schemas import ConsoleUser
-from memberwise.console.web import PREFIX, Posted, Staff, render, runtime_of
+from memberwise.console.web import PREFIX, Posted, Staff, locale_of, render, runtime_of
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import InvalidRequest, MemberwiseError
 from memberwise.kit.ids import is_valid_id
@@ -117,7 +117,7 @@ def member_page(request: Request, member_id: str, user: Staff) -> HTMLResponse:
         "member.html",
         user,
         m=view,
-        rows=section_rows(view, i18n.yuan),
+        rows=section_rows(view, i18n.yuan, locale_of(rt)),
         idem=secrets.token_urlsafe(16),
         can_grant=may(user.role, GRANT_TIER),
         can_adjust=may(user.role, ADJUST_POINTS),
