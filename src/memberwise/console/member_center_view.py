@@ -89,9 +89,8 @@ class MemberCenter:
     recommendations: RecommendationsOut
     consents: list[PurposeState] = field(default_factory=list)
     #: The program's descriptions in the page's language: of the member's tier, and of each
-    #: benefit and plan by name (``description_zh`` on a Chinese page when the program has one).
+    #: plan by name (``description_zh`` on a Chinese page when the program has one).
     tier_description: str = ""
-    benefit_descriptions: dict[str, str] = field(default_factory=dict)
     plan_descriptions: dict[str, str] = field(default_factory=dict)
 
 
@@ -194,9 +193,6 @@ def gather(
             next((t for t in program.tiers if ms and ms.tier and t.name == ms.tier.name), None),
             words.locale,
         ),
-        benefit_descriptions={
-            name: engine_words.described(b, words.locale) for name, b in program.benefits.items()
-        },
         plan_descriptions={
             name: engine_words.described(plan, words.locale) for name, plan in program.plans.items()
         },

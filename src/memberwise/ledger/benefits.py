@@ -289,9 +289,7 @@ def member_benefits(
             name=name,
             kind=benefit.kind,
             description=benefit.description,
-            terms=benefit.model_dump(
-                mode="json", exclude={"kind", "description", "description_zh"}
-            ),
+            terms=benefit.model_dump(mode="json", exclude={"kind", "description"}),
         )
         counted = _counted(benefit, name, member_id, at, zone)
         if counted is not None:

@@ -50,8 +50,6 @@ class _Benefit(Section):
     """What every benefit has: a sentence for members and operators."""
 
     description: str = ""
-    #: The description in Chinese, shown where the page is Chinese (see docs/membership.md).
-    description_zh: str = ""
 
 
 class FreeShipping(_Benefit):
