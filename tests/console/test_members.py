@@ -68,6 +68,7 @@ def test_service_staff_see_pii_and_the_read_is_audited_as_the_api_does(
     page = client.get(f"/console/members/{mid}")
     assert page.status_code == 200
     assert "13912345678" in page.text and "王芳" in page.text
+    assert "<dt>手机号</dt><dd>13912345678</dd>" in page.text
     readers = _pii_reads(runtime.engine, mid)
     assert len(readers) == 1 and readers[0].startswith("staff:service-")
 
@@ -222,6 +223,12 @@ def test_member_360_says_the_engines_codes_in_the_programs_language(
     assert ("next_purchase_date", "2026-11-28", "最佳触达时间：星期日 21:00") in rows
     assert ("1", "积木", "与该会员喜好相似的会员也喜欢") in rows
     assert ("2", "薯片", "常与该会员看过或买过的商品一起被选购") in rows
+    four = re.findall(r"<tr>((?:<td>[^<]*</td>){4})</tr>", zh)
+    cells = [tuple(re.findall(r"<td>([^<]*)</td>", row)) for row in four]
+    assert [c[:2] for c in cells if c[0] == "ten_off"] == [("ten_off", "未使用")]  # issued
+    assert [c[1:3] for c in cells if c[2] == "+500"] == [("人工调整", "+500")]  # adjust
+    assert ("500", "500", "可用") in [c[:3] for c in cells]  # an available lot
+    assert "<dd>正常 · " in zh and "silver</strong> · 自动评定" in zh  # active; auto
 
     use_program(runtime, tmp_path, PROGRAM.replace("locale: zh-CN", "locale: en"))
     en = client.get("/console/members/m1").text

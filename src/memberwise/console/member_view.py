@@ -154,27 +154,33 @@ def section_rows(
             for part in (ms.score.parts if ms is not None and ms.score is not None else [])
         ],
         "lots": [
-            (f"{lot.points:,}", f"{lot.remaining:,}", lot.status, _when(lot.expires_at))
+            (
+                f"{lot.points:,}",
+                f"{lot.remaining:,}",
+                code("lot", lot.status),
+                _when(lot.expires_at),
+            )
             for lot in (pts.lots if pts is not None else [])
         ],
         "history": [
             (
                 _when(e.created_at),
-                e.kind,
+                code("entry", e.kind),
                 f"{e.available_delta:+,}"
-                + (f" (pending {e.pending_delta:+,})" if e.pending_delta else ""),
+                + (f" ({code('lot', 'pending')} {e.pending_delta:+,})" if e.pending_delta else ""),
                 e.reason or "",
             )
             for e in (pts.history.items if pts is not None else [])
         ],
         "coupons": [
-            (c.template, c.status, _when(c.valid_until), yuan(c.discount)) for c in view.coupons
+            (c.template, code("coupon", c.status), _when(c.valid_until), yuan(c.discount))
+            for c in view.coupons
         ],
         "orders": [
             (
                 o.order_id,
                 _when(o.placed_at),
-                o.status,
+                code("order", o.status),
                 yuan(o.paid),
                 yuan(o.refunded) + (f" ({len(o.refunds)})" if o.refunds else ""),
                 f"{o.points_earned:,}",

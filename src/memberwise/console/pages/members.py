@@ -50,6 +50,8 @@ i18n.add(
         "members.profile": ("画像", "Profile"),
         "members.pii": ("个人信息（已审计）", "Personal data (audited)"),
         "members.pii_hidden": ("此角色不可查看个人信息", "This role may not read personal data"),
+        "members.phone": ("手机号", "Phone"),
+        "members.email": ("邮箱", "Email"),
         "members.segment": ("生命周期分群", "Lifecycle segment"),
         "members.persona": ("人群", "Persona"),
         "members.tags": ("标签", "Tags"),
