@@ -192,6 +192,23 @@ def test_health_needs_no_key(client: TestClient) -> None:
     assert response.json()["status"] == "ok"
 
 
+def test_the_favicon_is_served_without_a_key_and_outside_the_api(client: TestClient) -> None:
+    """Browsers ask every site's root for /favicon.ico (a 404 logged an error on every first
+    page); the console's pages link the same file under their static path."""
+    from memberwise.console.favicon import ICON
+
+    icon = ICON.read_bytes()
+    for path in ("/favicon.ico", "/console/static/favicon.ico"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert response.content == icon, path
+    assert client.get("/favicon.ico").headers["content-type"] == "image/x-icon"
+    assert icon[:6] == b"\x00\x00\x01\x00\x01\x00"  # an ICO file holding one image
+    assert ("GET", "/favicon.ico") not in _operations(client)
+    page = client.get("/console/sign-in")
+    assert '<link rel="icon" href="/console/static/favicon.ico">' in page.text
+
+
 def test_unknown_routes_and_bad_queries_answer_in_the_error_format(
     client: TestClient, auth: Auth
 ) -> None:

@@ -24,7 +24,7 @@ from memberwise import __version__
 from memberwise.campaigns.endpoints import journeys_router
 from memberwise.campaigns.endpoints import router as campaigns_router
 from memberwise.config import Settings, get_settings
-from memberwise.console import member_center, member_endpoints
+from memberwise.console import favicon, member_center, member_endpoints
 from memberwise.events.endpoints import router as events_router
 from memberwise.feedback.endpoints import router as feedback_router
 from memberwise.jobs import holders
@@ -193,6 +193,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # The member center (pages a member opens through a signed link) and its link API.
     app.include_router(member_center.router)
     app.include_router(member_endpoints.router)
+    # The browsers' /favicon.ico (no key, outside the OpenAPI).
+    app.include_router(favicon.router)
     # Recommendations leave out kept-away merchants' items (the program's merchants section).
     merchants_service.install_recommendation_hook(lambda: rt.program().merchants)
     # The staff console (issue 18): server-rendered pages at /console, outside the OpenAPI.

@@ -18,8 +18,9 @@ from memberwise.console import member_links
 from memberwise.console.member_center import link_secret
 from memberwise.kit.db import transaction
 from memberwise.kit.time import utcnow
+from memberwise.membership import subscriptions
 from memberwise.privacy import consent
-from memberwise.privacy.schemas import Role
+from memberwise.privacy.schemas import SYSTEM, Role
 from memberwise.privacy.tables import audit_log, consent_records
 from memberwise.program.schemas import Program
 from memberwise.runtime import Runtime
@@ -265,3 +266,39 @@ def test_published_recommendations_show_with_chinese_reasons(
         ("新品饼干", "新品上架"),
     ]
     assert "members" not in _text(page.text)
+
+
+def test_the_programs_descriptions_and_statuses_in_the_members_language(
+    client: TestClient, auth: Auth, runtime: Runtime, tmp_path: Path
+) -> None:
+    """A program gives a description in English and, with ``description_zh``, in Chinese (as
+    programs/demo.yaml does): the Chinese page shows the Chinese one, the English page the
+    English one; a plan's status is a word of the page's language (the API's code is
+    ``pending``)."""
+    text = (
+        PROGRAM.replace(
+            "description: 全场通用", "description: any order, description_zh: 全场通用"
+        ).replace(
+            "  - name: silver\n",
+            "  - name: silver\n    description: a steady buyer\n"
+            "    description_zh: 稳定购物的会员\n",
+        )
+        + "plans:\n  vip:\n    fee: 8800\n    description: VIP -- 88 CNY a year\n"
+        + "    description_zh: VIP：每年 88 元\n"
+    )
+    program = use_program(runtime, tmp_path, text)
+    seed_member(runtime, program)
+    with transaction(runtime.engine) as conn:
+        subscriptions.join(conn, program, "m1", "vip", at=utcnow(), key="j1", actor=SYSTEM)
+    zh = client.get(_link(client, auth))
+    assert zh.status_code == 200, zh.text
+    assert '<p class="muted" data-testid="tier-description">稳定购物的会员</p>' in zh.text
+    assert "极速退款额度 退款秒到账" in _text(zh.text) and "减¥10 全场通用" in _text(zh.text)
+    plan = re.findall(r'<li data-testid="plan">([^<]*)</li>', zh.text)
+    assert plan == ["vip · VIP：每年 88 元 · 待支付"]
+    en = client.get(_link(client, auth, lang="en"))
+    assert '<p class="muted" data-testid="tier-description">a steady buyer</p>' in en.text
+    assert "¥10 off any order" in _text(en.text)
+    assert re.findall(r'<li data-testid="plan">([^<]*)</li>', en.text) == [
+        "vip · VIP -- 88 CNY a year · pending"
+    ]

@@ -4,6 +4,7 @@ the API's roles, idempotent on a double submit."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
@@ -12,11 +13,16 @@ from memberwise.kit.db import transaction
 from memberwise.ledger import service as ledger
 from memberwise.ledger.tables import coupons, points_balances
 from memberwise.membership.tables import member_tiers
+from memberwise.predict import service as predict
 from memberwise.privacy.schemas import Role
 from memberwise.privacy.tables import audit_log
+from memberwise.recommend import service as recommend
 from memberwise.runtime import Runtime
 from tests.console.conftest import SignIn
+from tests.console.member_factories import PROGRAM, seed_member, use_program
 from tests.members.factories import create_member
+from tests.predict.test_endpoints import ROWS, write_predictions
+from tests.recommend.build_factory import catalog_table, publish, write_build
 
 
 def _member(runtime: Runtime, member_id: str = "m00000042") -> str:
@@ -62,6 +68,7 @@ def test_service_staff_see_pii_and_the_read_is_audited_as_the_api_does(
     page = client.get(f"/console/members/{mid}")
     assert page.status_code == 200
     assert "13912345678" in page.text and "王芳" in page.text
+    assert "<dt>手机号</dt><dd>13912345678</dd>" in page.text
     readers = _pii_reads(runtime.engine, mid)
     assert len(readers) == 1 and readers[0].startswith("staff:service-")
 
@@ -178,3 +185,57 @@ def test_search_by_phone_or_email_opens_the_member(signed_in: SignIn, runtime: R
     for query in ("139 1234 5678", "WF@example.com"):
         found = client.get("/console/members", params={"q": query}, follow_redirects=False)
         assert (found.status_code, found.headers["location"]) == (303, f"/console/members/{mid}")
+
+
+def test_member_360_says_the_engines_codes_in_the_programs_language(
+    signed_in: SignIn, runtime: Runtime, tmp_path: Path
+) -> None:
+    """Reasons, what is missing for the next tier and the predictions' explanations are worded
+    from the engines' codes in the program's language (they showed the engines' English on the
+    Chinese page); the English page keeps the engines' sentences."""
+    program = use_program(runtime, tmp_path)
+    seed_member(runtime, program)  # m1: silver, 800 CNY and 1,000 points of the year
+    lists = {
+        "m1": [
+            ("toy-1", 9.0, "members with tastes like yours like this", "als"),
+            ("snack-1", 6.0, "people who viewed 纸尿裤 L also viewed this", "cooc"),
+        ]
+    }
+    with transaction(runtime.engine) as conn:
+        recommend.import_items(conn, catalog_table())
+        publish(conn, write_build(tmp_path / "b1", lists=lists, fallbacks={}))
+        predict.publish_build(conn, write_predictions(tmp_path, "p1", ROWS))
+    client, _ = signed_in(Role.analyst)
+
+    zh = client.get("/console/members/m1").text
+    assert re.findall(r"<li>([^<]+?) <progress", zh) == [
+        "再消费 ¥1,200.00（净额）",
+        "再获得 4,000 积分",
+    ]
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", zh)
+    history = "复购 3 次，共 4 天有购买，平均每 12 天一次"
+    assert [r for r in rows if r[0] in ("clv_12m", "p_alive", "churn_risk")] == [
+        ("clv_12m", "¥123.46", f"BG/NBD + Gamma-Gamma：{history}"),
+        ("p_alive", "0.90", f"BG/NBD：{history}"),
+        ("churn_risk", "0.20", "倾向模型：依据最近一次购买、购买频次与活跃度"),
+    ]
+    assert ("expected_purchases_90d", "1.50", "预计消费 ¥88.80") in rows
+    assert ("next_purchase_date", "2026-11-28", "最佳触达时间：星期日 21:00") in rows
+    assert ("1", "积木", "与该会员喜好相似的会员也喜欢") in rows
+    assert ("2", "薯片", "常与该会员看过或买过的商品一起被选购") in rows
+    four = re.findall(r"<tr>((?:<td>[^<]*</td>){4})</tr>", zh)
+    cells = [tuple(re.findall(r"<td>([^<]*)</td>", row)) for row in four]
+    assert [c[:2] for c in cells if c[0] == "ten_off"] == [("ten_off", "未使用")]  # issued
+    assert [c[1:3] for c in cells if c[2] == "+500"] == [("人工调整", "+500")]  # adjust
+    assert ("500", "500", "可用") in [c[:3] for c in cells]  # an available lot
+    assert "<dd>正常 · " in zh and "silver</strong> · 自动评定" in zh  # active; auto
+
+    use_program(runtime, tmp_path, PROGRAM.replace("locale: zh-CN", "locale: en"))
+    en = client.get("/console/members/m1").text
+    assert re.findall(r"<li>([^<]+?) <progress", en) == [
+        "1,200.00 CNY more net spend",
+        "4,000 more points earned",
+    ]
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", en)
+    assert ("1", "积木", "members with tastes like yours like this") in rows
+    assert ("next_purchase_date", "2026-11-28", "best time to reach them: Sunday 21:00") in rows

@@ -171,7 +171,7 @@ def test_privacy_request_completed_from_the_queue(tab: Tab, live_console: LiveCo
     page = tab.page
     page.goto(f"{live_console.base}/console/privacy")
     row = page.locator("tr", has_text=made.request_id)
-    assert "access" in row.inner_text()
+    assert "查阅" in row.inner_text()  # the kind access, in the page's language
     shot(tab, "privacy-requests")
     row.get_by_role("button", name=re.compile("完成|Complete")).click()
     assert page.get_by_role("status").is_visible()

@@ -150,6 +150,12 @@ def test_campaign_results_with_intervals_and_the_srm_banner(
     web, _ = signed_in(Role.analyst)
     listed = web.get("/console/campaigns")
     assert "welcome" in listed.text and f"/console/campaigns/{cid}" in listed.text
+    # Statuses in the page's language (the API says running, scheduled and held_out).
+    made = client.get(f"/v1/campaigns/{cid}", headers=auth(Role.analyst)).json()
+    assert made["status"] == "running" and set(made["members"]) == {"scheduled", "held_out"}
+    said = {"scheduled": "待发送", "held_out": "对照组（不发送）"}
+    by_status = " · ".join(f"{said[k]} {n:,}" for k, n in made["members"].items())
+    assert "<td>进行中</td>" in listed.text and by_status in _text(listed.text)
     page = web.get(f"/console/campaigns/{cid}")
     assert page.status_code == 200
     assert api["srm"]["mismatch"] is broken, api["srm"]
@@ -159,6 +165,9 @@ def test_campaign_results_with_intervals_and_the_srm_banner(
         assert f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]" in page.text
     observed = api["srm"]["observed"]
     assert f'<td class="num">{observed["holdout"]:,}</td>' in page.text
+    arms = {"treatment": "实验组", "holdout": "对照组"}
+    heads = re.findall(r'<th scope="col" class="num">([^<]+)</th>', page.text)
+    assert heads[: len(observed)] == [arms[a] for a in observed]
     service, _ = signed_in(Role.service)
     _refused(service, f"/console/campaigns/{cid}")
 
@@ -205,7 +214,13 @@ def test_privacy_requests_queue_and_completion(
     ).json()
     web, csrf = signed_in(Role.service)
     queue = web.get("/console/privacy")
-    assert filed["request_id"] in queue.text and "access" in queue.text
+    assert filed["request_id"] in queue.text
+    # The request's kind and the status filter in the page's language (the API's codes are
+    # access and open).
+    assert f"<td>{filed['member_id']}</td><td>查阅</td>" in queue.text
+    options = re.findall(r'<option value="(\w+)"( selected)?>([^<]+)</option>', queue.text)
+    assert options == [("open", " selected", "待处理"), ("completed", "", "已完成"),
+                       ("rejected", "", "已拒绝")]  # fmt: skip
     done = web.post(
         f"/console/privacy/{filed['request_id']}/decision",
         data={"csrf_token": csrf, "action": "complete"},

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, event, func, select
 
 from memberwise.kit.db import transaction
 from memberwise.kit.lake import EventLake
@@ -298,3 +298,32 @@ def test_bulk_path_equals_one_by_one_and_a_rerun_changes_nothing(
     assert (again.orders, again.refunds, again.completed, again.coupons_issued) == (0, 0, 0, 0)
     assert (again.orders_skipped, again.refunds_skipped) == (first.orders, first.refunds)
     assert _snapshot(engine) == expected
+
+
+def test_a_rerun_writes_nothing_and_reads_orders_in_chunks_not_one_by_one(
+    engine: Engine, lake: EventLake, program: Program, members: None
+) -> None:
+    """A second `memberwise run` replays no order: it reads which orders, refunds and
+    completions are already in the store with one chunked read each (10,000 ids a statement),
+    never a statement per order, and writes nothing new. (Measured: 33,780 demo orders skipped in
+    1.6 s on the second run, docs/performance.md.)"""
+    first = load_demo(engine, program, lake, now=NOW)
+    assert first.orders > 0
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        statements.append(" ".join(statement.split()).lower())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        again = load_demo(engine, program, lake, now=NOW)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert (again.orders, again.refunds, again.completed, again.coupons_issued) == (0, 0, 0, 0)
+    assert (again.orders_skipped, again.refunds_skipped) == (first.orders, first.refunds)
+    writes = [s for s in statements if s.startswith(("insert", "update", "delete"))]
+    # Only this month's coupons are asked for again, per member holding them (a claim keyed
+    # by the month: nothing new), never anything per order.
+    assert [w.split(" (")[0] for w in writes] == ["insert into benefit_uses"]
+    ledger_reads = [s for s in statements if " from orders" in s or " from order_refunds" in s]
+    assert len(ledger_reads) == 3  # placed, refunded, completed: one chunk each

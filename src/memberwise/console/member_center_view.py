@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
+from memberwise.console import engine_words
 from memberwise.console.member_i18n import Words
 from memberwise.ledger import benefits as ledger_benefits
 from memberwise.ledger import coupons as ledger_coupons
@@ -23,7 +24,7 @@ from memberwise.ledger.benefits import BenefitStatus
 from memberwise.ledger.schemas import CouponOut, CouponStatus, Lot
 from memberwise.membership import member_view as membership_view
 from memberwise.membership import service as membership
-from memberwise.membership.schemas import MembershipOut, Shortfall
+from memberwise.membership.schemas import MembershipOut
 from memberwise.privacy import consent
 from memberwise.privacy.schemas import (
     ConsentIn,
@@ -87,6 +88,10 @@ class MemberCenter:
     coupons: list[CouponLine]
     recommendations: RecommendationsOut
     consents: list[PurposeState] = field(default_factory=list)
+    #: The program's descriptions in the page's language: of the member's tier, and of each
+    #: plan by name (``description_zh`` on a Chinese page when the program has one).
+    tier_description: str = ""
+    plan_descriptions: dict[str, str] = field(default_factory=dict)
 
 
 def member_principal(member_id: str) -> Principal:
@@ -98,18 +103,6 @@ def _percent(have: int | None, need: int | None) -> int:
     if not need:
         return 100
     return max(0, min(100, round(100 * (have or 0) / need)))
-
-
-def _shortfall_text(words: Words, s: Shortfall, score_name: str) -> str:
-    if words.locale == "en" or s.missing is None:
-        return s.text
-    if not s.missing:
-        return "已达成"
-    if s.unit == "fen":
-        return f"再消费 {words.yuan(s.missing)}（净额）"
-    if s.metric == "score":
-        return f"再获得 {s.missing:,} {score_name}"
-    return f"再获得 {s.missing:,} 积分"
 
 
 def _coupon_terms(words: Words, program: Program, coupon: CouponOut) -> tuple[str, str]:
@@ -125,7 +118,7 @@ def _coupon_terms(words: Words, program: Program, coupon: CouponOut) -> tuple[st
         value = f"减{words.yuan(template.amount)}" if zh else f"{words.yuan(template.amount)} off"
     if template.min_spend:
         value = f"{words.label('min_spend')} {words.yuan(template.min_spend)} {value}"
-    return template.description or coupon.template, value
+    return engine_words.described(template, words.locale) or coupon.template, value
 
 
 def _expiring(lots: list[Lot], now: datetime, zone: ZoneInfo) -> list[Expiring]:
@@ -160,7 +153,10 @@ def gather(
     score_percent = 0
     if ms is not None and ms.next_tier is not None:
         progress = [
-            Progress(_shortfall_text(words, s, program.score.name), _percent(s.have, s.need))
+            Progress(
+                engine_words.shortfall(s, program.score.name, words.locale, words.yuan),
+                _percent(s.have, s.need),
+            )
             for s in ms.next_tier.any_of
         ]
     if ms is not None and ms.score is not None:
@@ -193,6 +189,13 @@ def gather(
         coupons=coupons,
         recommendations=recs,
         consents=consent.state(conn, program.privacy, member_id).purposes,
+        tier_description=engine_words.described(
+            next((t for t in program.tiers if ms and ms.tier and t.name == ms.tier.name), None),
+            words.locale,
+        ),
+        plan_descriptions={
+            name: engine_words.described(plan, words.locale) for name, plan in program.plans.items()
+        },
     )
 
 

@@ -7,8 +7,10 @@ Money is kept in fen everywhere and shown in yuan here only.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
+
+from memberwise.console.engine_words import coder
 
 Locale = Literal["zh-CN", "en"]
 LOCALES: tuple[Locale, ...] = ("zh-CN", "en")
@@ -130,6 +132,11 @@ class Words:
         self.locale: Locale = locale
         self.lang = "zh-CN" if locale == "zh-CN" else "en"
         self._zone = ZoneInfo(timezone)
+        self._code = coder(locale)
+
+    def code(self, group: str, value: Any) -> str:
+        """A stored status in words (``engine_words.CODES``): ``active`` -> ``生效中``."""
+        return self._code(group, value)
 
     def label(self, key: str) -> str:
         return _pick(_LABELS[key], self.locale)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from memberwise.console import engine_words
 from memberwise.console.schemas import ConsoleUser
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import MemberwiseError
@@ -54,6 +55,8 @@ class MemberView:
     audit: list[Any] | None
     tiers: list[str]
     templates: list[str]
+    #: The program's name for its score (淘气值), in what the member misses for the next tier.
+    score_name: str = ""
 
 
 def _persona_label(segments: Any, persona: int | None) -> str | None:
@@ -99,6 +102,7 @@ def member_view(rt: Runtime, member_id: str, user: ConsoleUser) -> MemberView:
             ),
             tiers=[t.name for t in program.tiers],
             templates=sorted(program.coupons),
+            score_name=program.score.name,
         )
         personalize = consent.allows(conn, program.privacy, member_id, Purpose.personalization)
         view.recommendations = _maybe(
@@ -120,59 +124,63 @@ def _num(value: float | None, fmt: str = "{:,.2f}") -> str:
     return fmt.format(value) if value is not None else "-"
 
 
-def prediction_rows(p: Any, yuan: Callable[[int | None], str]) -> list[Row]:
-    """Each prediction with the model's inputs that explain it (BG/NBD and Gamma-Gamma value a
-    buyer by their repeat purchases, the days they bought on and the gap between them)."""
-    history = f"{p.repeat_purchases} repeat purchases on {p.purchase_days} days" + (
-        f", every {p.purchase_interval_days:.0f} days" if p.purchase_interval_days else ""
-    )
+def prediction_rows(p: Any, yuan: Callable[[int | None], str], locale: str = "en") -> list[Row]:
+    """Each prediction with the model's inputs that explain it, in the page's language
+    (:func:`engine_words.prediction_reasons`)."""
+    why = engine_words.prediction_reasons(p, locale, yuan)
     return [
-        ("clv_12m", yuan(p.clv_12m_fen), f"BG/NBD + Gamma-Gamma: {history}"),
-        ("p_alive", _num(p.p_alive), f"BG/NBD: {history}"),
-        ("churn_risk", _num(p.churn_risk), "propensity model on recency, frequency, activity"),
-        (
-            "expected_purchases_90d",
-            _num(p.expected_purchases_90d),
-            f"expected spend {yuan(p.expected_spend_fen)}",
-        ),
-        (
-            "next_purchase_date",
-            str(p.next_purchase_date or "-"),
-            f"best hour {p.best_hour}:00, weekday {p.best_weekday}",
-        ),
+        ("clv_12m", yuan(p.clv_12m_fen), why["clv_12m"]),
+        ("p_alive", _num(p.p_alive), why["p_alive"]),
+        ("churn_risk", _num(p.churn_risk), why["churn_risk"]),
+        ("expected_purchases_90d", _num(p.expected_purchases_90d), why["expected_purchases_90d"]),
+        ("next_purchase_date", str(p.next_purchase_date or "-"), why["next_purchase_date"]),
     ]
 
 
-def section_rows(view: MemberView, yuan: Callable[[int | None], str]) -> dict[str, list[Row]]:
-    """The member page's tables, as rows of display strings."""
+def section_rows(
+    view: MemberView, yuan: Callable[[int | None], str], locale: str = "en"
+) -> dict[str, list[Row]]:
+    """The member page's tables, as rows of display strings; the engines' sentences (reasons,
+    what is missing for the next tier) in the page's ``locale``."""
     ms, pts = view.membership, view.points
+    code = engine_words.coder(locale)
     return {
+        "next_tier": [
+            (engine_words.shortfall(s, view.score_name, locale, yuan),)
+            for s in (ms.next_tier.any_of if ms is not None and ms.next_tier is not None else [])
+        ],
         "score": [
             (part.name, _num(part.value, "{:,.0f}"), _num(part.points), _num(part.max, "{:,.0f}"))
             for part in (ms.score.parts if ms is not None and ms.score is not None else [])
         ],
         "lots": [
-            (f"{lot.points:,}", f"{lot.remaining:,}", lot.status, _when(lot.expires_at))
+            (
+                f"{lot.points:,}",
+                f"{lot.remaining:,}",
+                code("lot", lot.status),
+                _when(lot.expires_at),
+            )
             for lot in (pts.lots if pts is not None else [])
         ],
         "history": [
             (
                 _when(e.created_at),
-                e.kind,
+                code("entry", e.kind),
                 f"{e.available_delta:+,}"
-                + (f" (pending {e.pending_delta:+,})" if e.pending_delta else ""),
+                + (f" ({code('lot', 'pending')} {e.pending_delta:+,})" if e.pending_delta else ""),
                 e.reason or "",
             )
             for e in (pts.history.items if pts is not None else [])
         ],
         "coupons": [
-            (c.template, c.status, _when(c.valid_until), yuan(c.discount)) for c in view.coupons
+            (c.template, code("coupon", c.status), _when(c.valid_until), yuan(c.discount))
+            for c in view.coupons
         ],
         "orders": [
             (
                 o.order_id,
                 _when(o.placed_at),
-                o.status,
+                code("order", o.status),
                 yuan(o.paid),
                 yuan(o.refunded) + (f" ({len(o.refunds)})" if o.refunds else ""),
                 f"{o.points_earned:,}",
@@ -180,7 +188,7 @@ def section_rows(view: MemberView, yuan: Callable[[int | None], str]) -> dict[st
             for o in view.orders
         ],
         "subscriptions": [
-            (s.plan, str(s.status), yuan(s.fee), _when(s.period_end))
+            (s.plan, code("subscription", s.status), yuan(s.fee), _when(s.period_end))
             for s in (ms.subscriptions if ms is not None else [])
         ],
         "benefits": [
@@ -193,9 +201,15 @@ def section_rows(view: MemberView, yuan: Callable[[int | None], str]) -> dict[st
             )
             for b in (view.benefits.benefits if view.benefits is not None else [])
         ],
-        "predictions": prediction_rows(view.predictions, yuan) if view.predictions else [],
+        "predictions": (
+            prediction_rows(view.predictions, yuan, locale) if view.predictions else []
+        ),
         "recommendations": [
-            (str(r.rank), f"{r.title or r.item_id}", r.reason)
+            (
+                str(r.rank),
+                f"{r.title or r.item_id}",
+                engine_words.reason(r.source, r.reason, locale),
+            )
             for r in (view.recommendations.items if view.recommendations is not None else [])
         ],
         "audit": [(_when(a.ts), a.actor, a.actor_role, a.action) for a in (view.audit or [])],

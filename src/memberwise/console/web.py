@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memberwise.console import service
+from memberwise.console.engine_words import coder
 from memberwise.console.i18n import translator, yuan
 from memberwise.console.nav import page_modules, visible
 from memberwise.console.schemas import ConsoleUser
@@ -130,6 +131,7 @@ def render(
         "request": request,
         "user": user,
         "t": translator(locale),
+        "code": coder(locale),
         "lang": "zh-CN" if locale.lower().startswith("zh") else "en",
         "nav": visible(user.role) if user is not None else [],
         "prefix": PREFIX,

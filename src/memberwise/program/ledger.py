@@ -211,6 +211,8 @@ class CouponTemplate(Section):
     """A coupon a program can issue: what it takes off, when, for whom and how many."""
 
     description: str = ""
+    #: The description in Chinese, shown where the page is Chinese (see docs/membership.md).
+    description_zh: str = ""
     kind: CouponKind = CouponKind.amount_off
     #: Fen off (amount_off, threshold).
     amount: int = Field(default=0, ge=0)

@@ -235,6 +235,8 @@ class Tier(Section):
 
     name: str
     description: str = ""
+    #: The description in Chinese, shown where the page is Chinese (see docs/membership.md).
+    description_zh: str = ""
     qualify: tuple[Qualification, ...] = ()
     invitation: bool = False
     manual: bool = False
@@ -300,6 +302,8 @@ class Plan(Section):
     """A paid membership (the 88VIP / JD PLUS / Prime kind): a fee per period."""
 
     description: str = ""
+    #: The description in Chinese, shown where the page is Chinese (see docs/membership.md).
+    description_zh: str = ""
     fee: int = Field(ge=0, le=MAX_FEN)
     prices: tuple[PlanPrice, ...] = ()
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
@@ -346,6 +350,8 @@ class RankingCriterion(Section):
     field: str
     weight: float = Field(gt=0)
     description: str = ""
+    #: The description in Chinese, shown where the page is Chinese (see docs/membership.md).
+    description_zh: str = ""
 
 
 class BlackCard(Section):

@@ -19,7 +19,7 @@ from memberwise.console import i18n
 from memberwise.console.member_view import member_view, section_rows
 from memberwise.console.nav import READERS, NavEntry, may
 from memberwise.console.schemas import ConsoleUser
-from memberwise.console.web import PREFIX, Posted, Staff, render, runtime_of
+from memberwise.console.web import PREFIX, Posted, Staff, locale_of, render, runtime_of
 from memberwise.kit.db import transaction
 from memberwise.kit.errors import InvalidRequest, MemberwiseError
 from memberwise.kit.ids import is_valid_id
@@ -50,6 +50,8 @@ i18n.add(
         "members.profile": ("画像", "Profile"),
         "members.pii": ("个人信息（已审计）", "Personal data (audited)"),
         "members.pii_hidden": ("此角色不可查看个人信息", "This role may not read personal data"),
+        "members.phone": ("手机号", "Phone"),
+        "members.email": ("邮箱", "Email"),
         "members.segment": ("生命周期分群", "Lifecycle segment"),
         "members.persona": ("人群", "Persona"),
         "members.tags": ("标签", "Tags"),
@@ -117,7 +119,7 @@ def member_page(request: Request, member_id: str, user: Staff) -> HTMLResponse:
         "member.html",
         user,
         m=view,
-        rows=section_rows(view, i18n.yuan),
+        rows=section_rows(view, i18n.yuan, locale_of(rt)),
         idem=secrets.token_urlsafe(16),
         can_grant=may(user.role, GRANT_TIER),
         can_adjust=may(user.role, ADJUST_POINTS),

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from memberwise.console import charts, i18n
+from memberwise.console import charts, engine_words, i18n
 from memberwise.console import overview_builds as per_build
 from memberwise.console.nav import ANALYSTS, NavEntry, visible
 from memberwise.console.web import PREFIX, Staff, render, runtime_of
@@ -70,10 +70,6 @@ i18n.add(
         "black_card.eligible": ("符合条件", "Eligible"),
         "black_card.active_members": ("活跃会员", "Active members"),
         "black_card.per_active": ("每 {n:,} 名活跃会员 1 个", "1 / {n:,} active"),
-        "invitation.pending": ("待接受", "pending"),
-        "invitation.accepted": ("已接受", "accepted"),
-        "invitation.declined": ("已拒绝", "declined"),
-        "invitation.expired": ("已过期", "expired"),
         "points.available": ("可用", "Available"),
         "points.pending": ("待生效", "Pending"),
         "points.expiring_30d": ("30 天内过期", "Expiring in 30 days"),
@@ -98,6 +94,7 @@ def overview_context(request: Request) -> dict[str, Any]:
     each time, the per-build ones come from :mod:`~memberwise.console.overview_builds`."""
     rt = runtime_of(request)
     t = i18n.translator(rt.program().locale)
+    code = engine_words.coder(rt.program().locale)
     try:
         program = rt.program()
     except MemberwiseError:
@@ -197,12 +194,12 @@ def overview_context(request: Request) -> dict[str, Any]:
         "black_card": {
             "figure": charts.bar(
                 [t(f"black_card.{k}") for k in _QUOTA_KEYS if k in quota]
-                + [_invitation_status(s, t) for s in sorted(invitations)],
+                + [_invitation_status(s, t, code) for s in sorted(invitations)],
                 [quota[k] for k in _QUOTA_KEYS if k in quota]
                 + [invitations[s] for s in sorted(invitations)],
             ),
             "rows": [(t(f"black_card.{k}"), f"{quota[k]:,}") for k in _QUOTA_KEYS if k in quota]
-            + [(_invitation_status(s, t), f"{n:,}") for s, n in sorted(invitations.items())],
+            + [(_invitation_status(s, t, code), f"{n:,}") for s, n in sorted(invitations.items())],
             "tier": card.tier if card is not None else None,
             "quota": _quota_text(card, t),
         },
@@ -257,10 +254,9 @@ def _quota_text(card: Any, t: Any) -> str:
     return str(t("black_card.per_active")).format(n=quota.per_active_members)
 
 
-def _invitation_status(status: str, t: Any) -> str:
+def _invitation_status(status: str, t: Any, code: Any) -> str:
     """An invitation status in the page's language (an unknown one as it is stored)."""
-    said = t(f"invitation.{status}")
-    return f"{t('col.status')}: {status if said == f'invitation.{status}' else said}"
+    return f"{t('col.status')}: {code('invitation', status)}"
 
 
 def _binned(hist: per_build.Histogram, *, money: bool) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from memberwise.builds import latest_build
-from memberwise.console import charts, i18n, service
+from memberwise.console import charts, engine_words, i18n, service
 from memberwise.console.nav import ANALYSTS, NavEntry, may
 from memberwise.console.schemas import ConsoleUser
 from memberwise.console.web import Posted, Require, render, runtime_of
@@ -75,25 +75,23 @@ def _program_text(program_file: Path | None) -> str:
     return program_file.read_text(encoding="utf-8")
 
 
-def _invitation_rows(rt: Runtime) -> list[tuple[str, ...]]:
+def _invitation_rows(rt: Runtime, program: Program) -> list[tuple[str, ...]]:
+    """The black-card ranking, each invitation's status and explanation in the page's words."""
     with transaction(rt.engine) as conn:
         page = membership_grants.list_invitations(conn, status=None, after=None, limit=100)
-    rows: list[tuple[str, ...]] = []
-    for inv in sorted(page.items, key=lambda i: i.rank):
-        why = inv.explanation
-        parts = why.get("criteria") or why.get("why") or why
-        rows.append((str(inv.rank), inv.member_id, inv.status, f"{inv.score:.3f}", _explain(parts)))
-    return rows
-
-
-def _explain(parts: Any) -> str:
-    if isinstance(parts, dict):
-        return "; ".join(f"{k}: {_explain(v)}" for k, v in parts.items())
-    if isinstance(parts, list):
-        return ", ".join(_explain(p) for p in parts)
-    if isinstance(parts, float):
-        return f"{parts:.3g}"
-    return str(parts)
+    locale = program.locale
+    code = engine_words.coder(locale)
+    criteria = {c.field: c for c in program.black_card.ranking} if program.black_card else {}
+    return [
+        (
+            str(inv.rank),
+            inv.member_id,
+            code("invitation", inv.status),
+            f"{inv.score:.3f}",
+            engine_words.invitation_reason(inv.explanation, criteria, locale),
+        )
+        for inv in sorted(page.items, key=lambda i: i.rank)
+    ]
 
 
 @router.get("/program", include_in_schema=False)
@@ -108,7 +106,7 @@ def program_page(request: Request, user: Analyst) -> HTMLResponse:
         program=program,
         program_file=rt.settings.program_file,
         text=_program_text(rt.settings.program_file),
-        ranking=_invitation_rows(rt) if may_rank else None,
+        ranking=_invitation_rows(rt, program) if may_rank else None,
         can_apply=may(user.role, APPLIERS),
     )
 
