@@ -7,9 +7,10 @@ When the build's engine is Spark, no member-sized table reaches the driver:
   path's event-type weights (:data:`~.interactions.EVENT_WEIGHTS`), recency-decayed weights,
   purchase baskets, refunds and the last times seen and bought.
 - **Candidates** come from four sources, unioned per (member, item):
-  ``als`` -- Spark ML's ``ALS`` with ``implicitPrefs=True`` on ``log1p(weight)`` (the
-  embedded confidence), rank, iterations, regularization and alpha of
-  :class:`~.model.RecommenderConfig`, ``recommendForAllUsers``; ``cooc`` -- item
+  ``als`` -- Spark ML's ``ALS`` with ``implicitPrefs=True``, the rating chosen so that its
+  confidence is the embedded ``alpha * log1p(weight)`` (:func:`als_candidates`), rank,
+  iterations and regularization of :class:`~.model.RecommenderConfig`,
+  ``recommendForAllUsers``; ``cooc`` -- item
   co-occurrence as a Spark SQL self-join within purchase baskets (an order) and browsing days
   (a member's item events of one day), groups of more than :data:`GROUP_CAP` distinct items
   left out (as the embedded ``max_group``), which bounds the self-join to ``GROUP_CAP**2``
@@ -222,7 +223,12 @@ def interactions(events: Frame, now_day: float, config: RecommenderConfig) -> Fr
 
 # -- candidates ---------------------------------------------------------------------------------
 def als_candidates(pairs: Frame, config: RecommenderConfig, c: int) -> Frame:
-    """Spark ML's implicit ALS on ``log1p(weight)``: each member's ``c`` best items."""
+    """Spark ML's implicit ALS: each member's ``c`` best items.
+
+    ``implicit`` (the embedded path) takes ``alpha * log1p(weight)`` as the confidence, Spark
+    ``1 + alpha * rating``; the rating ``alpha * log1p(weight) - 1`` with Spark's alpha at 1
+    gives the same confidences (one below 1, which Spark cannot express, becomes 1: the
+    rating is floored just above 0, as Spark reads a rating of 0 or less as no preference)."""
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import functions as F  # noqa: N812  (the usual name)
 
@@ -232,7 +238,13 @@ def als_candidates(pairs: Frame, config: RecommenderConfig, c: int) -> Frame:
     data = (
         rated.join(members, "member_id")
         .join(F.broadcast(items), "item_id")
-        .select("m", "i", F.log1p("weight").cast("float").alias("rating"))
+        .select(
+            "m",
+            "i",
+            F.greatest(F.lit(config.als_alpha) * F.log1p("weight") - F.lit(1.0), F.lit(1e-6))
+            .cast("float")
+            .alias("rating"),
+        )
     )
     # Spark ML's default of 10 blocks per side is meant for large data: at 100,000 ratings per
     # block small builds do not pay for tasks with nothing to do.
@@ -243,7 +255,7 @@ def als_candidates(pairs: Frame, config: RecommenderConfig, c: int) -> Frame:
         rank=config.als_factors,
         maxIter=config.als_iterations,
         regParam=config.als_regularization,
-        alpha=config.als_alpha,
+        alpha=1.0,
         implicitPrefs=True,
         userCol="m",
         itemCol="i",
