@@ -63,15 +63,17 @@ CAMPAIGNS = [
 ]
 
 
-def demo(directory: Path) -> tuple[pa.Table, dict[str, set[str]], dict[str, str]]:
-    """A build's profiles, segments and tiers of MEMBERS members (nulls and absent members
-    included), written to ``directory``; the embedded path's inputs."""
+def demo(
+    directory: Path, members: int = MEMBERS
+) -> tuple[pa.Table, dict[str, set[str]], dict[str, str]]:
+    """A build's profiles, segments and tiers of ``members`` members (nulls and absent
+    members included), written to ``directory``; the embedded path's inputs."""
     rng = np.random.default_rng(19)
-    ids = [f"m{i:04d}" for i in range(MEMBERS)]
+    ids = [f"m{i:07d}" for i in range(members)]
 
     def counts(high: int, empty: float) -> pa.Array:
-        values = rng.integers(0, high, MEMBERS)
-        return pa.array(values, pa.int64(), mask=rng.random(MEMBERS) < empty)
+        values = rng.integers(0, high, members)
+        return pa.array(values, pa.int64(), mask=rng.random(members) < empty)
 
     profiles = pa.table(
         {
@@ -81,17 +83,17 @@ def demo(directory: Path) -> tuple[pa.Table, dict[str, set[str]], dict[str, str]
             "favorites_30d": counts(5, 0.2),
             "carts_30d": counts(6, 0.1),
             "purchases_30d": counts(4, 0.1),
-            "price_band": pa.array(rng.integers(1, 6, MEMBERS), mask=rng.random(MEMBERS) < 0.2),
+            "price_band": pa.array(rng.integers(1, 6, members), mask=rng.random(members) < 0.2),
             "aov_365d": pa.array(
-                rng.gamma(2.0, 9000.0, MEMBERS).round(2), mask=rng.random(MEMBERS) < 0.01
+                rng.gamma(2.0, 9000.0, members).round(2), mask=rng.random(members) < 0.01
             ),
             "top_category": pa.array(
-                rng.choice(["shoes", "bags", "food"], MEMBERS), mask=rng.random(MEMBERS) < 0.1
+                rng.choice(["shoes", "bags", "food"], members), mask=rng.random(members) < 0.1
             ),
-            "peak_hour": pa.array(rng.integers(0, 24, MEMBERS), mask=rng.random(MEMBERS) < 0.3),
+            "peak_hour": pa.array(rng.integers(0, 24, members), mask=rng.random(members) < 0.3),
         }
     )
-    segmented = ids[: MEMBERS - 50]  # the last members have no segment row
+    segmented = ids[: members - 50]  # the last members have no segment row
     segments = pa.table(
         {
             "member_id": segmented,
@@ -105,7 +107,7 @@ def demo(directory: Path) -> tuple[pa.Table, dict[str, set[str]], dict[str, str]
         {
             "member_id": ids,
             "tier": rng.choice(
-                ["member", "gold", "platinum"], MEMBERS, p=[6, 3, 1] / np.float64(10)
+                ["member", "gold", "platinum"], members, p=[6, 3, 1] / np.float64(10)
             ),
         }
     )
