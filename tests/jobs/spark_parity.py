@@ -166,6 +166,61 @@ def seed_tiers(home: Home) -> list[str]:
     return ids
 
 
+def points_program(program: Program) -> Program:
+    """``program`` with tiers that also qualify by points earned: gold by 1,500 points in a
+    year, platinum by 3,000 points since the member's last tier change."""
+    from memberwise.program.membership import Qualification
+
+    extra = {
+        "gold": Qualification(points_earned=1500, window_days=365),
+        "platinum": Qualification(points_earned=3000, since_tier_change=True),
+    }
+    tiers = tuple(
+        t.model_copy(update={"qualify": (*t.qualify, extra[t.name])}) if t.name in extra else t
+        for t in program.tiers
+    )
+    return program.model_copy(update={"tiers": tiers})
+
+
+def seed_points(home: Home, seeded: list[str]) -> None:
+    """Ledger orders (so points lots) for some members: six members past the seeded ones
+    earn 1,600 to 2,100 points in the last month (gold by points), and two seeded members
+    earn 3,200 after or before their stored tier's start (platinum by points since the change
+    for the first only)."""
+    from sqlalchemy import select
+
+    from memberwise.kit.db import transaction
+    from memberwise.ledger import orders
+    from memberwise.members.tables import members
+    from tests.ledger.factories import order
+
+    day = timedelta(days=1)
+    with transaction(home.runtime.engine) as conn:
+        ids = list(
+            conn.execute(
+                select(members.c.member_id).order_by(members.c.member_id).limit(len(seeded) + 6)
+            ).scalars()
+        )[len(seeded) :]
+        placed = [(m, 160_000 + 10_000 * i, AS_OF - 30 * day) for i, m in enumerate(ids)]
+        placed += [(seeded[7], 320_000, AS_OF - 20 * day), (seeded[8], 320_000, AS_OF - 370 * day)]
+        for n, (member, price, at) in enumerate(placed):
+            orders.place(conn, home.program, order(f"seed-{n}", member, price=price, at=at))
+
+
+def campaign_program(program: Program) -> Program:
+    """``program`` with coupon campaigns over the demo's templates (a count, a tier-limited
+    percent coupon within a budget, a threshold coupon within a budget, an uplift floor)."""
+    from memberwise.program.recommendations import CouponCampaign
+
+    campaigns = (
+        CouponCampaign(name="vip", template="vip_10_percent", budget=40_000),
+        CouponCampaign(name="welcome", template="welcome_10", max_coupons=20),
+        CouponCampaign(name="big", template="save_30_over_300", budget=30_000, min_uplift=0.01),
+    )
+    settings = program.recommendations.model_copy(update={"campaigns": campaigns})
+    return program.model_copy(update={"recommendations": settings})
+
+
 @contextmanager
 def no_collect() -> Iterator[None]:
     """Within the block, a Spark DataFrame cannot be brought to the driver (``toPandas``,

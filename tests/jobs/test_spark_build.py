@@ -25,10 +25,13 @@ from tests.jobs.spark_parity import (
     Home,
     artifacts,
     build,
+    campaign_program,
     differences,
     make_home,
     plain,
+    points_program,
     schema_of,
+    seed_points,
     seed_tiers,
     tier_program,
 )
@@ -39,10 +42,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Home]:
-    """The demo home, with stored tiers to evaluate against and a black card with slots."""
+    """The demo home, with stored tiers to evaluate against, a black card with slots, tiers
+    that also qualify by points earned (with ledger orders that earn them) and coupon
+    campaigns."""
     home = make_home(tmp_path_factory.mktemp("spark-build"), sqlite_template)
-    home.program = tier_program(home.program)
-    seed_tiers(home)
+    home.program = campaign_program(points_program(tier_program(home.program)))
+    seed_points(home, seed_tiers(home))
     try:
         yield home
     finally:
@@ -142,6 +147,12 @@ def test_tiers_and_invitations_are_the_same_on_both_engines(
     assert right == left
     assert left["changes"]["downgrade"] >= 1
     assert left["notices"] >= 1 and left["invitations"]["invited"] >= 1
+    # Points earned qualified some members, in a window and since their last change.
+    reasons = [
+        r or "" for r in pq.read_table(duck.directory / "tiers.parquet")["reason"].to_pylist()
+    ]
+    assert any(r.startswith("qualified for gold: points_365d") for r in reasons)
+    assert any(r.startswith("qualified for platinum: points_since_change") for r in reasons)
     assert pq.read_table(spark.directory / "tiers.parquet").num_rows == spark.members > 200
     for name, key in (("tiers.parquet", ["member_id"]), ("invitations.parquet", ["rank"])):
         assert differences(duck.directory / name, spark.directory / name, key) == [], name
@@ -204,3 +215,10 @@ def test_recommendations_run_on_the_cluster_for_every_profiled_member(
     profiled = pq.read_table(duck.directory / "profiles.parquet").column("member_id")
     assert set(lists.column("member_id").to_pylist()) == set(profiled.to_pylist())
     assert lists.column("member_id").null_count == lists.column("item_id").null_count == 0
+    # The coupon campaigns were targeted in the executors, with the embedded path's result.
+    left = pq.read_table(duck.directory / "coupon_suggestions.parquet")
+    right = pq.read_table(spark.directory / "coupon_suggestions.parquet")
+    assert right.schema == left.schema
+    assert right.to_pylist() == left.to_pylist()
+    assert set(left.column("campaign").to_pylist()) == {"vip", "welcome", "big"}
+    assert section["targeting_problems"] == []

@@ -3,8 +3,9 @@ per-batch evaluation give exactly the embedded evaluation's rows, on SQLite and 
 
 Every rule is exercised (new, upgrade, renewal, downgrade past grace, a notice within grace,
 protection days, a lapsed manual grant, a lasting one, an invitation tier, a tier the program
-dropped, join-date anniversaries, points from the ledger), and the batches are small so a
-period or a notice computed per batch must agree with the whole.
+dropped, join-date anniversaries, points from the ledger in a window and since the last
+change), and the batches are small so a period or a notice computed per batch must agree with
+the whole.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ tiers:
     qualify: [{points_earned: 150, window_days: 365}]
     validity: {anchor: join_date}
   - name: gold
-    qualify: [{score: 1000}]
+    qualify: [{score: 1000}, {points_earned: 300, since_tier_change: true}]
     validity: {days: 365, anchor: tier_start}
     downgrade: one_step
     grace_days: 30
@@ -70,6 +71,8 @@ STORED: list[tuple[str, int, str | None, str, datetime | None, datetime | None]]
     ("m10", 0, "member", "auto", AS_OF - 100 * DAY, None),  # points: up to silver
     ("m11", 150_000, "silver", "auto", AS_OF - 500 * DAY, AS_OF - 2 * DAY),  # up to gold
     ("m12", 0, "member", "auto", AS_OF - 5 * DAY, None),  # kept
+    ("m13", 0, "member", "auto", AS_OF - 50 * DAY, None),  # points since the change: gold
+    ("m14", 0, "member", "auto", AS_OF - 2 * DAY, None),  # earned before the change: silver
 ]
 
 
@@ -96,6 +99,9 @@ def seed(runtime: Runtime, program: Program) -> None:
         )
         placed = AS_OF - 3 * DAY
         orders.place(conn, program, order("o-10", "m10", price=20_000, at=placed))
+        for member in ("m13", "m14"):  # 400 points each, 10 days ago
+            earlier = AS_OF - 10 * DAY
+            orders.place(conn, program, order(f"o-{member}", member, price=40_000, at=earlier))
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -118,12 +124,12 @@ def test_batches_from_the_exported_store_give_the_embedded_rows(
             con, runtime.engine, table, None, program, as_of=AS_OF
         )
         files = distributed.export_state(runtime.engine, program, tmp_path / "work")
-        points = distributed.export_points(
-            runtime.engine, program, files["state"], tmp_path / "work", AS_OF
-        )
+        exported = distributed.export_points(runtime.engine, program, tmp_path / "work", AS_OF)
+        points = distributed.points_tables(con, program, files["state"], exported)
         inputs = stage.member_inputs_expr(table, None, program, as_of=AS_OF, since=None)
         joined = con.to_pyarrow(distributed.with_state(con, inputs, files, points))
     assert set(files) == {"state", "joined"}  # a tier is anchored on the join date
+    assert set(exported) == {"points_365d", "points_since_change"}
     assert pq.read_table(files["state"]).num_rows == len(STORED) - 1
     parts = [
         distributed.evaluate_batch(program, joined.slice(i, batch), AS_OF)
@@ -150,6 +156,8 @@ def test_batches_from_the_exported_store_give_the_embedded_rows(
         "m10": ("silver", "upgrade"),
         "m11": ("gold", "upgrade"),
         "m12": ("member", "kept"),
+        "m13": ("gold", "upgrade"),
+        "m14": ("silver", "upgrade"),
     }
     noticed = {r["member_id"] for r in expected.to_pylist() if '"notice":{' in r["details"]}
     assert noticed == {"m02"}
@@ -166,8 +174,22 @@ def test_the_export_streams_in_chunks(
     metadata = pq.ParquetFile(files["state"]).metadata
 
     assert metadata.num_rows == len(STORED) - 1
-    assert metadata.num_row_groups == 3  # 12 rows in chunks of 5
+    assert metadata.num_row_groups == 3  # 14 rows in chunks of 5
     rows = {r["member_id"]: r for r in pq.read_table(files["state"]).to_pylist()}
     assert rows["m04"]["stored_source"] == "manual"
     assert rows["m04"]["stored_until"] == int((AS_OF - DAY).timestamp()) * 1_000_000
     assert rows["m05"]["stored_until"] is None
+    # The ledger's points stream the same way: one earned lot per order, in chunks of 2.
+    monkeypatch.setattr(distributed, "EXPORT_ROWS", 2)
+    points = distributed.export_points(runtime.engine, program, tmp_path, AS_OF)
+    lots = pq.ParquetFile(points["points_since_change"])
+    assert (lots.metadata.num_rows, lots.metadata.num_row_groups) == (3, 2)
+    earned = {r["member_id"]: r for r in lots.read().to_pylist()}
+    assert earned["m13"]["points"] == 400
+    assert earned["m13"]["earned_us"] == int((AS_OF - 10 * DAY).timestamp()) * 1_000_000
+    window = pq.read_table(points["points_365d"]).sort_by("member_id").to_pylist()
+    assert window == [
+        {"member_id": "m10", "points": 200},
+        {"member_id": "m13", "points": 400},
+        {"member_id": "m14", "points": 400},
+    ]

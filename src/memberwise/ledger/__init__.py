@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Select
 
 from memberwise.membership import ledger_facts
 
@@ -26,6 +27,16 @@ class _Facts:
         from memberwise.ledger import points
 
         return points.earned_since(conn, since)
+
+    def earned_in_window_query(self, as_of: datetime, days: int) -> Select[Any]:
+        from memberwise.ledger import report_repository
+
+        return report_repository.points_earned_window_query(as_of, days)
+
+    def earned_lots_query(self) -> Select[Any]:
+        from memberwise.ledger import report_repository
+
+        return report_repository.earned_lots_query()
 
     def used_since(
         self, conn: Connection, member_id: str, benefits: Collection[str], since: datetime

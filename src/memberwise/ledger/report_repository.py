@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, Select, case, func, select
 
 from memberwise.kit.time import as_utc
 from memberwise.ledger.tables import (
@@ -27,10 +27,11 @@ def _earned() -> Any:
     return points_lots.join(points_entries, points_entries.c.entry_id == points_lots.c.entry_id)
 
 
-def points_earned_window(conn: Connection, as_of: datetime, days: int) -> dict[str, int]:
-    """Points each member earned in the ``days`` before ``as_of``."""
-    stmt = (
-        select(points_lots.c.member_id, func.sum(points_lots.c.points))
+def points_earned_window_query(as_of: datetime, days: int) -> Select[Any]:
+    """(member_id, points) earned in the ``days`` before ``as_of``, one row per member who
+    earned any: what :func:`points_earned_window` reads, and what a Spark build streams out."""
+    return (
+        select(points_lots.c.member_id, func.sum(points_lots.c.points).label("points"))
         .select_from(_earned())
         .where(
             points_entries.c.kind.like("earn%"),
@@ -40,18 +41,28 @@ def points_earned_window(conn: Connection, as_of: datetime, days: int) -> dict[s
         )
         .group_by(points_lots.c.member_id)
     )
-    return {str(m): int(n) for m, n in conn.execute(stmt)}
 
 
-def points_earned_since(conn: Connection, since: dict[str, datetime]) -> dict[str, int]:
-    """Points each member earned since their own time in ``since`` (their last tier change)."""
-    stmt = (
+def points_earned_window(conn: Connection, as_of: datetime, days: int) -> dict[str, int]:
+    """Points each member earned in the ``days`` before ``as_of``."""
+    return {str(m): int(n) for m, n in conn.execute(points_earned_window_query(as_of, days))}
+
+
+def earned_lots_query() -> Select[Any]:
+    """(member_id, earned_at, points) of every lot earned and not cancelled: what
+    :func:`points_earned_since` sums per member, and what a Spark build streams out to sum in
+    its executors."""
+    return (
         select(points_lots.c.member_id, points_lots.c.earned_at, points_lots.c.points)
         .select_from(_earned())
         .where(points_entries.c.kind.like("earn%"), points_lots.c.status != "cancelled")
     )
+
+
+def points_earned_since(conn: Connection, since: dict[str, datetime]) -> dict[str, int]:
+    """Points each member earned since their own time in ``since`` (their last tier change)."""
     out: dict[str, int] = {}
-    for member_id, earned_at, points in conn.execute(stmt):
+    for member_id, earned_at, points in conn.execute(earned_lots_query()):
         start = since.get(member_id)
         if start is None or as_utc(earned_at) >= start:
             out[member_id] = out.get(member_id, 0) + int(points)

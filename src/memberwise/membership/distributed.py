@@ -24,11 +24,10 @@ When the build's engine is Spark no member-sized table sits on the driver:
   members by window functions (ties share their average rank, as the embedded path's), the
   weighted composite, the quota's free slots; only the chosen members (at most the quota)
   come to the driver, where :func:`.invitations.invitations_table` writes their explanations.
-
-One part is still on the driver: a tier qualifying by **points earned** asks the ledger,
-which answers with a ``{member: points}`` mapping (:mod:`.ledger_facts`); those sums are
-written to Parquet for the executors, but the mapping itself is member-sized. The demo program
-qualifies by score and spend only.
+- **Points earned** (a tier qualifying by them) come the same way: the ledger hands over its
+  queries (:mod:`.ledger_facts`), a window's per-member sums and, for points since the last
+  change, the earned lots, which are streamed to Parquet in chunks; the lots are summed from
+  each member's stored ``since`` by the engine, joined where the stored tiers are.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Connection, Engine, Select
+from sqlalchemy import Connection, Engine, Select, select
 
 from memberwise.kit import sparkframes
 from memberwise.kit.storage import is_local, join, local_path
@@ -59,7 +58,7 @@ from memberwise.membership.stage import (
     evaluate_rows,
     member_inputs_expr,
 )
-from memberwise.membership.tiers import NONE, TierState, from_us, matrix_of
+from memberwise.membership.tiers import NONE, TierState, matrix_of
 from memberwise.program.membership import Anchor
 from memberwise.program.schemas import Program
 
@@ -78,6 +77,15 @@ STATE_SCHEMA = pa.schema(
     ]
 )
 JOINED_SCHEMA = pa.schema([pa.field("member_id", pa.string()), pa.field("joined_us", pa.int64())])
+#: A window's points per member, and the earned lots for points since the last tier change.
+POINTS_SCHEMA = pa.schema([pa.field("member_id", pa.string()), pa.field("points", pa.int64())])
+LOTS_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.string()),
+        pa.field("earned_us", pa.int64()),
+        pa.field("points", pa.int64()),
+    ]
+)
 #: The columns the stored state adds to a batch of inputs (dropped before evaluation).
 STATE_COLUMNS = ("stored_tier", "stored_source", "stored_since", "stored_until", "joined_us")
 TIERS_DDL = (
@@ -140,53 +148,53 @@ def point_metrics(program: Program) -> list[str]:
 
 
 def export_points(
-    engine: Engine, program: Program, state: str, folder: Path | str, as_of: Any
-) -> str | None:
-    """The ledger's points per member and metric as a Parquet file (None when no tier
-    qualifies by points). The ledger answers with a mapping held on the driver: the one
-    member-sized value left there (see the module doc)."""
-    wanted = point_metrics(program)
-    if not wanted:
-        return None
-    names = {t.name for t in program.tiers}
-    earned: dict[str, dict[str, int]] = {}
+    engine: Engine, program: Program, folder: Path | str, as_of: Any
+) -> dict[str, str]:
+    """The ledger's points as Parquet files in ``folder``, streamed out of the store in chunks
+    of :data:`EXPORT_ROWS` like the stored tiers: ``{metric: uri}`` for each points metric a
+    qualification counts (empty when none does). A window metric (``points_90d``) is the
+    ledger's per-member sum (``member_id``, ``points``); ``points_since_change`` needs each
+    member's own start, so it is the earned lots (``member_id``, ``earned_us``, ``points``),
+    summed by :func:`points_tables` where the stored tiers are."""
+    out: dict[str, str] = {}
+    facts = ledger_facts.ledger()
     with engine.connect() as conn:
-        for metric in wanted:
+        for metric in point_metrics(program):
+            where = str(join(str(folder), f"{metric}.parquet"))
             if metric == "points_since_change":
-                stored = pq.read_table(_local_or_open(state)).to_pylist()
-                since = {
-                    r["member_id"]: from_us(r["stored_since"])
-                    for r in stored
-                    if r["stored_tier"] in names and r["stored_since"] is not None
-                }
-                earned[metric] = ledger_facts.ledger().earned_since(conn, since)
+                lots = facts.earned_lots_query().subquery()
+                query = select(
+                    lots.c.member_id, repository.epoch_us(conn, lots.c.earned_at), lots.c.points
+                )
+                export_query(conn, query, LOTS_SCHEMA, where)
             else:
                 days = int(metric.removeprefix("points_").removesuffix("d"))
-                earned[metric] = ledger_facts.ledger().earned_in_window(conn, as_of, days)
-    ids = sorted(set().union(*earned.values()))
-    table = pa.table(
-        {
-            "member_id": pa.array(ids, pa.string()),
-            **{m: pa.array([earned[m].get(i, 0) for i in ids], pa.int64()) for m in wanted},
-        }
-    )
-    where = str(join(str(folder), "points.parquet"))
-    sink = _local_or_open(where, "wb")
-    try:
-        pq.write_table(table, sink, compression="zstd")
-    finally:
-        if not isinstance(sink, (str, Path)):
-            sink.close()
-    return where
+                export_query(conn, facts.earned_in_window_query(as_of, days), POINTS_SCHEMA, where)
+            out[metric] = where
+    return out
 
 
-def _local_or_open(where: str, mode: str = "rb") -> Any:
-    """A local path as is (pyarrow opens it), else an open file of the storage URI."""
-    if is_local(where):
-        return str(local_path(where))
-    from memberwise.kit.storage import Storage
-
-    return Storage().fs(where).open(where, mode)
+def points_tables(
+    con: ibis.BaseBackend, program: Program, state: str, points: dict[str, str]
+) -> list[ir.Table]:
+    """One (member_id, metric) table per exported points metric, computed by the engine: a
+    window's sums as exported; points since the last change summed from the lots on or after
+    the member's stored ``since`` (all their lots when their stored tier is none the program
+    has), as the ledger's :meth:`~.ledger_facts.LedgerFacts.earned_since` sums them."""
+    out = []
+    for metric, path in sorted(points.items()):
+        table = read_parquet(con, [path])
+        if metric == "points_since_change":
+            stored = read_parquet(con, [state])
+            names = [t.name for t in program.tiers]
+            starts = stored.filter(
+                stored.stored_tier.isin(names) & stored.stored_since.notnull()
+            ).select(_start_key=stored.member_id, _start=stored.stored_since)
+            lots = table.left_join(starts, table.member_id == starts._start_key)
+            counted = lots.filter(lots._start.isnull() | (lots.earned_us >= lots._start))
+            table = counted.group_by("member_id").aggregate(points=counted.points.sum())
+        out.append(table.select("member_id", **{metric: table.points.cast("int64")}))
+    return out
 
 
 def _ints(table: pa.Table, name: str, fill: int) -> np.ndarray[Any, Any]:
@@ -236,15 +244,17 @@ def with_state(
     con: ibis.BaseBackend,
     inputs: ir.Table,
     files: dict[str, str],
-    points: str | None,
+    points: list[ir.Table] | None = None,
 ) -> ir.Table:
-    """The inputs with each member's stored state (and points) joined from the exported
-    files; a member without a stored tier has null state columns."""
+    """The inputs with each member's stored state joined from the exported files, and their
+    points metrics (:func:`points_tables`); a member without a stored tier has null state
+    columns, one who earned no points null points (read as 0)."""
     out = inputs
     paths = [files[k] for k in ("state", "joined") if k in files]
-    for path in [*paths, *([points] if points is not None else [])]:
-        right = read_parquet(con, [path]).rename(_state_key="member_id")
-        out = out.left_join(right, out.member_id == right._state_key).drop("_state_key")
+    rights = [read_parquet(con, [path]) for path in paths] + list(points or [])
+    for right in rights:
+        keyed = right.rename(_state_key="member_id")
+        out = out.left_join(keyed, out.member_id == keyed._state_key).drop("_state_key")
     return out
 
 
@@ -267,7 +277,8 @@ def stage_on_spark(ctx: BuildContext) -> int:
     folder = ctx.scratch("_work_tiers")
     try:
         files = export_state(ctx.runtime.engine, program, folder)
-        points = export_points(ctx.runtime.engine, program, files["state"], folder, as_of)
+        exported = export_points(ctx.runtime.engine, program, folder, as_of)
+        points = points_tables(con, program, files["state"], exported)
         since = (
             since_table(con, program, files["state"]) if needs_spend_since_change(program) else None
         )

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Select
 
 
 class LedgerFacts(Protocol):
@@ -23,6 +23,16 @@ class LedgerFacts(Protocol):
 
     def earned_since(self, conn: Connection, since: dict[str, datetime]) -> dict[str, int]:
         """Points each member earned since their own time in ``since``."""
+        ...
+
+    def earned_in_window_query(self, as_of: datetime, days: int) -> Select[Any]:
+        """The query behind :meth:`earned_in_window`: (member_id, points), one row per member
+        who earned any, for a Spark build to stream out of the store in chunks."""
+        ...
+
+    def earned_lots_query(self) -> Select[Any]:
+        """(member_id, earned_at, points) of every earned lot that counts: what
+        :meth:`earned_since` sums per member, streamed out by a Spark build and summed there."""
         ...
 
     def used_since(

@@ -622,6 +622,7 @@ def _stage_on_spark(ctx: BuildContext, began: float) -> int:
     """The stage when the engine is Spark (:mod:`.distributed`): lists and similar items
     written from the executors, the fallback lists from item-sized aggregates."""
     from memberwise.recommend.distributed import recommendations_on_spark
+    from memberwise.recommend.targeting_spark import suggest_on_spark
 
     settings = ctx.program.recommendations
     steps = 6
@@ -656,16 +657,7 @@ def _stage_on_spark(ctx: BuildContext, began: float) -> int:
         fallback_lists(spark_popularity(ctx), catalog, as_of_us=as_of_us, names=names),
     )
     ctx.progress("recommendations", 5, steps)
-    profiles = pq.read_table(ctx.path("profiles.parquet"))
-    wanted = [c for c in PROFILE_FIELDS if c in profiles.column_names]
-    tiers = member_tiers(ctx)
-    suggestions, problems = target(
-        profiles.select(wanted),
-        settings.campaigns,
-        ctx.program.coupons,
-        segments=_segments(ctx),
-        tiers=tiers,
-    )
+    suggestions, problems = suggest_on_spark(ctx)  # scored in the executors
     service_write(ctx, service.COUPONS, suggestions)
     ctx.progress("recommendations", 6, steps)
     metrics = outcome.metrics

@@ -29,7 +29,7 @@ coupon per build, so nobody is flooded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +74,8 @@ PROFILE_FIELDS: tuple[str, ...] = (
 )
 
 
-def _num(table: pa.Table, name: str, default: float) -> FloatArray:
+def field_values(table: pa.Table, name: str, default: float) -> FloatArray:
+    """A profile field as floats, ``default`` where it is null, not finite or absent."""
     if name not in table.column_names:
         return np.full(table.num_rows, default)
     values = table.column(name).to_numpy(zero_copy_only=False)
@@ -93,17 +94,18 @@ class Propensities:
 
 def propensities(profiles: pa.Table) -> Propensities:
     """``p_purchase``, ``interest`` and ``sensitivity`` per member (see the module docstring)."""
-    orders = _num(profiles, "orders_90d", 0.0)
+    orders = field_values(profiles, "orders_90d", 0.0)
     p_purchase = 1.0 - np.exp(-HORIZON_DAYS * orders / 90.0)
     activity = (
-        _num(profiles, "views_30d", 0.0)
-        + 2.0 * _num(profiles, "favorites_30d", 0.0)
-        + 3.0 * _num(profiles, "carts_30d", 0.0)
+        field_values(profiles, "views_30d", 0.0)
+        + 2.0 * field_values(profiles, "favorites_30d", 0.0)
+        + 3.0 * field_values(profiles, "carts_30d", 0.0)
     )
     interest = 1.0 - np.exp(-activity / 20.0)
-    band = _num(profiles, "price_band", np.nan)
+    band = field_values(profiles, "price_band", np.nan)
     sensitivity = np.where(np.isnan(band), 0.6, (6.0 - np.clip(band, 1, 5)) / 5.0)
-    abandoner = _num(profiles, "carts_30d", 0.0) > _num(profiles, "purchases_30d", 0.0)
+    carts = field_values(profiles, "carts_30d", 0.0)
+    abandoner = carts > field_values(profiles, "purchases_30d", 0.0)
     sensitivity = np.minimum(1.0, np.where(abandoner, sensitivity * 1.5, sensitivity))
     return Propensities(p_purchase=p_purchase, interest=interest, sensitivity=sensitivity)
 
@@ -135,10 +137,71 @@ def template_fit(
 def best_hours(profiles: pa.Table) -> npt.NDArray[np.int64]:
     """Hour (0-23, program time zone) to reach each member: their peak hour from the profile's
     habit fields, else the most common peak hour of all members (20 when nobody has one)."""
-    peak = _num(profiles, "peak_hour", np.nan)
+    peak = field_values(profiles, "peak_hour", np.nan)
     known = peak[~np.isnan(peak)].astype(np.int64)
     common = int(np.bincount(known, minlength=24).argmax()) if len(known) else 20
     return np.where(np.isnan(peak), common, peak).astype(np.int64)
+
+
+def top_categories(profiles: pa.Table) -> list[str | None]:
+    """Each member's top category (None for all when the profiles have no such field)."""
+    if "top_category" in profiles.column_names:
+        return list(profiles.column("top_category").to_pylist())
+    return [None] * profiles.num_rows
+
+
+def template_for(
+    campaign: CouponCampaign, templates: Mapping[str, CouponTemplate], *, has_tiers: bool
+) -> tuple[CouponTemplate | None, str | None]:
+    """The campaign's template, or None and the problem that makes the campaign be skipped (an
+    unknown template; a tier restriction when the build has no tiers)."""
+    template = templates.get(campaign.template)
+    if template is None:
+        return None, f"campaign {campaign.name}: no coupon template {campaign.template!r}"
+    if template.tiers and not has_tiers:
+        return None, (
+            f"campaign {campaign.name}: template {campaign.template} is for tiers "
+            f"{', '.join(template.tiers)} but the build has no tiers"
+        )
+    return template, None
+
+
+def admitted(
+    template: CouponTemplate,
+    member_ids: Sequence[str],
+    tier_of: Callable[[str], str | None],
+    groups_of: Callable[[str], set[str]],
+) -> npt.NDArray[np.bool_]:
+    """Which members the template's tier and segment restrictions let in (``tier_of``: a
+    member's tier; ``groups_of``: their lifecycle segment and persona group names)."""
+    allowed = np.ones(len(member_ids), dtype=bool)
+    if template.tiers:
+        wanted_tiers = set(template.tiers)
+        allowed &= np.array([tier_of(m) in wanted_tiers for m in member_ids], dtype=bool)
+    if template.segments:
+        wanted = set(template.segments)
+        allowed &= np.array([bool(groups_of(m) & wanted) for m in member_ids], dtype=bool)
+    return allowed
+
+
+def uplift_of(
+    parts: Propensities, template: CouponTemplate, top: Sequence[str | None], aov: FloatArray
+) -> FloatArray:
+    """Each member's estimated uplift from the template's coupon (see the module docstring)."""
+    return (
+        MAX_UPLIFT
+        * parts.interest
+        * (1.0 - parts.p_purchase)
+        * parts.sensitivity
+        * template_fit(template, top, aov)
+    )
+
+
+def eligible_rows(
+    uplift: FloatArray, value: npt.NDArray[np.int64], min_uplift: float
+) -> npt.NDArray[np.intp]:
+    """Rows a campaign may choose: uplift above its floor and above 0, a coupon worth > 0."""
+    return np.flatnonzero((uplift > min_uplift) & (uplift > 0) & (value > 0))
 
 
 def select_within_budget(
@@ -153,7 +216,7 @@ def select_within_budget(
     """Row indexes chosen greedily by uplift per fen (ties: larger uplift, then member_id),
     skipping any coupon that would overspend; never more than ``max_coupons`` rows and never a
     total ``value`` above ``budget``."""
-    eligible = np.flatnonzero((uplift > min_uplift) & (uplift > 0) & (value > 0))
+    eligible = eligible_rows(uplift, value, min_uplift)
     if len(eligible) == 0:
         return []
     ratio = uplift[eligible] / value[eligible]
@@ -174,7 +237,8 @@ def select_within_budget(
     return chosen
 
 
-def _reason(p: float, interest: float, sensitivity: float) -> str:
+def reason_of(p: float, interest: float, sensitivity: float) -> str:
+    """Why the member was chosen, in words."""
     parts = [f"interested lately ({interest:.0%})", f"unlikely to buy unprompted ({1 - p:.0%})"]
     if sensitivity >= 0.8:
         parts.append("price-sensitive")
@@ -199,46 +263,25 @@ def target(
     member_ids = [str(m) for m in profiles.column("member_id").to_pylist()]
     n = len(member_ids)
     parts = propensities(profiles)
-    aov = _num(profiles, "aov_365d", 0.0)
-    top = (
-        profiles.column("top_category").to_pylist()
-        if "top_category" in profiles.column_names
-        else [None] * n
-    )
+    aov = field_values(profiles, "aov_365d", 0.0)
+    top = top_categories(profiles)
     hours = best_hours(profiles)
     taken = np.zeros(n, dtype=bool)
     out: dict[str, list[object]] = {name: [] for name in SUGGESTION_SCHEMA.names}
     problems: list[str] = []
+    known_tiers = tiers or {}
+    groups = segments or {}
     for campaign in campaigns:
-        template = templates.get(campaign.template)
+        template, problem = template_for(campaign, templates, has_tiers=tiers is not None)
         if template is None:
-            problems.append(f"campaign {campaign.name}: no coupon template {campaign.template!r}")
+            problems.append(str(problem))
             continue
-        allowed = ~taken
-        if template.tiers:
-            if tiers is None:
-                problems.append(
-                    f"campaign {campaign.name}: template {campaign.template} is for tiers "
-                    f"{', '.join(template.tiers)} but the build has no tiers"
-                )
-                continue
-            wanted_tiers = set(template.tiers)
-            allowed &= np.array([tiers.get(m) in wanted_tiers for m in member_ids], dtype=bool)
-        if template.segments:
-            wanted = set(template.segments)
-            groups = segments or {}
-            allowed &= np.array([bool(groups.get(m, set()) & wanted) for m in member_ids])
-        value = coupon_values(template, aov)
-        uplift = (
-            MAX_UPLIFT
-            * parts.interest
-            * (1.0 - parts.p_purchase)
-            * parts.sensitivity
-            * template_fit(template, top, aov)
+        allowed = ~taken & admitted(
+            template, member_ids, known_tiers.get, lambda m: groups.get(m, set())
         )
-        uplift = np.where(allowed, uplift, 0.0)
-        max_coupons = _smallest(campaign.max_coupons, template.budget_count)
-        budget = _smallest(campaign.budget, template.budget_money)
+        value = coupon_values(template, aov)
+        uplift = np.where(allowed, uplift_of(parts, template, top, aov), 0.0)
+        max_coupons, budget = limits_of(campaign, template)
         for row in select_within_budget(
             uplift,
             value,
@@ -256,13 +299,21 @@ def target(
             out["p_purchase"].append(round(float(parts.p_purchase[row]), 6))
             out["best_hour"].append(int(hours[row]))
             out["reason"].append(
-                _reason(
+                reason_of(
                     float(parts.p_purchase[row]),
                     float(parts.interest[row]),
                     float(parts.sensitivity[row]),
                 )
             )
     return pa.table(out, schema=SUGGESTION_SCHEMA), problems
+
+
+def limits_of(campaign: CouponCampaign, template: CouponTemplate) -> tuple[int | None, int | None]:
+    """(most coupons, most money) a campaign may give: the tighter of its and its template's."""
+    return (
+        _smallest(campaign.max_coupons, template.budget_count),
+        _smallest(campaign.budget, template.budget_money),
+    )
 
 
 def _smallest(*limits: int | None) -> int | None:
