@@ -18,6 +18,7 @@ from memberwise.feedback.sentiment_e5 import (
     choose_band,
     clip,
     fit_stack,
+    random_features,
 )
 
 CLEAR = {
@@ -64,7 +65,26 @@ def test_clip_keeps_both_ends_of_a_long_text() -> None:
     assert clip("abcd", 4) == "abcd"
 
 
-def test_the_plugin_changes_only_unsure_texts_and_round_trips(tmp_path: Path) -> None:
+def test_random_features_approximate_the_gaussian_kernel_from_a_seed() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 384))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[1] = x[0] + 0.02 * x[2]  # a close pair, so the kernel has large and small values
+    x[1] /= np.linalg.norm(x[1])
+    z = random_features(x, 8_000, 2.0, 0)
+    exact = np.exp(-2.0 * ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2))
+    assert np.abs(z @ z.T - exact).max() < 0.05
+    assert exact[0, 1] > 0.99 and exact[0, 2] < 0.05
+    # The same seed gives the same features (only the seed ships); another seed does not.
+    assert np.array_equal(random_features(x, 50, 2.0, 0), random_features(x, 50, 2.0, 0))
+    assert not np.allclose(random_features(x, 50, 2.0, 0), random_features(x, 50, 2.0, 1))
+    assert random_features(x, 0).tolist() == x.tolist()
+
+
+@pytest.mark.parametrize("features", [0, 64])
+def test_the_plugin_changes_only_unsure_texts_and_round_trips(
+    tmp_path: Path, features: int
+) -> None:
     base = SentimentModel.fit(TEXTS, LABELS)
     counts = base.featurizer.counts(TEXTS)
     log_odds = margin(counts, base.idf, base.coef, base.intercept)
@@ -72,10 +92,13 @@ def test_the_plugin_changes_only_unsure_texts_and_round_trips(tmp_path: Path) ->
     vectors = encoder(TEXTS)
     groups = np.arange(len(TEXTS)) % 10  # copies of a text share a group
     band = float(np.median(np.abs(log_odds)))
-    coef, intercept, stack, embed_oof = fit_stack(log_odds, vectors, LABELS, groups, band)
-    assert coef.shape == (384,) and stack.shape == (3,) and embed_oof.shape == (len(TEXTS),)
+    coef, intercept, stack, embed_oof = fit_stack(
+        log_odds, vectors, LABELS, groups, band, features=features, gamma=2.0, seed=3
+    )
+    width = features or 384
+    assert coef.shape == (width,) and stack.shape == (3,) and embed_oof.shape == (len(TEXTS),)
     model = StackedSentimentModel.stacked(
-        base, coef, intercept, stack, band, {"note": "tiny"}, encoder=encoder
+        base, coef, intercept, stack, band, {"note": "tiny"}, encoder, features, 2.0, 3
     )
     encoder.seen.clear()
     combined, sent = model.log_odds(TEXTS)
@@ -84,7 +107,8 @@ def test_the_plugin_changes_only_unsure_texts_and_round_trips(tmp_path: Path) ->
     assert encoder.seen == [t for t, u in zip(TEXTS, unsure, strict=True) if u]
     assert np.array_equal(combined[~unsure], log_odds[~unsure])
     w_base, w_embed, bias = stack
-    expected = w_base * log_odds[unsure] + w_embed * (vectors[unsure] @ coef + intercept) + bias
+    embedded = random_features(vectors[unsure], features, 2.0, 3) @ coef + intercept
+    expected = w_base * log_odds[unsure] + w_embed * embedded + bias
     assert np.allclose(combined[unsure], expected)
     # A band of zero sends nothing to the encoder: exactly the NBSVM.
     off = StackedSentimentModel.stacked(base, coef, intercept, stack, 0.0, {}, encoder=encoder)
@@ -92,6 +116,7 @@ def test_the_plugin_changes_only_unsure_texts_and_round_trips(tmp_path: Path) ->
     model.save_plugin(tmp_path / "plugin.npz")
     again = StackedSentimentModel.load_plugin(base, tmp_path / "plugin.npz", encoder=encoder)
     assert again.metadata == {"note": "tiny"} and again.band == band
+    assert (again.features, again.gamma, again.seed) == (features, 2.0, 3)
     # Weights are stored as float32: the same answers to float32 precision.
     assert np.allclose(again.predict_proba(TEXTS), model.predict_proba(TEXTS), atol=1e-6)
     assert again.predict_proba([]).shape == (0,)
