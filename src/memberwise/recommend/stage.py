@@ -45,7 +45,7 @@ from memberwise.kit.lake import fsync_file
 from memberwise.kit.sparkframes import is_spark
 from memberwise.recommend import service
 from memberwise.recommend.evaluate import OWN_BASELINES, POLICY_PREFIX, Scores, evaluate
-from memberwise.recommend.interactions import from_events
+from memberwise.recommend.interactions import Interactions, from_events
 from memberwise.recommend.model import Recommender, RecommenderConfig
 from memberwise.recommend.policy import OWN_FREQUENT, OWN_RECENT, OwnHistory
 from memberwise.recommend.targeting import PROFILE_FIELDS, target
@@ -362,6 +362,16 @@ def choose(scores: Sequence[Scores], k: int = 10) -> Choice:
     )
 
 
+@dataclass
+class SplitFit:
+    """What :func:`time_split_metrics` built, kept for the serving fit so it is not built
+    twice: the interactions of all the events, and the recommender fitted on all but the
+    last ``label_days`` (the history the serving fit trains its ranker on too)."""
+
+    data: Interactions | None = None
+    model: Recommender | None = None
+
+
 def time_split_metrics(
     events: pa.Table,
     *,
@@ -370,6 +380,7 @@ def time_split_metrics(
     categories: pa.Table | None = None,
     config: RecommenderConfig,
     label_days: float,
+    keep: SplitFit | None = None,
 ) -> dict[str, Any]:
     """Recall@k, NDCG@k, hit rate@k and coverage@k (flat keys such as ``recall@10``, what
     the publish gate compares) of the method the build publishes (:func:`choose`), from a
@@ -378,8 +389,11 @@ def time_split_metrics(
     scores under ``evaluation`` (:func:`memberwise.recommend.evaluate.evaluate`, the protocol
     of ``memberwise recommend evaluate --dataset lake``), the choice under ``method``,
     ``published_method`` and ``decision``. The flat metrics are None, and the ranker is
-    kept, when no member bought in the held-out days."""
+    kept, when no member bought in the held-out days. ``keep`` receives the interactions
+    and the fitted recommender (:class:`SplitFit`)."""
     data = from_events(events, now=as_of, items=items, categories=categories)
+    if keep is not None:
+        keep.data = data
     history, labels = data.split_last(label_days=label_days)
     flat: dict[str, Any] = {
         f"{m}@{k}": None for k in KS for m in ("recall", "ndcg", "hit", "coverage")
@@ -393,7 +407,10 @@ def time_split_metrics(
             "published_method": "ranker",
             "decision": "ranker kept: nobody bought in the held-out days, nothing to compare",
         }
-    scores, _ = evaluate(history, labels, KS, config=config)
+    fitted = Recommender(config).fit(history)
+    if keep is not None:
+        keep.model = fitted
+    scores, _ = evaluate(history, labels, KS, recommender=fitted)
     choice = choose(scores)
     for s in scores:
         if s.method == choice.evaluated:
@@ -500,6 +517,7 @@ def stage_recommendations(ctx: BuildContext) -> int:
     label_days = config.label_days
     known_items = items if items.num_rows else None
     known_categories = categories if categories.num_rows else None
+    split = SplitFit()
     metrics = time_split_metrics(
         events,
         as_of=as_of,
@@ -507,13 +525,21 @@ def stage_recommendations(ctx: BuildContext) -> int:
         categories=known_categories,
         config=config,
         label_days=label_days,
+        keep=split,
     )
     ctx.progress("recommendations", 2, steps)
     lap("evaluate")
     config = serving_config(config, metrics)
+    # The evaluation's interactions and its model (fitted on the history the serving fit
+    # trains its ranker on) are reused, not built again.
     model = Recommender(config).fit(
-        events, now=as_of, items=known_items, categories=known_categories
+        split.data if split.data is not None else events,
+        now=as_of,
+        items=known_items,
+        categories=known_categories,
+        history_fit=split.model,
     )
+    del split
     model.save(ctx.path("recommender"))
     ctx.progress("recommendations", 3, steps)
     lap("fit")
