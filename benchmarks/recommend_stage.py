@@ -11,6 +11,11 @@ the shared machine hits both. Printed per run: wall time, CPU of the command (al
 the stage's own seconds, its phases (when the tree records them in ``build.json``), the load
 average, and the published method's held-out Recall@10, Recall@20 and hit rate@10 (the time
 split the stage evaluates: what the quality must keep). Then the medians and the ratio.
+
+``--serving-days D`` then builds each tree once more with the clock ``D`` days earlier and
+scores the lists it would serve (``recommendations.parquet``, every member's) against what
+members bought in those ``D`` days of the lake: the serving model's own quality, which the
+stage's figures (those of the model fitted for the evaluation) do not show.
 """
 
 from __future__ import annotations
@@ -23,22 +28,24 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = ("recall@10", "recall@20", "hit@10", "ndcg@10")
 
 
 def last_as_of(home: Path) -> str:
-    """The clock of the home's newest committed build (so every run scores the same data)."""
+    """The clock of the home's published build (so every run scores the same data)."""
     builds = home / "warehouse" / "builds"
-    manifests = sorted(builds.glob("*/build.json"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(manifests):
-        meta = json.loads(path.read_text())
-        if meta.get("status", "committed") == "committed":
-            return str(meta["as_of"])
-    raise SystemExit(f"no committed build in {builds}: run `memberwise run --no-serve` first")
+    published = builds / "_published.json"
+    if not published.is_file():
+        raise SystemExit(f"no published build in {builds}: run `memberwise run --no-serve`")
+    build_id = json.loads(published.read_text())["build_id"]
+    return str(json.loads((builds / build_id / "build.json").read_text())["as_of"])
 
 
 def run_once(tree: Path, home: Path, as_of: str, program: Path) -> dict[str, Any]:
@@ -73,8 +80,49 @@ def run_once(tree: Path, home: Path, as_of: str, program: Path) -> dict[str, Any
         "phases": section.get("phases", {}),
         "load": (load + os.getloadavg()[0]) / 2,
         "method": metrics.get("published_method"),
+        "directory": Path(summary["directory"]),
         **{q: metrics.get(q) for q in QUALITY},
     }
+
+
+def serving_quality(directory: Path, home: Path, start: datetime, end: datetime) -> str:
+    """Recall@10, Recall@20 and hit rate@10 of a build's lists against the distinct items each
+    listed member bought in ``(start, end]`` (members who bought nothing are not counted)."""
+    import duckdb
+
+    bought = (
+        duckdb.connect()
+        .execute(
+            "SELECT DISTINCT member_id, item_id FROM read_parquet(?, hive_partitioning = true) "
+            "WHERE type = 'purchase' AND item_id IS NOT NULL AND ts > ? AND ts <= ?",
+            [str(home / "lake" / "events" / "*" / "*.parquet"), start, end],
+        )
+        .to_arrow_table()
+    )
+    assert bought is not None
+    lists = pq.read_table(
+        directory / "recommendations.parquet", columns=["member_id", "rank", "item_id"]
+    )
+    truth: dict[str, set[str]] = {}
+    for m, i in zip(
+        bought.column("member_id").to_pylist(), bought.column("item_id").to_pylist(), strict=True
+    ):
+        truth.setdefault(m, set()).add(i)
+    ranked: dict[str, list[tuple[int, str]]] = {}
+    for m, r, i in zip(
+        *(lists.column(c).to_pylist() for c in ("member_id", "rank", "item_id")), strict=True
+    ):
+        if m in truth:
+            ranked.setdefault(m, []).append((r, i))
+    scored: dict[str, list[float]] = {k: [] for k in ("recall@10", "recall@20", "hit@10")}
+    for m, rows in ranked.items():
+        items = [i for _, i in sorted(rows)]
+        got10 = len(truth[m] & set(items[:10]))
+        scored["recall@10"].append(got10 / len(truth[m]))
+        scored["recall@20"].append(len(truth[m] & set(items[:20])) / len(truth[m]))
+        scored["hit@10"].append(float(got10 > 0))
+    means = ", ".join(f"{k} {statistics.fmean(v):.4f}" for k, v in scored.items() if v)
+    return f"{means} over {len(ranked)} members who bought in the {(end - start).days} days"
 
 
 def main() -> None:
@@ -85,6 +133,7 @@ def main() -> None:
     parser.add_argument("--as-of", help="the build clock (default: the home's last build's)")
     parser.add_argument("--program", type=Path, default=ROOT / "programs" / "demo.yaml")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--serving-days", type=int, default=0, help="also score served lists")
     args = parser.parse_args()
     as_of = args.as_of or last_as_of(args.home)
     trees = {"after": args.new.absolute()}
@@ -122,6 +171,13 @@ def main() -> None:
     if "before" in medians:
         ratio = medians["before"]["stage"] / medians["after"]["stage"]
         print(f"before / after, stage: {ratio:.2f} x faster")
+    if args.serving_days:
+        end = datetime.fromisoformat(as_of)
+        start = end - timedelta(days=args.serving_days)
+        for name, tree in trees.items():
+            r = run_once(tree, args.home, start.isoformat(), args.program.absolute())
+            quality = serving_quality(r["directory"], args.home, start, end)
+            print(f"{name}: lists served from {start:%Y-%m-%d %H:%M}: {quality}", flush=True)
 
 
 if __name__ == "__main__":
