@@ -12,10 +12,12 @@ the stage's own seconds, its phases (when the tree records them in ``build.json`
 average, and the published method's held-out Recall@10, Recall@20 and hit rate@10 (the time
 split the stage evaluates: what the quality must keep). Then the medians and the ratio.
 
-``--serving-days D`` then builds each tree once more with the clock ``D`` days earlier and
-scores the lists it would serve (``recommendations.parquet``, every member's) against what
-members bought in those ``D`` days of the lake: the serving model's own quality, which the
-stage's figures (those of the model fitted for the evaluation) do not show.
+``--serving-days D`` then runs a whole ``memberwise build`` (every stage: a build of one
+stage keeps the clock of the build it takes its inputs from) of each tree with the clock
+``D`` days earlier, prints its total and per-stage seconds, and scores the lists it would
+serve (``recommendations.parquet``, every member's) against what members bought in those
+``D`` days of the lake: the serving model's own quality, which the stage's figures (those
+of the model fitted for the evaluation) do not show.
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ def last_as_of(home: Path) -> str:
     return str(json.loads((builds / build_id / "build.json").read_text())["as_of"])
 
 
-def run_once(tree: Path, home: Path, as_of: str, program: Path) -> dict[str, Any]:
-    """One ``build --only recommendations`` with ``tree`` first on the path."""
+def run_once(
+    tree: Path, home: Path, as_of: str, program: Path, *, whole: bool = False
+) -> dict[str, Any]:
+    """One ``build --only recommendations`` (``whole``: every stage) with ``tree`` first on
+    the path."""
     env = {
         **os.environ,
         "PYTHONPATH": f"{tree}:{ROOT}",
@@ -62,7 +67,14 @@ def run_once(tree: Path, home: Path, as_of: str, program: Path) -> dict[str, Any
     load = os.getloadavg()[0]
     started = time.perf_counter()
     out = subprocess.run(
-        [str(binary), "build", "--only", "recommendations", "--as-of", as_of, "--json"],
+        [
+            str(binary),
+            "build",
+            *([] if whole else ["--only", "recommendations"]),
+            "--as-of",
+            as_of,
+            "--json",
+        ],
         env=env,
         check=True,
         capture_output=True,
@@ -81,6 +93,8 @@ def run_once(tree: Path, home: Path, as_of: str, program: Path) -> dict[str, Any
         "load": (load + os.getloadavg()[0]) / 2,
         "method": metrics.get("published_method"),
         "directory": Path(summary["directory"]),
+        "build": float(summary["seconds"]),
+        "stages": {k: float(v["seconds"]) for k, v in summary["stages"].items()},
         **{q: metrics.get(q) for q in QUALITY},
     }
 
@@ -132,7 +146,7 @@ def main() -> None:
     parser.add_argument("--new", type=Path, default=ROOT / "src", help="src/ of the tree after")
     parser.add_argument("--as-of", help="the build clock (default: the home's last build's)")
     parser.add_argument("--program", type=Path, default=ROOT / "programs" / "demo.yaml")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="0: only the --serving-days check")
     parser.add_argument("--serving-days", type=int, default=0, help="also score served lists")
     args = parser.parse_args()
     as_of = args.as_of or last_as_of(args.home)
@@ -156,6 +170,8 @@ def main() -> None:
             )
     medians: dict[str, dict[str, float]] = {}
     for name, runs in results.items():
+        if not runs:
+            continue
         medians[name] = {
             key: statistics.median(float(r[key]) for r in runs)
             for key in ("wall", "cpu", "stage", "load")
@@ -168,16 +184,22 @@ def main() -> None:
             f"stage {m['stage']:.1f} s (load {m['load']:.1f})"
             + ("; phases " + ", ".join(f"{k} {v:.1f}" for k, v in laps.items()) if laps else "")
         )
-    if "before" in medians:
+    if "before" in medians and "after" in medians:
         ratio = medians["before"]["stage"] / medians["after"]["stage"]
         print(f"before / after, stage: {ratio:.2f} x faster")
     if args.serving_days:
         end = datetime.fromisoformat(as_of)
         start = end - timedelta(days=args.serving_days)
         for name, tree in trees.items():
-            r = run_once(tree, args.home, start.isoformat(), args.program.absolute())
+            r = run_once(tree, args.home, start.isoformat(), args.program.absolute(), whole=True)
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items())
+            print(
+                f"{name}: build as of {start:%Y-%m-%d %H:%M}: wall {r['wall']:.1f} s, "
+                f"cpu {r['cpu']:.1f} s, build {r['build']:.1f} s ({stages}), load {r['load']:.1f}",
+                flush=True,
+            )
             quality = serving_quality(r["directory"], args.home, start, end)
-            print(f"{name}: lists served from {start:%Y-%m-%d %H:%M}: {quality}", flush=True)
+            print(f"{name}: its lists: {quality}", flush=True)
 
 
 if __name__ == "__main__":
