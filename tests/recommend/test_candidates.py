@@ -183,6 +183,27 @@ def test_top_per_member_keeps_the_best_and_breaks_ties_by_item() -> None:
     assert top.item.tolist() == [1, 2, 8, 9]
 
 
+def test_top_per_member_of_grouped_rows_equals_a_sort_of_every_row() -> None:
+    # Rows grouped by member take the partition shortcut (lists of 1-300 rows, ties on
+    # integer scores, repeated items); the result is what one three-key sort of all rows gives.
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        n = int(rng.integers(1, 4000))
+        pos = np.sort(rng.integers(0, int(rng.integers(1, 40)), n))
+        score = rng.integers(0, 6, n).astype(float) if trial % 2 else rng.random(n)
+        cands = Candidates(pos, rng.integers(0, 60, n), score, np.arange(n), np.zeros(n))
+        c = int(rng.integers(1, 50))
+        order = np.lexsort((cands.item, -cands.score, cands.pos))
+        ranked = cands.take(order)
+        starts = np.flatnonzero(np.r_[True, ranked.pos[1:] != ranked.pos[:-1]])
+        within = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+        expected = ranked.take(within < c)
+
+        top = top_per_member(cands, c)
+
+        assert top.arg.tolist() == expected.arg.tolist()
+
+
 def test_from_baskets_counts_time_in_baskets() -> None:
     data = from_baskets({"u1": [["a", "b"], ["a"], ["a", "c", "a"]], "u2": [["b"]]})
     assert data.unit == "basket"

@@ -187,3 +187,24 @@ def test_the_own_history_policy_lists_own_staples_first_and_round_trips(
     assert loaded.similar_items(n=4).equals(model.similar_items(n=4))
     with pytest.raises(ValueError, match="unknown policy"):
         Recommender(dataclasses.replace(CONFIG, policy="nope"))
+
+
+def test_a_fit_reuses_the_sources_of_a_model_fitted_on_its_history(events: pa.Table) -> None:
+    from memberwise.recommend.interactions import from_events
+    from memberwise.recommend.model import _fitted_on
+
+    config = dataclasses.replace(CONFIG, min_train_groups=5)
+    data = from_events(events, categories=categories())
+    history, _ = data.split_last(label_days=config.label_days)
+    older, _ = history.split_last(label_days=config.label_days)
+    earlier = Recommender(config).fit(history)
+    reused = Recommender(config).fit(data, history_fit=earlier)
+    fresh = Recommender(config).fit(data)
+
+    # Only a model of exactly the split's history (every source) stands in for fitting it.
+    assert _fitted_on(earlier, history) is earlier.fitted
+    assert _fitted_on(earlier, older) is None and _fitted_on(earlier, data) is None
+    assert _fitted_on(Recommender(config).fit(older), history) is None
+    assert _fitted_on(None, history) is None
+    assert reused.ranker.kind == fresh.ranker.kind == "lambdarank"
+    assert reused.recommend(n=4).num_rows == fresh.recommend(n=4).num_rows == 48 * 4

@@ -71,11 +71,49 @@ def top_per_member(cands: Candidates, c: int) -> Candidates:
     item id, so results do not depend on input order)."""
     if len(cands) == 0:
         return cands
+    within = _within_top(cands, c)
+    if within is not None:
+        cands = cands.take(within)
     order = np.lexsort((cands.item, -cands.score, cands.pos))
     sorted_ = cands.take(order)
     starts = np.flatnonzero(np.r_[True, sorted_.pos[1:] != sorted_.pos[:-1]])
     rank = np.arange(len(sorted_)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_)]))
     return sorted_.take(rank < c)
+
+
+def _within_top(cands: Candidates, c: int) -> IntArray | None:
+    """Rows that can be among their member's ``c`` best: those scoring at least the member's
+    ``c``-th best score (ties at it included, so the sort after them picks exactly what a sort
+    of all rows would). None when nothing is cut or the shortcut does not apply (rows not
+    grouped by member, or NaN scores).
+
+    ``np.partition`` of a members × list-length block finds every member's ``c``-th best in
+    linear time, so the three-key sort runs on about ``c`` rows per member instead of all of
+    them (co-occurrence proposes up to 600 per member for 50 kept). Members are blocked by
+    list length (within a factor of two), so a long list does not pad every short one.
+    """
+    pos, score = cands.pos, cands.score
+    n = len(pos)
+    if c < 1 or n <= c or not bool(np.all(pos[1:] >= pos[:-1])):
+        return None
+    starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
+    counts = np.diff(np.r_[starts, n])
+    long = counts > c
+    if not long.any() or bool(np.isnan(score).any()):
+        return None
+    threshold = np.full(len(starts), -np.inf)
+    size_class = np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64)
+    for b in np.unique(size_class[long]).tolist():
+        groups = np.flatnonzero(long & (size_class == b))
+        lens = counts[groups]
+        width = int(lens.max())
+        row = np.repeat(np.arange(len(groups)), lens)
+        offset = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        block = np.full((len(groups), width), -np.inf)
+        block[row, offset] = score[np.repeat(starts[groups], lens) + offset]
+        threshold[groups] = np.partition(block, width - c, axis=1)[:, width - c]
+    group = np.repeat(np.arange(len(starts)), counts)
+    return np.flatnonzero(score >= threshold[group])
 
 
 def dense_top(pos: IntArray, scores: FloatArray, c: int, *, positive: bool = True) -> Candidates:
@@ -534,14 +572,19 @@ class CoocSource(Source):
         c_item = nb.indices[nz].astype(np.int64)
         contrib = a_w[rep] * nb.data[nz]
         c_anchor = a_item[rep]
-        # Sum contributions per (member, item); remember the anchor contributing most.
+        # Sum contributions per (member, item); remember the anchor contributing most (ties:
+        # the smallest anchor id). One sort by the pair, then per-run reductions: a sort by
+        # (pair, contribution, anchor) cost several times more on millions of rows.
         key = c_pos * data.n_items + c_item
-        order = np.lexsort((c_anchor, -contrib, key))
+        order = np.argsort(key, kind="stable")
         key, contrib, c_anchor = key[order], contrib[order], c_anchor[order]
         first = first_of_runs(key)
         uniq = key[first]
         total_score = np.add.reduceat(contrib, first)
-        best_anchor = c_anchor[first]
+        run = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(key)]))
+        best = np.maximum.reduceat(contrib, first)
+        contender = np.where(contrib == best[run], c_anchor, np.iinfo(np.int64).max)
+        best_anchor = np.minimum.reduceat(contender, first)
         pos_u, item_u = uniq // data.n_items, uniq % data.n_items
         was_bought = np.asarray(bought[pos_u, best_anchor]).ravel() > 0
         return top_per_member(

@@ -392,6 +392,16 @@ def source_tables(
     return pos, item, scores, ranks, aligned
 
 
+#: Candidate sets smaller than this many rows are boosted on one thread whatever ``threads``
+#: says. LightGBM's OpenMP threads meet at a barrier several times per boosting round; on a
+#: machine whose cores are busy with other work (a build beside tests, a shared server) a
+#: second thread waits there for a core, spinning: on the 20 k-member demo (146 k rows, load
+#: 14 on 2 cores) 38 rounds took 38-54 s wall and 11-17 s CPU on two threads against 5.7 s
+#: wall and 1.6 s CPU on one (docs/performance.md). Above it the work per round is large
+#: enough for the threads to pay.
+PARALLEL_TRAINING_ROWS = 1_000_000
+
+
 class Ranker:
     """LightGBM LambdaRank over :data:`FEATURES`, or the fallback blend when untrained."""
 
@@ -424,6 +434,7 @@ class Ranker:
 
         Members without any bought candidate carry no ranking signal and are dropped; a fifth
         of the members (every fifth) is held out to stop boosting when NDCG@10 stops improving.
+        Fewer than :data:`PARALLEL_TRAINING_ROWS` rows train on one thread.
         """
         self.booster = None
         if len(pos) == 0:
@@ -452,7 +463,7 @@ class Ranker:
             "seed": self.seed,
             "deterministic": True,
             "force_row_wise": True,
-            "num_threads": self.threads,
+            "num_threads": self.threads if len(pos) >= PARALLEL_TRAINING_ROWS else 1,
             "verbosity": -1,
         }
         tr = keep_row & ~valid_row

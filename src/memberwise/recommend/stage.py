@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import ibis
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -45,7 +46,7 @@ from memberwise.kit.lake import fsync_file
 from memberwise.kit.sparkframes import is_spark
 from memberwise.recommend import service
 from memberwise.recommend.evaluate import OWN_BASELINES, POLICY_PREFIX, Scores, evaluate
-from memberwise.recommend.interactions import from_events
+from memberwise.recommend.interactions import Interactions, from_events
 from memberwise.recommend.model import Recommender, RecommenderConfig
 from memberwise.recommend.policy import OWN_FREQUENT, OWN_RECENT, OwnHistory
 from memberwise.recommend.targeting import PROFILE_FIELDS, target
@@ -188,21 +189,31 @@ def fallback_lists(
     if "count" in window.column_names:  # pre-aggregated rows (the Spark path): one per group
         weight = weight * window.column("count").to_numpy(zero_copy_only=False)
     has_item = pc.is_valid(window.column("item_id")).to_numpy(zero_copy_only=False) & (weight > 0)
-    item = window.column("item_id").to_numpy(zero_copy_only=False)[has_item].astype(np.str_)
-    region = (
-        window.column("region").fill_null("").to_numpy(zero_copy_only=False)[has_item]
-        if "region" in window.column_names
-        else np.full(len(item), "")
-    ).astype(np.str_)
+    # Rows as codes: the window's distinct items (``names``), regions; weights summed per
+    # (item, region) once, then each list family is a sum over those pairs (no Python per row).
+    encoded = window.column("item_id").filter(pa.array(has_item)).combine_chunks()
+    encoded = encoded.dictionary_encode()
+    item_names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    item = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    n_items = len(item_names)
+    if "region" in window.column_names:
+        region_col = window.column("region").filter(pa.array(has_item)).fill_null("")
+        region_enc = region_col.combine_chunks().dictionary_encode()
+        region_names = np.asarray(region_enc.dictionary.to_pylist(), dtype=object)
+        region = region_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    else:
+        region_names = np.asarray([""], dtype=object)
+        region = np.zeros(len(item), np.int64)
     weight = weight[has_item]
-    # Each item's category and parent: the catalog's, else the events' own.
+    # Each item's category and parent: the catalog's, else the events' own (the first seen).
     leaf_of: dict[str, str] = {}
     parent_of: dict[str, str] = {}
-    if "category_id" in window.column_names:
-        cats = window.column("category_id").to_numpy(zero_copy_only=False)[has_item]
-        for i, c in zip(item.tolist(), cats.tolist(), strict=True):
-            if c:
-                leaf_of.setdefault(i, c)
+    if "category_id" in window.column_names and len(item):
+        cats = window.column("category_id").filter(pa.array(has_item)).combine_chunks()
+        named = pc.fill_null(pc.not_equal(cats, ""), False).to_numpy(zero_copy_only=False)
+        first_item, first_row = np.unique(item[named], return_index=True)
+        first_cats = cats.filter(pa.array(named)).take(pa.array(first_row)).to_pylist()
+        leaf_of = dict(zip(item_names[first_item].tolist(), first_cats, strict=True))
     unavailable: set[str] = set()
     launched: dict[str, int] = {}
     if catalog.num_rows:
@@ -218,45 +229,41 @@ def fallback_lists(
             if row["hidden"] or not row["in_stock"]:
                 unavailable.add(row["item_id"])
     unavailable |= {i for i, t in launched.items() if t > as_of_us}
-    ok = np.array([i not in unavailable for i in item.tolist()], dtype=bool)
-    item, region, weight = item[ok], region[ok], weight[ok]
-
-    keys: list[str] = []
-    items: list[str] = []
-    scores: list[float] = []
-
-    def add(key_of: Sequence[str | None]) -> None:
-        totals: dict[tuple[str, str], float] = {}
-        for key, i, w in zip(key_of, item.tolist(), weight.tolist(), strict=True):
-            if key is not None:
-                totals[(key, i)] = totals.get((key, i), 0.0) + w
-        for (key, i), w in totals.items():
-            keys.append(key)
-            items.append(i)
-            scores.append(w)
-
-    leaf = [leaf_of.get(i) for i in item.tolist()]
-    parent = [parent_of.get(i) for i in item.tolist()]
-    regions = [r or None for r in region.tolist()]
-    add(["all"] * len(item))
-    add([f"category:{c}" if c else None for c in leaf])
-    add([f"category:{p}" if p and p != c else None for p, c in zip(parent, leaf, strict=True)])
-    add([f"region:{r}" if r else None for r in regions])
-    add(
-        [
-            f"region:{r}|category:{c}" if r and c else None
-            for r, c in zip(regions, leaf, strict=True)
-        ]
+    ok = ~np.isin(item_names, np.asarray(sorted(unavailable), dtype=object))[item]
+    n_regions = len(region_names)
+    pair_weight = np.bincount(
+        item[ok] * n_regions + region[ok], weights=weight[ok], minlength=n_items * n_regions
     )
-    add(
-        [
-            f"region:{r}|category:{p}" if r and p and p != c else None
-            for r, p, c in zip(regions, parent, leaf, strict=True)
-        ]
-    )
-    popularity: dict[str, float] = {}
-    for i, w in zip(item.tolist(), weight.tolist(), strict=True):
-        popularity[i] = popularity.get(i, 0.0) + w
+    pair = np.flatnonzero(pair_weight > 0)
+    p_item, p_region, p_weight = pair // n_regions, pair % n_regions, pair_weight[pair]
+    leaf = np.asarray([leaf_of.get(i) or "" for i in item_names.tolist()], dtype=object)
+    parent = np.asarray([parent_of.get(i) or "" for i in item_names.tolist()], dtype=object)
+    own_parent = (parent != "") & (parent != leaf)
+
+    keys: list[npt.NDArray[Any]] = []
+    items: list[npt.NDArray[np.int64]] = []
+    scores: list[npt.NDArray[np.float64]] = []
+
+    def add(key: npt.NDArray[Any], rows: npt.NDArray[np.bool_]) -> None:
+        """Sum the (item, region) pairs' weights per (key, item) over the selected pairs."""
+        codes, inverse = np.unique(key[rows].astype(str), return_inverse=True)
+        group, at = np.unique(inverse.ravel() * n_items + p_item[rows], return_inverse=True)
+        keys.append(np.asarray(codes, dtype=object)[group // n_items])
+        items.append(group % n_items)
+        scores.append(
+            np.bincount(at.ravel(), weights=p_weight[rows], minlength=len(group)).astype(np.float64)
+        )
+
+    everywhere = np.ones(len(pair), bool)
+    region_of = region_names[p_region]
+    in_region = region_of != ""
+    add(np.full(len(pair), "all", dtype=object), everywhere)
+    add("category:" + leaf[p_item], leaf[p_item] != "")
+    add("category:" + parent[p_item], own_parent[p_item])
+    add("region:" + region_of, in_region)
+    add("region:" + region_of + "|category:" + leaf[p_item], in_region & (leaf[p_item] != ""))
+    add("region:" + region_of + "|category:" + parent[p_item], in_region & own_parent[p_item])
+    popularity = np.bincount(p_item, weights=p_weight, minlength=n_items)
     start = as_of_us - NEW_DAYS * 86_400_000_000
     if launched:
         new = [i for i, t in launched.items() if start < t <= as_of_us and i not in unavailable]
@@ -267,11 +274,12 @@ def fallback_lists(
             if i is not None:
                 first[i] = min(first.get(i, t), t)
         new = [i for i, t in first.items() if t > start and i not in unavailable]
-    for i in new:
-        keys.append("new")
-        items.append(i)
-        scores.append(popularity.get(i, 0.0) + 1.0)
-    k, r, it, sc = _top_per_key(keys, items, np.asarray(scores, dtype=np.float64), FALLBACK_LENGTH)
+    code_of = {name: c for c, name in enumerate(item_names.tolist())}
+    new_pop = np.asarray([popularity[code_of[i]] if i in code_of else 0.0 for i in new])
+    key_list = [str(k) for part in keys for k in part.tolist()] + ["new"] * len(new)
+    item_list = [*item_names[np.concatenate(items)].tolist(), *new] if items else new
+    score_arr = np.concatenate([*scores, new_pop + 1.0])
+    k, r, it, sc = _top_per_key(key_list, item_list, score_arr, FALLBACK_LENGTH)
 
     def reason(key: str) -> str:
         if key == "new":
@@ -362,6 +370,16 @@ def choose(scores: Sequence[Scores], k: int = 10) -> Choice:
     )
 
 
+@dataclass
+class SplitFit:
+    """What :func:`time_split_metrics` built, kept for the serving fit so it is not built
+    twice: the interactions of all the events, and the recommender fitted on all but the
+    last ``label_days`` (the history the serving fit trains its ranker on too)."""
+
+    data: Interactions | None = None
+    model: Recommender | None = None
+
+
 def time_split_metrics(
     events: pa.Table,
     *,
@@ -370,6 +388,7 @@ def time_split_metrics(
     categories: pa.Table | None = None,
     config: RecommenderConfig,
     label_days: float,
+    keep: SplitFit | None = None,
 ) -> dict[str, Any]:
     """Recall@k, NDCG@k, hit rate@k and coverage@k (flat keys such as ``recall@10``, what
     the publish gate compares) of the method the build publishes (:func:`choose`), from a
@@ -378,8 +397,11 @@ def time_split_metrics(
     scores under ``evaluation`` (:func:`memberwise.recommend.evaluate.evaluate`, the protocol
     of ``memberwise recommend evaluate --dataset lake``), the choice under ``method``,
     ``published_method`` and ``decision``. The flat metrics are None, and the ranker is
-    kept, when no member bought in the held-out days."""
+    kept, when no member bought in the held-out days. ``keep`` receives the interactions
+    and the fitted recommender (:class:`SplitFit`)."""
     data = from_events(events, now=as_of, items=items, categories=categories)
+    if keep is not None:
+        keep.data = data
     history, labels = data.split_last(label_days=label_days)
     flat: dict[str, Any] = {
         f"{m}@{k}": None for k in KS for m in ("recall", "ndcg", "hit", "coverage")
@@ -393,7 +415,10 @@ def time_split_metrics(
             "published_method": "ranker",
             "decision": "ranker kept: nobody bought in the held-out days, nothing to compare",
         }
-    scores, _ = evaluate(history, labels, KS, config=config)
+    fitted = Recommender(config).fit(history)
+    if keep is not None:
+        keep.model = fitted
+    scores, _ = evaluate(history, labels, KS, recommender=fitted)
     choice = choose(scores)
     for s in scores:
         if s.method == choice.evaluated:
@@ -441,6 +466,22 @@ def serving_config(config: RecommenderConfig, metrics: Mapping[str, Any]) -> Rec
     return dataclasses.replace(config, policy="own_history", learn_policy=True)
 
 
+class Laps:
+    """Seconds of each phase of the stage, recorded as ``build.json``'s ``phases`` (where
+    the stage's time goes, without a profiler)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> dict[str, float]:
+        """End the phase ``name`` now; the phases so far."""
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
+        return self.seconds
+
+
 def stage_recommendations(ctx: BuildContext) -> int:
     """Train, evaluate and score; write the artifacts the publisher reads. Returns the
     number of recommendation rows."""
@@ -448,6 +489,7 @@ def stage_recommendations(ctx: BuildContext) -> int:
     steps = 6
     ctx.progress("recommendations", 0, steps)
     began = time.perf_counter()
+    lap = Laps()
     as_of = ctx.result.as_of
     as_of_us = int(as_of.timestamp() * US)
     if is_spark(ctx.con):
@@ -457,6 +499,7 @@ def stage_recommendations(ctx: BuildContext) -> int:
         catalog = service.catalog_table(conn)
         categories = service.categories_table(conn)
     ctx.progress("recommendations", 1, steps)
+    lap("read")
 
     items = catalog.select(["item_id", "category_id", "price", "launched_at", "title"])
     unavailable = catalog.filter(
@@ -482,6 +525,7 @@ def stage_recommendations(ctx: BuildContext) -> int:
     label_days = config.label_days
     known_items = items if items.num_rows else None
     known_categories = categories if categories.num_rows else None
+    split = SplitFit()
     metrics = time_split_metrics(
         events,
         as_of=as_of,
@@ -489,14 +533,24 @@ def stage_recommendations(ctx: BuildContext) -> int:
         categories=known_categories,
         config=config,
         label_days=label_days,
+        keep=split,
     )
     ctx.progress("recommendations", 2, steps)
+    lap("evaluate")
     config = serving_config(config, metrics)
+    # The evaluation's interactions and its model (fitted on the history the serving fit
+    # trains its ranker on) are reused, not built again.
     model = Recommender(config).fit(
-        events, now=as_of, items=known_items, categories=known_categories
+        split.data if split.data is not None else events,
+        now=as_of,
+        items=known_items,
+        categories=known_categories,
+        history_fit=split.model,
     )
+    del split
     model.save(ctx.path("recommender"))
     ctx.progress("recommendations", 3, steps)
+    lap("fit")
 
     # Every profiled member gets a list (one the model does not know gets its fallback).
     profiles = pq.read_table(ctx.path("profiles.parquet"))
@@ -513,12 +567,14 @@ def stage_recommendations(ctx: BuildContext) -> int:
     rows = service_write(ctx, service.RECOMMENDATIONS, lists)
     service_write(ctx, service.SIMILAR, model.similar_items(n=SIMILAR_LENGTH))
     ctx.progress("recommendations", 4, steps)
+    lap("lists")
 
     names = _category_names(categories)
     service_write(
         ctx, service.FALLBACKS, fallback_lists(events, catalog, as_of_us=as_of_us, names=names)
     )
     ctx.progress("recommendations", 5, steps)
+    lap("fallbacks")
 
     wanted = [c for c in PROFILE_FIELDS if c in profiles.column_names]
     segments = _segments(ctx)
@@ -554,6 +610,7 @@ def stage_recommendations(ctx: BuildContext) -> int:
         "coupon_suggestions": suggestions.num_rows,
         "targeting_problems": problems,
         "seconds": round(time.perf_counter() - began, 3),
+        "phases": lap("targeting"),
     }
     return rows
 
