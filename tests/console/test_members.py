@@ -16,7 +16,7 @@ from memberwise.membership.tables import member_tiers
 from memberwise.predict import service as predict
 from memberwise.privacy.schemas import Role
 from memberwise.privacy.tables import audit_log
-from memberwise.recommend import service as recommend
+from memberwise.recommend import catalog as recommend_catalog
 from memberwise.runtime import Runtime
 from tests.console.conftest import SignIn
 from tests.console.member_factories import PROGRAM, seed_member, use_program
@@ -202,7 +202,7 @@ def test_member_360_says_the_engines_codes_in_the_programs_language(
         ]
     }
     with transaction(runtime.engine) as conn:
-        recommend.import_items(conn, catalog_table())
+        recommend_catalog.import_items(conn, catalog_table())
         publish(conn, write_build(tmp_path / "b1", lists=lists, fallbacks={}))
         predict.publish_build(conn, write_predictions(tmp_path, "p1", ROWS))
     client, _ = signed_in(Role.analyst)
