@@ -17,12 +17,13 @@ needs the ``feedback-e5`` extra): the NBSVM's out-of-fold log-odds on the traini
 grouped folds) fix the band of "unsure" log-odds (:func:`choose_band`); up to
 ``--plugin-train`` training lines (a seeded random sample) are embedded, a logistic
 regression on the embeddings' random Fourier features (``--plugin-features``; 0: on the raw
-embeddings) and the stacking combiner are fitted on them (the combiner on out-of-fold
-log-odds), and the unsure held-out lines are embedded and scored. The cross-validated accuracy
-on the sample is printed for both kinds of regression (the choice is made there, never on the
-held-out part). Embeddings are
-cached by text in ``--embed-cache`` (the encoder costs ~0.1 s of CPU a text). With ``--save``
-the plug-in's weights are written too.
+embeddings), the memory of the neighbour vote (``--plugin-neighbours`` nearest training lines;
+0: no vote) and the stacking combiner are fitted on them (the combiner on out-of-fold
+log-odds and votes), and the unsure held-out lines are embedded and scored (also without the
+vote, for comparison). The cross-validated accuracy on the sample is printed for both kinds of
+regression and with the vote (the choice is made there, never on the held-out part).
+Embeddings are cached by text in ``--embed-cache`` (the encoder costs ~0.1 s of CPU a text).
+With ``--save`` the plug-in's weights are written too.
 """
 
 from __future__ import annotations

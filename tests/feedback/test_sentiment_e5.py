@@ -35,6 +35,8 @@ CLEAR = {
 }
 TEXTS = [*CLEAR, "还可以", "一般般", "物流太慢了", "非常好", "不好用", "很满意"] * 3
 LABELS = [*CLEAR.values(), 1, 0, 0, 1, 0, 1] * 3
+#: Positive lines among the 13,904 training lines of the split (memberwise.feedback.corpus).
+POSITIVE_TRAINING_LINES = 6_697
 
 
 class CharEncoder:
@@ -198,6 +200,10 @@ def test_the_shipped_plugin_reads_clear_reviews_right(monkeypatch: pytest.Monkey
     assert isinstance(model, StackedSentimentModel)
     assert model.metadata["held_out_lines"] == 3459
     assert model.metadata["held_out_accuracy"] > model.metadata["nbsvm_held_out_accuracy"]
+    # The neighbour vote remembers every training line (13,904 codes of 48 bytes).
+    assert model.memory is not None and model.memory.codes.shape == (13_904, 48)
+    assert set(np.unique(model.memory.labels)) == {0, 1}
+    assert int(model.memory.labels.sum()) == POSITIVE_TRAINING_LINES
     p = model.predict_proba(list(CLEAR))
     assert [int(x > 0.5) for x in p] == list(CLEAR.values())
     # Two held-out negatives in mild words that the NBSVM alone reads as (barely) positive: the
