@@ -189,6 +189,24 @@ def rising(counts: pa.Table, test: RisingTest = RisingTest()) -> pa.Table:
     ``min_complaints`` recent complaints and ``min_ratio``). Keys with no orders in a window
     use half an order (a continuity guard) so a brand-new item can still be tested.
     """
+    tested = rising_statistics(counts, test)
+    eligible = tested.column("eligible").to_numpy(zero_copy_only=False)
+    p = tested.column("p_value").to_numpy()
+    q = np.ones(len(p))
+    q[eligible] = bh(p[eligible])
+    flag = eligible & (q <= test.fdr)
+    return (
+        tested.drop_columns(["eligible"])
+        .append_column("q_value", pa.array(q))
+        .append_column("rising", pa.array(flag))
+    )
+
+
+def rising_statistics(counts: pa.Table, test: RisingTest = RisingTest()) -> pa.Table:
+    """The per-key part of :func:`rising` (everything but the q-values, which need all the
+    keys): ``recent_rate``, ``base_rate``, ``ratio``, ``p_value`` (1 for a key that cannot be
+    flagged) and ``eligible`` (whether it is tested). Row by row, so the Spark path runs it on
+    each batch of keys in the executors."""
     c1 = np.asarray(counts.column("recent_complaints").to_numpy(), dtype=np.int64)
     n1 = np.asarray(counts.column("recent_orders").to_numpy(), dtype=np.float64)
     c0 = np.asarray(counts.column("base_complaints").to_numpy(), dtype=np.int64)
@@ -201,16 +219,12 @@ def rising(counts: pa.Table, test: RisingTest = RisingTest()) -> pa.Table:
     # Only keys that could be flagged are tested (the rest would only dilute the FDR).
     eligible = (c1 >= test.min_complaints) & (ratio >= test.min_ratio)
     p = np.where(eligible, p, 1.0)
-    q = np.ones(len(p))
-    q[eligible] = bh(p[eligible])
-    flag = eligible & (q <= test.fdr)
     return (
         counts.append_column("recent_rate", pa.array(rate1))
         .append_column("base_rate", pa.array(c0 / e0))
         .append_column("ratio", pa.array(ratio))
-        .append_column("p_value", pa.array(p))
-        .append_column("q_value", pa.array(q))
-        .append_column("rising", pa.array(flag))
+        .append_column("p_value", pa.array(p, pa.float64()))
+        .append_column("eligible", pa.array(eligible, pa.bool_()))
     )
 
 

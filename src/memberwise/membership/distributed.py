@@ -32,7 +32,9 @@ When the build's engine is Spark no member-sized table sits on the driver:
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +48,7 @@ from sqlalchemy import Connection, Engine, Select, select
 from memberwise.kit import sparkframes
 from memberwise.kit.storage import is_local, join, local_path
 from memberwise.kit.time import utcnow
-from memberwise.kit.warehouse import read_parquet, write_parquet
+from memberwise.kit.warehouse import read_parquet, storage_of, write_parquet
 from memberwise.membership import invitations, ledger_facts, repository
 from memberwise.membership import service as membership_service
 from memberwise.membership.score import needs_spend_since_change
@@ -64,6 +66,7 @@ from memberwise.program.schemas import Program
 
 if TYPE_CHECKING:
     from memberwise.builds import BuildContext
+    from memberwise.runtime import Runtime
 
 #: Rows per chunk of the store's export (one chunk in the driver at a time).
 EXPORT_ROWS = 50_000
@@ -269,6 +272,36 @@ def since_table(con: ibis.BaseBackend, program: Program, state: str) -> ir.Table
     )
 
 
+def evaluated_on_spark(
+    con: ibis.BaseBackend,
+    engine: Engine,
+    program: Program,
+    profiles: ir.Table,
+    events: ir.Table | None,
+    *,
+    as_of: Any,
+    folder: Path | str,
+) -> tuple[Any, ir.Table]:
+    """Every member's ``tiers.parquet`` rows as a lazy Spark DataFrame (evaluated in the
+    executors, batch by batch, against the stored tiers and points exported to ``folder``,
+    which must stay until the frame is used), and the members' inputs."""
+    files = export_state(engine, program, folder)
+    exported = export_points(engine, program, folder, as_of)
+    points = points_tables(con, program, files["state"], exported)
+    since = since_table(con, program, files["state"]) if needs_spend_since_change(program) else None
+    inputs = member_inputs_expr(profiles, events, program, as_of=as_of, since=since)
+    frame = sparkframes.to_spark(con, with_state(con, inputs, files, points))
+
+    def evaluate(batches: Any) -> Any:
+        for batch in batches:
+            if batch.num_rows:
+                yield from evaluate_batch(
+                    program, pa.Table.from_batches([batch]), as_of
+                ).to_batches()
+
+    return frame.mapInArrow(evaluate, TIERS_DDL), inputs
+
+
 def stage_on_spark(ctx: BuildContext) -> int:
     """The ``tiers`` stage when the engine is Spark: ``tiers.parquet`` written by the
     executors, the summary from aggregates, ``invitations.parquet`` from the chosen few."""
@@ -276,29 +309,15 @@ def stage_on_spark(ctx: BuildContext) -> int:
     as_of = ctx.result.as_of
     folder = ctx.scratch("_work_tiers")
     try:
-        files = export_state(ctx.runtime.engine, program, folder)
-        exported = export_points(ctx.runtime.engine, program, folder, as_of)
-        points = points_tables(con, program, files["state"], exported)
-        since = (
-            since_table(con, program, files["state"]) if needs_spend_since_change(program) else None
-        )
-        inputs = member_inputs_expr(
+        evaluated, inputs = evaluated_on_spark(
+            con,
+            ctx.runtime.engine,
+            program,
             ctx.table("profiles.parquet"),
             _events_if_needed(ctx.runtime, con, program),
-            program,
             as_of=as_of,
-            since=since,
+            folder=folder,
         )
-        frame = sparkframes.to_spark(con, with_state(con, inputs, files, points))
-
-        def evaluate(batches: Any) -> Any:
-            for batch in batches:
-                if batch.num_rows:
-                    yield from evaluate_batch(
-                        program, pa.Table.from_batches([batch]), as_of
-                    ).to_batches()
-
-        evaluated = frame.mapInArrow(evaluate, TIERS_DDL)
         ctx.progress("tiers", 1, 3)
         written = write_parquet(
             con, sparkframes.from_spark(con, evaluated), ctx.path("tiers.parquet")
@@ -318,12 +337,65 @@ def stage_on_spark(ctx: BuildContext) -> int:
     return written
 
 
+def preview_on_spark(
+    runtime: Runtime,
+    con: ibis.BaseBackend,
+    program: Program,
+    profiles: ir.Table,
+    *,
+    as_of: Any,
+) -> tuple[dict[str, Any], int]:
+    """``memberwise tiers preview`` on the cluster: the build's evaluation
+    (:func:`evaluated_on_spark`), aggregated where it runs, and the black card ranked there;
+    the summary (as :func:`.stage.summarize` gives it) and the members evaluated. Only
+    aggregates and the would-be invited members reach the driver; nothing is written but the
+    stored tiers' export, deleted afterwards."""
+    folder = preview_scratch(runtime)
+    try:
+        evaluated, inputs = evaluated_on_spark(
+            con,
+            runtime.engine,
+            program,
+            profiles,
+            _events_if_needed(runtime, con, program),
+            as_of=as_of,
+            folder=folder,
+        )
+        section, members = summary_of_frame(program, evaluated)
+        if program.black_card is not None:
+            _, section["invitations"] = choose_on_spark(
+                runtime.engine, program, sparkframes.to_spark(con, inputs)
+            )
+    finally:
+        with contextlib.suppress(OSError):
+            storage_of(con).delete(folder)
+    return section, members
+
+
+def preview_scratch(runtime: Runtime) -> Path | str:
+    """A fresh folder for a preview's export, where the executors read it: under the home's
+    warehouse when the storage is local, else under the storage URI (as a build's scratch)."""
+    root = runtime.settings.storage_root
+    name = f"preview-{uuid.uuid4().hex}"
+    if is_local(root):
+        local = runtime.settings.home / "warehouse" / "work" / name
+        local.mkdir(parents=True)
+        return local
+    return join(root, "warehouse", "work", name)
+
+
 def summary_of(con: ibis.BaseBackend, program: Program, tiers: Path) -> dict[str, Any]:
     """Transitions, change counts and notices, aggregated by Spark from the written
     ``tiers.parquet`` (one row per (from, to, change, notice) comes back)."""
+    frame = sparkframes.to_spark(con, read_parquet(con, [tiers]))
+    return summary_of_frame(program, frame)[0]
+
+
+def summary_of_frame(program: Program, frame: Any) -> tuple[dict[str, Any], int]:
+    """Transitions, change counts and notices of the tier rows ``frame`` (a Spark
+    DataFrame), by one ``groupBy`` (a few dozen rows come back), and the number of rows."""
     from pyspark.sql import functions as F  # noqa: N812  (the usual name)
 
-    frame = sparkframes.to_spark(con, read_parquet(con, [tiers]))
     noticed = F.get_json_object("details", "$.notice.to").isNotNull()
     counted = frame.groupBy("from_tier", "tier", "change", noticed.alias("noticed")).count()
     names = [t.name for t in program.tiers]
@@ -339,11 +411,12 @@ def summary_of(con: ibis.BaseBackend, program: Program, tiers: Path) -> dict[str
         code = kinds[row["change"]]
         changes[code] = changes.get(code, 0) + row["count"]
         notices += row["count"] if row["noticed"] else 0
-    return {
+    section = {
         "transitions": matrix_of(program, matrix),
         "changes": change_counts(changes),
         "notices": notices,
     }
+    return section, int(matrix.sum())
 
 
 def _number(column: Any) -> Any:

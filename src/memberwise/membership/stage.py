@@ -493,7 +493,8 @@ def _write(path: Path, table: pa.Table) -> int:
 def preview(runtime: Runtime, program: Program, build_dir: Path) -> dict[str, Any]:
     """What applying ``program`` would do now to the tiers held in the store, from the
     profiles of ``build_dir``: the transition matrix, change counts and invitations. Nothing is
-    written; the build's publish applies exactly this evaluation.
+    written; the build's publish applies exactly this evaluation. On Spark the executors
+    evaluate and aggregate (:func:`.distributed.preview_on_spark`): the driver gets counts.
 
     Raises NoTiers when ``program`` defines none (e.g. the built-in default program).
     """
@@ -502,16 +503,23 @@ def preview(runtime: Runtime, program: Program, build_dir: Path) -> dict[str, An
             f"program {program.name!r} defines no tiers, so there is nothing to preview: pass "
             "--program FILE, or set the home's program up with `memberwise init --program FILE`"
         )
+    manifest = json.loads((build_dir / "build.json").read_text())
+    as_of = datetime.fromisoformat(manifest["as_of"])
     with open_backend(runtime.settings.engine, **runtime.settings.backend_options()) as con:
         profiles = read_parquet(con, [build_dir / "profiles.parquet"])
-        manifest = json.loads((build_dir / "build.json").read_text())
-        as_of = datetime.fromisoformat(manifest["as_of"])
-        events = _events_if_needed(runtime, con, program)
-        _, inputs, result = evaluate_members(
-            con, runtime.engine, profiles, events, program, as_of=as_of
-        )
-    section, _ = summarize(runtime.engine, program, inputs, result)
-    header = {"build_id": build_dir.name, "as_of": as_of.isoformat(), "members": len(result.change)}
+        if sparkframes.is_spark(con):
+            # The cluster evaluates and aggregates, as the build's stage does (.distributed).
+            from memberwise.membership.distributed import preview_on_spark
+
+            section, members = preview_on_spark(runtime, con, program, profiles, as_of=as_of)
+        else:
+            events = _events_if_needed(runtime, con, program)
+            _, inputs, result = evaluate_members(
+                con, runtime.engine, profiles, events, program, as_of=as_of
+            )
+            section, _ = summarize(runtime.engine, program, inputs, result)
+            members = len(result.change)
+    header = {"build_id": build_dir.name, "as_of": as_of.isoformat(), "members": members}
     return {**header, **section}
 
 

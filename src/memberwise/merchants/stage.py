@@ -67,7 +67,10 @@ def stage_merchants(ctx: BuildContext) -> int:
     sold = events.filter(
         events.merchant_id.notnull(), events.item_id.notnull(), events.ts <= ibis.literal(as_of)
     )
-    items = sold.select("merchant_id", "item_id").distinct().order_by(["merchant_id", "item_id"])
+    # A grouping, not ``distinct()``: Ibis compiles a distinct followed by an ordering for
+    # Spark as ``SELECT DISTINCT *`` of the filtered rows, one row per event.
+    pairs = sold.group_by(["merchant_id", "item_id"]).aggregate()
+    items = pairs.order_by(["merchant_id", "item_id"])
     write_parquet(ctx.con, items, ctx.path(ITEMS))
     ctx.progress("merchants", 2, 3)
     start = as_of - timedelta(days=settings.rate_window_days)
