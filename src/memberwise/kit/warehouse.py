@@ -29,6 +29,7 @@ from memberwise.kit.storage import (
     replace_directory,
     scheme_of,
     temp_sibling,
+    write_pointer,
 )
 
 BATCH_ROWS = 256 * 1024
@@ -65,6 +66,8 @@ DEFAULT_SPARK_MASTER = "local[*]"
 #: connection parameters, so every in-memory DuckDB backend is "equal" to every other, and a
 #: weak dictionary dropped one backend's storage when another equal one was collected.
 _STORAGE_ATTRIBUTE = "_memberwise_storage"
+#: The attribute holding a Spark backend's output redirection (see :func:`redirect_outputs`).
+_OUTPUTS_ATTRIBUTE = "_memberwise_outputs"
 
 
 def storage_of(con: ibis.BaseBackend) -> Storage:
@@ -135,6 +138,30 @@ def spark_backend(
     if storage is not None:
         setattr(con, _STORAGE_ATTRIBUTE, storage)
     return con
+
+
+def redirect_outputs(con: ibis.BaseBackend, local: Path, remote: str) -> None:
+    """Send ``con``'s Spark writes of artifacts named directly in the local directory ``local``
+    to the same names under ``remote`` (an object store's directory), leaving a pointer at the
+    local name (:func:`memberwise.kit.storage.write_pointer`) that every reader follows.
+
+    A Spark build on an object store calls it for its working copy: the executors then write
+    each artifact to the build's committed location, whatever stage writes it, and the
+    driver's disk never holds one. Dot and underscore names (temp files, scratch) stay local.
+    Has no effect on another engine (DuckDB writes on the driver)."""
+    setattr(con, _OUTPUTS_ATTRIBUTE, (local, remote.rstrip("/")))
+
+
+def _redirected(con: ibis.BaseBackend, path: Path | str) -> str | None:
+    """Where :func:`redirect_outputs` sends a write to ``path`` (None: nowhere else)."""
+    outputs: tuple[Path, str] | None = getattr(con, _OUTPUTS_ATTRIBUTE, None)
+    if outputs is None or not is_local(path):
+        return None
+    target = local_path(path)
+    local, remote = outputs
+    if target.parent != local or target.name.startswith((".", "_")):
+        return None
+    return f"{remote}/{target.name}"
 
 
 def spark_uri(uri: str | Path) -> str:
@@ -230,12 +257,19 @@ def write_parquet(con: ibis.BaseBackend, expr: ir.Table, path: Path | str) -> in
     DuckDB writes one file with its own parallel ``COPY`` (to a dot name, fsynced and renamed;
     to an object store as one PUT). Spark writes from its executors, one file per task, into a
     directory at ``path`` (renamed into place where the store can rename, else committed by a
-    ``_manifest.json`` listing the files): nothing member-sized passes through the driver.
+    ``_manifest.json`` listing the files): nothing member-sized passes through the driver. A
+    Spark backend whose outputs are redirected (:func:`redirect_outputs`) writes ``path``'s
+    artifact to its remote location instead and leaves a pointer at ``path``.
     Readers take either shape through :func:`read_parquet` or
     :meth:`memberwise.kit.storage.Storage.parquet_files`.
     """
     if con.name == "pyspark":
-        return _spark_write(con, expr, path)
+        remote = _redirected(con, path)
+        if remote is None:
+            return _spark_write(con, expr, path)
+        rows = _spark_write(con, expr, remote)
+        write_pointer(local_path(path), remote)
+        return rows
     if con.name != "duckdb":
         return _arrow_write(con, expr, path)
     if not is_local(path):
