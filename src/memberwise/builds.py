@@ -351,6 +351,10 @@ class BuildStore:
                 found += [f"{relative}/{MANIFEST}", *(f"{relative}/{n}" for n in state.files)]
             elif self.storage.fs(target).isfile(target):
                 found.append(relative)
+            elif self.storage.is_dir(target):  # renamed into place (HDFS): its part files
+                found += [
+                    f"{relative}/{f[len(target) + 1 :]}" for f in self.storage.parquet_files(target)
+                ]
             else:
                 raise FileNotFoundError(f"{target} holds no committed artifact")
         return found
