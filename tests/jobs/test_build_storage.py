@@ -28,7 +28,7 @@ from memberwise.jobs.build import run_build
 from memberwise.kit.db import transaction
 from memberwise.kit.objectlake import ObjectLake
 from memberwise.kit.storage import Storage
-from memberwise.kit.warehouse import duckdb_backend
+from memberwise.kit.warehouse import duckdb_backend, read_parquet
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import KeyCreate, Role
 from memberwise.runtime import Runtime
@@ -397,6 +397,11 @@ def test_a_working_copy_pointing_at_its_artifacts_commits_them_with_no_upload(
             f"SELECT count(*) FROM read_parquet({parquet_sql(working / 'profiles.parquet')})"
         )
         assert counted.fetchall() == [(3,)]
+    con = duckdb_backend()  # (no storage of its own: the configured one reaches S3)
+    try:
+        assert read_parquet(con, [working / "profiles.parquet"]).count().to_pyarrow().as_py() == 3
+    finally:
+        con.disconnect()
     store.commit(working)
     assert store.files(build_id) == [
         "build.json",

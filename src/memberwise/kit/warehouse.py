@@ -28,6 +28,7 @@ from memberwise.kit.storage import (
     local_path,
     replace_directory,
     scheme_of,
+    storage_for,
     temp_sibling,
     write_pointer,
 )
@@ -233,8 +234,9 @@ def read_parquet(
     remote = [f for f in files if not is_local(f)]
     if remote:
         # Ibis would load DuckDB's httpfs extension for s3:// (a download): read through the
-        # fsspec file system registered on the connection instead.
-        storage.register(con.con, remote)
+        # fsspec file system registered on the connection instead (the configured storage's,
+        # when ``con`` has none of its own and a pointer led to the remote files).
+        (storage if storage.options else storage_for(remote[0])).register(con.con, remote)
         name = f"parquet_{uuid.uuid4().hex}"
         listed = ", ".join("'" + _plain(f).replace("'", "''") + "'" for f in files)
         con.con.execute(
