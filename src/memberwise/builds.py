@@ -275,7 +275,9 @@ class BuildStore:
     def checkout(self, build_id: str, needs: Sequence[str] | None = None) -> Path:
         """A local directory holding the committed build (only ``needs`` and ``build.json``
         when given): the build itself on a local disk, a cached download otherwise (fetched
-        again when the build was committed anew since)."""
+        again when the build was committed anew since). On the machine that ran a Spark build
+        its working copy's pointers to the build's own artifacts are kept, not downloaded
+        (every :mod:`memberwise.kit.storage` reader follows them)."""
         directory = self.local / build_id
         if self.uri is None:
             return directory
@@ -288,8 +290,12 @@ class BuildStore:
             fetched = {"manifest": stamp.decode(), "names": []}
         names = [BUILD_JSON, *(needs if needs is not None else self._top_names(build_id))]
         directory.mkdir(parents=True, exist_ok=True)
+        own = str(self.location(build_id))
         for name in dict.fromkeys(names):
             if name in fetched["names"] and (directory / name).exists():
+                continue
+            if pointed(directory / name) == f"{own}/{name}":  # the committed objects themselves
+                fetched["names"].append(name)
                 continue
             self.copy_artifact(build_id, name, directory / name)
             fetched["names"].append(name)

@@ -370,6 +370,7 @@ def test_a_working_copy_pointing_at_its_artifacts_commits_them_with_no_upload(
         configure,
         parquet_batches,
         parquet_sql,
+        pointed,
         read_table,
         write_pointer,
     )
@@ -412,7 +413,11 @@ def test_a_working_copy_pointing_at_its_artifacts_commits_them_with_no_upload(
     ]
     uploaded = json.loads((working / ".uploaded.json").read_text())
     assert sorted(uploaded) == ["build.json", "models/churn.txt"]  # nothing for the artifact
-    # Another machine checks the build out and reads it whole.
+    # On this machine a checkout keeps the pointer (nothing downloaded); another machine
+    # downloads the build and reads it whole.
+    assert store.checkout(build_id, ["profiles.parquet"]) == working
+    assert pointed(working / "profiles.parquet") == artifact
+    assert read_table(working / "profiles.parquet").num_rows == 3
     elsewhere = BuildStore(tmp_path / "elsewhere", store.uri, s3)
     checked = elsewhere.checkout(build_id, ["profiles.parquet"])
     assert read_table(checked / "profiles.parquet").num_rows == 3

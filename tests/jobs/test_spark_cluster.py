@@ -310,9 +310,11 @@ def test_a_build_on_a_standalone_cluster_over_s3_equals_the_embedded_build(
     assert served.keys() == embedded.keys()
     for path in embedded:
         assert _close(served[path], embedded[path]), path
-    # A reader of the newest build (the console, `tiers preview`) checks it out from S3.
+    # A reader of the newest build (the console, `tiers preview`) on this machine checks it
+    # out: the pointers to the committed objects are kept (no download) and read.
     checked = latest_build(home.runtime, ["profiles.parquet", "segments.parquet"])
     assert checked == spark.directory
+    assert pointed(checked / "segments.parquet") == f"{place}/segments.parquet"
     assert (
         differences(
             duck.directory / "segments.parquet", checked / "segments.parquet", ["member_id"]
