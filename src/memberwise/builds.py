@@ -8,12 +8,34 @@ Where builds live (:class:`BuildStore`): under the storage URI's ``builds/`` fol
 disk (the default, ``file://``) that is ``HOME/warehouse/builds/<build_id>/`` as it always was:
 stages write their artifacts in place (each file by temp name and rename) and ``build.json``,
 written last by an atomic rename, is what makes a directory a build. On an object store
-(``s3://``) stages still write a local working copy (same code, same speed), then
-:meth:`BuildStore.commit` uploads its files to ``<storage>/builds/<build_id>/`` and PUTs
+(``s3://``) the driver keeps a working copy in that same local folder and
+:meth:`BuildStore.commit` uploads its files to ``<storage>/builds/<build_id>/``, then PUTs
 ``_manifest.json`` last, listing them: readers trust only a build with a manifest, so a build
 killed before it (or during the upload) is invisible, and pruning deletes its objects later.
 The models a build fits (``models/``, ``recommender/``) are files of the build, so they live
 and go with it. ``_published.json`` at the builds root names the build published last.
+
+A **Spark build on an object store** writes no member-sized artifact to the driver's disk:
+the executors may run on machines that do not share it. The build's backend is told where the
+build is committed (:func:`memberwise.kit.warehouse.redirect_outputs`), so every Spark write
+of an artifact named in the working copy (``write_parquet(con, expr, ctx.path(name))``, from
+any stage) goes straight to ``<storage>/builds/<build_id>/<name>/`` -- one object per task,
+committed by that artifact's own ``_manifest.json`` -- and leaves in the working copy only a
+pointer (a directory holding :data:`~memberwise.kit.storage.POINTER`). Why there and not a new
+``ctx.output(name)`` for stages to call: stages of every domain already name their outputs
+with :meth:`BuildContext.path`, so one rule in the backend covers all of them, now and later,
+and DuckDB or local builds (which never get the rule) keep their exact layout. Readers follow
+the pointer in one place, :mod:`memberwise.kit.storage` (``ctx.table``, ``read_parquet``,
+``read_table``, ``parquet_batches``, ``parquet_sql``), so the later stages and every domain's
+publisher, handed the working copy's path, read the remote artifact in batches, not a
+download. :meth:`BuildStore.commit` lists a pointer's files (the artifact's manifest and the
+objects it names) in the build's manifest and uploads nothing for them; the small files the
+driver makes (``build.json``, ``predictions.json``, models, invitations) are uploaded as
+before. ``--only`` inputs of such a build are copied server-side into the new build's folder
+(no download, and the new build does not depend on the old one surviving pruning), and a
+failed build's remote folder is deleted (a killed one's is pruned after
+:data:`STALE_BUILD_SECONDS`). Readers of a committed build (``latest_build``, ``checkout``)
+see the same manifest whichever engine made it.
 """
 
 from __future__ import annotations
@@ -34,7 +56,16 @@ import ibis
 import ibis.expr.types as ir
 
 from memberwise.config import Engine
-from memberwise.kit.storage import MANIFEST, Storage, is_local, join, replace_directory
+from memberwise.kit.storage import (
+    MANIFEST,
+    POINTER,
+    Storage,
+    configure,
+    is_local,
+    join,
+    pointed,
+    replace_directory,
+)
 from memberwise.kit.warehouse import read_parquet, storage_of
 from memberwise.program.schemas import Program
 from memberwise.runtime import Runtime
@@ -84,7 +115,14 @@ class BuildContext:
         return self.directory / name
 
     def table(self, name: str) -> ir.Table:
+        """The artifact ``name`` as a table of the build's backend (wherever it is stored)."""
         return read_parquet(self.con, [self.path(name)])
+
+    def location(self, name: str) -> Path | str:
+        """Where the artifact ``name`` is: the URI its pointer in the working copy names (a
+        Spark build on an object store writes there), else its local path."""
+        path = self.path(name)
+        return pointed(path) or path
 
     def scratch(self, folder: str) -> Path | str:
         """Where a stage's intermediates go, deleted by :meth:`drop_scratch` when it ends:
@@ -143,7 +181,10 @@ class BuildStore:
         settings = runtime.settings
         root = settings.storage_root
         uri = None if is_local(root) else str(join(root, "builds"))
-        return cls(builds_root(runtime), uri, Storage(dict(settings.storage_options)))
+        storage = Storage(dict(settings.storage_options))
+        if uri is not None:
+            configure(storage, uri)  # pointers to the builds' objects are read with it
+        return cls(builds_root(runtime), uri, storage)
 
     @property
     def remote(self) -> bool:
@@ -234,7 +275,9 @@ class BuildStore:
     def checkout(self, build_id: str, needs: Sequence[str] | None = None) -> Path:
         """A local directory holding the committed build (only ``needs`` and ``build.json``
         when given): the build itself on a local disk, a cached download otherwise (fetched
-        again when the build was committed anew since)."""
+        again when the build was committed anew since). On the machine that ran a Spark build
+        its working copy's pointers to the build's own artifacts are kept, not downloaded
+        (every :mod:`memberwise.kit.storage` reader follows them)."""
         directory = self.local / build_id
         if self.uri is None:
             return directory
@@ -247,8 +290,12 @@ class BuildStore:
             fetched = {"manifest": stamp.decode(), "names": []}
         names = [BUILD_JSON, *(needs if needs is not None else self._top_names(build_id))]
         directory.mkdir(parents=True, exist_ok=True)
+        own = str(self.location(build_id))
         for name in dict.fromkeys(names):
             if name in fetched["names"] and (directory / name).exists():
+                continue
+            if pointed(directory / name) == f"{own}/{name}":  # the committed objects themselves
+                fetched["names"].append(name)
                 continue
             self.copy_artifact(build_id, name, directory / name)
             fetched["names"].append(name)
@@ -290,7 +337,70 @@ class BuildStore:
                 fs.put_file(str(path), str(join(self.uri, build_id, name)))
                 uploaded[name] = signature
         atomic_write_bytes(record, json.dumps(uploaded).encode())
+        files += self._pointed_files(directory)
         self.storage.commit_directory(join(self.uri, build_id), files)
+
+    def _pointed_files(self, directory: Path) -> list[str]:
+        """The files of the artifacts the working copy ``directory`` only points at (written
+        by Spark's executors straight to the build's location), relative to the build: each
+        artifact's ``_manifest.json`` and the objects it lists, or the object itself."""
+        assert self.uri is not None
+        build_uri = str(join(self.uri, directory.name))
+        found: list[str] = []
+        for record in sorted(directory.rglob(POINTER)):
+            relative = record.parent.relative_to(directory).as_posix()
+            target = pointed(record.parent)
+            if target != f"{build_uri}/{relative}":
+                raise ValueError(f"{record.parent} points outside its build: {target}")
+            state = self.storage.commit_state(target)
+            if state.has_manifest:
+                found += [f"{relative}/{MANIFEST}", *(f"{relative}/{n}" for n in state.files)]
+            elif self.storage.fs(target).isfile(target):
+                found.append(relative)
+            elif self.storage.is_dir(target):  # renamed into place (HDFS): its part files
+                found += [
+                    f"{relative}/{f[len(target) + 1 :]}" for f in self.storage.parquet_files(target)
+                ]
+            else:
+                raise FileNotFoundError(f"{target} holds no committed artifact")
+        return found
+
+    def copy_within(self, source: str, name: str, build_id: str) -> str:
+        """Copy the committed build ``source``'s artifact ``name`` into build ``build_id``'s
+        folder on the object store, object by object on the server (nothing passes through
+        this machine), committed by its own manifest; returns its URI. The copies sit in an
+        ``attempt-`` folder, so a Spark write of the same name later replaces them."""
+        assert self.uri is not None
+        origin = str(join(self.uri, source, name))
+        target = str(join(self.uri, build_id, name))
+        listed = [f for f in self.files(source) if f == name or f.startswith(f"{name}/")]
+        if not listed:
+            raise FileNotFoundError(f"build {source} has no {name}")
+        if listed == [name]:  # one object (a DuckDB build's file)
+            data = [origin]
+        elif f"{name}/{MANIFEST}" in listed:
+            data = [str(join(origin, f)) for f in self.storage.commit_state(origin).files]
+        else:  # a directory uploaded from a working copy: its visible part files
+            data = [
+                str(join(self.uri, source, f))
+                for f in listed
+                if f.endswith(".parquet") and not f.rsplit("/", 1)[-1].startswith((".", "_"))
+            ]
+        attempt = f"attempt-linked-{uuid.uuid4().hex}"
+        fs = self.storage.fs(self.uri)
+        names = []
+        for number, uri in enumerate(data):
+            names.append(f"{attempt}/part-{number:05d}.parquet")
+            fs.copy(uri, str(join(target, names[-1])))
+        self.storage.commit_directory(target, names)
+        return target
+
+    def discard(self, build_id: str) -> None:
+        """Delete an uncommitted build's objects on the object store (a failed build's: what
+        its executors wrote). A committed build is left alone."""
+        if self.uri is None or self.is_committed(build_id):
+            return
+        self.storage.delete(join(self.uri, build_id))
 
     def mark_published(self, build_id: str) -> None:
         """Record ``build_id`` as the build published last (the builds root's pointer)."""

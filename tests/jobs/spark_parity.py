@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from memberwise.builds import BuildResult
 from memberwise.config import Engine, Settings
 from memberwise.demo.generator import generate_platform
 from memberwise.events.bulk import ingest_paths
 from memberwise.jobs.build import STAGES, run_build
+from memberwise.kit.storage import read_table
 from memberwise.members.commands import import_file
 from memberwise.program.schemas import Program
 from memberwise.program.service import parse_program
@@ -78,7 +78,7 @@ def artifacts(directory: Path) -> list[str]:
 
 
 def schema_of(path: Path) -> pa.Schema:
-    return pq.read_table(path).schema
+    return read_table(path).schema
 
 
 def plain(schema: pa.Schema) -> list[tuple[str, pa.DataType]]:
@@ -96,8 +96,9 @@ def _same(left: Any, right: Any) -> bool:
 
 def differences(left: Path, right: Path, key: list[str]) -> list[tuple[Any, str, Any, Any]]:
     """(key, column, left, right) for every value that differs, rows matched by ``key``."""
-    a = pq.read_table(left).sort_by([(k, "ascending") for k in key]).to_pylist()
-    b = pq.read_table(right).sort_by([(k, "ascending") for k in key]).to_pylist()
+    # (kit.storage's reader: a file, a Spark directory, or a pointer to an object store.)
+    a = read_table(left).sort_by([(k, "ascending") for k in key]).to_pylist()
+    b = read_table(right).sort_by([(k, "ascending") for k in key]).to_pylist()
     assert len(a) == len(b)
     out = []
     for x, y in zip(a, b, strict=True):

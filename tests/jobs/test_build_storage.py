@@ -28,7 +28,7 @@ from memberwise.jobs.build import run_build
 from memberwise.kit.db import transaction
 from memberwise.kit.objectlake import ObjectLake
 from memberwise.kit.storage import Storage
-from memberwise.kit.warehouse import duckdb_backend
+from memberwise.kit.warehouse import duckdb_backend, read_parquet
 from memberwise.privacy import service as privacy
 from memberwise.privacy.schemas import KeyCreate, Role
 from memberwise.runtime import Runtime
@@ -344,3 +344,120 @@ def test_a_build_on_s3_reads_inputs_from_the_store_and_a_failed_one_is_never_com
         assert store.storage.listdir(str(store.uri)) == sorted([first.build_id, second.build_id])
     finally:
         remote.close()
+
+
+# -- a Spark build on an object store: artifacts written in place, pointers in the working copy --
+
+
+def _write_artifact(storage: Storage, uri: str, parts: list[list[str]]) -> None:
+    """An artifact as Spark's executors leave it on an object store: one object per task in an
+    attempt folder, then the manifest naming them."""
+    names = []
+    for number, ids in enumerate(parts):
+        names.append(f"attempt-1/part-{number:05d}.parquet")
+        with storage.fs(uri).open(f"{uri}/{names[-1]}", "wb") as handle:
+            pq.write_table(pa.table({"member_id": ids}), handle)
+    storage.commit_directory(uri, names)
+
+
+def test_a_working_copy_pointing_at_its_artifacts_commits_them_with_no_upload(
+    s3: Storage,  # noqa: F811  (the imported fixture)
+    tmp_path: Path,
+) -> None:
+    from memberwise.kit import diffpublish
+    from memberwise.kit.storage import (
+        MANIFEST,
+        configure,
+        parquet_batches,
+        parquet_sql,
+        pointed,
+        read_table,
+        write_pointer,
+    )
+
+    store = _stores(s3, tmp_path)[1]
+    configure(s3, str(store.uri))
+    build_id, later = "20260301T000000Z-dddddd", "20260302T000000Z-eeeeee"
+    working = store.local / build_id
+    (working / "models").mkdir(parents=True)
+    (working / "models" / "churn.txt").write_text("tree\n")
+    (working / "build.json").write_text(json.dumps({"build_id": build_id}))
+    artifact = f"{store.location(build_id)}/profiles.parquet"
+    _write_artifact(s3, artifact, [["m1", "m2"], ["m3"]])
+    write_pointer(working / "profiles.parquet", artifact)
+    # The working copy holds no data; every reader of its path reads the remote artifact.
+    assert not any(p.suffix == ".parquet" and p.is_file() for p in working.rglob("*"))
+    assert sorted(read_table(working / "profiles.parquet")["member_id"].to_pylist()) == [
+        "m1",
+        "m2",
+        "m3",
+    ]
+    assert sum(b.num_rows for b in parquet_batches(working / "profiles.parquet", 1)) == 3
+    with diffpublish.connect() as con:
+        counted = con.sql(
+            f"SELECT count(*) FROM read_parquet({parquet_sql(working / 'profiles.parquet')})"
+        )
+        assert counted.fetchall() == [(3,)]
+    con = duckdb_backend()  # (no storage of its own: the configured one reaches S3)
+    try:
+        assert read_parquet(con, [working / "profiles.parquet"]).count().to_pyarrow().as_py() == 3
+    finally:
+        con.disconnect()
+    store.commit(working)
+    assert store.files(build_id) == [
+        "build.json",
+        "models/churn.txt",
+        f"profiles.parquet/{MANIFEST}",
+        "profiles.parquet/attempt-1/part-00000.parquet",
+        "profiles.parquet/attempt-1/part-00001.parquet",
+    ]
+    uploaded = json.loads((working / ".uploaded.json").read_text())
+    assert sorted(uploaded) == ["build.json", "models/churn.txt"]  # nothing for the artifact
+    # On this machine a checkout keeps the pointer (nothing downloaded); another machine
+    # downloads the build and reads it whole.
+    assert store.checkout(build_id, ["profiles.parquet"]) == working
+    assert pointed(working / "profiles.parquet") == artifact
+    assert read_table(working / "profiles.parquet").num_rows == 3
+    elsewhere = BuildStore(tmp_path / "elsewhere", store.uri, s3)
+    checked = elsewhere.checkout(build_id, ["profiles.parquet"])
+    assert read_table(checked / "profiles.parquet").num_rows == 3
+    # `--only` inputs of a later build: copied on the store's side, committed with it.
+    copied = store.copy_within(build_id, "profiles.parquet", later)
+    assert copied == f"{store.location(later)}/profiles.parquet"
+    assert sorted(s3.read_table(copied)["member_id"].to_pylist()) == ["m1", "m2", "m3"]
+    # A pointer outside its own build is refused at commit.
+    stray = store.local / later
+    stray.mkdir()
+    (stray / "build.json").write_text(json.dumps({"build_id": later}))
+    write_pointer(stray / "tags.parquet", artifact)
+    with pytest.raises(ValueError, match="points outside its build"):
+        store.commit(stray)
+
+
+def test_a_killed_spark_build_on_s3_stays_invisible_and_is_pruned(
+    s3: Storage,  # noqa: F811  (the imported fixture)
+    tmp_path: Path,
+) -> None:
+    store = _stores(s3, tmp_path)[1]
+    old, killed, failed = (
+        "20260301T000000Z-ffffff",
+        "20260302T000000Z-gggggg",
+        "20260302T010000Z-hhhhhh",
+    )
+    store.commit(_working_copy(store.local, old))
+    # Killed after its executors committed two artifacts, before the build's manifest.
+    for build_id in (killed, failed):
+        for name in ("profiles.parquet", "tags.parquet"):
+            _write_artifact(s3, f"{store.location(build_id)}/{name}", [["m1"]])
+    assert store.committed() == [old]
+    assert store.latest(["profiles.parquet"]) == old and not store.is_committed(killed)
+    # A build that failed (rather than being killed) deletes its objects at once.
+    store.discard(failed)
+    assert not s3.exists(str(store.location(failed)))
+    store.discard(old)  # a committed build is never discarded
+    assert store.is_committed(old)
+    # Still running a moment later: kept; a day later: a leftover, pruned.
+    assert store.prune(5, now=_started_at(killed) + 60) == []
+    assert store.prune(5, now=_started_at(killed) + STALE_BUILD_SECONDS + 1) == [killed]
+    assert not s3.exists(str(store.location(killed)))
+    assert store.committed() == [old]

@@ -4,7 +4,10 @@ lake (``memberwise ingest`` writes it to ``s3://``), and the build's Spark sessi
 the master through ``MEMBERWISE_SPARK_MASTER``. The executors (separate JVMs with their own
 Python workers) read the lake's objects, run the profile expressions, the RFM summary (its
 scratch on S3), the BG/NBD and churn scoring and the persona assignment, and the outputs equal
-DuckDB's. A second test has Spark write an artifact to S3 and checks it object by object.
+DuckDB's. The executors write those artifacts straight to the build's folder on S3: the
+driver's working copy holds only pointers, the build's manifest lists the objects, and the
+build publishes from them to the same API answers as the DuckDB build. A second test has Spark
+write an artifact to S3 and checks it object by object.
 
 Runs only where pyspark imports; it stops any local session of the process first (a process
 has one SparkContext) and its own at the end. :func:`standalone_cluster` is also used by
@@ -14,6 +17,7 @@ has one SparkContext) and its own at the end. :func:`standalone_cluster` is also
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -25,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -219,16 +224,103 @@ def home(
         made.runtime.close()
 
 
+def _api_answers(home: Home, members: list[str]) -> dict[str, Any]:
+    """What the API answers about the published build: a few members' profiles and
+    predictions, the segments and the tags (build ids and times left out)."""
+    from fastapi.testclient import TestClient
+
+    from memberwise.app import create_app
+    from memberwise.kit.db import transaction
+    from memberwise.privacy import service as privacy
+    from memberwise.privacy.schemas import KeyCreate, Role
+
+    with transaction(home.runtime.engine) as conn:
+        key = privacy.create_key(conn, KeyCreate(role=Role.admin, name="cluster")).key
+    paths = ["/v1/segments", "/v1/tags"]
+    for member in members:
+        paths += [f"/v1/members/{member}/profile", f"/v1/members/{member}/predictions"]
+    answers = {}
+    with TestClient(create_app(home.runtime.settings)) as client:
+        for path in paths:
+            response = client.get(path, headers={"Authorization": f"Bearer {key}"})
+            assert response.status_code == 200, (path, response.text)
+            answers[path] = _timeless(response.json())
+    return answers
+
+
+def _timeless(value: Any) -> Any:
+    """``value`` without the keys that name the build or the time it was made."""
+    varying = {"build_id", "published_at", "model_version", "fitted_at", "updated_at"}
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if k not in varying}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    return value
+
+
+def _close(left: Any, right: Any) -> bool:
+    """Equal, floats to 1e-9 (the engines' BG/NBD scoring agrees to that)."""
+    if isinstance(left, float) or isinstance(right, float):
+        return (
+            isinstance(left, int | float)
+            and isinstance(right, int | float)
+            and (math.isclose(left, right, rel_tol=1e-9, abs_tol=1e-9))
+        )
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_close(left[k], right[k]) for k in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(
+            _close(a, b) for a, b in zip(left, right, strict=True)
+        )
+    return bool(left == right)
+
+
 def test_a_build_on_a_standalone_cluster_over_s3_equals_the_embedded_build(
     cluster: Cluster,
     home: Home,
     s3: Storage,  # noqa: F811
 ) -> None:
+    from memberwise.builds import BuildStore, latest_build
+    from memberwise.kit.storage import pointed, read_table
+
     lake_files = s3.fs("s3://").find(f"{BUCKET}/{home.root.name}/lake")
     assert any(f.endswith(".parquet") for f in lake_files)  # the lake is on S3
     assert not any((home.root / "home" / "lake").rglob("*.parquet"))
-    duck = build(home, Engine.duckdb, STAGES)
-    spark = build(home, Engine.spark, STAGES)
+    # DuckDB builds and publishes (tiers too: the publish needs them); the answers it serves.
+    duck = build(home, Engine.duckdb, [*STAGES, "tiers", "publish"])
+    members = sorted(read_table(duck.directory / "profiles.parquet")["member_id"].to_pylist())
+    members = members[:: max(len(members) // 4, 1)]
+    embedded = _api_answers(home, members)
+    # The cluster builds the same stages and publishes (the tiers taken from DuckDB's build).
+    spark = build(home, Engine.spark, [*STAGES, "publish"])
+    store = BuildStore.of(home.runtime)
+    place = str(store.location(spark.build_id))
+    # Its executors wrote every artifact straight to the build's folder on S3: the driver's
+    # working copy holds pointers and no data; the manifest lists the objects, none uploaded.
+    assert not [p for p in spark.directory.rglob("*.parquet") if p.is_file()]
+    files = store.files(spark.build_id)
+    for name in (*artifacts(duck.directory),):
+        assert pointed(spark.directory / name) == f"{place}/{name}", name
+        assert f"{name}/{MANIFEST}" in files, name
+        assert any(f.startswith(f"{name}/attempt-") for f in files), name
+    uploaded = json.loads((spark.directory / ".uploaded.json").read_text())
+    assert not [n for n in uploaded if ".parquet" in n]
+    # Published from S3, the API answers what it answered for the DuckDB build.
+    served = _api_answers(home, members)
+    assert served.keys() == embedded.keys()
+    for path in embedded:
+        assert _close(served[path], embedded[path]), path
+    # A reader of the newest build (the console, `tiers preview`) on this machine checks it
+    # out: the pointers to the committed objects are kept (no download) and read.
+    checked = latest_build(home.runtime, ["profiles.parquet", "segments.parquet"])
+    assert checked == spark.directory
+    assert pointed(checked / "segments.parquet") == f"{place}/segments.parquet"
+    assert (
+        differences(
+            duck.directory / "segments.parquet", checked / "segments.parquet", ["member_id"]
+        )
+        == []
+    )
     from memberwise.kit.warehouse import spark_backend
 
     context = spark_backend()._session.sparkContext

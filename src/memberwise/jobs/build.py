@@ -7,7 +7,11 @@ inputs it does not make are hard-linked (or, from an object store, downloaded) f
 committed build that has them, so every build is complete and a published build can always be
 traced to its data. When the storage URI is an object store, that directory is the build's
 working copy: it is committed to ``<storage>/builds/<build_id>/`` before publishing and at the
-end (:class:`~memberwise.builds.BuildStore`). The last :data:`KEEP_BUILDS` builds are kept.
+end (:class:`~memberwise.builds.BuildStore`). On Spark the executors write every artifact
+straight to ``<storage>/builds/<build_id>/<name>/`` and the working copy holds only pointers to
+them (see :mod:`memberwise.builds`): ``--only`` inputs are then copied on the object store's
+side rather than downloaded, and a failed build's objects are deleted. The last
+:data:`KEEP_BUILDS` builds are kept.
 
 Stages, in order:
 
@@ -31,6 +35,7 @@ Stages, in order:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -68,8 +73,8 @@ from memberwise.kit.diffpublish import Commit
 from memberwise.kit.errors import InvalidRequest
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
 from memberwise.kit.sparkframes import is_spark
-from memberwise.kit.storage import join, read_table
-from memberwise.kit.warehouse import open_backend, read_parquet, write_parquet
+from memberwise.kit.storage import join, read_table, write_pointer
+from memberwise.kit.warehouse import open_backend, read_parquet, redirect_outputs, write_parquet
 from memberwise.members import service as members_service
 from memberwise.membership import notices as membership_notices
 from memberwise.membership import stage as membership_stage
@@ -388,9 +393,13 @@ RUNNERS: dict[str, Callable[[BuildContext], int]] = {
 }
 
 
-def _link_inputs(directory: Path, stages: Sequence[str], store: BuildStore) -> None:
+def _link_inputs(
+    directory: Path, stages: Sequence[str], store: BuildStore, *, in_place: bool = False
+) -> None:
     """Put the inputs no selected stage makes into ``directory``, from the latest committed
-    build that has them: hard links on a local disk, downloads from an object store."""
+    build that has them: hard links on a local disk, downloads from an object store; with
+    ``in_place`` (a Spark build on an object store) the Parquet artifacts are copied on the
+    store's side into the new build's folder and ``directory`` gets pointers to them."""
     made = {name for stage in stages for name in OUTPUTS[stage]}
     needed = [name for stage in stages for name in INPUTS[stage] if name not in made]
     if not needed:
@@ -405,7 +414,10 @@ def _link_inputs(directory: Path, stages: Sequence[str], store: BuildStore) -> N
                 "first",
                 details={"missing": name, "stage": producer},
             )
-        store.copy_artifact(source, name, directory / name)
+        if in_place and name.endswith(".parquet"):
+            write_pointer(directory / name, store.copy_within(source, name, directory.name))
+        else:
+            store.copy_artifact(source, name, directory / name)
 
 
 #: Kept for callers of the old name (it moved to :mod:`memberwise.builds`).
@@ -487,8 +499,11 @@ def run_build(
     chosen = engine or runtime.settings.engine
     result = BuildResult(build_id=build_id, directory=directory, as_of=clock, engine=chosen)
     publishing = False
+    # A Spark build on an object store: its executors write the artifacts to the build's
+    # committed location, not to this machine's disk.
+    in_place = chosen == Engine.spark and store.remote
     try:
-        _link_inputs(directory, stages, store)
+        _link_inputs(directory, stages, store, in_place=in_place)
         if "profiles" not in stages:
             # Reused profiles keep the clock they were computed at.
             before = _previous_manifest(store, directory)
@@ -501,6 +516,8 @@ def run_build(
             view = lakeview.build_view(conn, runtime.lake, program.privacy)
         private = dataclasses.replace(runtime, lake=view)
         with open_backend(chosen, **runtime.settings.backend_options()) as con:
+            if in_place:
+                redirect_outputs(con, directory, str(store.location(build_id)))
             ctx = BuildContext(private, program, con, directory, result, progress, meta)
             for stage in stages:
                 publishing = stage == "publish"
@@ -524,6 +541,8 @@ def run_build(
         # converges on them instead of an older build's.
         if not publishing:
             shutil.rmtree(directory, ignore_errors=True)
+            with contextlib.suppress(OSError):  # else pruning deletes it (never committed)
+                store.discard(build_id)
         raise
     store.prune(KEEP_BUILDS)
     return result

@@ -25,6 +25,8 @@ import pyarrow as pa
 from sqlalchemy import Connection
 from sqlalchemy.sql import Select
 
+from memberwise.kit.storage import register_configured
+
 #: Rows per write transaction: large enough that a batch's fixed costs (a commit, an fsync on
 #: SQLite) are amortized, small enough that PostgreSQL never holds one huge transaction and a
 #: crash loses at most one batch of work.
@@ -47,6 +49,8 @@ def connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
+    # A Spark build on an object store leaves pointers to its artifacts: read them there.
+    register_configured(con)
     return con
 
 

@@ -15,6 +15,14 @@ Two commit-record shapes exist: a directory written in one go (a Spark output) g
 ``_manifest.json`` naming its files; a directory appended to by many writers (a lake day) gets
 one ``_commits/<uuid>.json`` per append, so concurrent writers never overwrite each other's
 record.
+
+**Pointers.** A local directory holding only :data:`POINTER` (``{"uri": ...}``) stands for an
+artifact stored elsewhere: a Spark build on an object store leaves one in the driver's working
+copy for each artifact its executors wrote straight to the build's committed location. Every
+reader here (:meth:`Storage.parquet_files`, :meth:`Storage.read_table`, the batches, row
+counts and schema, and the module's functions) follows it to the remote artifact, reached with
+the storage :func:`configure` named for its scheme, so a caller holding the working copy's path
+(``build_dir / "tiers.parquet"``) reads the remote files without knowing.
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ MANIFEST = "_manifest.json"
 COMMITS_DIR = "_commits"
 #: Schemes whose rename is atomic (a reader never sees half a rename).
 ATOMIC_RENAME = frozenset({"file", "local", "hdfs", "viewfs"})
+#: The file that makes a local directory a pointer to an artifact stored elsewhere (a dot
+#: name: no reader takes it for data, and a build's upload skips it).
+POINTER = ".location.json"
 
 
 @dataclass(frozen=True)
@@ -301,10 +312,22 @@ class Storage:
         self.delete_unlisted(uri, doomed)
         return sorted(doomed)
 
+    def resolve(self, uri: str | Path) -> tuple[Storage, str | Path]:
+        """Where ``uri``'s data is and the storage that reaches it: the target of a pointer
+        directory (see :data:`POINTER`), else ``uri`` itself with this storage."""
+        target = pointed(uri)
+        if target is None:
+            return self, uri
+        return (self if self.options else storage_for(target)), target
+
     def parquet_files(self, uri: str | Path) -> list[str]:
         """The Parquet files that make up ``uri``: itself when it is a file; else the files its
         commit records list; else (a local or HDFS directory renamed into place) its visible
-        ``*.parquet`` files. Dot and underscore names are never data."""
+        ``*.parquet`` files; a pointer's target's files. Dot and underscore names are never
+        data."""
+        storage, target = self.resolve(uri)
+        if storage is not self or target is not uri:
+            return storage.parquet_files(target)
         fs = self.fs(uri)
         text = str(uri)
         if not fs.isdir(text):
@@ -320,6 +343,9 @@ class Storage:
 
     def read_table(self, uri: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
         """A Parquet file or committed directory as one Arrow table."""
+        storage, uri = self.resolve(uri)
+        if storage is not self:
+            return storage.read_table(uri, columns)
         files = self.parquet_files(uri)
         fs = None if is_local(uri) else self.fs(uri)
         paths = [_fs_path(f) for f in files]
@@ -334,6 +360,10 @@ class Storage:
     ) -> Iterator[pa.RecordBatch]:
         """Record batches of a Parquet file or committed directory, file by file (bounded
         memory)."""
+        storage, uri = self.resolve(uri)
+        if storage is not self:
+            yield from storage.iter_batches(uri, batch_size, columns)
+            return
         for name in self.parquet_files(uri):
             with self.fs(uri).open(name, "rb") as handle:
                 reader = pq.ParquetFile(handle)
@@ -343,6 +373,9 @@ class Storage:
 
     def num_rows(self, uri: str | Path) -> int:
         """Rows of a Parquet file or committed directory, from the footers only."""
+        storage, uri = self.resolve(uri)
+        if storage is not self:
+            return storage.num_rows(uri)
         total = 0
         for name in self.parquet_files(uri):
             with self.fs(uri).open(name, "rb") as handle:
@@ -351,6 +384,9 @@ class Storage:
 
     def schema(self, uri: str | Path) -> pa.Schema:
         """The Arrow schema of a Parquet file or committed directory (its first file)."""
+        storage, uri = self.resolve(uri)
+        if storage is not self:
+            return storage.schema(uri)
         files = self.parquet_files(uri)
         with self.fs(uri).open(files[0], "rb") as handle:
             return pq.ParquetFile(handle).schema_arrow
@@ -411,6 +447,55 @@ class Storage:
 
 #: Storage without options (local paths and anything configured by the environment).
 DEFAULT = Storage()
+
+#: The storage reaching each remote scheme in this process (see :func:`configure`).
+_CONFIGURED: dict[str, Storage] = {}
+
+
+def configure(storage: Storage, uri: str | Path) -> None:
+    """Name ``storage`` (the settings' file system options) as the one reaching ``uri``'s
+    scheme in this process: pointers to that scheme are read with it, and
+    :func:`register_configured` lets DuckDB connections read it. Called where builds meet the
+    settings (:class:`memberwise.builds.BuildStore`); local paths need none."""
+    if not is_local(uri):
+        _CONFIGURED[scheme_of(uri)] = storage
+
+
+def storage_for(uri: str | Path) -> Storage:
+    """The storage :func:`configure` named for ``uri``'s scheme, else the default one."""
+    return _CONFIGURED.get(scheme_of(uri), DEFAULT)
+
+
+def register_configured(duckdb_con: Any) -> None:
+    """Let a DuckDB connection read every scheme :func:`configure` named (artifacts a pointer
+    sends to an object store), through fsspec."""
+    for scheme, storage in sorted(_CONFIGURED.items()):
+        storage.register(duckdb_con, [f"{scheme}://"])
+
+
+def pointed(path: str | Path) -> str | None:
+    """The URI a pointer directory at ``path`` names, or None when ``path`` is no pointer
+    (not local, not a directory, or a directory of data)."""
+    if not is_local(path):
+        return None
+    record = local_path(path) / POINTER
+    try:
+        body = json.loads(record.read_bytes())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    target = body.get("uri")
+    return str(target) if isinstance(target, str) else None
+
+
+def write_pointer(path: Path, uri: str) -> None:
+    """Make ``path`` (replacing a file, a directory or an older pointer there) a pointer to
+    the artifact at ``uri``: a directory holding only :data:`POINTER`, renamed into place."""
+    tmp = Path(temp_sibling(path))
+    tmp.mkdir(parents=True)
+    from memberwise.kit.lake import atomic_write_bytes
+
+    atomic_write_bytes(tmp / POINTER, json.dumps({"uri": uri}).encode())
+    replace_directory(tmp, path)
 
 
 def _modified(fs: fsspec.AbstractFileSystem, path: str) -> float:
@@ -473,6 +558,7 @@ def parquet_sql(path: str | Path) -> str:
         "'" + str(local_path(f) if is_local(f) else f).replace("'", "''") + "'"
         for f in parquet_files(path)
     )
+    # (A pointer's remote files are read through the file system register_configured adds.)
     return "[" + ", ".join(quoted) + "]"
 
 

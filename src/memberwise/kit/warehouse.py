@@ -28,7 +28,9 @@ from memberwise.kit.storage import (
     local_path,
     replace_directory,
     scheme_of,
+    storage_for,
     temp_sibling,
+    write_pointer,
 )
 
 BATCH_ROWS = 256 * 1024
@@ -65,6 +67,8 @@ DEFAULT_SPARK_MASTER = "local[*]"
 #: connection parameters, so every in-memory DuckDB backend is "equal" to every other, and a
 #: weak dictionary dropped one backend's storage when another equal one was collected.
 _STORAGE_ATTRIBUTE = "_memberwise_storage"
+#: The attribute holding a Spark backend's output redirection (see :func:`redirect_outputs`).
+_OUTPUTS_ATTRIBUTE = "_memberwise_outputs"
 
 
 def storage_of(con: ibis.BaseBackend) -> Storage:
@@ -137,6 +141,30 @@ def spark_backend(
     return con
 
 
+def redirect_outputs(con: ibis.BaseBackend, local: Path, remote: str) -> None:
+    """Send ``con``'s Spark writes of artifacts named directly in the local directory ``local``
+    to the same names under ``remote`` (an object store's directory), leaving a pointer at the
+    local name (:func:`memberwise.kit.storage.write_pointer`) that every reader follows.
+
+    A Spark build on an object store calls it for its working copy: the executors then write
+    each artifact to the build's committed location, whatever stage writes it, and the
+    driver's disk never holds one. Dot and underscore names (temp files, scratch) stay local.
+    Has no effect on another engine (DuckDB writes on the driver)."""
+    setattr(con, _OUTPUTS_ATTRIBUTE, (local, remote.rstrip("/")))
+
+
+def _redirected(con: ibis.BaseBackend, path: Path | str) -> str | None:
+    """Where :func:`redirect_outputs` sends a write to ``path`` (None: nowhere else)."""
+    outputs: tuple[Path, str] | None = getattr(con, _OUTPUTS_ATTRIBUTE, None)
+    if outputs is None or not is_local(path):
+        return None
+    target = local_path(path)
+    local, remote = outputs
+    if target.parent != local or target.name.startswith((".", "_")):
+        return None
+    return f"{remote}/{target.name}"
+
+
 def spark_uri(uri: str | Path) -> str:
     """``uri`` as Spark's Hadoop file systems name it: ``s3://`` is read by the S3A connector
     (``s3a://``, from hadoop-aws, which must be on the cluster's classpath)."""
@@ -206,8 +234,9 @@ def read_parquet(
     remote = [f for f in files if not is_local(f)]
     if remote:
         # Ibis would load DuckDB's httpfs extension for s3:// (a download): read through the
-        # fsspec file system registered on the connection instead.
-        storage.register(con.con, remote)
+        # fsspec file system registered on the connection instead (the configured storage's,
+        # when ``con`` has none of its own and a pointer led to the remote files).
+        (storage if storage.options else storage_for(remote[0])).register(con.con, remote)
         name = f"parquet_{uuid.uuid4().hex}"
         listed = ", ".join("'" + _plain(f).replace("'", "''") + "'" for f in files)
         con.con.execute(
@@ -230,12 +259,19 @@ def write_parquet(con: ibis.BaseBackend, expr: ir.Table, path: Path | str) -> in
     DuckDB writes one file with its own parallel ``COPY`` (to a dot name, fsynced and renamed;
     to an object store as one PUT). Spark writes from its executors, one file per task, into a
     directory at ``path`` (renamed into place where the store can rename, else committed by a
-    ``_manifest.json`` listing the files): nothing member-sized passes through the driver.
+    ``_manifest.json`` listing the files): nothing member-sized passes through the driver. A
+    Spark backend whose outputs are redirected (:func:`redirect_outputs`) writes ``path``'s
+    artifact to its remote location instead and leaves a pointer at ``path``.
     Readers take either shape through :func:`read_parquet` or
     :meth:`memberwise.kit.storage.Storage.parquet_files`.
     """
     if con.name == "pyspark":
-        return _spark_write(con, expr, path)
+        remote = _redirected(con, path)
+        if remote is None:
+            return _spark_write(con, expr, path)
+        rows = _spark_write(con, expr, remote)
+        write_pointer(local_path(path), remote)
+        return rows
     if con.name != "duckdb":
         return _arrow_write(con, expr, path)
     if not is_local(path):

@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 
 from memberwise.kit import sparkframes
 from memberwise.kit.lake import atomic_write_bytes, fsync_file
-from memberwise.kit.storage import replace_directory
+from memberwise.kit.storage import join
 from memberwise.kit.warehouse import read_parquet, write_parquet
 from memberwise.predict.scoring import (
     PREDICTIONS_SCHEMA,
@@ -92,18 +92,20 @@ def _write_table(path: Path, table: pa.Table) -> None:
     os.replace(tmp, path)
 
 
-def _snapshot_table(ctx: BuildContext, cutoff: datetime, work: Path) -> ir.Table:
+def _snapshot_table(ctx: BuildContext, cutoff: datetime, work: Path | str) -> ir.Table:
     """Profiles as of ``cutoff``, computed with the profiles stage's own expressions and
-    written under ``work`` (the caller removes it)."""
+    written under ``work`` (a local folder or the build's scratch URI; the caller removes
+    it)."""
     from memberwise.members import service as members_service
     from memberwise.profiles.features import member_profiles
 
     with ctx.runtime.engine.connect() as conn:
         attributes = members_service.analytics_attributes(conn)
-    work.mkdir(exist_ok=True)
+    if isinstance(work, Path):
+        work.mkdir(exist_ok=True)
 
     def materialize(name: str, table: ir.Table) -> ir.Table:
-        path = work / f"{name}.parquet"
+        path = join(work, f"{name}.parquet")
         write_parquet(ctx.con, table, path)
         return read_parquet(ctx.con, [path])
 
@@ -115,7 +117,7 @@ def _snapshot_table(ctx: BuildContext, cutoff: datetime, work: Path) -> ir.Table
         utc_offset=offset,
         materialize=materialize,
     )
-    path = work / "snapshot.parquet"
+    path = join(work, "snapshot.parquet")
     write_parquet(ctx.con, profiles, path)
     return read_parquet(ctx.con, [path])
 
@@ -143,7 +145,8 @@ def _stage_on_spark(ctx: BuildContext) -> int:
     settings = ctx.program.predictions
     timezone = ctx.program.display_timezone
     timings: dict[str, float] = {}
-    work = ctx.path("_work_predictions")
+    # Under the storage URI when it is remote: the executors write the snapshot there.
+    work = ctx.scratch("_work_predictions")
     try:
         started = time.perf_counter()
         profiles = ctx.table("profiles.parquet")
@@ -163,7 +166,7 @@ def _stage_on_spark(ctx: BuildContext) -> int:
             timezone=timezone,
             settings=settings,
             seed=SEED,
-            work=str(work / "spark"),
+            work=str(join(work, "spark")),
         )
         table = scored.cast(ibis.Schema.from_pyarrow(PREDICTIONS_SCHEMA)).order_by("member_id")
         rows = write_parquet(ctx.con, table, ctx.path("predictions.parquet"))
@@ -195,14 +198,14 @@ def _stage_on_spark(ctx: BuildContext) -> int:
                 for c in profiles.columns
             ]
         )
-        tmp = ctx.path(".profiles-predicted.parquet")
-        write_parquet(ctx.con, filled, tmp)
-        # (A profiles file linked from an earlier build keeps its contents: only the link goes.)
-        replace_directory(tmp, ctx.path("profiles.parquet"))
+        # Spark writes the new profiles aside and replaces the old ones once every task has
+        # read them (a renamed directory, or a new manifest on an object store). (A profiles
+        # file linked from an earlier build keeps its contents: only the link goes.)
+        write_parquet(ctx.con, filled, ctx.path("profiles.parquet"))
         timings["write_seconds"] = time.perf_counter() - started
         ctx.progress("predictions", 4, steps)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        ctx.drop_scratch(work)
     _record(ctx, finite(diagnostics), timings)
     ctx.progress("predictions", steps, steps)
     return rows

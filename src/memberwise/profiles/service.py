@@ -61,10 +61,14 @@ class InvalidBuild(InvalidRequest):
 
 def _read_manifest(build_dir: Path) -> tuple[BuildManifest, dict[str, Any]]:
     path = build_dir / "build.json"
+    # An artifact is a file (DuckDB), a directory of part files (Spark) or a pointer to one
+    # on the object store (a Spark build there): any of them exists.
     missing = [
         name
         for name in ("build.json", *repository.ARTIFACTS.values())
-        if not (build_dir / name).is_file()
+        if not (
+            (build_dir / name).is_file() if name == "build.json" else (build_dir / name).exists()
+        )
     ]
     if missing:
         raise InvalidBuild(f"{build_dir} is not a complete build: missing {', '.join(missing)}")

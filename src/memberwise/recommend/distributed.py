@@ -159,16 +159,17 @@ def dense_index(frame: Frame, column: str, name: str, buckets: int = 64) -> Fram
 def read_small(ctx: BuildContext, frame: Frame, name: str) -> pa.Table:
     """A small Spark result (item-sized, or a bounded sample) on the driver: the executors
     write it to the build's scratch folder and the driver reads the files (no ``collect``)."""
+    from memberwise.kit.warehouse import spark_write, storage_of
+
     scratch = ctx.scratch("recommend-spark")
     target = join(scratch, name)
-    frame.write.mode("overwrite").parquet(spark_uri(target))
+    storage = storage_of(ctx.con)
+    # (Spark's own writer for a local or HDFS path, the executors' objects on a store.)
+    spark_write(frame, target, storage)
     if is_local(target):
         files = sorted(p for p in local_path(target).glob("*.parquet"))
         tables = [pq.read_table(p) for p in files]
-    else:  # pragma: no cover - remote scratch, read through the lake's file system
-        from memberwise.kit.warehouse import storage_of
-
-        storage = storage_of(ctx.con)
+    else:  # remote scratch, read through the storage's file system
         tables = [storage.read_table(f) for f in storage.parquet_files(target)]
     if not tables:
         return pa.table({})
@@ -949,7 +950,7 @@ def _run(
         F.broadcast(titles.withColumnRenamed("item_id", "anchor")), "anchor", "left"
     ).select("member_id", "rk", "item_id", "score", reason.alias("reason"), "source")
     # Profiled members the events do not know get the popular list.
-    profiles = spark.read.parquet(spark_uri(ctx.path("profiles.parquet"))).select("member_id")
+    profiles = sparkframes.to_spark(ctx.con, ctx.table("profiles.parquet")).select("member_id")
     unknown = profiles.join(pairs.select("member_id").distinct(), "member_id", "left_anti")
     popular = stats.withColumn("_all", F.lit(1))
     popular = _top(
@@ -970,7 +971,9 @@ def _run(
     early = early[: max(config.early_access_slots, 0)]
     tiers_path = ctx.path("tiers.parquet")
     if early and granting and tiers_path.exists():
-        tiers = spark.read.parquet(spark_uri(tiers_path)).select("member_id", "tier")
+        tiers = sparkframes.to_spark(ctx.con, ctx.table("tiers.parquet")).select(
+            "member_id", "tier"
+        )
         eligible = (
             tiers.filter(F.col("tier").isin(list(granting)))
             .select("member_id")

@@ -17,7 +17,7 @@ import duckdb
 import orjson
 from sqlalchemy import Connection, RowMapping
 
-from memberwise.kit.storage import parquet_sql, read_table
+from memberwise.kit.storage import parquet_sql, read_table, register_configured
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.recommend import repository
 from memberwise.recommend.catalog import BATCH
@@ -180,6 +180,7 @@ def publish_build(conn: Connection, build_dir: Path) -> PublishOutcome | None:
     )
     counts = {"members": 0, "similar": 0, "fallbacks": 0, "coupons": 0}
     con = duckdb.connect()
+    register_configured(con)  # a Spark build's lists may be pointers to an object store
     try:
         if ok:
             repository.retire_others(conn, model_id)
