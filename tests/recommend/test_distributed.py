@@ -228,3 +228,36 @@ def test_own_items_are_the_members_purchases(
         for r in lists
         if r["source"] == "repeat"
     )
+
+
+def test_als_checkpoints_go_where_sparks_hadoop_file_systems_reach(
+    builds: tuple[Home, BuildResult, BuildResult], tmp_path: Path
+) -> None:
+    from memberwise.kit.sparkstore import MODE_KEY
+    from memberwise.kit.warehouse import spark_backend
+    from memberwise.recommend.distributed import CHECKPOINT_DIR_KEY, checkpoint_folder
+
+    spark = spark_backend()._session  # the module's session, reused
+    # A local scratch: the checkpoints go inside it (it is dropped with the scratch).
+    assert checkpoint_folder(spark, tmp_path) == (str(tmp_path / "checkpoints"), None)
+    # An object store reached only through the Python data source: Hadoop cannot write
+    # there, so a temp folder on this machine (deleted by the stage afterwards).
+    named, local = checkpoint_folder(spark, "s3://bucket/work/b1/recommend-spark")
+    assert local is not None and local.is_dir() and named == str(local)
+    local.rmdir()
+    try:
+        # With the S3A connector the scratch itself, as Hadoop names it.
+        spark.conf.set(MODE_KEY, "hadoop")
+        assert checkpoint_folder(spark, "s3://bucket/work/b1") == (
+            "s3a://bucket/work/b1/checkpoints",
+            None,
+        )
+        # A folder the operator names wins.
+        spark.conf.set(CHECKPOINT_DIR_KEY, "hdfs://namenode/checkpoints")
+        assert checkpoint_folder(spark, "s3://bucket/work/b1") == (
+            "hdfs://namenode/checkpoints",
+            None,
+        )
+    finally:
+        spark.conf.unset(MODE_KEY)
+        spark.conf.unset(CHECKPOINT_DIR_KEY)

@@ -43,17 +43,20 @@ lists the differences.
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memberwise.kit import sparkframes
+from memberwise.kit import sparkframes, sparkstore
 from memberwise.kit.storage import is_local, join, local_path
 from memberwise.kit.warehouse import spark_uri
 from memberwise.kit.warehouse import write_parquet as warehouse_write
@@ -729,7 +732,8 @@ def recommendations_on_spark(
     scratch = ctx.scratch("recommend-spark")
     # ALS's iterations make a lineage deep enough to overflow the stack when tasks are
     # deserialized; Spark ML cuts it every 10 iterations once a checkpoint folder is set.
-    spark.sparkContext.setCheckpointDir(spark_uri(join(scratch, "checkpoints")))
+    checkpoints, local_checkpoints = checkpoint_folder(spark, scratch)
+    spark.sparkContext.setCheckpointDir(checkpoints)
     try:
         return _run(
             ctx,
@@ -745,6 +749,33 @@ def recommendations_on_spark(
         )
     finally:
         ctx.drop_scratch(scratch)
+        if local_checkpoints is not None:
+            shutil.rmtree(local_checkpoints, ignore_errors=True)
+
+
+#: Spark setting naming the folder of ALS's checkpoints (a Hadoop file system path every
+#: executor reaches), overriding :func:`checkpoint_folder`'s choice.
+CHECKPOINT_DIR_KEY = "spark.memberwise.checkpointDir"
+
+
+def checkpoint_folder(spark: Any, scratch: Path | str) -> tuple[str, Path | None]:
+    """Where ALS checkpoints its lineage, and the local temp folder to delete afterwards.
+
+    Checkpoints are written and read by Spark's Hadoop file systems, not through fsspec: the
+    stage's scratch when Hadoop reaches it (a local disk, HDFS, S3 with the S3A connector).
+    An object store reached only through memberwise's Python data source (no hadoop-aws, as on
+    these machines) is out of Hadoop's reach, so the checkpoints go to a temp folder on this
+    machine's disk: right in local mode and on a one-machine cluster; a cluster of several
+    machines without S3A names a shared Hadoop path (HDFS) in ``spark.memberwise.checkpointDir``.
+    """
+    named = str(spark.conf.get(CHECKPOINT_DIR_KEY, "") or "")
+    if named:
+        return named, None
+    text = str(scratch)
+    if not sparkstore.through_python(spark, text):
+        return spark_uri(join(scratch, "checkpoints")), None
+    local = Path(tempfile.mkdtemp(prefix="memberwise-als-checkpoints-"))
+    return str(local), local
 
 
 def _run(
