@@ -235,11 +235,12 @@ def test_lax_values_are_read_as_the_api_reads_them(run: Run, tmp_path: Path) -> 
         good_row("f", ts="2026-05-01t10:00:00.250z"),
         good_row("g", ts="2026-05-01"),
         good_row("h", member_id=" m1 "),
+        good_row("i", ts="2026-05-01T10:00:00,5+01:00"),  # a decimal comma (DuckDB's cast: no)
     ]
     result = run.ingest(write_csv(tmp_path / "events.csv", rows))
 
     # " m1 " is refused, as the API refuses it: ids are never stripped (kit.ids' one rule).
-    assert (result.accepted, result.rejected) == (7, 1)
+    assert (result.accepted, result.rejected) == (8, 1)
     assert [(d["row"], d["code"], d["field"]) for d in deadletter(result)] == [
         ("9", "invalid_value", "member_id")
     ]
@@ -251,6 +252,7 @@ def test_lax_values_are_read_as_the_api_reads_them(run: Run, tmp_path: Path) -> 
     assert got["e"]["ts"] == datetime(2026, 5, 1, 10, tzinfo=UTC)
     assert got["f"]["ts"] == datetime(2026, 5, 1, 10, 0, 0, 250_000, tzinfo=UTC)
     assert got["g"]["ts"] == datetime(2026, 5, 1, tzinfo=UTC)
+    assert got["i"]["ts"] == datetime(2026, 5, 1, 9, 0, 0, 500_000, tzinfo=UTC)
     assert "h" not in got
 
 
