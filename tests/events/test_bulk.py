@@ -960,6 +960,33 @@ def test_blocks_arrow_parses_land_exactly_as_the_duckdb_path_lands_them(
     assert len(parsed_blocks) == 1
 
 
+#: Texts the Arrow-parsed blocks match with Arrow's regular expressions (ts, member_id) where
+#: the DuckDB path uses regexp_full_match: anchors, a trailing newline, lowercase, a comma.
+MATCHED_LINES: list[bytes] = [
+    orjson.dumps({"event_id": "x", "type": "view", **case})
+    for case in (
+        {"member_id": "m1\n", "ts": "2026-05-01T10:00:00Z"},
+        {"member_id": "\nm1", "ts": "2026-05-01T10:00:00Z"},
+        {"member_id": "m1.", "ts": "2026-05-01T10:00:00Z"},
+        {"member_id": ".m1", "ts": "2026-05-01T10:00:00Z"},
+        {"member_id": "m1", "ts": "2026-05-01T10:00:00Z\n"},
+        {"member_id": "m1", "ts": "x2026-05-01T10:00:00Z"},
+        {"member_id": "m1", "ts": "2026-05-01t10:00:00,5z"},
+        {"member_id": "m1", "ts": "2026-05-01T10:00:00.1234567+0800"},
+        {"member_id": "m1", "ts": "2026-05-01T24:00:00Z"},
+        {"member_id": "m1", "ts": "2026-05-01 10:00"},
+        {"member_id": "m1", "ts": "\u0662026-05-01T10:00:00Z"},
+    )
+]
+
+
+@pytest.mark.parametrize("line", MATCHED_LINES, ids=range(len(MATCHED_LINES)))
+def test_arrow_parsed_blocks_match_ts_and_member_ids_as_duckdb_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: bytes
+) -> None:
+    test_blocks_arrow_parses_land_exactly_as_the_duckdb_path_lands_them(tmp_path, monkeypatch, line)
+
+
 def test_arrow_parses_a_block_of_plain_events_and_one_wrong_kind_sends_it_the_duckdb_way(
     run: Run, tmp_path: Path
 ) -> None:
