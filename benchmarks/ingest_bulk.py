@@ -21,6 +21,7 @@ The ratio is (b) / (a): 0.5 means the command takes twice as long as DuckDB's CO
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -29,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,24 +195,85 @@ class Home:
         return int(count)
 
 
+class StoreCpu:
+    """CPU seconds of the PostgreSQL backends serving ``database`` while a command runs, when
+    the server runs on this machine (its processes under /proc): the store's share of the two
+    cores, which the command's own CPU does not count. Sampled every 0.2 s (a backend's last
+    fraction of a second after the final sample is missed; registration ends before the pass).
+    """
+
+    def __init__(self, database: str) -> None:
+        self.tag = f" {database} ".encode()
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> StoreCpu:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seen.values())
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.2):
+            self._sample()
+
+    def _sample(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                if pid not in self.seen:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if not (cmdline.startswith(b"postgres: ") and self.tag in cmdline):
+                        continue
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone, or not ours to read
+                continue
+            self.seen[pid] = (int(fields[11]) + int(fields[12])) / self.tick
+
+
+def _local_pg(database_url: str | None) -> str | None:
+    """The database name when ``database_url`` is a PostgreSQL server on this machine."""
+    if not database_url:
+        return None
+    url = make_url(database_url)
+    local = url.host in ("127.0.0.1", "localhost", "::1", None)
+    return url.database if local and Path("/proc/self/stat").exists() else None
+
+
 def _cpu(who: int) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 
-def time_command(home: Home, path: Path, rows: int, members: int) -> tuple[float, float]:
-    """Seconds (wall, CPU) of ``memberwise ingest PATH --json`` on a fresh home; checks what
-    it did."""
+def time_command(
+    home: Home, path: Path, rows: int, members: int
+) -> tuple[float, float, float | None]:
+    """Seconds (wall, CPU, the local PostgreSQL server's CPU or None) of ``memberwise ingest
+    PATH --json`` on a fresh home; checks what it did."""
     home.reset()
     os.sync()  # start each timed run without the previous run's dirty pages
+    database = _local_pg(home.database_url)
+    store = StoreCpu(database) if database else None
     cpu = _cpu(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(
-        [*home.command, "ingest", str(path), "--json"],
-        env=home.env(),
-        capture_output=True,
-        text=True,
-    )
+    with store if store is not None else contextlib.nullcontext():
+        done = subprocess.run(
+            [*home.command, "ingest", str(path), "--json"],
+            env=home.env(),
+            capture_output=True,
+            text=True,
+        )
     elapsed = time.perf_counter() - started
     cpu = _cpu(resource.RUSAGE_CHILDREN) - cpu
     if done.returncode != 0:
@@ -224,7 +287,7 @@ def time_command(home: Home, path: Path, rows: int, members: int) -> tuple[float
             f"{path.name}: accepted {result['accepted']:,} of {rows:,} rows, "
             f"registered {registered:,} of {members:,} members"
         )
-    return elapsed, cpu
+    return elapsed, cpu, store.seconds if store is not None else None
 
 
 def time_copy(fmt: str, path: Path, work: Path) -> tuple[float, float]:
@@ -313,15 +376,21 @@ def main() -> None:
         home = Home(work / "home", command, args.database_url, args.trace)
         ours: dict[str, list[tuple[float, float]]] = {f: [] for f in formats}
         plain: dict[str, list[tuple[float, float]]] = {f: [] for f in formats}
+        served: dict[str, list[float]] = {f: [] for f in formats}  # the local server's CPU
         # Interleaved, so both see the same machine (a shared VM's speed drifts over minutes).
         for i in range(args.repeat):
             for fmt in formats:
-                ours[fmt].append(time_command(home, files[fmt], args.rows, members))
+                wall, cpu, store_cpu = time_command(home, files[fmt], args.rows, members)
+                ours[fmt].append((wall, cpu))
                 plain[fmt].append(time_copy(fmt, files[fmt], work))
                 (a, a_cpu), (b, b_cpu) = ours[fmt][-1], plain[fmt][-1]
+                store = ""
+                if store_cpu is not None:
+                    served[fmt].append(store_cpu)
+                    store = f" + PostgreSQL {store_cpu:4.1f} s CPU"
                 print(
-                    f"run {i + 1} {fmt:8}: memberwise ingest {a:6.2f} s ({a_cpu:5.1f} s CPU), "
-                    f"COPY {b:6.2f} s ({b_cpu:5.1f} s CPU)  load {load()}",
+                    f"run {i + 1} {fmt:8}: memberwise ingest {a:6.2f} s ({a_cpu:5.1f} s CPU"
+                    f"{store}), COPY {b:6.2f} s ({b_cpu:5.1f} s CPU)  load {load()}",
                     flush=True,
                 )
         # Medians of wall time (what the issue asks) and of CPU time (steadier when the
@@ -329,6 +398,7 @@ def main() -> None:
         print(
             f"{'format':8} {'ingest s':>9} {'events/s':>11} {'COPY s':>8} {'ratio':>6}"
             f" {'ingest CPU s':>13} {'COPY CPU s':>11} {'CPU ratio':>10}"
+            + (f" {'PostgreSQL CPU s':>17}" if any(served.values()) else "")
         )
         for fmt in formats:
             a, b = (statistics.median(w for w, _ in runs) for runs in (ours[fmt], plain[fmt]))
@@ -336,6 +406,7 @@ def main() -> None:
             print(
                 f"{fmt:8} {a:9.2f} {args.rows / a:11,.0f} {b:8.2f} {b / a:6.2f}x"
                 f" {ac:13.1f} {bc:11.1f} {bc / ac:9.2f}x"
+                + (f" {statistics.median(served[fmt]):17.1f}" if served[fmt] else "")
             )
         print(f"load at the end {load()}")
     finally:

@@ -235,11 +235,12 @@ def test_lax_values_are_read_as_the_api_reads_them(run: Run, tmp_path: Path) -> 
         good_row("f", ts="2026-05-01t10:00:00.250z"),
         good_row("g", ts="2026-05-01"),
         good_row("h", member_id=" m1 "),
+        good_row("i", ts="2026-05-01T10:00:00,5+01:00"),  # a decimal comma (DuckDB's cast: no)
     ]
     result = run.ingest(write_csv(tmp_path / "events.csv", rows))
 
     # " m1 " is refused, as the API refuses it: ids are never stripped (kit.ids' one rule).
-    assert (result.accepted, result.rejected) == (7, 1)
+    assert (result.accepted, result.rejected) == (8, 1)
     assert [(d["row"], d["code"], d["field"]) for d in deadletter(result)] == [
         ("9", "invalid_value", "member_id")
     ]
@@ -251,6 +252,7 @@ def test_lax_values_are_read_as_the_api_reads_them(run: Run, tmp_path: Path) -> 
     assert got["e"]["ts"] == datetime(2026, 5, 1, 10, tzinfo=UTC)
     assert got["f"]["ts"] == datetime(2026, 5, 1, 10, 0, 0, 250_000, tzinfo=UTC)
     assert got["g"]["ts"] == datetime(2026, 5, 1, tzinfo=UTC)
+    assert got["i"]["ts"] == datetime(2026, 5, 1, 9, 0, 0, 500_000, tzinfo=UTC)
     assert "h" not in got
 
 
@@ -956,6 +958,33 @@ def test_blocks_arrow_parses_land_exactly_as_the_duckdb_path_lands_them(
 
     assert fast == slow
     assert len(parsed_blocks) == 1
+
+
+#: Texts the Arrow-parsed blocks match with Arrow's regular expressions (ts, member_id) where
+#: the DuckDB path uses regexp_full_match: anchors, a trailing newline, lowercase, a comma.
+MATCHED_LINES: list[bytes] = [
+    orjson.dumps({"event_id": "x", "type": "view", **case})
+    for case in (
+        {"member_id": "m1\n", "ts": "2026-05-01T10:00:00Z"},
+        {"member_id": "\nm1", "ts": "2026-05-01T10:00:00Z"},
+        {"member_id": "m1.", "ts": "2026-05-01T10:00:00Z"},
+        {"member_id": ".m1", "ts": "2026-05-01T10:00:00Z"},
+        {"member_id": "m1", "ts": "2026-05-01T10:00:00Z\n"},
+        {"member_id": "m1", "ts": "x2026-05-01T10:00:00Z"},
+        {"member_id": "m1", "ts": "2026-05-01t10:00:00,5z"},
+        {"member_id": "m1", "ts": "2026-05-01T10:00:00.1234567+0800"},
+        {"member_id": "m1", "ts": "2026-05-01T24:00:00Z"},
+        {"member_id": "m1", "ts": "2026-05-01 10:00"},
+        {"member_id": "m1", "ts": "\u0662026-05-01T10:00:00Z"},
+    )
+]
+
+
+@pytest.mark.parametrize("line", MATCHED_LINES, ids=range(len(MATCHED_LINES)))
+def test_arrow_parsed_blocks_match_ts_and_member_ids_as_duckdb_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: bytes
+) -> None:
+    test_blocks_arrow_parses_land_exactly_as_the_duckdb_path_lands_them(tmp_path, monkeypatch, line)
 
 
 def test_arrow_parses_a_block_of_plain_events_and_one_wrong_kind_sends_it_the_duckdb_way(

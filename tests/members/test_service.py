@@ -112,6 +112,19 @@ def test_members_seen_in_events_get_a_record_once(conn: Connection, runtime: Run
     assert [a for a, _, _ in _actions(conn)] == ["member.autocreate"] * 3
 
 
+def test_members_registered_in_order_get_audit_ids_in_the_same_order(
+    conn: Connection, runtime: Runtime
+) -> None:
+    ids = [f"m{i:03d}" for i in range(300)]
+    assert service.ensure_members(conn, ids, actor=SYSTEM) == 300
+    rows = conn.execute(
+        select(audit_log.c.audit_id, audit_log.c.member_id).order_by(audit_log.c.audit_id)
+    ).all()
+    assert [m for _, m in rows] == ids  # both indexes take the rows in order
+    assert len({a for a, _ in rows}) == 300
+    assert all(len(a) == 32 and int(a, 16) >= 0 for a, _ in rows)  # new_id()'s shape
+
+
 def test_a_member_seen_in_events_becomes_registered(conn: Connection, runtime: Runtime) -> None:
     service.ensure_members(conn, ["m9"], actor=SYSTEM)
     member = create_member(conn, runtime.cipher, "m9")

@@ -39,8 +39,10 @@ from memberwise.events.validation_sql import (
     JSON_TYPE_ERROR,
     LINE,
     MALFORMED_JSON,
+    MATCH_FIELDS,
     ROW,
     STRING_FIELDS,
+    matches,
 )
 
 Format = Literal["csv", "jsonl", "parquet", "taobao"]
@@ -450,7 +452,7 @@ _ARROW_READ = pa.schema(
 )
 #: The columns of a block Arrow parsed, as validation reads them (see :meth:`JsonLines.parsed`).
 PARSED_JSON_SCHEMA = pa.schema(
-    [*_ARROW_READ, pa.field("properties", pa.string()), pa.field(ROW, pa.int64())]
+    [*_ARROW_READ, pa.field("properties", pa.string()), pa.field(ROW, pa.int64()), *MATCH_FIELDS]
 ).append(pa.field(LINE, pa.large_string()))
 
 
@@ -528,6 +530,7 @@ class JsonLines:
                 *(parsed.column(f.name) for f in _ARROW_READ),
                 properties,
                 self.table.column(ROW),
+                *matches(parsed.column("ts"), parsed.column("member_id")),
                 lines,
             ],
             schema=PARSED_JSON_SCHEMA,

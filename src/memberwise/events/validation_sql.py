@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from memberwise.events.schemas import (
     EVENT_FIELDS,
@@ -58,7 +59,13 @@ MALFORMED_JSON = "!malformed"
 #: contract keys present, plus the pairs inside ``properties``), passed through to the output;
 #: a block whose lines hold more has its keys listed (the unknown-field warning).
 JSON_KEY_COUNT = "__keycount"
-INTERNAL = (ROW, JSON_TYPE_ERROR, LINE, JSON_KEY_COUNT)
+#: Optional, computed by the caller (see :func:`matches`): whether ``ts`` text is an
+#: ISO-8601 time in full, and whether ``member_id`` follows kit.ids' rule. Arrow's regular
+#: expressions (RE2, as DuckDB's) run in about half the time of DuckDB's ``regexp_full_match``.
+TS_ISO = "__ts_iso"
+MEMBER_ID_OK = "__member_id_ok"
+MATCH_FIELDS = (pa.field(TS_ISO, pa.bool_()), pa.field(MEMBER_ID_OK, pa.bool_()))
+INTERNAL = (ROW, JSON_TYPE_ERROR, LINE, JSON_KEY_COUNT, TS_ISO, MEMBER_ID_OK)
 
 #: Fields that must be strings (ids and texts).
 STRING_FIELDS: tuple[str, ...] = (*ID_FIELDS, *TEXT_FIELDS)
@@ -72,6 +79,9 @@ _ISO_RE = (
     r"([Zz]|[+-]([01]\d|2[0-3]):?[0-5]\d)?)?"
 )
 _NUMBER_RE = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"
+#: _ISO_RE and kit.ids' rule anchored, for a search that must match the whole text.
+_ISO_FULL = f"^(?:{_ISO_RE})$"
+_ID_FULL = f"^(?:{ID_BODY})$"
 _PLAIN_INT_RE = r"[+-]?\d{1,18}"
 _LAX_INT_RE = r"[+-]?\d+(_\d+)*(\.0+)?"
 _RELATION = "__BATCH_RELATION__"
@@ -168,16 +178,32 @@ def _numeric_time(n: str, lo: datetime, hi: datetime) -> str:
     )
 
 
-def _ts_value(src: str, kind: str, lo: datetime, hi: datetime) -> str:
+def matches(ts: pa.ChunkedArray, member_id: pa.ChunkedArray) -> list[pa.ChunkedArray]:
+    """The MATCH_FIELDS of string ``ts`` and ``member_id`` columns, which
+    :func:`build_validation` then reads instead of matching in DuckDB (NULL for a NULL value,
+    as ``regexp_full_match`` gives)."""
+    return [
+        pc.match_substring_regex(ts, _ISO_FULL),
+        pc.match_substring_regex(member_id, _ID_FULL),
+    ]
+
+
+def _ts_value(src: str, kind: str, lo: datetime, hi: datetime, iso_match: str | None = None) -> str:
     if kind == "timestamp" or kind == "date":
         return f"CAST({src} AS TIMESTAMPTZ)"
     if kind in ("integer", "float", "decimal"):
         return _numeric_time(f"CAST({src} AS DOUBLE)", lo, hi)
     if kind == "string":
         number = f"TRY_CAST({src} AS DOUBLE)"
+        # DuckDB's cast refuses exactly the lowercase 't'/'z' and the decimal comma that
+        # ISO-8601 allows, and reads the text as its normalised form otherwise: the text is
+        # cast as it is first, and only the few it refuses are normalised (upper + replace
+        # made a new string per row: half the cast's cost).
+        normalised = f"TRY_CAST(replace(upper({src}), ',', '.') AS TIMESTAMPTZ)"
+        iso = iso_match or f"regexp_full_match({src}, {_lit(_ISO_RE)})"
         return (
-            f"(CASE WHEN regexp_full_match({src}, {_lit(_ISO_RE)}) "
-            f"THEN TRY_CAST(replace(upper({src}), ',', '.') AS TIMESTAMPTZ) "
+            f"(CASE WHEN {iso} "
+            f"THEN coalesce(TRY_CAST({src} AS TIMESTAMPTZ), {normalised}) "
             f"WHEN regexp_full_match({src}, {_lit(_NUMBER_RE)}) "
             f"THEN {_numeric_time(number, lo, hi)} END)"
         )
@@ -255,7 +281,8 @@ def build_validation(
         elif kind == "null":
             value = f"CAST(NULL AS {_sql_type(name)})"
         elif name == "ts":
-            value = _ts_value(src, kind, lo, hi)
+            iso = _q(TS_ISO) if TS_ISO in names and kind == "string" else None
+            value = _ts_value(src, kind, lo, hi, iso)
         elif name in INT_FIELDS:
             value = _int_value(name, src, kind)
         elif kind == "string":
@@ -289,10 +316,13 @@ def build_validation(
                 _lit(f"{name} is longer than {limit} characters"),
             )
             if name == "member_id":  # the one id rule of kit.ids, as the API's EventIn has it
+                matched = f"regexp_full_match({v}, {_lit(ID_BODY)})"
+                if MEMBER_ID_OK in names and kind == "string":
+                    matched = _q(MEMBER_ID_OK)
                 add(
                     RejectCode.invalid_value,
                     name,
-                    f"NOT regexp_full_match({v}, {_lit(ID_BODY)})",
+                    f"NOT {matched}",
                     f"'member_id ' || {_shown(v)} || "
                     + _lit(" may hold only ASCII letters, digits, '_', '-', ':' and single dots"),
                 )
@@ -363,7 +393,7 @@ def build_validation(
     carried = [n for n in EVENT_FIELDS if n not in absent]
     carried += [c for c in shown if c not in EVENT_FIELDS]
     sources = [f"{_q(c)} AS {_q('__s_' + c)}" for c in carried]
-    extra = [_q(c) for c in (JSON_TYPE_ERROR, LINE, JSON_KEY_COUNT) if c in names]
+    extra = [_q(c) for c in INTERNAL[1:] if c in names]
     level1 = ", ".join([_q(ROW), *sources, *extra])
     typed = ", ".join(f"{values[n]} AS {_q(n)}" for n in EVENT_FIELDS)
     case = " ".join(f"WHEN {c.condition} THEN {i}" for i, c in enumerate(checks, start=1))
