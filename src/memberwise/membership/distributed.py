@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Connection, Engine, Select, select
 
 from memberwise.kit import sparkframes
-from memberwise.kit.storage import is_local, join, local_path
+from memberwise.kit.storage import DEFAULT, Storage, is_local, join, local_path
 from memberwise.kit.time import utcnow
 from memberwise.kit.warehouse import read_parquet, storage_of, write_parquet
 from memberwise.membership import invitations, ledger_facts, repository
@@ -97,9 +97,16 @@ TIERS_DDL = (
 )
 
 
-def export_query(conn: Connection, query: Select[Any], schema: pa.Schema, where: Path | str) -> int:
+def export_query(
+    conn: Connection,
+    query: Select[Any],
+    schema: pa.Schema,
+    where: Path | str,
+    storage: Storage = DEFAULT,
+) -> int:
     """Stream the rows of ``query`` (typed as ``schema``) into one Parquet file at ``where``
-    (a local path or a URI), :data:`EXPORT_ROWS` at a time; the rows written."""
+    (a local path, or a URI ``storage`` reaches: the build backend's, with the object store's
+    credentials and endpoint), :data:`EXPORT_ROWS` at a time; the rows written."""
     result = conn.execute(query, execution_options={"yield_per": EXPORT_ROWS})
     rows = 0
     if is_local(where):
@@ -107,9 +114,7 @@ def export_query(conn: Connection, query: Select[Any], schema: pa.Schema, where:
         target.parent.mkdir(parents=True, exist_ok=True)
         sink: Any = open(target, "wb")  # noqa: SIM115 (closed below, after the writer)
     else:
-        from memberwise.kit.storage import Storage
-
-        sink = Storage().fs(str(where)).open(str(where), "wb")
+        sink = storage.fs(str(where)).open(str(where), "wb")
     try:
         with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
             for part in result.partitions():
@@ -131,15 +136,19 @@ def uses_join_date(program: Program) -> bool:
     return any(t.validity.anchor is Anchor.join_date for t in program.tiers)
 
 
-def export_state(engine: Engine, program: Program, folder: Path | str) -> dict[str, str]:
+def export_state(
+    engine: Engine, program: Program, folder: Path | str, storage: Storage = DEFAULT
+) -> dict[str, str]:
     """The stored tiers (and registration times, when a tier needs them) as Parquet files in
-    ``folder``: ``{"state": uri, "joined": uri}``."""
+    ``folder`` (reached with ``storage``): ``{"state": uri, "joined": uri}``."""
     out = {"state": str(join(str(folder), "stored_tiers.parquet"))}
     with engine.connect() as conn:
-        export_query(conn, repository.tier_states_query(conn), STATE_SCHEMA, out["state"])
+        export_query(conn, repository.tier_states_query(conn), STATE_SCHEMA, out["state"], storage)
         if uses_join_date(program):
             out["joined"] = str(join(str(folder), "join_times.parquet"))
-            export_query(conn, repository.join_times_query(conn), JOINED_SCHEMA, out["joined"])
+            export_query(
+                conn, repository.join_times_query(conn), JOINED_SCHEMA, out["joined"], storage
+            )
     return out
 
 
@@ -151,7 +160,7 @@ def point_metrics(program: Program) -> list[str]:
 
 
 def export_points(
-    engine: Engine, program: Program, folder: Path | str, as_of: Any
+    engine: Engine, program: Program, folder: Path | str, as_of: Any, storage: Storage = DEFAULT
 ) -> dict[str, str]:
     """The ledger's points as Parquet files in ``folder``, streamed out of the store in chunks
     of :data:`EXPORT_ROWS` like the stored tiers: ``{metric: uri}`` for each points metric a
@@ -169,10 +178,11 @@ def export_points(
                 query = select(
                     lots.c.member_id, repository.epoch_us(conn, lots.c.earned_at), lots.c.points
                 )
-                export_query(conn, query, LOTS_SCHEMA, where)
+                export_query(conn, query, LOTS_SCHEMA, where, storage)
             else:
                 days = int(metric.removeprefix("points_").removesuffix("d"))
-                export_query(conn, facts.earned_in_window_query(as_of, days), POINTS_SCHEMA, where)
+                window = facts.earned_in_window_query(as_of, days)
+                export_query(conn, window, POINTS_SCHEMA, where, storage)
             out[metric] = where
     return out
 
@@ -285,8 +295,9 @@ def evaluated_on_spark(
     """Every member's ``tiers.parquet`` rows as a lazy Spark DataFrame (evaluated in the
     executors, batch by batch, against the stored tiers and points exported to ``folder``,
     which must stay until the frame is used), and the members' inputs."""
-    files = export_state(engine, program, folder)
-    exported = export_points(engine, program, folder, as_of)
+    storage = storage_of(con)
+    files = export_state(engine, program, folder, storage)
+    exported = export_points(engine, program, folder, as_of, storage)
     points = points_tables(con, program, files["state"], exported)
     since = since_table(con, program, files["state"]) if needs_spend_since_change(program) else None
     inputs = member_inputs_expr(profiles, events, program, as_of=as_of, since=since)
