@@ -11,15 +11,9 @@ import pytest
 
 from memberwise.feedback.corpus import held_out, load_split, near_copy_groups
 from memberwise.feedback.sentiment import SHIPPED, SentimentModel, shipped_model
+from tests.feedback.reviews import CLEAR
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "src/memberwise/feedback/data" / SHIPPED
-
-CLEAR = {
-    "质量很好，物流很快，非常满意，会回购": 1,
-    "宝贝很好用，性价比高，推荐购买": 1,
-    "质量太差了，用了两天就坏了，退货": 0,
-    "客服态度很差，不理人，再也不来了": 0,
-}
 
 
 def test_the_shipped_model_reads_clear_reviews_right() -> None:

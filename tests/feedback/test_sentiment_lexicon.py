@@ -23,20 +23,13 @@ from memberwise.feedback.sentiment_lexicon import (
     fit_model,
     load_model,
 )
+from tests.feedback.reviews import CLEAR, LABELS, TEXTS
 
 LEXICON = Lexicon(
     positive=frozenset({"满意", "好用"}),
     negative=frozenset({"失望", "太慢"}),
     negations=frozenset({"不", "没有"}),
 )
-CLEAR = {
-    "质量很好，物流很快，非常满意，会回购": 1,
-    "宝贝很好用，性价比高，推荐购买": 1,
-    "质量太差了，用了两天就坏了，退货": 0,
-    "客服态度很差，不理人，再也不来了": 0,
-}
-TEXTS = [*CLEAR, "还可以", "一般般", "物流太慢了", "非常好", "不好用", "很满意"] * 3
-LABELS = [*CLEAR.values(), 1, 0, 0, 1, 0, 1] * 3
 
 
 def test_tags_replace_sentiment_words_and_negation_flips_them() -> None:

@@ -53,6 +53,9 @@ MAX_FEATURES = 100_000
 MIN_DF = 2
 #: The model shipped in the package (built by ``benchmarks/feedback_sentiment.py --save``).
 SHIPPED = "sentiment.npz"
+#: Environment variable choosing an optional plug-in (``e5``: :mod:`.sentiment_e5`,
+#: ``lexicon``: :mod:`.sentiment_lexicon`); unset, the shipped NBSVM serves.
+PLUGIN_ENV = "MEMBERWISE_SENTIMENT_PLUGIN"
 
 
 def _word_ngrams(words: list[str], low: int, high: int) -> list[str]:
@@ -128,10 +131,12 @@ class SentimentModel:
         *,
         metadata: dict[str, Any] | None = None,
         max_features: int = MAX_FEATURES,
+        featurizer: Featurizer | None = None,
     ) -> SentimentModel:
         """Fit on ``texts`` with ``labels`` (1 positive, 0 negative), keep the
-        ``max_features`` strongest features and refit on those."""
-        featurizer = Featurizer()
+        ``max_features`` strongest features and refit on those; ``featurizer`` gives the
+        features (default: the character and word n-grams)."""
+        featurizer = featurizer or Featurizer()
         idf, coef, intercept = fit_counts(
             featurizer.counts(texts), np.asarray(labels, dtype=np.int64), max_features
         )

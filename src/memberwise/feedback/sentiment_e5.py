@@ -40,12 +40,16 @@ import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
-from memberwise.feedback.sentiment import FloatArray, SentimentModel, _sigmoid, margin
+from memberwise.feedback.sentiment import (
+    PLUGIN_ENV,
+    FloatArray,
+    SentimentModel,
+    _sigmoid,
+    margin,
+)
 
 #: The stacked weights shipped in the package.
 PLUGIN = "sentiment_e5.npz"
-#: Environment variable that turns the plug-in on (value ``e5``).
-PLUGIN_ENV = "MEMBERWISE_SENTIMENT_PLUGIN"
 #: Inverse regularisation of the logistic regression on the embedding's features.
 EMBED_C = 4.0
 #: Random Fourier features the embedding is mapped to (0: the raw embedding, as the first

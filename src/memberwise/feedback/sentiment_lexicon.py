@@ -31,21 +31,19 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from memberwise.feedback.sentiment import (
+    PLUGIN_ENV,
     WORD_NGRAMS,
     Featurizer,
     SentimentModel,
     _word_ngrams,
-    fit_counts,
 )
 
 #: The model shipped in the package (built by ``benchmarks/feedback_sentiment.py --lexicon``).
 LEXICON_MODEL = "sentiment_lexicon.npz"
-#: Environment variable (shared with the e5 plug-in) and the value that turns this one on.
-PLUGIN_ENV = "MEMBERWISE_SENTIMENT_PLUGIN"
+#: The value of :data:`~.sentiment.PLUGIN_ENV` that turns this plug-in on.
 PLUGIN_NAME = "lexicon"
 #: The lexicon package and its word lists: HowNet's positive and negative words, DUTIR's
 #: emotion classes (joy and praise positive; sorrow, anger, disgust and fear negative;
@@ -172,5 +170,4 @@ def fit_model(
 ) -> SentimentModel:
     """The NBSVM fitted as :meth:`SentimentModel.fit` does, on the lexicon-tagged features."""
     featurizer = TaggedFeaturizer(lexicon=lexicon or package_lexicon())
-    idf, coef, intercept = fit_counts(featurizer.counts(texts), np.asarray(labels, dtype=np.int64))
-    return SentimentModel(idf, coef, intercept, dict(metadata or {}), featurizer)
+    return SentimentModel.fit(texts, labels, metadata=metadata, featurizer=featurizer)
