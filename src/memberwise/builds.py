@@ -129,17 +129,28 @@ class BuildContext:
         ``folder`` inside the build directory when the storage is local, else under the
         storage URI (``BASE/warehouse/work/<build_id>/folder``), where a cluster's executors
         can all write and read."""
-        root = self.runtime.settings.storage_root
-        if is_local(root):
+        if is_local(self.runtime.settings.storage_root):
             local = self.path(folder)
             local.mkdir(exist_ok=True)
             return local
-        return join(root, "warehouse", "work", self.result.build_id, folder)
+        return work_folder(self.runtime, self.result.build_id, folder)
 
     def drop_scratch(self, location: Path | str) -> None:
         """Delete what :meth:`scratch` gave (nothing when it is gone already)."""
         with contextlib.suppress(OSError):
             storage_of(self.con).delete(location)
+
+
+def work_folder(runtime: Runtime, *parts: str) -> Path | str:
+    """A folder for intermediates a cluster's executors read and write: under the storage URI
+    (``BASE/warehouse/work/<parts>``) when it is remote, else ``HOME/warehouse/work/<parts>``
+    (created)."""
+    root = runtime.settings.storage_root
+    if is_local(root):
+        local = runtime.settings.home.joinpath("warehouse", "work", *parts)
+        local.mkdir(parents=True, exist_ok=True)
+        return local
+    return join(root, "warehouse", "work", *parts)
 
 
 def builds_root(runtime: Runtime) -> Path:

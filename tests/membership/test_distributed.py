@@ -20,7 +20,7 @@ import pytest
 from memberwise.kit.db import transaction
 from memberwise.kit.warehouse import open_backend
 from memberwise.ledger import orders
-from memberwise.membership import distributed, stage
+from memberwise.membership import distributed, stage, store_export
 from memberwise.membership.tables import member_tiers
 from memberwise.program.schemas import Program
 from memberwise.program.service import parse_program
@@ -123,8 +123,8 @@ def test_batches_from_the_exported_store_give_the_embedded_rows(
         embedded, _, _ = stage.evaluate_members(
             con, runtime.engine, table, None, program, as_of=AS_OF
         )
-        files = distributed.export_state(runtime.engine, program, tmp_path / "work")
-        exported = distributed.export_points(runtime.engine, program, tmp_path / "work", AS_OF)
+        files = store_export.export_state(runtime.engine, program, tmp_path / "work")
+        exported = store_export.export_points(runtime.engine, program, tmp_path / "work", AS_OF)
         points = distributed.points_tables(con, program, files["state"], exported)
         inputs = stage.member_inputs_expr(table, None, program, as_of=AS_OF, since=None)
         joined = con.to_pyarrow(distributed.with_state(con, inputs, files, points))
@@ -169,8 +169,8 @@ def test_the_export_streams_in_chunks(
     """Chunks of EXPORT_ROWS rows: the file holds every stored tier, written chunk by chunk."""
     program = parse_program(PROGRAM)
     seed(runtime, program)
-    monkeypatch.setattr(distributed, "EXPORT_ROWS", 5)
-    files = distributed.export_state(runtime.engine, program, tmp_path)
+    monkeypatch.setattr(store_export, "EXPORT_ROWS", 5)
+    files = store_export.export_state(runtime.engine, program, tmp_path)
     metadata = pq.ParquetFile(files["state"]).metadata
 
     assert metadata.num_rows == len(STORED) - 1
@@ -180,8 +180,8 @@ def test_the_export_streams_in_chunks(
     assert rows["m04"]["stored_until"] == int((AS_OF - DAY).timestamp()) * 1_000_000
     assert rows["m05"]["stored_until"] is None
     # The ledger's points stream the same way: one earned lot per order, in chunks of 2.
-    monkeypatch.setattr(distributed, "EXPORT_ROWS", 2)
-    points = distributed.export_points(runtime.engine, program, tmp_path, AS_OF)
+    monkeypatch.setattr(store_export, "EXPORT_ROWS", 2)
+    points = store_export.export_points(runtime.engine, program, tmp_path, AS_OF)
     lots = pq.ParquetFile(points["points_since_change"])
     assert (lots.metadata.num_rows, lots.metadata.num_row_groups) == (3, 2)
     earned = {r["member_id"]: r for r in lots.read().to_pylist()}

@@ -4,8 +4,8 @@ When the build's engine is Spark no member-sized table sits on the driver:
 
 - **The stored tiers reach the cluster as Parquet.** The tiers held now in the operational
   store (and, for a tier anchored on it, each member's registration time) are exported by a
-  streaming cursor (``yield_per``) in chunks of :data:`EXPORT_ROWS` into a Parquet file in the
-  build's scratch, which Spark reads. The store, not the previous build's ``tiers.parquet``,
+  streaming cursor in chunks (:mod:`.store_export`) into a Parquet file in the build's
+  scratch, which Spark reads. The store, not the previous build's ``tiers.parquet``,
   is the truth: staff grants, accepted invitations and lapsed manual tiers change it between
   builds, and a first build on a cluster has no previous artifact. Spark cannot read the store
   itself here (no JDBC driver ships with pyspark, and SQLite is a local file); the driver holds
@@ -42,14 +42,12 @@ import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from sqlalchemy import Connection, Engine, Select, select
+from sqlalchemy import Engine
 
 from memberwise.kit import sparkframes
-from memberwise.kit.storage import DEFAULT, Storage, is_local, join, local_path
 from memberwise.kit.time import utcnow
 from memberwise.kit.warehouse import read_parquet, storage_of, write_parquet
-from memberwise.membership import invitations, ledger_facts, repository
+from memberwise.membership import invitations
 from memberwise.membership import service as membership_service
 from memberwise.membership.score import needs_spend_since_change
 from memberwise.membership.stage import (
@@ -60,131 +58,24 @@ from memberwise.membership.stage import (
     evaluate_rows,
     member_inputs_expr,
 )
+from memberwise.membership.store_export import (
+    export_points,
+    export_state,
+    point_metrics,
+)
 from memberwise.membership.tiers import NONE, TierState, matrix_of
-from memberwise.program.membership import Anchor
 from memberwise.program.schemas import Program
 
 if TYPE_CHECKING:
     from memberwise.builds import BuildContext
     from memberwise.runtime import Runtime
 
-#: Rows per chunk of the store's export (one chunk in the driver at a time).
-EXPORT_ROWS = 50_000
-STATE_SCHEMA = pa.schema(
-    [
-        pa.field("member_id", pa.string()),
-        pa.field("stored_tier", pa.string()),
-        pa.field("stored_source", pa.string()),
-        pa.field("stored_since", pa.int64()),
-        pa.field("stored_until", pa.int64()),
-    ]
-)
-JOINED_SCHEMA = pa.schema([pa.field("member_id", pa.string()), pa.field("joined_us", pa.int64())])
-#: A window's points per member, and the earned lots for points since the last tier change.
-POINTS_SCHEMA = pa.schema([pa.field("member_id", pa.string()), pa.field("points", pa.int64())])
-LOTS_SCHEMA = pa.schema(
-    [
-        pa.field("member_id", pa.string()),
-        pa.field("earned_us", pa.int64()),
-        pa.field("points", pa.int64()),
-    ]
-)
 #: The columns the stored state adds to a batch of inputs (dropped before evaluation).
 STATE_COLUMNS = ("stored_tier", "stored_source", "stored_since", "stored_until", "joined_us")
 TIERS_DDL = (
     "member_id string, tier string, source string, since timestamp, until timestamp, "
     "score bigint, change string, from_tier string, reason string, details string"
 )
-
-
-def export_query(
-    conn: Connection,
-    query: Select[Any],
-    schema: pa.Schema,
-    where: Path | str,
-    storage: Storage = DEFAULT,
-) -> int:
-    """Stream the rows of ``query`` (typed as ``schema``) into one Parquet file at ``where``
-    (a local path, or a URI ``storage`` reaches: the build backend's, with the object store's
-    credentials and endpoint), :data:`EXPORT_ROWS` at a time; the rows written."""
-    result = conn.execute(query, execution_options={"yield_per": EXPORT_ROWS})
-    rows = 0
-    if is_local(where):
-        target = local_path(where)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        sink: Any = open(target, "wb")  # noqa: SIM115 (closed below, after the writer)
-    else:
-        sink = storage.fs(str(where)).open(str(where), "wb")
-    try:
-        with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-            for part in result.partitions():
-                values = list(zip(*part, strict=True))
-                writer.write_table(
-                    pa.Table.from_arrays(
-                        [pa.array(v, type=f.type) for v, f in zip(values, schema, strict=True)],
-                        schema=schema,
-                    )
-                )
-                rows += len(part)
-    finally:
-        sink.close()
-    return rows
-
-
-def uses_join_date(program: Program) -> bool:
-    """Whether a tier's period is anchored on the member's registration anniversary."""
-    return any(t.validity.anchor is Anchor.join_date for t in program.tiers)
-
-
-def export_state(
-    engine: Engine, program: Program, folder: Path | str, storage: Storage = DEFAULT
-) -> dict[str, str]:
-    """The stored tiers (and registration times, when a tier needs them) as Parquet files in
-    ``folder`` (reached with ``storage``): ``{"state": uri, "joined": uri}``."""
-    out = {"state": str(join(str(folder), "stored_tiers.parquet"))}
-    with engine.connect() as conn:
-        export_query(conn, repository.tier_states_query(conn), STATE_SCHEMA, out["state"], storage)
-        if uses_join_date(program):
-            out["joined"] = str(join(str(folder), "join_times.parquet"))
-            export_query(
-                conn, repository.join_times_query(conn), JOINED_SCHEMA, out["joined"], storage
-            )
-    return out
-
-
-def point_metrics(program: Program) -> list[str]:
-    """The points metrics a qualification counts (``points_90d``, ``points_since_change``)."""
-    return sorted(
-        {q.metric for t in program.tiers for q in t.qualify if q.metric.startswith("points")}
-    )
-
-
-def export_points(
-    engine: Engine, program: Program, folder: Path | str, as_of: Any, storage: Storage = DEFAULT
-) -> dict[str, str]:
-    """The ledger's points as Parquet files in ``folder``, streamed out of the store in chunks
-    of :data:`EXPORT_ROWS` like the stored tiers: ``{metric: uri}`` for each points metric a
-    qualification counts (empty when none does). A window metric (``points_90d``) is the
-    ledger's per-member sum (``member_id``, ``points``); ``points_since_change`` needs each
-    member's own start, so it is the earned lots (``member_id``, ``earned_us``, ``points``),
-    summed by :func:`points_tables` where the stored tiers are."""
-    out: dict[str, str] = {}
-    facts = ledger_facts.ledger()
-    with engine.connect() as conn:
-        for metric in point_metrics(program):
-            where = str(join(str(folder), f"{metric}.parquet"))
-            if metric == "points_since_change":
-                lots = facts.earned_lots_query().subquery()
-                query = select(
-                    lots.c.member_id, repository.epoch_us(conn, lots.c.earned_at), lots.c.points
-                )
-                export_query(conn, query, LOTS_SCHEMA, where, storage)
-            else:
-                days = int(metric.removeprefix("points_").removesuffix("d"))
-                window = facts.earned_in_window_query(as_of, days)
-                export_query(conn, window, POINTS_SCHEMA, where, storage)
-            out[metric] = where
-    return out
 
 
 def points_tables(
@@ -361,7 +252,9 @@ def preview_on_spark(
     the summary (as :func:`.stage.summarize` gives it) and the members evaluated. Only
     aggregates and the would-be invited members reach the driver; nothing is written but the
     stored tiers' export, deleted afterwards."""
-    folder = preview_scratch(runtime)
+    from memberwise.builds import work_folder
+
+    folder = work_folder(runtime, f"preview-{uuid.uuid4().hex}")
     try:
         evaluated, inputs = evaluated_on_spark(
             con,
@@ -381,18 +274,6 @@ def preview_on_spark(
         with contextlib.suppress(OSError):
             storage_of(con).delete(folder)
     return section, members
-
-
-def preview_scratch(runtime: Runtime) -> Path | str:
-    """A fresh folder for a preview's export, where the executors read it: under the home's
-    warehouse when the storage is local, else under the storage URI (as a build's scratch)."""
-    root = runtime.settings.storage_root
-    name = f"preview-{uuid.uuid4().hex}"
-    if is_local(root):
-        local = runtime.settings.home / "warehouse" / "work" / name
-        local.mkdir(parents=True)
-        return local
-    return join(root, "warehouse", "work", name)
 
 
 def summary_of(con: ibis.BaseBackend, program: Program, tiers: Path) -> dict[str, Any]:
