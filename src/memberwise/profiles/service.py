@@ -23,6 +23,7 @@ from memberwise.kit import diffpublish
 from memberwise.kit.diffpublish import Commit, no_commit
 from memberwise.kit.errors import InvalidRequest, NotFound
 from memberwise.kit.pagination import DEFAULT_LIMIT, Page, decode_cursor, encode_cursor
+from memberwise.kit.storage import artifact_exists
 from memberwise.kit.time import as_utc, utcnow
 from memberwise.profiles import repository
 from memberwise.profiles.fields import FIELD_NAMES
@@ -62,13 +63,11 @@ class InvalidBuild(InvalidRequest):
 def _read_manifest(build_dir: Path) -> tuple[BuildManifest, dict[str, Any]]:
     path = build_dir / "build.json"
     # An artifact is a file (DuckDB), a directory of part files (Spark) or a pointer to one
-    # on the object store (a Spark build there): any of them exists.
+    # on the object store (a Spark build there).
     missing = [
         name
         for name in ("build.json", *repository.ARTIFACTS.values())
-        if not (
-            (build_dir / name).is_file() if name == "build.json" else (build_dir / name).exists()
-        )
+        if not artifact_exists(build_dir / name)
     ]
     if missing:
         raise InvalidBuild(f"{build_dir} is not a complete build: missing {', '.join(missing)}")
